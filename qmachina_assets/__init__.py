@@ -1,0 +1,1 @@
+"""qMachina Dagster code location and the domain core it calls (`qmachina_assets.core`)."""

@@ -1,0 +1,149 @@
+"""The `qmachina` console script: a thin argument parser over the domain core and Dagster layer."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+from qmachina_assets.core.paths import PROJECT_ROOT, lake_root, shared_data_root
+
+# Real Databento sample files the demo lands (relative to ../shared/data/databento)
+SAMPLE_FILES = (
+    "nautilus_trader/esh4-glbx-mdp3-20231224.mbo.dbn.zst",
+    "nautilus_trader/esh4-glbx-mdp3-20231225.mbo.dbn.zst",
+    "nautilus_trader/orderbooks_mbo_2024-05-08T00-00-00_2024-05-08T00-00-02.dbn.zst",
+)
+DEMO_DATE = dt.date(2024, 3, 15)
+
+
+def _date(s: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(s)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {s!r}") from exc
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from qmachina_assets.core.instrument import locked_instrument
+    from qmachina_assets.core.synth import SynthParams, write_synthetic_day
+
+    instrument = locked_instrument()
+    params = SynthParams(n_records=args.events, seed=args.seed, date=args.date,
+                         symbol=args.symbol or instrument.symbol)
+    path = write_synthetic_day(args.out, params, instrument)
+    print(f"wrote {params.n_records:,} MBO records for {params.symbol} {params.date} to {path}")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from qmachina_assets.core.instrument import locked_instrument
+    from qmachina_assets.core.lake import land_raw_file
+
+    instrument = locked_instrument()
+    lake = Path(args.lake) if args.lake else lake_root()
+    for src in args.files:
+        f = land_raw_file(src, lake, instrument)
+        print(f"landed {src} -> {f.path} (partitions: {', '.join(f'{f.date}|{s}' for s in f.symbols)})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Main job on the embedded default: synthetic day + real samples -> bronze in a SQLite instance."""
+    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))
+    import dagster as dg
+
+    from qmachina_assets.core.instrument import locked_instrument
+    from qmachina_assets.core.lake import land_raw_file
+    from qmachina_assets.core.synth import SynthParams, write_synthetic_day
+    from qmachina_assets.defs.bronze.assets import bronze_mbo
+    from qmachina_assets.defs.partitions import partition_key, symbol_partitions_def
+    from qmachina_assets.defs.resources import default_resources
+
+    instrument = locked_instrument()
+    lake = lake_root()
+    staging = lake / "staging"
+    landed = []
+    params = SynthParams(n_records=args.records, seed=args.seed, date=DEMO_DATE, symbol=instrument.symbol)
+    synth_path = staging / f"synth-{params.symbol.lower()}-{params.date:%Y%m%d}-s{params.seed}.mbo.dbn.zst"
+    print(f"[1/3] synthetic day: {params.n_records:,} records, {params.symbol} {params.date} (seed {params.seed})")
+    if not synth_path.exists():
+        write_synthetic_day(synth_path, params, instrument)
+    landed.append(land_raw_file(synth_path, lake, instrument))
+    print(f"[2/3] real Databento samples from {shared_data_root()}")
+    for rel in SAMPLE_FILES:
+        src = shared_data_root() / rel
+        if not src.is_file():
+            print(f"      missing {src} (skipped)")
+            continue
+        landed.append(land_raw_file(src, lake, instrument))
+    print(f"[3/3] bronze partitions into DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+    rows = []
+    with dg.DagsterInstance.get() as instance:
+        for f in landed:
+            for sym in f.symbols:
+                if not instance.has_dynamic_partition(symbol_partitions_def.name, sym):
+                    instance.add_dynamic_partitions(symbol_partitions_def.name, [sym])
+                pk = partition_key(f.date.isoformat(), sym)
+                res = dg.materialize([bronze_mbo], partition_key=pk, instance=instance,
+                                     resources=default_resources(), raise_on_error=True)
+                mat = res.asset_materializations_for_node("bronze_mbo")[0]
+                checks = res.get_asset_check_evaluations()
+                failed = [c.check_name for c in checks if not c.passed]
+                rows.append((f"{f.date}|{sym}", mat.metadata["records"].value,
+                             mat.metadata["starts_with_snapshot"].value,
+                             mat.metadata["unknown_order_events"].value,
+                             ", ".join(failed) or "all passed"))
+    print()
+    print(f"{'partition':<18} {'records':>12} {'snapshot':>9} {'unknown ids':>12}  checks")
+    for part, n, snap, unk, chk in rows:
+        print(f"{part:<18} {n:>12,} {snap!s:>9} {unk:>12,}  {chk}")
+    print()
+    print(f"lake:          {lake}  (raw/, bronze/<symbol>/<date>/manifest.json)")
+    print(f"dagster home:  {os.environ['DAGSTER_HOME']}")
+    print("look at it:    DAGSTER_HOME=$PWD/dagster_home .venv/bin/dagster dev -w workspace.yaml"
+          "  -> http://127.0.0.1:3000 (assets, checks, partitions, raw_file_sensor)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qmachina", description="qMachina order-book research platform")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="write a synthetic, deterministic MBO day as DBN v3 (.dbn or .dbn.zst)")
+    s.add_argument("out", type=Path)
+    s.add_argument("--events", type=int, default=2_000_000, help="number of MBO records")
+    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--date", type=_date, default=DEMO_DATE)
+    s.add_argument("--symbol", default=None, help="contract of the locked root (default: instrument.yaml)")
+    s.set_defaults(func=cmd_synth)
+
+    i = sub.add_parser("ingest", help="validate DBN MBO files and land them in the lake's raw tree")
+    i.add_argument("files", nargs="+", type=Path)
+    i.add_argument("--lake", default=None, help="lake root (default: QMACHINA_LAKE_DIR or ./lake)")
+    i.set_defaults(func=cmd_ingest)
+
+    d = sub.add_parser("demo", help="end-to-end on the embedded default (sample data, SQLite instance)")
+    d.add_argument("--records", type=int, default=2_000_000, help="size of the synthetic sample day")
+    d.add_argument("--seed", type=int, default=7)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from qmachina_assets.core.dbn import DbnError
+    from qmachina_assets.core.instrument import InstrumentConfigError, InstrumentLockError
+
+    try:
+        return args.func(args)
+    except (DbnError, InstrumentConfigError, InstrumentLockError, FileExistsError, FileNotFoundError,
+            ValueError) as exc:
+        print(f"qmachina {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

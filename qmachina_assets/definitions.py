@@ -1,0 +1,19 @@
+"""The qMachina code location. Loading it enforces the instrument lock (fails fast on a bad config)."""
+
+import dagster as dg
+
+from qmachina_assets.core.instrument import locked_instrument
+from qmachina_assets.defs.bronze.assets import bronze_mbo
+from qmachina_assets.defs.bronze.jobs import bronze_job
+from qmachina_assets.defs.bronze.sensors import raw_file_sensor
+from qmachina_assets.defs.resources import default_resources
+
+INSTRUMENT = locked_instrument()  # start-up lock check: a malformed or missing file stops the load here
+
+defs = dg.Definitions(
+    assets=[bronze_mbo],
+    jobs=[bronze_job],
+    sensors=[raw_file_sensor],
+    resources=default_resources(),
+    executor=dg.multiprocess_executor.configured({"max_concurrent": 2}),
+)

@@ -1,0 +1,84 @@
+"""Bronze MBO partitions as a Dagster asset, with its data-quality checks evaluated in the same step."""
+
+
+import datetime as dt
+
+import dagster as dg
+
+from qmachina_assets.core import bronze_checks, lake
+from qmachina_assets.core.bronze import DATA_NAME, BronzeManifest, build_bronze
+from qmachina_assets.core.instrument import locked_instrument
+from qmachina_assets.defs.partitions import date_symbol_partitions_def
+from qmachina_assets.defs.resources import LakeResource
+
+BRONZE_KEY = dg.AssetKey("bronze_mbo")
+BRONZE_CHECK_SPECS = [
+    dg.AssetCheckSpec(name, asset=BRONZE_KEY, blocking=blocking, description=desc)
+    for name, (blocking, desc) in bronze_checks.BRONZE_RULES.items()
+]
+
+
+def _iso(ns: int | None) -> str:
+    return "-" if ns is None else dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC).isoformat()
+
+
+def manifest_metadata(m: BronzeManifest, created: bool) -> dict:
+    counts = "\n".join(f"| {k} | {v:,} |" for k, v in m.action_counts.items())
+    quality = "\n".join(
+        f"| {k} | {getattr(m, k):,} |"
+        for k in ("f_last_count", "snapshot_records", "sequence_gaps", "sequence_regressions", "unknown_cancel",
+                  "unknown_modify", "unknown_fill", "duplicate_add", "ts_recv_backwards",
+                  "dropped_other_instruments")
+    )
+    return {
+        "records": dg.MetadataValue.int(m.record_count),
+        "sha256_source": dg.MetadataValue.text(m.sources[0].sha256),
+        "sha256_bronze": dg.MetadataValue.text(m.data_sha256),
+        "dbn_version": dg.MetadataValue.int(m.dbn_version),
+        "schema": dg.MetadataValue.text(m.schema_name),
+        "instrument_ids": dg.MetadataValue.text(", ".join(map(str, m.instrument_ids))),
+        "first_ts_event": dg.MetadataValue.text(_iso(m.first_ts_event)),
+        "last_ts_event": dg.MetadataValue.text(_iso(m.last_ts_event)),
+        "first_ts_recv": dg.MetadataValue.text(_iso(m.first_ts_recv)),
+        "last_ts_recv": dg.MetadataValue.text(_iso(m.last_ts_recv)),
+        "starts_with_snapshot": dg.MetadataValue.bool(m.starts_with_snapshot),
+        "unknown_order_events": dg.MetadataValue.int(m.unknown_order_events),
+        "bytes": dg.MetadataValue.int(m.data_bytes),
+        "path": dg.MetadataValue.path(m.data_file),
+        "newly_written": dg.MetadataValue.bool(created),
+        "action_counts": dg.MetadataValue.md("| action | records |\n|---|---|\n" + counts),
+        "quality": dg.MetadataValue.md("| figure | count |\n|---|---|\n" + quality),
+        "source": dg.MetadataValue.path(m.sources[0].path),
+        "code_version": dg.MetadataValue.text(m.code_version),
+    }
+
+
+@dg.asset(
+    key=BRONZE_KEY,
+    partitions_def=date_symbol_partitions_def,
+    group_name="bronze",
+    check_specs=BRONZE_CHECK_SPECS,
+    kinds={"dbn", "numba"},
+    description="Validated, immutable DBN v3 copy of one (UTC date, contract) of raw MBO, with manifest.json.",
+)
+def bronze_mbo(context: dg.AssetExecutionContext, lake_res: LakeResource) -> dg.MaterializeResult:
+    keys = context.partition_key.keys_by_dimension
+    date, symbol = dt.date.fromisoformat(keys["date"]), keys["symbol"]
+    instrument = locked_instrument()
+    root = lake_res.path
+    raw = lake.raw_files_for(root, instrument, date, symbol)
+    manifest, created = build_bronze(raw, date=date, symbol=symbol, lake=root, instrument=instrument)
+    context.log.info(
+        f"bronze {date}|{symbol}: {manifest.record_count:,} records "
+        f"({'written' if created else 'already present, unchanged'})"
+    )
+    outcomes = bronze_checks.evaluate(manifest, lake.bronze_dir(root, symbol, date) / DATA_NAME)
+    checks = [
+        dg.AssetCheckResult(
+            asset_key=BRONZE_KEY, check_name=o.name, passed=o.passed,
+            severity=dg.AssetCheckSeverity.ERROR if o.severity == "ERROR" else dg.AssetCheckSeverity.WARN,
+            metadata=o.metadata,
+        )
+        for o in outcomes
+    ]
+    return dg.MaterializeResult(metadata=manifest_metadata(manifest, created), check_results=checks)
