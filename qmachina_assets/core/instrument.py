@@ -172,6 +172,15 @@ class InstrumentConfig(BaseModel):
                 )
 
 
+def _describe(err: dict) -> str:
+    """`field 'name': reason` for field errors and for cross-field errors written as `name: reason`."""
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["loc"]:
+        return f"field '{'.'.join(str(x) for x in err['loc'])}': {msg}"
+    name, _, reason = msg.partition(": ")
+    return f"field '{name}': {reason or msg}"
+
+
 def instrument_config_path() -> Path:
     return Path(os.environ.get(ENV_PATH) or configs_root() / "instrument.yaml")
 
@@ -190,10 +199,7 @@ def load_instrument(path: str | os.PathLike[str] | None = None) -> InstrumentCon
     try:
         return InstrumentConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"field '{'.'.join(str(x) for x in e['loc']) or e['msg'].split(':')[0]}': {e['msg']}"
-            for e in exc.errors()
-        )
+        problems = "; ".join(_describe(e) for e in exc.errors())
         raise InstrumentConfigError(f"{p}: {problems}") from exc
 
 
