@@ -9,7 +9,7 @@ import pytest
 from qmachina_assets.core import bronze, bronze_checks, dbn
 from qmachina_assets.core import lake as lakemod
 from qmachina_assets.core.instrument import InstrumentLockError
-from tests.conftest import ESH1_V3, ESH4_1224, ESH4_1225, ESM4_0508, sample
+from tests.conftest import ESH1_V3, ESH4_1225, ESM4_0508, sample
 
 
 def _build(lake_root, instrument, rel_or_path):

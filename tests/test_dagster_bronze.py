@@ -3,11 +3,9 @@
 import datetime as dt
 import json
 import subprocess
-import sys
 
 import dagster as dg
 import numpy as np
-import pytest
 
 from qmachina_assets.core import dbn
 from qmachina_assets.core import lake as lakemod

@@ -65,7 +65,7 @@ def test_corrupt_header_and_empty_file(tmp_path):
         dbn.read_header(corrupt)
     garbled = tmp_path / "garbled.dbn"
     garbled.write_bytes(raw[:8] + b"\xff" * 40)
-    with pytest.raises(dbn.DbnError, match="garbled.dbn: (corrupt|truncated) header"):
+    with pytest.raises(dbn.DbnError, match=r"garbled\.dbn: (corrupt|truncated) header"):
         dbn.read_header(garbled)
     empty = tmp_path / "empty.dbn.zst"
     empty.write_bytes(b"")
