@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numba
@@ -228,9 +229,11 @@ def build_bronze(
     lake: Path,
     instrument: InstrumentConfig,
     chunk_records: int = 2_000_000,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[BronzeManifest, bool]:
     """Write the bronze partition (date, symbol) from its raw files; returns (manifest, created).
 
+    `progress` is called after each chunk with the number of records scanned so far.
     Immutable: if the partition exists and was built from the same source bytes it is returned as
     is (created=False); if the sources differ it is an error, never an overwrite. The partition is
     assembled in a temporary directory and renamed into place, so a crash leaves nothing behind.
@@ -283,6 +286,8 @@ def build_bronze(
                 body = chunk.tobytes()
                 digest.update(body)
                 out.write(body)
+                if progress is not None:
+                    progress(int(scan.state[N_RECORDS]))
             out.flush()
             os.fsync(out.fileno())
         st = scan.state

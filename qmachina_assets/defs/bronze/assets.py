@@ -67,7 +67,10 @@ def bronze_mbo(context: dg.AssetExecutionContext, lake_res: LakeResource) -> dg.
     instrument = locked_instrument()
     root = lake_res.path
     raw = lake.raw_files_for(root, instrument, date, symbol)
-    manifest, created = build_bronze(raw, date=date, symbol=symbol, lake=root, instrument=instrument)
+    manifest, created = build_bronze(
+        raw, date=date, symbol=symbol, lake=root, instrument=instrument,
+        progress=lambda n: context.log.info(f"bronze {date}|{symbol}: {n:,} records scanned"),
+    )
     context.log.info(
         f"bronze {date}|{symbol}: {manifest.record_count:,} records "
         f"({'written' if created else 'already present, unchanged'})"
