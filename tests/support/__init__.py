@@ -1,0 +1,1 @@
+"""Test-only helpers (independent reference implementations, small builders)."""

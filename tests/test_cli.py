@@ -1,0 +1,67 @@
+"""The `qmachina` console script: ingest errors, synth, and the main job (demo) end to end."""
+
+import json
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+
+from qmachina_assets.cli import main
+from qmachina_assets.core.paths import PROJECT_ROOT
+from tests.conftest import ESM4_0508, sample
+
+
+def test_ingest_lands_a_real_file(lake, capsys):
+    assert main(["ingest", str(sample(ESM4_0508)), "--lake", str(lake)]) == 0
+    out = capsys.readouterr().out
+    assert "2024-05-08|ESM4" in out
+    assert (lake / "raw/databento/future_mbo/ES/2024-05-08" / sample(ESM4_0508).name).is_file()
+
+
+@pytest.mark.parametrize(
+    "rel,needle",
+    [("dbn/test_data.definition.dbn", "schema is 'definition'; expected 'mbo'"),
+     ("databento-python/XNAS.ITCH/test_data.mbo.dbn.zst", "the instrument lock expects 'GLBX.MDP3'")],
+)
+def test_ingest_bad_file_exits_2_naming_the_file(lake, capsys, rel, needle):
+    assert main(["ingest", str(sample(rel)), "--lake", str(lake)]) == 2
+    err = capsys.readouterr().err
+    assert str(sample(rel)) in err and needle in err
+    assert not (lake / "raw").exists()
+
+
+def test_console_script_synth(tmp_path):
+    exe = PROJECT_ROOT / ".venv/bin/qmachina"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "qmachina_assets.cli"]
+    out = tmp_path / "day.dbn.zst"
+    proc = subprocess.run([*cmd, "synth", str(out), "--events", "20000", "--seed", "3", "--date", "2024-03-15",
+                           "--symbol", "ESM4"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    from qmachina_assets.core import dbn
+
+    header, arr = dbn.load_mbo(out)
+    assert len(arr) == 20_000 and header.symbols == ("ESM4",) and header.start_date.isoformat() == "2024-03-15"
+    bad = subprocess.run([*cmd, "synth", str(tmp_path / "x.dbn"), "--symbol", "NQH4", "--events", "100"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "NQH4" in bad.stderr
+
+
+def test_demo_runs_end_to_end_into_the_instance(lake, dagster_home, capsys):
+    assert main(["demo", "--records", "60000"]) == 0
+    out = capsys.readouterr().out
+    for part in ("2024-03-15|ESH4", "2023-12-25|ESH4", "2023-12-24|ESH4", "2024-05-08|ESM4"):
+        assert part in out
+    assert "http://127.0.0.1:3000" in out
+    manifests = sorted(p.relative_to(lake).as_posix() for p in lake.glob("bronze/*/*/manifest.json"))
+    assert manifests == ["bronze/ESH4/2023-12-24/manifest.json", "bronze/ESH4/2023-12-25/manifest.json",
+                         "bronze/ESH4/2024-03-15/manifest.json", "bronze/ESM4/2024-05-08/manifest.json"]
+    synth = json.loads((lake / "bronze/ESH4/2024-03-15/manifest.json").read_text())
+    assert synth["record_count"] == 60_000 and synth["unknown_cancel"] == 0 and synth["starts_with_snapshot"]
+    with dg.DagsterInstance.get() as instance:  # the SQLite instance under DAGSTER_HOME
+        records = instance.fetch_materializations(dg.AssetKey("bronze_mbo"), limit=10).records
+        assert len(records) == 4
+    # idempotent: a second run re-uses what is stored (same bytes), nothing is rewritten
+    before = (lake / "bronze/ESH4/2024-03-15/mbo.dbn").stat().st_mtime_ns
+    assert main(["demo", "--records", "60000"]) == 0
+    assert (lake / "bronze/ESH4/2024-03-15/mbo.dbn").stat().st_mtime_ns == before
