@@ -87,8 +87,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 if not instance.has_dynamic_partition(symbol_partitions_def.name, sym):
                     instance.add_dynamic_partitions(symbol_partitions_def.name, [sym])
                 pk = partition_key(f.date.isoformat(), sym)
+                print(f"      bronze {pk} ...", flush=True)
                 res = dg.materialize([bronze_mbo], partition_key=pk, instance=instance,
-                                     resources=default_resources(), raise_on_error=True)
+                                     resources=default_resources(), raise_on_error=True,
+                                     run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
                 mat = res.asset_materializations_for_node("bronze_mbo")[0]
                 checks = res.get_asset_check_evaluations()
                 failed = [c.check_name for c in checks if not c.passed]
