@@ -93,7 +93,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                      run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
                 mat = res.asset_materializations_for_node("bronze_mbo")[0]
                 checks = res.get_asset_check_evaluations()
-                failed = [c.check_name for c in checks if not c.passed]
+                failed = [f"{c.severity.value.lower()}: {c.check_name}" for c in checks if not c.passed]
                 rows.append((f"{f.date}|{sym}", mat.metadata["records"].value,
                              mat.metadata["starts_with_snapshot"].value,
                              mat.metadata["unknown_order_events"].value,

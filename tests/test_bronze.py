@@ -3,8 +3,10 @@
 import datetime as dt
 import os
 
+import databento_dbn
 import numpy as np
 import pytest
+import zstandard
 
 from qmachina_assets.core import bronze, bronze_checks, dbn
 from qmachina_assets.core import lake as lakemod
@@ -95,7 +97,9 @@ def _land(src, root, instrument):
     return lakemod.land_raw_file(src, root, instrument)
 
 
-@pytest.mark.parametrize("kind", ["truncated", "corrupt_header", "empty", "non_mbo", "other_symbol"])
+@pytest.mark.parametrize(
+    "kind", ["truncated", "corrupt_header", "empty", "non_mbo", "mbp1", "other_dataset", "other_root"]
+)
 def test_bad_input_is_refused_and_nothing_is_written(lake, instrument, tmp_path, kind):
     src = tmp_path / "bad.dbn.zst"
     data = sample(ESH4_1225).read_bytes()
@@ -104,7 +108,9 @@ def test_bad_input_is_refused_and_nothing_is_written(lake, instrument, tmp_path,
         "corrupt_header": r"bad\.dbn\.zst: corrupt",
         "empty": r"bad\.dbn\.zst: empty file",
         "non_mbo": r"test_data\.definition\.dbn: schema is 'definition'; expected 'mbo'",
-        "other_symbol": r"test_data\.mbo\.dbn\.zst: dataset is 'XNAS\.ITCH'|symbol 'NVDA'",
+        "mbp1": r"bad\.dbn\.zst: schema is 'mbp-1'; expected 'mbo'",
+        "other_dataset": r"test_data\.mbo\.dbn\.zst: dataset is 'XNAS\.ITCH'; the instrument lock expects 'GLBX\.MDP3'",
+        "other_root": r"bad\.dbn\.zst: symbol 'NQH4' is not an outright contract of the locked root 'ES'",
     }[kind]
     if kind == "truncated":
         src.write_bytes(data[: len(data) * 2 // 3])
@@ -114,8 +120,19 @@ def test_bad_input_is_refused_and_nothing_is_written(lake, instrument, tmp_path,
         src.write_bytes(b"")
     elif kind == "non_mbo":
         src = sample("dbn/test_data.definition.dbn")
-    else:
+    elif kind == "mbp1":
+        md = databento_dbn.Metadata(
+            dataset="GLBX.MDP3", start=0, stype_in=databento_dbn.SType.RAW_SYMBOL,
+            stype_out=databento_dbn.SType.INSTRUMENT_ID, schema=databento_dbn.Schema.MBP_1, symbols=["ESH4"],
+            partial=[], not_found=[], mappings=[], end=None, limit=None, ts_out=False,
+        )
+        src.write_bytes(zstandard.ZstdCompressor().compress(bytes(md.encode())))
+    elif kind == "other_dataset":
         src = sample("databento-python/XNAS.ITCH/test_data.mbo.dbn.zst")
+    else:
+        _, arr = dbn.load_mbo(sample(ESM4_0508))
+        dbn.write_mbo(src, np.array(arr), dataset="GLBX.MDP3", symbols=["NQH4"],
+                      start_ns=1715126400000000000, end_ns=1715212800000000000)
     _land(sample(ESM4_0508), lake, instrument)  # something already in the lake
     before = _tree(lake)
     with pytest.raises((dbn.DbnError, InstrumentLockError), match=expected):
