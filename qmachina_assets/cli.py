@@ -17,6 +17,7 @@ SAMPLE_FILES = (
     "nautilus_trader/orderbooks_mbo_2024-05-08T00-00-00_2024-05-08T00-00-02.dbn.zst",
 )
 DEMO_DATE = dt.date(2024, 3, 15)
+DEMO_SILVER_WINDOW = {"start_et": "09:30", "end_et": "10:30"}
 
 
 def _date(s: str) -> dt.date:
@@ -50,8 +51,35 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_silver(args: argparse.Namespace) -> int:
+    """Engine on any MBO file outside the lake (ad-hoc research; an independent check of the engine)."""
+    import numpy as np
+
+    from qmachina_assets.core import dbn
+    from qmachina_assets.core.engine import iter_file, write_silver
+    from qmachina_assets.core.instrument import locked_instrument
+    from qmachina_assets.core.silver_partition import SilverWindow
+
+    instrument = locked_instrument()
+    header = dbn.read_header(args.file)
+    dbn.require_mbo(header)
+    ids = header.instrument_ids(args.symbol) if args.symbol else None
+    if args.symbol and not ids:
+        raise ValueError(f"{args.file}: no instrument_id mapping for symbol {args.symbol!r}")
+    if ids is None:
+        seen = set()
+        for chunk in dbn.iter_mbo_chunks(args.file):
+            seen.update(int(x) for x in np.unique(chunk["instrument_id"]))
+        if len(seen) > 1:
+            raise ValueError(f"{args.file}: holds instruments {sorted(seen)}; choose one with --symbol")
+    start_ns, end_ns = SilverWindow(start_et=args.start_et, end_et=args.end_et).bounds_ns(header.start_date)
+    bins, grid = write_silver(args.out, iter_file(args.file, instrument, start_ns, end_ns, instrument_ids=ids))
+    print(f"wrote {bins} and {grid}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Main job on the embedded default: synthetic day + real samples -> bronze in a SQLite instance."""
+    """Main job on the embedded default: synthetic day + real samples -> bronze -> silver, SQLite instance."""
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))
     import dagster as dg
 
@@ -61,6 +89,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from qmachina_assets.defs.bronze.assets import bronze_mbo
     from qmachina_assets.defs.partitions import partition_key, symbol_partitions_def
     from qmachina_assets.defs.resources import default_resources
+    from qmachina_assets.defs.silver.assets import silver_grid
 
     instrument = locked_instrument()
     lake = lake_root()
@@ -79,31 +108,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"      missing {src} (skipped)")
             continue
         landed.append(land_raw_file(src, lake, instrument))
-    print(f"[3/3] bronze partitions into DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+    print(f"[3/3] bronze and silver partitions into DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
     rows = []
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     with dg.DagsterInstance.get() as instance:
         for f in landed:
+            # the synthetic day spans 24 h: its silver covers the first RTH hour (a full dense day is ~10 GB)
+            window = DEMO_SILVER_WINDOW if f.path.name.startswith("synth-") else {}
             for sym in f.symbols:
                 if not instance.has_dynamic_partition(symbol_partitions_def.name, sym):
                     instance.add_dynamic_partitions(symbol_partitions_def.name, [sym])
                 pk = partition_key(f.date.isoformat(), sym)
-                print(f"      bronze {pk} ...", flush=True)
-                res = dg.materialize([bronze_mbo], partition_key=pk, instance=instance,
+                print(f"      bronze + silver {pk} {window or ''}...", flush=True)
+                res = dg.materialize([bronze_mbo, silver_grid], partition_key=pk, instance=instance,
                                      resources=default_resources(), raise_on_error=True,
-                                     run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
-                mat = res.asset_materializations_for_node("bronze_mbo")[0]
-                checks = res.get_asset_check_evaluations()
-                failed = [f"{c.severity.value.lower()}: {c.check_name}" for c in checks if not c.passed]
-                rows.append((f"{f.date}|{sym}", mat.metadata["records"].value,
-                             mat.metadata["starts_with_snapshot"].value,
-                             mat.metadata["unknown_order_events"].value,
-                             ", ".join(failed) or "all passed"))
+                                     run_config={**quiet, "ops": {"silver_grid": {"config": window}}})
+                bronze = res.asset_materializations_for_node("bronze_mbo")[0].metadata
+                silver = res.asset_materializations_for_node("silver_grid")[0].metadata
+                failed = [f"{c.severity.value.lower()}: {c.asset_key.path[-1]}.{c.check_name}"
+                          for c in res.get_asset_check_evaluations() if not c.passed]
+                rows.append((str(pk), bronze["records"].value, bronze["starts_with_snapshot"].value,
+                             bronze["unknown_order_events"].value, silver["bins"].value,
+                             silver["engine_seconds"].value, ", ".join(failed) or "all passed"))
     print()
-    print(f"{'partition':<18} {'records':>12} {'snapshot':>9} {'unknown ids':>12}  checks")
-    for part, n, snap, unk, chk in rows:
-        print(f"{part:<18} {n:>12,} {snap!s:>9} {unk:>12,}  {chk}")
+    print(f"{'partition':<17} {'records':>10} {'snapshot':>8} {'unknown':>8} {'bins':>7} {'silver s':>9}  checks")
+    for part, n, snap, unk, bins, secs, chk in rows:
+        print(f"{part:<17} {n:>10,} {snap!s:>8} {unk:>8,} {bins:>7,} {secs:>9.1f}  {chk}")
     print()
-    print(f"lake:          {lake}  (raw/, bronze/<symbol>/<date>/manifest.json)")
+    print(f"lake:          {lake}  (raw/, bronze/ and silver/<symbol>/<date>/, each with manifest.json)")
     print(f"dagster home:  {os.environ['DAGSTER_HOME']}")
     print("look at it:    DAGSTER_HOME=$PWD/dagster_home .venv/bin/dagster dev -w workspace.yaml"
           "  -> http://127.0.0.1:3000 (assets, checks, partitions, raw_file_sensor)")
@@ -126,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("files", nargs="+", type=Path)
     i.add_argument("--lake", default=None, help="lake root (default: QMACHINA_LAKE_DIR or ./lake)")
     i.set_defaults(func=cmd_ingest)
+
+    v = sub.add_parser("silver", help="run the engine on a DBN MBO file: DIR/bins.parquet + DIR/grid.parquet")
+    v.add_argument("file", type=Path)
+    v.add_argument("--out", type=Path, required=True)
+    v.add_argument("--symbol", default=None, help="instrument to use in a multi-instrument file")
+    v.add_argument("--start-et", default=None, help="emission window start, HH:MM America/New_York")
+    v.add_argument("--end-et", default=None, help="emission window end, HH:MM America/New_York")
+    v.set_defaults(func=cmd_silver)
 
     d = sub.add_parser("demo", help="end-to-end on the embedded default (sample data, SQLite instance)")
     d.add_argument("--records", type=int, default=2_000_000, help="size of the synthetic sample day")

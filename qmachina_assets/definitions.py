@@ -7,11 +7,12 @@ from qmachina_assets.defs.bronze.assets import bronze_mbo
 from qmachina_assets.defs.bronze.jobs import bronze_job
 from qmachina_assets.defs.bronze.sensors import raw_file_sensor
 from qmachina_assets.defs.resources import default_resources
+from qmachina_assets.defs.silver.assets import silver_grid
 
 INSTRUMENT = locked_instrument()  # start-up lock check: a malformed or missing file stops the load here
 
 defs = dg.Definitions(
-    assets=[bronze_mbo],
+    assets=[bronze_mbo, silver_grid],
     jobs=[bronze_job],
     sensors=[raw_file_sensor],
     resources=default_resources(),

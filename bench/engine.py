@@ -1,0 +1,129 @@
+"""Engine benchmark: decode-only, numba engine to silver, pure-Python reference book, peak RSS.
+
+Usage: python bench/engine.py FILE [--start HH:MM --end HH:MM] [--reference-records N]
+`--start/--end` (UTC, on the file's start date) choose the emission window; records outside it still
+run through the book and physics (warm-up), they only emit nothing. The last line is a JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from qmachina_assets.core import dbn
+from qmachina_assets.core.engine import Engine
+from qmachina_assets.core.instrument import load_instrument
+from qmachina_assets.core.paths import PROJECT_ROOT
+
+
+def _hhmm(day: dt.date, text: str | None) -> int | None:
+    if text is None:
+        return None
+    h, m = (int(x) for x in text.split(":"))
+    return int(dt.datetime(day.year, day.month, day.day, h, m, tzinfo=dt.UTC).timestamp()) * 10**9
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bench_decode(path: Path) -> tuple[int, float]:
+    """Records/s of reading the file into MBO record arrays (zstd decode or memory-map + touch)."""
+    t = time.perf_counter()
+    n = 0
+    checksum = 0
+    for chunk in dbn.iter_mbo_chunks(path, chunk_records=1_000_000):
+        n += len(chunk)
+        checksum ^= int(np.bitwise_xor.reduce(chunk["ts_recv"])) if len(chunk) else 0  # force the pages in
+    return n, time.perf_counter() - t
+
+
+def bench_engine(records: np.ndarray, instrument, start_ns: int | None, end_ns: int | None) -> dict:
+    warm = Engine(instrument)
+    for _ in warm.iter_feed(records[:20_000]):
+        pass
+    for _ in warm.iter_flush():
+        pass
+    eng = Engine(instrument, start_ns=start_ns, end_ns=end_ns)
+    t = time.perf_counter()
+    bins = rows = 0
+    step = 2_000_000
+    for i in range(0, len(records), step):
+        for ch in eng.iter_feed(records[i : i + step]):
+            bins += ch.n_bins
+            rows += len(ch.grid["k"])
+    for ch in eng.iter_flush():
+        bins += ch.n_bins
+        rows += len(ch.grid["k"])
+    return {"seconds": time.perf_counter() - t, "bins": bins, "grid_rows": rows, "counters": eng.counters}
+
+
+def bench_reference(records: np.ndarray, limit: int) -> tuple[int, float]:
+    from tests.support.reference_book import ReferenceBook
+
+    sl = records[:limit]
+    cols = (sl["action"].tolist(), sl["side"].tolist(), sl["price"].tolist(), sl["size"].tolist(),
+            sl["order_id"].tolist(), sl["flags"].tolist())
+    book = ReferenceBook()
+    apply = book.apply
+    t = time.perf_counter()
+    for a, s, p, q, o, f in zip(*cols, strict=True):
+        apply(a, s, p, q, o, f)
+    return len(sl), time.perf_counter() - t
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("file", type=Path)
+    ap.add_argument("--start", help="emission start HH:MM UTC")
+    ap.add_argument("--end", help="emission end HH:MM UTC")
+    ap.add_argument("--reference-records", type=int, default=1_000_000)
+    args = ap.parse_args(argv)
+
+    instrument = load_instrument(PROJECT_ROOT / "configs" / "instrument.yaml")
+    header = dbn.read_header(args.file)
+    day = header.start_date
+    start_ns, end_ns = _hhmm(day, args.start), _hhmm(day, args.end)
+
+    n_dec, t_dec = bench_decode(args.file)
+    print(f"(a) decode only     : {n_dec:,} records in {t_dec:.2f} s = {n_dec / t_dec / 1e6:.2f} M records/s")
+
+    _, recs = dbn.load_mbo(args.file)
+    recs = np.ascontiguousarray(recs)  # in memory: the engine figure excludes I/O and decode
+    res = bench_engine(recs, instrument, start_ns, end_ns)
+    eng_rate = len(recs) / res["seconds"]
+    window = f"{args.start or 'first'}-{args.end or 'last'} UTC"
+    print(f"(b) engine -> silver: {len(recs):,} records in {res['seconds']:.2f} s = {eng_rate / 1e6:.2f} M records/s "
+          f"({res['bins']:,} bins, {res['grid_rows']:,} grid rows emitted, window {window})")
+    print(f"    counters: {res['counters']}")
+
+    n_ref, t_ref = bench_reference(recs, args.reference_records)
+    ref_rate = n_ref / t_ref
+    print(f"(c) Python reference: {n_ref:,} records in {t_ref:.2f} s = {ref_rate / 1e6:.3f} M records/s "
+          f"(extrapolated full file: {len(recs) / ref_rate:.1f} s); engine speed-up x{eng_rate / ref_rate:.1f}")
+    print(f"peak RSS: {_peak_rss_mb():.0f} MB")
+    print(json.dumps({
+        "records": len(recs),
+        "decode_records_per_s": round(n_dec / t_dec),
+        "engine_records_per_s": round(eng_rate),
+        "reference_records_per_s": round(ref_rate),
+        "engine_seconds": round(res["seconds"], 3),
+        "bins": res["bins"],
+        "grid_rows": res["grid_rows"],
+        "speedup_vs_reference": round(eng_rate / ref_rate, 1),
+        "peak_rss_mb": round(_peak_rss_mb()),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
