@@ -337,7 +337,7 @@ def event_streams(draw):
     return rows
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(event_streams())
 def test_property_book_invariants(instrument, rows):

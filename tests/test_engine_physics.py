@@ -238,7 +238,7 @@ def small_day():
     from qmachina_assets.core.paths import PROJECT_ROOT
 
     inst = load_instrument(PROJECT_ROOT / "configs" / "instrument.yaml")
-    return generate_records(SynthParams(n_records=20_000, seed=3, date=dt.date(2024, 3, 5), symbol="ESH4"), inst)
+    return generate_records(SynthParams(n_records=12_000, seed=3, date=dt.date(2024, 3, 5), symbol="ESH4"), inst)
 
 
 def _window(day: dt.date, h0: int, m0: int, h1: int, m1: int) -> tuple[int, int]:
@@ -265,7 +265,7 @@ def test_chunking_invariance(instrument, small_day):
     start, end = _window(dt.date(2024, 3, 5), 14, 0, 14, 5)
     whole = _run_chunked(instrument, small_day, len(small_day), start, end)
     assert whole.n_bins == 3000
-    assert whole.bins["bin_event_count"].sum() > 100
+    assert whole.bins["bin_event_count"].sum() > 30  # plus ~6,000 warm-up records before the window
     for size in (1, 7, 1000):
         _assert_same(whole, _run_chunked(instrument, small_day, size, start, end))
 

@@ -37,7 +37,7 @@ def new_table(capacity: int = MIN_CAPACITY) -> np.ndarray:
     return np.zeros((cap, H_COLS), dtype=np.int64)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def ht_find(ht: np.ndarray, oid: int) -> int:
     """Slot of the live order `oid`, or -1."""
     mask = ht.shape[0] - 1
@@ -51,7 +51,7 @@ def ht_find(ht: np.ndarray, oid: int) -> int:
         h = (h + 1) & mask
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def ht_insert(ht: np.ndarray, oid: int, side: int, tick: int, size: int) -> int:
     """Insert a live order known to be absent; returns +1 if an EMPTY slot was consumed (used count)."""
     mask = ht.shape[0] - 1
@@ -69,7 +69,7 @@ def ht_insert(ht: np.ndarray, oid: int, side: int, tick: int, size: int) -> int:
     return used
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def ht_remove(ht: np.ndarray, slot: int) -> None:
     """Tombstone a live slot (probe chains through it stay intact)."""
     ht[slot, H_STATE] = TOMB
@@ -101,7 +101,7 @@ def grown(ht: np.ndarray, live: int) -> np.ndarray:
     return rehash(ht, new_cap)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def depth_change(depth: np.ndarray, best: np.ndarray, side: int, idx: int, qty: int) -> None:
     """Add `qty` (may be negative) at slot `idx` of a side and keep best[side] exact."""
     n = depth.shape[1]

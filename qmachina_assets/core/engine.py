@@ -127,13 +127,13 @@ _UNDEF = dbn.UNDEF_PRICE
 # every call passing arrays costs atomic incref/decref pairs (~60-80 ns per call, measured), which was
 # most of the per-record cost.
 # =================================================================================================
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def _in_window(si: np.ndarray, n: int, tick: int) -> bool:
     idx = tick - si[S_ANCHOR] + n // 2
     return 0 <= idx < n
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def _order_delta(si, depth, best, ph, tk, pc, tab, big, side, tick, qty, da, dp, df, phys, ts):
     """Depth change of `qty` at an absolute tick plus the physics touch (catch-up first, SPEC §2.7)."""
     n = depth.shape[1]
@@ -148,13 +148,13 @@ def _order_delta(si, depth, best, ph, tk, pc, tab, big, side, tick, qty, da, dp,
         phy.touch(ph, tk, depth, idx, ts, da, dp, df, si[S_EVENTS], pc)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def _oow_adjust(si, oow, n, side, tick, d):
     if not _in_window(si, n, tick):
         oow[side] += d
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def _split_fill(ht, si, slot, red):
     """Part of a size reduction attributed to a fill of the same order in the same venue event."""
     if red <= 0 or ht[slot, bk.H_FEID] != si[S_VENUE_SEQ]:
@@ -342,7 +342,7 @@ def _close_bin(si, depth, best, oow, ph, tk, pc, tab, big, ob, og, oe, nb, radiu
     return emitted
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, _nrt=False)
 def _will_emit(si) -> bool:
     bs = si[S_BIN_START]
     return bs >= si[S_EMIT_START] and bs < si[S_EMIT_END]
