@@ -58,13 +58,7 @@ BIN_COLUMNS: tuple[tuple[str, np.dtype], ...] = (
     ("unknown_order_events", np.dtype(np.int64)),  # C/M/F on ids not in the book
     ("skipped_records", np.dtype(np.int64)),  # null price, off-tick, size-0 Add, bad side
     ("closes_mid_event", np.dtype(np.bool_)),  # last record before the boundary lacked F_LAST
-    ("best_ask_move_ticks", np.dtype(np.int32)),
-    ("best_bid_move_ticks", np.dtype(np.int32)),
-    ("ask_reprice_sign", np.dtype(np.int8)),
-    ("bid_reprice_sign", np.dtype(np.int8)),
-    ("microstate_id", np.dtype(np.int8)),
-    ("chase_up_flag", np.dtype(np.int8)),
-    ("chase_down_flag", np.dtype(np.int8)),
+    *SILVER_INT_TAIL[1:],  # the BBO permutation labels (SPEC §3.4), also broadcast onto the grid
     ("anchor_tick", np.dtype(np.int64)),  # absolute tick of the engine's window centre slot
     ("out_of_window_orders", np.dtype(np.int64)),  # live orders outside the absolute-tick window
 )
