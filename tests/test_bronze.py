@@ -3,15 +3,14 @@
 import datetime as dt
 import os
 
-import databento_dbn
 import numpy as np
 import pytest
-import zstandard
 
 from qmachina_assets.core import bronze, bronze_checks, dbn
 from qmachina_assets.core import lake as lakemod
 from qmachina_assets.core.instrument import InstrumentLockError
 from tests.conftest import ESH1_V3, ESH4_1225, ESM4_0508, sample
+from tests.support.dbn_files import write_mbp1_header
 
 
 def _build(lake_root, instrument, rel_or_path):
@@ -121,12 +120,7 @@ def test_bad_input_is_refused_and_nothing_is_written(lake, instrument, tmp_path,
     elif kind == "non_mbo":
         src = sample("dbn/test_data.definition.dbn")
     elif kind == "mbp1":
-        md = databento_dbn.Metadata(
-            dataset="GLBX.MDP3", start=0, stype_in=databento_dbn.SType.RAW_SYMBOL,
-            stype_out=databento_dbn.SType.INSTRUMENT_ID, schema=databento_dbn.Schema.MBP_1, symbols=["ESH4"],
-            partial=[], not_found=[], mappings=[], end=None, limit=None, ts_out=False,
-        )
-        src.write_bytes(zstandard.ZstdCompressor().compress(bytes(md.encode())))
+        write_mbp1_header(src, compress=True)
     elif kind == "other_dataset":
         src = sample("databento-python/XNAS.ITCH/test_data.mbo.dbn.zst")
     else:

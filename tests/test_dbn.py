@@ -1,12 +1,12 @@
 """DBN decoding and writing against real Databento files and the `databento` reference decoder."""
 
 import databento
-import databento_dbn
 import numpy as np
 import pytest
 
 from qmachina_assets.core import dbn
 from tests.conftest import ESH1_V3, ESH4_1224, ESH4_1225, ESM4_0508, sample
+from tests.support.dbn_files import write_mbp1_header
 
 
 @pytest.mark.parametrize(
@@ -73,18 +73,8 @@ def test_corrupt_header_and_empty_file(tmp_path):
         dbn.read_header(empty)
 
 
-def _write_mbp1(path):
-    md = databento_dbn.Metadata(
-        dataset="GLBX.MDP3", start=0, stype_in=databento_dbn.SType.RAW_SYMBOL,
-        stype_out=databento_dbn.SType.INSTRUMENT_ID, schema=databento_dbn.Schema.MBP_1, symbols=["ESH4"],
-        partial=[], not_found=[], mappings=[], end=None, limit=None, ts_out=False,
-    )
-    path.write_bytes(bytes(md.encode()))
-    return path
-
-
 def test_non_mbo_schemas_are_refused(tmp_path):
     with pytest.raises(dbn.DbnError, match="schema is 'mbp-1'; expected 'mbo'"):
-        dbn.load_mbo(_write_mbp1(tmp_path / "quotes.mbp1.dbn"))
+        dbn.load_mbo(write_mbp1_header(tmp_path / "quotes.mbp1.dbn"))
     with pytest.raises(dbn.DbnError, match="schema is 'definition'; expected 'mbo'"):
         dbn.load_mbo(sample("dbn/test_data.definition.dbn"))

@@ -24,8 +24,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from qmachina_assets.core import dbn, silver
 from qmachina_assets.core import engine as eng
-from qmachina_assets.core import silver
 from qmachina_assets.core.bronze import DATA_NAME, code_version, read_manifest
 from qmachina_assets.core.instrument import InstrumentConfig
 from qmachina_assets.core.lake import bronze_dir
@@ -146,8 +146,6 @@ def build_silver(
         engine = eng.Engine(instrument, start_ns, end_ns)
 
         def chunks() -> Iterator[eng.SilverChunk]:
-            from qmachina_assets.core import dbn
-
             for recs in dbn.iter_mbo_chunks(source, chunk_records=chunk_records):
                 yield from engine.iter_feed(recs)
             yield from engine.iter_flush()
