@@ -1,0 +1,170 @@
+"""Numba primitives for causal rolling statistics, shared by the built-in gold kernel and the Gold DSL.
+
+A rolling robust z-score needs the median and the MAD of the last W samples at every step. Both
+come from a sorted copy of the window kept up to date by binary search + shift (O(W) memmove, fast
+for W in the hundreds) and the MAD by a k-th-smallest search over the two sorted deviation runs on
+either side of the median (O(log W)), so no step sorts. Results equal numpy's `median` /
+`median(|x - median|)` bit for bit (tested), which is what lets the browser (sorted copies) match.
+
+Undefined samples are NaN: they occupy a slot of the window (the window is the last W *bins*) but
+never enter the sorted copy, so statistics use the defined values only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+MAD_SCALE = 1.4826  # MAD -> standard deviation under normality (SPEC §4.4)
+
+
+@njit(cache=True, inline="always")
+def lower_bound(a: np.ndarray, n: int, x: float) -> int:
+    """First index i in a[:n] with a[i] >= x."""
+    base = 0
+    size = n
+    while size > 1:  # branch-free halving: the compare becomes a conditional move
+        half = size >> 1
+        base = base + half if a[base + half - 1] < x else base
+        size -= half
+    if size == 1 and a[base] < x:
+        base += 1
+    return base
+
+
+@njit(cache=True)
+def sorted_insert(a: np.ndarray, n: int, x: float) -> int:
+    """Insert x into the sorted a[:n]; returns the new length."""
+    i = lower_bound(a, n, x)
+    for j in range(n, i, -1):
+        a[j] = a[j - 1]
+    a[i] = x
+    return n + 1
+
+
+@njit(cache=True)
+def sorted_remove(a: np.ndarray, n: int, x: float) -> int:
+    """Remove one occurrence of x from the sorted a[:n]; returns the new length."""
+    i = lower_bound(a, n, x)
+    for j in range(i, n - 1):
+        a[j] = a[j + 1]
+    return n - 1
+
+
+@njit(cache=True)
+def sorted_replace(a: np.ndarray, n: int, old: float, new: float) -> None:
+    """Remove one `old` and insert `new` in the sorted a[:n] (length unchanged), moving only the
+    elements between the two positions: a full window's steady state is one of these per step."""
+    i = lower_bound(a, n, old)
+    j = lower_bound(a, n, new)
+    if j > i:
+        for t in range(i, j - 1):
+            a[t] = a[t + 1]
+        a[j - 1] = new
+    else:
+        for t in range(i, j, -1):
+            a[t] = a[t - 1]
+        a[j] = new
+
+
+@njit(cache=True, inline="always")
+def sorted_median(a: np.ndarray, n: int) -> float:
+    h = n >> 1
+    if n & 1:
+        return a[h]
+    return (a[h - 1] + a[h]) / 2.0
+
+
+@njit(cache=True)
+def _kth_deviation(a: np.ndarray, n: int, m: float, lp: int, k: int) -> float:
+    """k-th smallest (0-based) of |a[i] - m| over a[:n], where a[:lp] < m <= a[lp:n].
+
+    Left run L(t) = m - a[lp-1-t] and right run R(t) = a[lp+t] - m are both ascending; binary search
+    on how many of the k+1 smallest come from L.
+    """
+    nl = lp
+    nr = n - lp
+    lo = max(0, k + 1 - nr)
+    hi = min(k + 1, nl)
+    while lo <= hi:
+        i = (lo + hi) >> 1  # take i from L, k+1-i from R
+        j = k + 1 - i
+        l_prev = (m - a[lp - i]) if i > 0 else -np.inf  # L(i-1)
+        l_next = (m - a[lp - 1 - i]) if i < nl else np.inf  # L(i)
+        r_prev = (a[lp + j - 1] - m) if j > 0 else -np.inf  # R(j-1)
+        r_next = (a[lp + j] - m) if j < nr else np.inf  # R(j)
+        if l_prev > r_next:
+            hi = i - 1
+        elif r_prev > l_next:
+            lo = i + 1
+        else:
+            return l_prev if l_prev > r_prev else r_prev
+    return np.nan  # unreachable for valid input
+
+
+@njit(cache=True)
+def sorted_mad(a: np.ndarray, n: int, m: float) -> float:
+    """median(|a[:n] - m|) for sorted a (numpy's definition: mean of the two middles when n is even)."""
+    lp = lower_bound(a, n, m)
+    h = n >> 1
+    if n & 1:
+        return _kth_deviation(a, n, m, lp, h)
+    return (_kth_deviation(a, n, m, lp, h - 1) + _kth_deviation(a, n, m, lp, h)) / 2.0
+
+
+@njit(cache=True)
+def robust_z(x: float, a: np.ndarray, n: int, min_periods: int, eps: float) -> float:
+    """(x - median) / (1.4826 * MAD) over the sorted window a[:n]; 0 while n < min_periods or the scale
+    is <= eps; NaN when x itself is undefined."""
+    if math.isnan(x):
+        return np.nan
+    if n < min_periods or a[0] == a[n - 1]:
+        return 0.0  # a constant window has MAD 0 (common: levels with no flow)
+    med = sorted_median(a, n)
+    s = MAD_SCALE * sorted_mad(a, n, med)
+    if s > eps:
+        return (x - med) / s
+    return 0.0
+
+
+@njit(cache=True)
+def window_push(fifo: np.ndarray, srt: np.ndarray, head: int, length: int, n_sorted: int, x: float):
+    """Push x into a FIFO of capacity W = len(fifo) and its sorted copy of defined values.
+
+    Returns (head, length, n_sorted) after evicting the oldest sample when full.
+    """
+    cap = fifo.shape[0]
+    if length == cap:
+        old = fifo[head]
+        fifo[head] = x
+        head = (head + 1) % cap
+        if not math.isnan(old):
+            if not math.isnan(x):
+                sorted_replace(srt, n_sorted, old, x)
+                return head, length, n_sorted
+            n_sorted = sorted_remove(srt, n_sorted, old)
+    else:
+        fifo[(head + length) % cap] = x
+        length += 1
+    if not math.isnan(x):
+        n_sorted = sorted_insert(srt, n_sorted, x)
+    return head, length, n_sorted
+
+
+@njit(cache=True)
+def window_mean(ring: np.ndarray, newest: int, count: int, w: int) -> float:
+    """Mean of the last min(w, count) samples of a ring (newest at index `newest`), summed oldest first
+    so every implementation adds in the same order."""
+    m = w if count > w else count
+    cap = ring.shape[0]
+    start = newest - m + 1
+    s = 0.0
+    if start < 0:
+        for t in range(start + cap, cap):
+            s += ring[t]
+        start = 0
+    for t in range(start, newest + 1):
+        s += ring[t]
+    return s / m
