@@ -78,6 +78,18 @@ def cmd_silver(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gold_fixtures(args: argparse.Namespace) -> int:
+    """Regenerate the committed cross-language gold parity fixtures from a real sample day."""
+    from qmachina_assets.core.gold_fixtures import write_parity_fixtures
+    from qmachina_assets.core.instrument import locked_instrument
+
+    source = args.source or shared_data_root() / SAMPLE_FILES[1]
+    meta = write_parity_fixtures(Path(source), args.out, locked_instrument())
+    print(f"wrote {meta['bins']} bins x {2 * meta['grid_radius_ticks'] + 1} rows of {meta['source']} "
+          f"(config {meta['config_hash']}) to {args.out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Main job on the embedded default: synthetic day + real samples -> bronze -> silver, SQLite instance."""
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))
@@ -166,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--start-et", default=None, help="emission window start, HH:MM America/New_York")
     v.add_argument("--end-et", default=None, help="emission window end, HH:MM America/New_York")
     v.set_defaults(func=cmd_silver)
+
+    g = sub.add_parser("gold-fixtures", help="write the gold parity golden vectors (silver in, gold out)")
+    g.add_argument("--out", type=Path, default=PROJECT_ROOT / "tests" / "fixtures" / "gold_parity")
+    g.add_argument("--source", type=Path, default=None, help="MBO file (default: the ESH4 2023-12-25 sample)")
+    g.set_defaults(func=cmd_gold_fixtures)
 
     d = sub.add_parser("demo", help="end-to-end on the embedded default (sample data, SQLite instance)")
     d.add_argument("--records", type=int, default=2_000_000, help="size of the synthetic sample day")
