@@ -37,7 +37,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from qmachina_assets.core import rolling
 from qmachina_assets.core.instrument import InstrumentConfig
+from qmachina_assets.core.numba_cache import drop_stale_cache
 
+drop_stale_cache(__file__, ("rolling.py",))
 GOLD_VERSION = "gold-1"
 
 #: Float gold columns per (bin, k), then the int8 codes, in output order.
