@@ -93,11 +93,11 @@ def sorted_median(a: np.ndarray, n: int) -> float:
 
 
 @njit(cache=True)
-def _kth_deviation(a: np.ndarray, n: int, m: float, lp: int, k: int) -> float:
-    """k-th smallest (0-based) of |a[i] - m| over a[:n], where a[:lp] < m <= a[lp:n].
+def _kth_deviations(a: np.ndarray, n: int, m: float, lp: int, k: int, both: bool) -> tuple[float, float]:
+    """The k-th and (if `both`) (k+1)-th smallest (0-based) of |a[i] - m| over a[:n], a[:lp] < m <= a[lp:n].
 
     Left run L(t) = m - a[lp-1-t] and right run R(t) = a[lp+t] - m are both ascending; binary search
-    on how many of the k+1 smallest come from L.
+    on how many of the k+1 smallest come from L. The next one is then the smaller of the two heads.
     """
     nl = lp
     nr = n - lp
@@ -115,18 +115,20 @@ def _kth_deviation(a: np.ndarray, n: int, m: float, lp: int, k: int) -> float:
         elif r_prev > l_next:
             lo = i + 1
         else:
-            return l_prev if l_prev > r_prev else r_prev
-    return np.nan  # unreachable for valid input
+            kth = l_prev if l_prev > r_prev else r_prev
+            return kth, ((l_next if l_next < r_next else r_next) if both else kth)
+    return np.nan, np.nan  # unreachable for valid input
 
 
 @njit(cache=True)
 def sorted_mad(a: np.ndarray, n: int, m: float) -> float:
     """median(|a[:n] - m|) for sorted a (numpy's definition: mean of the two middles when n is even)."""
-    lp = lower_bound(a, n, m)
     h = n >> 1
+    lp = h if h > 0 and a[h - 1] < m else lower_bound(a, n, m)  # m is the median: usually lp = h
     if n & 1:
-        return _kth_deviation(a, n, m, lp, h)
-    return (_kth_deviation(a, n, m, lp, h - 1) + _kth_deviation(a, n, m, lp, h)) / 2.0
+        return _kth_deviations(a, n, m, lp, h, False)[0]
+    lo, hi = _kth_deviations(a, n, m, lp, h - 1, True)
+    return (lo + hi) / 2.0
 
 
 @njit(cache=True)
