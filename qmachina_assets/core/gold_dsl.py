@@ -38,6 +38,7 @@ import math
 import os
 import re
 import time
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -259,10 +260,10 @@ def _topo(nodes: Mapping[str, _Node]) -> tuple[list[str], list[str]]:
             if r in nodes:
                 indeg[n] += 1
                 users[r].append(n)
-    ready = [n for n in nodes if indeg[n] == 0]
+    ready = deque(n for n in nodes if indeg[n] == 0)
     order: list[str] = []
     while ready:
-        n = ready.pop(0)
+        n = ready.popleft()
         order.append(n)
         for u in users[n]:
             indeg[u] -= 1
@@ -288,22 +289,23 @@ def _params(name: str, node: _Node) -> list[DslError]:
         out.append(_err(name, "lookahead", "center: true reads future bins; windows are causal"))
     if isinstance(node, TemporalWindow):
         what = f"agg '{node.agg}'"
+        lag = ("lag_bins",) if node.lag_bins >= 0 else ()
+        if node.lag_bins < 0:
+            out.append(_err(name, "lookahead", f"lag_bins {node.lag_bins} < 0 reads future bins"))
         if node.agg in ("diff", "lag"):
-            if node.lag_bins < 0:
-                out.append(_err(name, "lookahead", f"lag_bins {node.lag_bins} < 0 reads future bins"))
-            elif node.lag_bins == 0:
+            if node.lag_bins == 0:
                 out.append(_err(name, "bad_param", "lag_bins must be >= 1"))
             unused(("window_bins", "alpha", "min_periods"), what)
         elif node.agg == "ewm":
             if node.alpha is None:
                 out.append(_err(name, "missing_param", "agg 'ewm' requires alpha in (0, 1)"))
-            unused(("window_bins", "lag_bins"), what)
+            unused(("window_bins", *lag), what)
         else:
             if node.window_bins is None:
                 out.append(_err(name, "missing_param", f"{what} requires window_bins >= 1"))
             elif node.min_periods > node.window_bins:
                 out.append(_err(name, "bad_param", "min_periods must be <= window_bins"))
-            unused(("alpha", "lag_bins"), what)
+            unused(("alpha", *lag), what)
     elif isinstance(node, SpatialNeighborhood):
         if node.agg == "weighted":
             if node.radius_ticks == "all":
@@ -352,6 +354,16 @@ _BINOPS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div
 _CMPOPS = {ast.Lt: np.less, ast.LtE: np.less_equal, ast.Gt: np.greater, ast.GtE: np.greater_equal,
            ast.Eq: np.equal, ast.NotEq: np.not_equal}
 _MAX_EXPR_NODES = 2000
+_MAX_EXPR_DEPTH = 100
+
+
+def _finite_number(v: object) -> bool:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
 
 
 def parse_expr(text: str, names: set[str]) -> tuple[ast.Expression | None, list[tuple[ErrorKind, str]]]:
@@ -379,8 +391,8 @@ def parse_expr(text: str, names: set[str]) -> tuple[ast.Expression | None, list[
                 if type(op) not in _CMPOPS:
                     problems.append(("expr_syntax", f"comparison {type(op).__name__} is not allowed"))
         elif isinstance(node, ast.Constant):
-            if isinstance(node.value, bool) or not isinstance(node.value, int | float):
-                problems.append(("expr_syntax", f"literal {node.value!r} is not a number"))
+            if not _finite_number(node.value):
+                problems.append(("expr_syntax", f"literal {node.value!r:.40} is not a finite number"))
         elif isinstance(node, ast.Name):
             if id(node) in called:
                 continue
@@ -404,6 +416,13 @@ def parse_expr(text: str, names: set[str]) -> tuple[ast.Expression | None, list[
             problems.append(("expr_syntax", f"{type(node).__name__} is not allowed in an expression"))
     if count > _MAX_EXPR_NODES:
         problems.append(("expr_syntax", f"expression too large ({count} > {_MAX_EXPR_NODES} syntax nodes)"))
+    depth, stack = 0, [(tree, 1)]
+    while stack:
+        node, d = stack.pop()
+        depth = max(depth, d)
+        stack.extend((c, d + 1) for c in ast.iter_child_nodes(node))
+    if depth > _MAX_EXPR_DEPTH:
+        problems.append(("expr_syntax", f"expression nested too deeply ({depth} > {_MAX_EXPR_DEPTH} levels)"))
     return (tree if not problems else None), problems
 
 
