@@ -362,3 +362,99 @@ def test_barrier_pnl_is_exact(steps, sig, invalid, tp, sl, cost, hold, tick) -> 
     assert np.all(t["pnl_ticks"][held] + cost > -sl - 1e-9)  # nothing but a stop loses a full stop
     assert np.all(t["hold_bins"] <= hold)
     assert r.equity[-1] == pytest.approx(t["pnl_ticks"].sum())
+
+
+def _reference(s, mid, bid, ask, valid, high, low, p: EvalParams) -> list[tuple]:
+    """The rules of the module docstring as a plain per-bin Python loop (no jumps, no shared code)."""
+    n = len(s)
+    cross = p.entry_mode == "cross"
+
+    def tradable(j):
+        good = valid[j] and math.isfinite(mid[j]) and mid[j] > 0
+        if cross:
+            good = good and all(math.isfinite(x) and x > 0 for x in (bid[j], ask[j]))
+        return good
+
+    def exit_side(j, d):
+        return (bid[j] if d > 0 else ask[j]) if cross else mid[j]
+
+    trades, open_until, last, prev = [], -1, None, 0
+    tol = 1e-9 * p.tick_size
+    for i in range(p.warmup_bins, n):
+        x = s[i]
+        state = 1 if x >= p.threshold else -1 if x <= -p.threshold else 0
+        cool = last is None or i - last >= p.cooldown_bins
+        free = p.allow_overlap or i > open_until
+        fire = state != 0 and state != prev and tradable(i) and cool and free
+        prev = state
+        if not fire:
+            continue
+        d = state
+        entry = (ask[i] if d > 0 else bid[i]) if cross else mid[i]
+        tp_px, sl_px = entry + d * p.tp_ticks * p.tick_size, entry - d * p.sl_ticks * p.tick_size
+        outcome, exit_bin = (2 if i + p.max_hold_bins > n - 1 else 0), i
+        for j in range(i + 1, min(i + p.max_hold_bins, n - 1) + 1):
+            if not tradable(j):
+                continue
+            exit_bin = j
+            px = exit_side(j, d)
+            off = px - mid[j]
+            hi = max(px, (high[j] if high is not None and not math.isnan(high[j]) else mid[j]) + off)
+            lo = min(px, (low[j] if low is not None and not math.isnan(low[j]) else mid[j]) + off)
+            best, worst = (hi, lo) if d > 0 else (lo, hi)
+            if d * (worst - sl_px) <= tol:
+                outcome = -1
+                break
+            if d * (best - tp_px) >= -tol:
+                outcome = 1
+                break
+        if outcome == 1:
+            pnl = p.tp_ticks - p.cost_ticks_per_trade
+        elif outcome == -1:
+            pnl = -p.sl_ticks - p.cost_ticks_per_trade
+        else:
+            pnl = d * (exit_side(exit_bin, d) - entry) / p.tick_size - p.cost_ticks_per_trade
+        trades.append((i, exit_bin, d, outcome, pnl))
+        open_until = exit_bin
+        last = i if p.allow_overlap else exit_bin
+    return trades
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 150),
+    thr=st.sampled_from([0.3, 0.8, 1.5]),
+    tp=st.sampled_from([1, 2, 3.5]),
+    sl=st.sampled_from([1, 2, 5]),
+    hold=st.integers(1, 25),
+    cooldown=st.integers(1, 12),
+    warmup=st.integers(0, 20),
+    mode=st.sampled_from(["mid", "cross"]),
+    overlap=st.booleans(),
+    use_hl=st.booleans(),
+    cost=st.sampled_from([0.0, 0.5]),
+)
+def test_kernel_matches_plain_python_rules(seed, n, thr, tp, sl, hold, cooldown, warmup, mode, overlap, use_hl,
+                                          cost) -> None:
+    rng = np.random.default_rng(seed)
+    bid = BASE + TICK * np.cumsum(rng.integers(-2, 3, n))
+    ask = bid + TICK * rng.integers(1, 3, n)
+    mid = (bid + ask) / 2
+    mid[rng.random(n) < 0.05] = 0.0
+    bid[rng.random(n) < 0.03] = np.nan
+    valid = rng.random(n) > 0.1
+    s = rng.standard_normal(n)
+    s[rng.random(n) < 0.1] = np.nan
+    high = mid + TICK * rng.integers(0, 4, n) if use_hl else None
+    low = mid - TICK * rng.integers(0, 4, n) if use_hl else None
+    if use_hl:
+        high[rng.random(n) < 0.1] = np.nan
+    p = EvalParams(threshold=thr, tp_ticks=tp, sl_ticks=sl, max_hold_bins=hold, cooldown_bins=cooldown,
+                   tick_size=TICK, warmup_bins=warmup, entry_mode=mode, allow_overlap=overlap,
+                   cost_ticks_per_trade=cost)
+    ts = DAY0 + BIN_NS * np.arange(n)
+    got = _rows(evaluate(s, mid, bid, ask, ts, valid, p, high=high, low=low))
+    want = _reference(s, mid, bid, ask, valid, high, low, p)
+    assert [g[:4] for g in got] == [w[:4] for w in want]
+    assert [g[4] for g in got] == pytest.approx([w[4] for w in want], abs=1e-9)

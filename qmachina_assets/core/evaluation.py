@@ -133,24 +133,37 @@ class EvalResult:
 # ---- kernels ----------------------------------------------------------------------------------------
 
 
+_BLOCK = 16  # barrier-scan block sizes (powers of two; _BLOCK2 a multiple of _BLOCK)
+_BLOCK2 = 256
+
+
+@njit(cache=True, inline="always")
+def _state(x: float, thr: float) -> int:
+    """+1 / −1 / 0 signal state; NaN compares false and is flat."""
+    return 1 if x >= thr else (-1 if x <= -thr else 0)
+
+
 @njit(cache=True)
-def _simulate(s, ok, le, se, lpx, spx, lhi, llo, shi, slo, thr, tp, sl, cooldown, max_hold, warmup, tick,
-              cost, overlap, o_entry, o_exit, o_dir, o_ep, o_xp, o_out, o_pnl) -> int:
+def _simulate(s, ok, le, se, lpx, spx, lhi, llo, shi, slo, last_ok, blk, blk2, thr, tp, sl, cooldown, max_hold,
+              warmup, tick, cost, overlap, o_entry, o_exit, o_dir, o_ep, o_xp, o_out, o_pnl) -> int:
     """Fire and resolve every trade; returns how many were written to the o_* buffers (entry order).
 
     le/se: long/short entry prices; lpx/spx: long/short exit-side close prices; lhi/llo and shi/slo:
-    their intrabin extremes (equal to the close when no high/low is given)."""
+    their intrabin extremes, set to ∓inf on untradable bins so those never touch a barrier; last_ok[k]:
+    the last tradable bin ≤ k; blk/blk2: the four extremes' maxima/minima per _BLOCK/_BLOCK2 bins, which
+    let the barrier scan skip whole blocks (with overlap, every trade scans up to max_hold bins)."""
     n = s.shape[0]
     eps = 1e-9 * tick
     prev = 0
     last = warmup - cooldown  # every i >= warmup passes the first cooldown test
     m = 0
-    for i in range(warmup, n):
-        x = s[i]
-        st = 1 if x >= thr else (-1 if x <= -thr else 0)  # NaN compares false: flat
+    i = warmup
+    while i < n:
+        st = _state(s[i], thr)
         fire = st != 0 and st != prev and ok[i] and i - last >= cooldown
         prev = st
         if not fire:
+            i += 1
             continue
         if st > 0:
             entry = le[i]
@@ -165,23 +178,36 @@ def _simulate(s, ok, le, se, lpx, spx, lhi, llo, shi, slo, thr, tp, sl, cooldown
         if end > n - 1:
             end = n - 1
             outcome = 2
-        j_last = i
-        for j in range(i + 1, end + 1):
-            if not ok[j]:
-                continue
+        if st > 0:  # barrier above / below and the extremes that test them
+            up, dn, hi, lo, r = tp_px - eps, sl_px + eps, lhi, llo, 0
+        else:
+            up, dn, hi, lo, r = sl_px - eps, tp_px + eps, shi, slo, 2
+        t_up = False
+        t_dn = False
+        j = i + 1
+        while j <= end:
+            if (j & (_BLOCK - 1)) == 0:
+                if (j & (_BLOCK2 - 1)) == 0 and j + _BLOCK2 - 1 <= end:
+                    b = j // _BLOCK2
+                    if blk2[r, b] < up and blk2[r + 1, b] > dn:
+                        j += _BLOCK2
+                        continue
+                if j + _BLOCK - 1 <= end:
+                    b = j // _BLOCK
+                    if blk[r, b] < up and blk[r + 1, b] > dn:
+                        j += _BLOCK
+                        continue
+            t_up = hi[j] >= up
+            t_dn = lo[j] <= dn
+            if t_up or t_dn:
+                break
+            j += 1
+        if j <= end:
             j_last = j
-            if st > 0:
-                hit_sl = llo[j] <= sl_px + eps
-                hit_tp = lhi[j] >= tp_px - eps
-            else:
-                hit_sl = shi[j] >= sl_px - eps
-                hit_tp = slo[j] <= tp_px + eps
-            if hit_sl:  # checked first: both touched in one bin -> the stop
-                outcome = -1
-                break
-            if hit_tp:
-                outcome = 1
-                break
+            stop = t_dn if st > 0 else t_up  # both touched in one bin -> the stop
+            outcome = -1 if stop else 1
+        else:
+            j_last = last_ok[end]  # >= i: the entry bin is tradable
         if outcome == -1:
             xp = sl_px
             pnl = -sl - cost
@@ -199,7 +225,16 @@ def _simulate(s, ok, le, se, lpx, spx, lhi, llo, shi, slo, thr, tp, sl, cooldown
         o_out[m] = outcome
         o_pnl[m] = pnl
         m += 1
-        last = i if overlap else j_last
+        if overlap:
+            last = i
+            i += 1
+        else:  # no bin before exit + cooldown can fire: jump there, taking the state of the bin before it
+            last = j_last
+            k = j_last + cooldown - 1
+            if k >= n:
+                break
+            prev = _state(s[k], thr)
+            i = k + 1
     return m
 
 
@@ -283,8 +318,8 @@ def _metrics(entry, exit_, dirs, outc, pnl, m, eval_cum, day_idx, n_days, valid_
 
 
 @njit(cache=True, parallel=True)
-def _grid(s, ok, le, se, lpx, spx, lhi, llo, shi, slo, thrs, tps, sls, cds, max_hold, warmup, tick, cost,
-          overlap, eval_cum, day_idx, n_days, valid_hours):
+def _grid(s, ok, le, se, lpx, spx, lhi, llo, shi, slo, last_ok, blk, blk2, thrs, tps, sls, cds, max_hold, warmup,
+          tick, cost, overlap, eval_cum, day_idx, n_days, valid_hours):
     n_combo = thrs.shape[0]
     out = np.empty((n_combo, _N_METRICS))
     cap = max(s.shape[0] - warmup, 1)  # at most one fire per bin
@@ -296,8 +331,8 @@ def _grid(s, ok, le, se, lpx, spx, lhi, llo, shi, slo, thrs, tps, sls, cds, max_
         o_xp = np.empty(cap)
         o_out = np.empty(cap, np.int8)
         o_pnl = np.empty(cap)
-        m = _simulate(s, ok, le, se, lpx, spx, lhi, llo, shi, slo, thrs[c], tps[c], sls[c], cds[c], max_hold,
-                      warmup, tick, cost, overlap, o_entry, o_exit, o_dir, o_ep, o_xp, o_out, o_pnl)
+        m = _simulate(s, ok, le, se, lpx, spx, lhi, llo, shi, slo, last_ok, blk, blk2, thrs[c], tps[c], sls[c], cds[c],
+                      max_hold, warmup, tick, cost, overlap, o_entry, o_exit, o_dir, o_ep, o_xp, o_out, o_pnl)
         _metrics(o_entry, o_exit, o_dir, o_out, o_pnl, m, eval_cum, day_idx, n_days, valid_hours, out[c])
     return out
 
@@ -309,7 +344,7 @@ def _grid(s, ok, le, se, lpx, spx, lhi, llo, shi, slo, thrs, tps, sls, cds, max_
 class _Prepared:
     s: np.ndarray
     ok: np.ndarray
-    prices: tuple[np.ndarray, ...]  # le, se, lpx, spx, lhi, llo, shi, slo
+    prices: tuple[np.ndarray, ...]  # le, se, lpx, spx, lhi, llo, shi, slo, last_ok, blk, blk2 (see _simulate)
     eval_cum: np.ndarray
     day_idx: np.ndarray
     n_days: int
@@ -320,6 +355,19 @@ def _f64(name: str, a, n: int) -> np.ndarray:
     out = np.ascontiguousarray(a, dtype=np.float64)
     if out.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},), got {out.shape}")
+    return out
+
+
+def _block_extremes(arrays: tuple[np.ndarray, ...], size: int) -> np.ndarray:
+    """Rows max(hi), min(lo), max(hi), min(lo) of the (long hi, long lo, short hi, short lo) arrays per block."""
+    n = arrays[0].shape[0]
+    nb = -(-n // size)
+    out = np.empty((4, nb))
+    for r, a in enumerate(arrays):
+        hi_row = r % 2 == 0
+        pad = np.full(nb * size, -np.inf if hi_row else np.inf)
+        pad[:n] = a
+        out[r] = (np.max if hi_row else np.min)(pad.reshape(nb, size), axis=1)
     return out
 
 
@@ -364,14 +412,21 @@ def _prepare(s, mid, best_bid, best_ask, ts_ns, valid, high, low, entry_mode: st
         llo = np.minimum(lpx, mlo + (lpx - mid))
         shi = np.maximum(spx, mhi + (spx - mid))
         slo = np.minimum(spx, mlo + (spx - mid))
-    prices = tuple(np.ascontiguousarray(a) for a in (le, se, lpx, spx, lhi, llo, shi, slo))
+        lhi = np.where(ok, lhi, -np.inf)
+        llo = np.where(ok, llo, np.inf)
+        shi = np.where(ok, shi, -np.inf)
+        slo = np.where(ok, slo, np.inf)
+    blk, blk2 = (_block_extremes((lhi, llo, shi, slo), size) for size in (_BLOCK, _BLOCK2))
+    last_ok = np.maximum.accumulate(np.where(ok, np.arange(n, dtype=np.int64), -1))
+    prices = (*(np.ascontiguousarray(a) for a in (le, se, lpx, spx, lhi, llo, shi, slo)), last_ok, blk, blk2)
 
     ev = ok.copy()
     ev[: min(warmup, n)] = False
     eval_cum = np.zeros(n + 1, np.int64)
     np.cumsum(ev, out=eval_cum[1:])
     day = ts // NS_PER_DAY
-    days = np.unique(day[ev])
+    d_ev = day[ev]  # sorted, as ts is
+    days = d_ev[np.concatenate(([True], d_ev[1:] != d_ev[:-1]))] if d_ev.size else d_ev
     day_idx = np.clip(np.searchsorted(days, day), 0, max(len(days) - 1, 0)).astype(np.int64)
     d = np.diff(ts)
     d = d[d > 0]
