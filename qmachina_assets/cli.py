@@ -99,6 +99,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from qmachina_assets.core.lake import land_raw_file
     from qmachina_assets.core.synth import SynthParams, write_synthetic_day
     from qmachina_assets.defs.bronze.assets import bronze_mbo
+    from qmachina_assets.defs.gold.assets import gold_assets
     from qmachina_assets.defs.partitions import partition_key, symbol_partitions_def
     from qmachina_assets.defs.resources import default_resources
     from qmachina_assets.defs.silver.assets import silver_grid
@@ -120,7 +121,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"      missing {src} (skipped)")
             continue
         landed.append(land_raw_file(src, lake, instrument))
-    print(f"[3/3] bronze and silver partitions into DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+    gold_builtin = next(a for a in gold_assets() if a.key.to_user_string() == "gold_builtin")
+    print(f"[3/3] bronze, silver and gold partitions into DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
     rows = []
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     with dg.DagsterInstance.get() as instance:
@@ -131,23 +133,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 if not instance.has_dynamic_partition(symbol_partitions_def.name, sym):
                     instance.add_dynamic_partitions(symbol_partitions_def.name, [sym])
                 pk = partition_key(f.date.isoformat(), sym)
-                print(f"      bronze + silver {pk} {window or ''}...", flush=True)
-                res = dg.materialize([bronze_mbo, silver_grid], partition_key=pk, instance=instance,
+                print(f"      bronze + silver + gold {pk} {window or ''}...", flush=True)
+                res = dg.materialize([bronze_mbo, silver_grid, gold_builtin], partition_key=pk, instance=instance,
                                      resources=default_resources(), raise_on_error=True,
                                      run_config={**quiet, "ops": {"silver_grid": {"config": window}}})
                 bronze = res.asset_materializations_for_node("bronze_mbo")[0].metadata
                 silver = res.asset_materializations_for_node("silver_grid")[0].metadata
+                gold = res.asset_materializations_for_node("gold_builtin")[0].metadata
                 failed = [f"{c.severity.value.lower()}: {c.asset_key.path[-1]}.{c.check_name}"
                           for c in res.get_asset_check_evaluations() if not c.passed]
                 rows.append((str(pk), bronze["records"].value, bronze["starts_with_snapshot"].value,
                              bronze["unknown_order_events"].value, silver["bins"].value,
-                             silver["engine_seconds"].value, ", ".join(failed) or "all passed"))
+                             silver["engine_seconds"].value, gold["cells_per_s"].value,
+                             ", ".join(failed) or "all passed"))
     print()
-    print(f"{'partition':<17} {'records':>10} {'snapshot':>8} {'unknown':>8} {'bins':>7} {'silver s':>9}  checks")
-    for part, n, snap, unk, bins, secs, chk in rows:
-        print(f"{part:<17} {n:>10,} {snap!s:>8} {unk:>8,} {bins:>7,} {secs:>9.1f}  {chk}")
+    print(f"{'partition':<17} {'records':>10} {'snapshot':>8} {'unknown':>8} {'bins':>7} {'silver s':>9} "
+          f"{'gold cells/s':>13}  checks")
+    for part, n, snap, unk, bins, secs, gcps, chk in rows:
+        print(f"{part:<17} {n:>10,} {snap!s:>8} {unk:>8,} {bins:>7,} {secs:>9.1f} {gcps:>13,.0f}  {chk}")
     print()
-    print(f"lake:          {lake}  (raw/, bronze/ and silver/<symbol>/<date>/, each with manifest.json)")
+    print(f"lake:          {lake}  (raw/, bronze/, silver/ and gold/builtin/, each partition with manifest.json)")
     print(f"dagster home:  {os.environ['DAGSTER_HOME']}")
     print("look at it:    DAGSTER_HOME=$PWD/dagster_home .venv/bin/dagster dev -w workspace.yaml"
           "  -> http://127.0.0.1:3000 (assets, checks, partitions, raw_file_sensor)")

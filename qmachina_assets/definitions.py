@@ -6,13 +6,14 @@ from qmachina_assets.core.instrument import locked_instrument
 from qmachina_assets.defs.bronze.assets import bronze_mbo
 from qmachina_assets.defs.bronze.jobs import bronze_job
 from qmachina_assets.defs.bronze.sensors import raw_file_sensor
+from qmachina_assets.defs.gold.assets import gold_assets
 from qmachina_assets.defs.resources import default_resources
 from qmachina_assets.defs.silver.assets import silver_grid
 
 INSTRUMENT = locked_instrument()  # start-up lock check: a malformed or missing file stops the load here
 
 defs = dg.Definitions(
-    assets=[bronze_mbo, silver_grid],
+    assets=[bronze_mbo, silver_grid, *gold_assets()],
     jobs=[bronze_job],
     sensors=[raw_file_sensor],
     resources=default_resources(),

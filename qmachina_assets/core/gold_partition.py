@@ -98,7 +98,7 @@ def _silver_batches(path: Path, w: int) -> Iterator[tuple[dict[str, np.ndarray],
 
 def _read_silver(path: Path, columns: list[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     bins = pq.read_table(path / "bins.parquet", columns=list(BIN_INPUTS))
-    grid = pq.read_table(path / "grid.parquet", columns=["k", *columns])
+    grid = pq.read_table(path / "grid.parquet", columns=["k", *(c for c in columns if c != "k")])
     return ({c: bins[c].to_numpy() for c in BIN_INPUTS}, {c: grid[c].to_numpy() for c in grid.column_names})
 
 
@@ -156,8 +156,7 @@ def build_gold(
             else:
                 runner, needed = dsl
                 b, g = _read_silver(src, needed)
-                out = runner(b, g)
-                table = pa.Table.from_pydict({"bin_seq": np.repeat(b["bin_seq"], w), "k": g["k"], **out})
+                table = pa.Table.from_pydict(runner(b, g))  # bin_seq, k, outputs, gold_valid
                 writer.write_table(table)
                 bins, rows = len(b["bin_seq"]), len(g["k"])
                 valid = int((np.asarray(b["book_valid"], bool) & (b["spot_ref_price_int"] > 0)).sum())

@@ -1,0 +1,100 @@
+"""Gold as Dagster assets partitioned like silver: the built-in set, plus one asset per Gold DSL spec
+found under `configs/gold/` (a new YAML file is a new asset variant on the next code-location load,
+no code change)."""
+
+import base64
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+
+from qmachina_assets.core import gold_dsl
+from qmachina_assets.core.gold import GoldFeatureConfig
+from qmachina_assets.core.gold_partition import BUILTIN, GOLD_RULES, build_gold, check_gold, gold_dir, summary
+from qmachina_assets.core.instrument import InstrumentConfig, locked_instrument
+from qmachina_assets.core.paths import PROJECT_ROOT
+from qmachina_assets.core.silver_partition import silver_dir
+from qmachina_assets.defs.partitions import date_symbol_partitions_def
+from qmachina_assets.defs.resources import LakeResource
+from qmachina_assets.defs.silver.assets import SILVER_KEY
+
+GOLD_SPEC_DIR = PROJECT_ROOT / "configs" / "gold"
+
+#: (inputs for build_gold, config dict, config hash) of one feature set, resolved at run time.
+Resolver = Callable[[InstrumentConfig], tuple[dict, dict, str]]
+
+
+def _builtin(inst: InstrumentConfig) -> tuple[dict, dict, str]:
+    cfg = GoldFeatureConfig.from_instrument(inst)
+    return {"builtin_config": cfg}, cfg.model_dump(mode="json"), cfg.config_hash
+
+
+def _dsl(path: Path) -> Resolver:
+    def resolve(inst: InstrumentConfig) -> tuple[dict, dict, str]:
+        spec = gold_dsl.load_spec(path)  # validates; errors name the file and the node
+
+        def run(bins: dict, grid: dict) -> dict:
+            return gold_dsl.execute(spec, bins, grid, inst.grid_radius_ticks, inst.tick_int, inst.cell_width_ms)
+
+        fields = sorted({n.field for n in spec.nodes.values() if isinstance(n, gold_dsl.SilverRef)})
+        return {"dsl": (run, fields)}, spec.model_dump(mode="json"), spec.spec_hash
+
+    return resolve
+
+
+def _gold_asset(feature_set: str, resolve: Resolver, description: str) -> dg.AssetsDefinition:
+    key = dg.AssetKey(f"gold_{feature_set}")
+    specs = [dg.AssetCheckSpec(name, asset=key, blocking=True, description=desc) for name, desc in GOLD_RULES.items()]
+
+    @dg.asset(key=key, deps=[SILVER_KEY], partitions_def=date_symbol_partitions_def, group_name="gold",
+              check_specs=specs, kinds={"parquet", "numba"}, description=description)
+    def _asset(context: dg.AssetExecutionContext, lake_res: LakeResource) -> dg.MaterializeResult:
+        keys = context.partition_key.keys_by_dimension
+        date, symbol = dt.date.fromisoformat(keys["date"]), keys["symbol"]
+        inst = locked_instrument()
+        inputs, config, config_hash = resolve(inst)
+
+        def progress(done: int, total: int) -> None:
+            context.log.info(f"gold {feature_set}: {done:,}/{total:,} bins")
+
+        manifest, created = build_gold(
+            lake=lake_res.path, symbol=symbol, date=date, feature_set=feature_set, config=config,
+            config_hash=config_hash, radius=inst.grid_radius_ticks, tick_int=inst.tick_int, progress=progress,
+            **inputs,
+        )
+        path = gold_dir(lake_res.path, feature_set, symbol, date)
+        outcomes = check_gold(path, silver_dir(lake_res.path, symbol, date))
+        table, png = summary(path)
+        return dg.MaterializeResult(
+            metadata={
+                "feature_set": dg.MetadataValue.text(feature_set),
+                "config_hash": dg.MetadataValue.text(config_hash),
+                "config": dg.MetadataValue.json(config),
+                "bins": dg.MetadataValue.int(manifest.bins),
+                "rows": dg.MetadataValue.int(manifest.rows),
+                "valid_bins": dg.MetadataValue.int(manifest.valid_bins),
+                "cells_per_s": dg.MetadataValue.float(manifest.cells_per_s),
+                "newly_written": dg.MetadataValue.bool(created),
+                "path": dg.MetadataValue.path(str(path)),
+                "summary": dg.MetadataValue.md(table),
+                "distributions": dg.MetadataValue.md(
+                    f"![distributions](data:image/png;base64,{base64.b64encode(png).decode()})"),
+            },
+            check_results=[
+                dg.AssetCheckResult(asset_key=key, check_name=name, passed=ok, metadata=meta,
+                                    severity=dg.AssetCheckSeverity.ERROR)
+                for name, (ok, meta) in outcomes.items()
+            ],
+        )
+
+    return _asset
+
+
+def gold_assets(spec_dir: Path = GOLD_SPEC_DIR) -> list[dg.AssetsDefinition]:
+    """The built-in gold asset and one `gold_dsl_<name>` asset per `configs/gold/<name>.yaml`."""
+    assets = [_gold_asset(BUILTIN, _builtin, "Built-in gold (force block, composite, derivatives, state5, "
+                                             "flow scoring) from silver, on absolute-tick series.")]
+    for path in sorted(spec_dir.glob("*.yaml")):
+        assets.append(_gold_asset(f"dsl_{path.stem}", _dsl(path), f"Gold DSL feature set {path.name}."))
+    return assets
