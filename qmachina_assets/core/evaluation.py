@@ -32,8 +32,10 @@ Rules (each departs from the seed where noted):
 - **Metrics** over the evaluated bins (valid and ≥ warmup) only: exposure is the share of them inside a
   position (bins entry+1 … exit), trades_per_hour divides by their time (count × the median bin
   width), never the whole dataset's wall clock as the seed did (§10.14). Daily pnl is summed per UTC day
-  of the exit bin over every UTC day that has an evaluated bin (days without trades count as 0).
-  timeout_rate includes truncated trades so the three rates sum to 1.
+  of the exit bin over every UTC day that has an evaluated bin (days without trades count as 0);
+  sharpe_like_per_day = mean / sd (ddof 1) of those sums × √n_days. Drawdown is on the cumulative pnl in
+  trade (entry) order from 0; the equity curve books each trade's pnl at its exit bin. timeout_rate
+  includes truncated trades so the three rates sum to 1.
 """
 
 from __future__ import annotations
@@ -438,7 +440,11 @@ def _prepare(s, mid, best_bid, best_ask, ts_ns, valid, high, low, entry_mode: st
 
 
 def evaluate(s, mid, best_bid, best_ask, ts_ns, valid, params: EvalParams, high=None, low=None) -> EvalResult:
-    """Trades, metrics and equity curve of one setting. `s` must be causal (s[i] from data ≤ bin i)."""
+    """Trades, metrics and equity curve of one setting.
+
+    s: the signal per bin, causal (s[i] from data ≤ bin i's close), NaN = no value; mid/best_bid/best_ask:
+    closing prices (0 or NaN where undefined); ts_ns: bin close times (non-decreasing); valid: book valid;
+    high/low: optional intrabin extremes of the mid (None or NaN = the close)."""
     p = params
     prep = _prepare(s, mid, best_bid, best_ask, ts_ns, valid, high, low, p.entry_mode, p.warmup_bins)
     cap = max(prep.s.shape[0] - p.warmup_bins, 1)
