@@ -322,6 +322,10 @@ def test_gold_files_use_the_dsl_module(tmp_path, monkeypatch):
     issues = [i for i in specs.validate_configs(root) if i.file == "configs/gold/broken.yaml"]
     assert issues and all(i.severity == "error" for i in issues)
     assert any("output" in i.reason for i in issues)
+    renamed = gold_dir / "renamed.yaml"
+    renamed.write_text((gold_dir / "depth_imbalance.yaml").read_text())
+    assert [(i.field, i.reason) for i in specs.validate_configs(root) if i.file == "configs/gold/renamed.yaml"] == [
+        ("name", "'depth_imbalance' must equal the file name 'renamed'")]
     monkeypatch.setitem(sys.modules, "qmachina_assets.core.gold_dsl", None)  # import now fails
     notes = specs.validate_configs(root)
     gold_notes = [i for i in notes if i.file.startswith("configs/gold/")]
@@ -447,3 +451,21 @@ def test_unknown_override_key_fails():
     data = specs.load_pipeline("es_rth_1h").model_dump(mode="json")
     with pytest.raises(Exception, match="symbol"):
         PipelineSpec.model_validate({**data, "engine": {"symbol": "NQH4"}})
+
+
+def test_open_signal_params_are_checked_against_the_signal_registry(tmp_path, monkeypatch):
+    class AdsParams(specs._Spec):
+        zscore_window: int = 200
+
+    monkeypatch.setattr(specs, "registry_params", lambda name: AdsParams if name == "ads" else None)
+    root = tree(tmp_path)
+    ads = {"name": "ads", "params": {"zscore_window": 100}}
+    edit(root, "serving/vp_flow_score.yaml", lambda d: d.update(signal=ads))
+    assert issues_for(root, "serving/vp_flow_score.yaml") == []
+    edit(root, "serving/vp_flow_score.yaml", lambda d: d["signal"]["params"].update(window=3))
+    (issue,) = issues_for(root, "serving/vp_flow_score.yaml")
+    assert (issue.field, issue.reason) == ("signal.params.window", "unknown key (allowed: zscore_window)")
+    edit(root, "serving/vp_flow_score.yaml", lambda d: d.update(signal=ads))
+    edit(root, "experiments/flow_score_sweep.yaml", lambda d: d["sweep"].update(per_signal={"ads": {"lag": [1]}}))
+    issues = [i for i in issues_for(root, "experiments/flow_score_sweep.yaml") if i.field.startswith("sweep")]
+    assert issues and issues[0].field == "sweep.per_signal.ads.lag"

@@ -33,6 +33,7 @@ Decisions where this departs from SPEC §5 (and why):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import importlib
@@ -68,8 +69,9 @@ KNOWN_SIGNALS: tuple[str, ...] = (
     "gbm_mf", "knn_cl", "lsvm_der", "pca_ad", "svm_sp", "xgb_snap",
     "flow_score",
 )
-#: Parameter names a signal accepts; None = not declared here (the harness checks them against the
-#: signal's constructor, SPEC §6.3). `derivative` maps onto the instrument's `state_model_*` fields.
+#: Parameter names a signal accepts; None = the `Params` model of the signal registry
+#: (`qmachina_assets.core.signals`) when importable, else checked by the harness when it runs.
+#: `derivative` maps onto the instrument's `state_model_*` fields.
 DERIVATIVE_PARAMS: tuple[str, ...] = (
     "center_exclusion_radius", "spatial_decay_power", "zscore_window_bins", "zscore_min_periods",
     "tanh_scale", "d1_weight", "d2_weight", "d3_weight",
@@ -496,7 +498,14 @@ class SignalSpec(_Spec):
         if self.name not in KNOWN_SIGNALS:
             raise ValueError(f"name: unknown signal {self.name!r} (known: {', '.join(KNOWN_SIGNALS)})")
         allowed = SIGNAL_PARAMS[self.name]
-        if allowed is not None:
+        if allowed is None:
+            params_model = registry_params(self.name)
+            if params_model is not None:
+                try:
+                    params_model.model_validate(self.params)
+                except ValidationError as exc:
+                    raise ValueError(f"params.{_first_error(exc, params_model)}") from None
+        else:
             for key in self.params:
                 if key not in allowed:
                     known = ", ".join(allowed) or "none"
@@ -518,6 +527,21 @@ class SignalSpec(_Spec):
             return {}
         return {**{f"state_model_{k}": v for k, v in self.params.items()},
                 **{f"state_model_{k}_weight": v for k, v in self.weights.items()}}
+
+
+def registry_params(signal: str) -> type[BaseModel] | None:
+    """The `Params` model of a signal in `qmachina_assets.core.signals` (imported lazily), or None when
+    that package or the signal is unavailable: then the harness checks the parameters when it runs."""
+    try:
+        base = importlib.import_module("qmachina_assets.core.signals.base")
+        for module in ("statistical", "ml"):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(f"qmachina_assets.core.signals.{module}")
+        cls = base.REGISTRY.get(signal)
+        params = getattr(cls, "Params", None)
+    except Exception:  # another package in progress must not break config validation
+        return None
+    return params if isinstance(params, type) and issubclass(params, BaseModel) else None
 
 
 def _scalar(v: Any) -> bool:
@@ -878,6 +902,8 @@ class SweepConfig(_Spec):
             allowed = SIGNAL_PARAMS[sig]
             if allowed is not None and sig == "derivative":
                 allowed = (*allowed, *DERIVATIVE_WEIGHTS)
+            elif allowed is None and (params_model := registry_params(sig)) is not None:
+                allowed = tuple(params_model.model_fields)
             for key, values in axes.items():
                 if allowed is not None and key not in allowed:
                     raise ValueError(f"per_signal.{sig}.{key}: unknown parameter of signal {sig!r} "
@@ -1310,6 +1336,8 @@ def _gold_issues(files: list[Path], loader: _Loader) -> list[ConfigIssue]:
             out.append(ConfigIssue(shown, "", f"{type(exc).__name__}: {exc}"))
             continue
         out += [ConfigIssue(shown, f"nodes.{e.node}" if e.node else "", e.message) for e in errors]
+        if not errors and spec.name != p.stem:  # pipelines reference gold specs by file name
+            out.append(ConfigIssue(shown, "name", f"{spec.name!r} must equal the file name {p.stem!r}"))
     return out
 
 
