@@ -21,6 +21,7 @@ demo: install
 ## The test suite (CI runs this with QMACHINA_REQUIRE_SERVICES=1)
 test: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/qmachina validate-configs
 	$(VENV)/bin/pytest -q
 
 lint: install

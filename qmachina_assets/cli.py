@@ -90,6 +90,19 @@ def cmd_gold_fixtures(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate_configs(args: argparse.Namespace) -> int:
+    """Every YAML under configs/ against its model, references across layers included (CI runs this)."""
+    from qmachina_assets.core.specs import validate_configs
+
+    issues = validate_configs(args.root)
+    for issue in issues:
+        print(issue, file=sys.stderr if issue.severity == "error" else sys.stdout)
+    errors = [i for i in issues if i.severity == "error"]
+    n_files = sum(1 for _ in (args.root / "configs").rglob("*.yaml"))
+    print(f"validate-configs: {n_files} files, {len(errors)} errors")
+    return 1 if errors else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Main job on the embedded default: synthetic day + real samples -> bronze -> silver, SQLite instance."""
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))
@@ -188,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", type=Path, default=PROJECT_ROOT / "tests" / "fixtures" / "gold_parity")
     g.add_argument("--source", type=Path, default=None, help="MBO file (default: the ESH4 2023-12-25 sample)")
     g.set_defaults(func=cmd_gold_fixtures)
+
+    c = sub.add_parser("validate-configs", help="validate every YAML under configs/ (pipelines, serving, ...)")
+    c.add_argument("--root", type=Path, default=PROJECT_ROOT, help="project root holding configs/")
+    c.set_defaults(func=cmd_validate_configs)
 
     d = sub.add_parser("demo", help="end-to-end on the embedded default (sample data, SQLite instance)")
     d.add_argument("--records", type=int, default=2_000_000, help="size of the synthetic sample day")

@@ -61,7 +61,26 @@ def test_demo_runs_end_to_end_into_the_instance(lake, dagster_home, capsys):
     with dg.DagsterInstance.get() as instance:  # the SQLite instance under DAGSTER_HOME
         records = instance.fetch_materializations(dg.AssetKey("bronze_mbo"), limit=10).records
         assert len(records) == 4
+        assert len(instance.fetch_materializations(dg.AssetKey("gold_builtin"), limit=10).records) == 4
+    gold = sorted(p.relative_to(lake).as_posix() for p in lake.glob("gold/builtin/*/*/gold.parquet"))
+    assert gold == [f"gold/builtin/{p}/gold.parquet" for p in ("ESH4/2023-12-24", "ESH4/2023-12-25",
+                                                                "ESH4/2024-03-15", "ESM4/2024-05-08")]
     # idempotent: a second run re-uses what is stored (same bytes), nothing is rewritten
     before = (lake / "bronze/ESH4/2024-03-15/mbo.dbn").stat().st_mtime_ns
     assert main(["demo", "--records", "60000"]) == 0
     assert (lake / "bronze/ESH4/2024-03-15/mbo.dbn").stat().st_mtime_ns == before
+
+
+def test_validate_configs_cli(tmp_path, capsys):
+    import shutil
+
+    from qmachina_assets.core.paths import PROJECT_ROOT
+
+    assert main(["validate-configs"]) == 0
+    assert "0 errors" in capsys.readouterr().out
+    shutil.copytree(PROJECT_ROOT / "configs", tmp_path / "configs")
+    bad = tmp_path / "configs" / "serving" / "vp_flow_score.yaml"
+    bad.write_text(bad.read_text().replace("cooldown_bins:", "cooldown_bins: 0\nx_cooldown_bins:", 1))
+    assert main(["validate-configs", "--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "vp_flow_score.yaml" in err and "cooldown_bins" in err

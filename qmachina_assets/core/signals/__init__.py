@@ -1,0 +1,1 @@
+"""Trading signals over bins: one interface (`base.Signal`), statistical and ML implementations."""
