@@ -127,15 +127,18 @@ _UNDEF = dbn.UNDEF_PRICE
 # every call passing arrays costs atomic incref/decref pairs (~60-80 ns per call, measured), which was
 # most of the per-record cost.
 # =================================================================================================
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def _in_window(si: np.ndarray, n: int, tick: int) -> bool:
     idx = tick - si[S_ANCHOR] + n // 2
     return 0 <= idx < n
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", inline="always")
 def _order_delta(si, depth, best, ph, tk, pc, tab, big, side, tick, qty, da, dp, df, phys, ts):
-    """Depth change of `qty` at an absolute tick plus the physics touch (catch-up first, SPEC §2.7)."""
+    """Depth change of `qty` at an absolute tick plus the physics touch (catch-up first, SPEC §2.7).
+
+    Inlined into `_run`'s single call site (and nowhere else): a call passing eight arrays costs more
+    than the book operation itself, and one inlined copy keeps the compile time short."""
     n = depth.shape[1]
     idx = tick - si[S_ANCHOR] + n // 2
     if idx < 0 or idx >= n:
@@ -148,13 +151,25 @@ def _order_delta(si, depth, best, ph, tk, pc, tab, big, side, tick, qty, da, dp,
         phy.touch(ph, tk, depth, idx, ts, da, dp, df, si[S_EVENTS], pc)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", inline="always")
+def _push(dq, dv, nd, side, tick, qty, da, dp, df):
+    """Queue one `_order_delta` of the current record (at most two per record) into the scratch rows."""
+    dq[nd, 0] = side
+    dq[nd, 1] = tick
+    dq[nd, 2] = qty
+    dv[nd, 0] = da
+    dv[nd, 1] = dp
+    dv[nd, 2] = df
+    return nd + 1
+
+
+@njit(cache=True, _nrt=False, error_model="numpy")
 def _oow_adjust(si, oow, n, side, tick, d):
     if not _in_window(si, n, tick):
         oow[side] += d
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def _split_fill(ht, si, slot, red):
     """Part of a size reduction attributed to a fill of the same order in the same venue event."""
     if red <= 0 or ht[slot, bk.H_FEID] != si[S_VENUE_SEQ]:
@@ -166,7 +181,7 @@ def _split_fill(ht, si, slot, red):
     return f
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def _reanchor(si, ht, depth, best, oow, ph, tk, new_anchor):
     """Move the window so slot N//2 is `new_anchor`; rebuild depth from the raw orders."""
     n = depth.shape[1]
@@ -200,7 +215,7 @@ def _reanchor(si, ht, depth, best, oow, ph, tk, new_anchor):
     si[K_REANCHOR] += 1
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def _recenter_target(ht) -> int:
     bb, ba = bk.raw_bbo(ht)
     if bb >= 0 and ba >= 0:
@@ -210,7 +225,7 @@ def _recenter_target(ht) -> int:
     return ba  # -1 when the book is empty
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def _check_reanchor(si, ht, depth, best, oow, ph, tk):
     """Re-centre on the raw BBO when a best level nears an edge or a side left the window."""
     if si[S_ANCHOR_SET] == 0 or si[S_SNAP] == 1:
@@ -234,13 +249,13 @@ def _check_reanchor(si, ht, depth, best, oow, ph, tk):
     si[S_RA_OA] = oow[1]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def _catch_up_all(si, depth, ph, tk, pc, tab, big):
     for j in range(depth.shape[1]):
         phy.advance_to(ph, tk, depth, j, si[S_BIN_START], si[S_CELL_NS], pc, tab, big)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def _end_snapshot(si, ht, depth, best, oow, ph, tk, pc, tab, big):
     """Snapshot complete: book valid, window centred on the raw BBO, depth-chain baselines reset."""
     si[S_SNAP] = 0
@@ -254,7 +269,7 @@ def _end_snapshot(si, ht, depth, best, oow, ph, tk, pc, tab, big):
         ph[j, phy.P_BASE + 1] = float(depth[1, j])
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def _clear(si, ht, depth, best, oow, ph, tk, pc, tab, big, phys, ts):
     """R: drop every order and all depth. A live (non-snapshot) clear is a depth-only touch of each level."""
     n = depth.shape[1]
@@ -277,7 +292,7 @@ def _clear(si, ht, depth, best, oow, ph, tk, pc, tab, big, phys, ts):
     si[S_VALID] = 0
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def _close_bin(si, depth, best, oow, ph, tk, pc, tab, big, ob, og, oe, nb, radius, tick_int):
     """Close the open bin at T = bin_end: advance, emit (when inside the window), reset bin counters."""
     cell = si[S_CELL_NS]
@@ -342,18 +357,24 @@ def _close_bin(si, depth, best, oow, ph, tk, pc, tab, big, ob, og, oe, nb, radiu
     return emitted
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def _will_emit(si) -> bool:
     bs = si[S_BIN_START]
     return bs >= si[S_EMIT_START] and bs < si[S_EMIT_END]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def _run(ts_a, act_a, side_a, px_a, sz_a, oid_a, fl_a, start, stop, close_through,
-         ht, depth, best, oow, ph, tk, si, pc, tab, big, ob, og, oe):
-    """Apply records [start, stop) then close bins ending <= close_through. Returns (next, n_bins, status)."""
+         ht, depth, best, oow, ph, tk, si, pc, tab, big, ob, og, oe, dq, dv):
+    """Apply records [start, stop) then close bins ending <= close_through. Returns (next, n_bins, status).
+
+    A record's depth/physics deltas are queued (`_push`, scratch `dq`/`dv`) and applied in order after
+    its book update: nothing in between reads depth or physics, so this equals applying them in place,
+    and the heavy `_order_delta` is inlined at one call site only.
+    """
     n = depth.shape[1]
     tick_int = si[S_TICK_INT]
+    inv_tick = 1.0 / tick_int
     cell = si[S_CELL_NS]
     radius = si[S_RADIUS]
     cap_bins = ob.shape[1]
@@ -398,6 +419,7 @@ def _run(ts_a, act_a, side_a, px_a, sz_a, oid_a, fl_a, start, stop, close_throug
             _end_snapshot(si, ht, depth, best, oow, ph, tk, pc, tab, big)
         if si[S_SNAP] == 0 and si[S_VALID] == 0 and act != _R:
             si[S_VALID] = 1
+        nd = 0
         sd = 0 if side_a[i] == _SIDE_B else 1
         good_side = side_a[i] == _SIDE_B or side_a[i] == _SIDE_A
         px = px_a[i]
@@ -405,22 +427,24 @@ def _run(ts_a, act_a, side_a, px_a, sz_a, oid_a, fl_a, start, stop, close_throug
         oid = oid_a[i]
         if act in (_A, _M):
             skip = False
+            tick = 0
             if not good_side:
                 si[K_BAD_SIDE] += 1
                 skip = True
             elif px == _UNDEF:
                 si[K_NULL_PRICE] += 1
                 skip = True
-            elif px % tick_int != 0:
-                si[K_OFF_TICK] += 1
-                skip = True
-            elif act == _A and sz == 0:
-                si[K_ZERO_ADD] += 1
-                skip = True
+            else:
+                tick = phy.fdiv(px, tick_int, inv_tick)  # floor, as px // tick_int
+                if px - tick * tick_int != 0:  # px % tick_int != 0
+                    si[K_OFF_TICK] += 1
+                    skip = True
+                elif act == _A and sz == 0:
+                    si[K_ZERO_ADD] += 1
+                    skip = True
             if skip:
                 si[S_BIN_SKIPPED] += 1
             else:
-                tick = px // tick_int
                 if si[S_ANCHOR_SET] == 0:
                     si[S_ANCHOR] = tick
                     si[S_ANCHOR_SET] = 1
@@ -430,15 +454,14 @@ def _run(ts_a, act_a, side_a, px_a, sz_a, oid_a, fl_a, start, stop, close_throug
                         si[K_DUP_ADD] += 1
                         os_ = ht[slot, bk.H_SIDE]
                         ot = ht[slot, bk.H_TICK]
-                        _order_delta(si, depth, best, ph, tk, pc, tab, big, os_, ot, -ht[slot, bk.H_SIZE],
-                                     0.0, 0.0, 0.0, phys, ts)
+                        nd = _push(dq, dv, nd, os_, ot, -ht[slot, bk.H_SIZE], 0.0, 0.0, 0.0)
                         _oow_adjust(si, oow, n, os_, ot, -1)
                         bk.ht_remove(ht, slot)
                         si[S_LIVE] -= 1
                     si[S_USED] += bk.ht_insert(ht, oid, sd, tick, sz)
                     si[S_LIVE] += 1
                     _oow_adjust(si, oow, n, sd, tick, 1)
-                    _order_delta(si, depth, best, ph, tk, pc, tab, big, sd, tick, sz, float(sz), 0.0, 0.0, phys, ts)
+                    nd = _push(dq, dv, nd, sd, tick, sz, float(sz), 0.0, 0.0)
                 elif slot < 0:  # unknown-id Modify: a real order first seen mid-life, insert it
                     si[K_UNKNOWN_MODIFY] += 1
                     si[S_BIN_UNKNOWN] += 1
@@ -446,15 +469,14 @@ def _run(ts_a, act_a, side_a, px_a, sz_a, oid_a, fl_a, start, stop, close_throug
                         si[S_USED] += bk.ht_insert(ht, oid, sd, tick, sz)
                         si[S_LIVE] += 1
                         _oow_adjust(si, oow, n, sd, tick, 1)
-                        _order_delta(si, depth, best, ph, tk, pc, tab, big, sd, tick, sz, 0.0, 0.0, 0.0, phys, ts)
+                        nd = _push(dq, dv, nd, sd, tick, sz, 0.0, 0.0, 0.0)
                 else:
                     os_ = ht[slot, bk.H_SIDE]
                     ot = ht[slot, bk.H_TICK]
                     oq = ht[slot, bk.H_SIZE]
                     if sz == 0:
                         f = _split_fill(ht, si, slot, oq)
-                        _order_delta(si, depth, best, ph, tk, pc, tab, big, os_, ot, -oq, 0.0, float(oq - f), 0.0,
-                                     phys, ts)
+                        nd = _push(dq, dv, nd, os_, ot, -oq, 0.0, float(oq - f), 0.0)
                         _oow_adjust(si, oow, n, os_, ot, -1)
                         bk.ht_remove(ht, slot)
                         si[S_LIVE] -= 1
@@ -462,22 +484,19 @@ def _run(ts_a, act_a, side_a, px_a, sz_a, oid_a, fl_a, start, stop, close_throug
                         d = sz - oq
                         ht[slot, bk.H_SIZE] = sz
                         if d >= 0:
-                            _order_delta(si, depth, best, ph, tk, pc, tab, big, sd, tick, d, float(d), 0.0, 0.0,
-                                         phys, ts)
+                            nd = _push(dq, dv, nd, sd, tick, d, float(d), 0.0, 0.0)
                         else:
                             f = _split_fill(ht, si, slot, -d)
-                            _order_delta(si, depth, best, ph, tk, pc, tab, big, sd, tick, d, 0.0, float(-d - f), 0.0,
-                                         phys, ts)
+                            nd = _push(dq, dv, nd, sd, tick, d, 0.0, float(-d - f), 0.0)
                     else:
                         f = _split_fill(ht, si, slot, oq)
-                        _order_delta(si, depth, best, ph, tk, pc, tab, big, os_, ot, -oq, 0.0, float(oq - f), 0.0,
-                                     phys, ts)
+                        nd = _push(dq, dv, nd, os_, ot, -oq, 0.0, float(oq - f), 0.0)
                         _oow_adjust(si, oow, n, os_, ot, -1)
                         ht[slot, bk.H_SIDE] = sd
                         ht[slot, bk.H_TICK] = tick
                         ht[slot, bk.H_SIZE] = sz
                         _oow_adjust(si, oow, n, sd, tick, 1)
-                        _order_delta(si, depth, best, ph, tk, pc, tab, big, sd, tick, sz, float(sz), 0.0, 0.0, phys, ts)
+                        nd = _push(dq, dv, nd, sd, tick, sz, float(sz), 0.0, 0.0)
         elif act == _C:
             slot = bk.ht_find(ht, oid)
             if slot < 0:
@@ -498,7 +517,7 @@ def _run(ts_a, act_a, side_a, px_a, sz_a, oid_a, fl_a, start, stop, close_throug
                     _oow_adjust(si, oow, n, os_, ot, -1)
                 else:
                     ht[slot, bk.H_SIZE] = rem - red
-                _order_delta(si, depth, best, ph, tk, pc, tab, big, os_, ot, -red, 0.0, float(red - f), 0.0, phys, ts)
+                nd = _push(dq, dv, nd, os_, ot, -red, 0.0, float(red - f), 0.0)
         elif act == _F:
             slot = bk.ht_find(ht, oid)
             tick = -1
@@ -514,7 +533,7 @@ def _run(ts_a, act_a, side_a, px_a, sz_a, oid_a, fl_a, start, stop, close_throug
                 if px != _UNDEF and px % tick_int == 0:
                     tick = px // tick_int
             if tick >= 0 and si[S_ANCHOR_SET] == 1:
-                _order_delta(si, depth, best, ph, tk, pc, tab, big, 0, tick, 0, 0.0, 0.0, float(sz), phys, ts)
+                nd = _push(dq, dv, nd, 0, tick, 0, 0.0, 0.0, float(sz))
         elif act == _R:
             if is_snap:
                 si[S_SNAP] = 1
@@ -523,6 +542,9 @@ def _run(ts_a, act_a, side_a, px_a, sz_a, oid_a, fl_a, start, stop, close_throug
                 si[S_VALID] = 0
         elif act != _T and act != _N:
             si[K_BAD_ACTION] += 1
+        for d in range(nd):
+            _order_delta(si, depth, best, ph, tk, pc, tab, big, dq[d, 0], dq[d, 1], dq[d, 2], dv[d, 0], dv[d, 1],
+                         dv[d, 2], phys, ts)
         if (fl & _F_LAST) != 0:
             si[S_VENUE_SEQ] += 1
             si[S_IN_EVENT] = 0
@@ -543,7 +565,7 @@ def _run(ts_a, act_a, side_a, px_a, sz_a, oid_a, fl_a, start, stop, close_throug
     return i, nb, DONE
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def _after_restore(si, ht, depth, best, oow, ph, tk):
     """Rebuild depth from the raw orders for the saved anchor, then apply the re-anchor rule."""
     bk.rebuild_depth(ht, depth, best, oow, si[S_ANCHOR])
@@ -654,6 +676,8 @@ class Engine:
         self.si = si
         self.finished = False
         self._buf: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._dq = np.zeros((2, 3), dtype=np.int64)  # kernel scratch: one record's queued deltas
+        self._dv = np.zeros((2, 3), dtype=np.float64)
 
     # ---- running -------------------------------------------------------------------------------
     def iter_feed(self, records: np.ndarray, close_through: int = -1) -> Iterator[SilverChunk]:
@@ -668,7 +692,8 @@ class Engine:
         ob, og, oe = self._buffers()
         while True:
             i, nb, status = _run(*views, i, n, close_through, self.ht, self.depth, self.best, self.oow,
-                                 self.ph, self.tk, self.si, self.pc, self.tab, self.big, ob, og, oe)
+                                 self.ph, self.tk, self.si, self.pc, self.tab, self.big, ob, og, oe,
+                                 self._dq, self._dv)
             if nb:
                 yield self._chunk(ob, og, oe, nb)
             if status == NEED_GROW:

@@ -56,13 +56,28 @@ T_LAST_TS, T_LAST_EID, T_AT_BOUNDARY = 0, 1, 2
 T_COLS = 3
 
 # constants vector (built by `physics_constants`)
-C_TAU_REST, C_TAU_V, C_TAU_A, C_TAU_J, C_CELL_S = range(5)
-N_CONSTS = 5
+C_TAU_REST, C_TAU_V, C_TAU_A, C_TAU_J, C_CELL_S, C_INV_CELL_NS = range(6)
+N_CONSTS = 6
 POW_TABLE = 4096  # M^k tabulated for k <= POW_TABLE; larger k through binary powers of M^POW_TABLE
 N_BIG = 48
+TAB_DECAY = 9  # tab[k, TAB_DECAY] = exp(-(k * cell_s) / tau_rest), the mass decay over k zero-input cells
+TAB_COLS = 10
+_FDIV_FAST_MAX = 1 << 62
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
+def fdiv(x: int, d: int, inv_d: float) -> int:
+    """`x // d` (d > 0) without a hardware divide in the common case: a float estimate of the quotient
+    is accepted only if its remainder is in [0, d), which makes it exact; anything else takes `//`."""
+    if 0 <= x < _FDIV_FAST_MAX:
+        q = np.int64(x * inv_d)
+        r = x - q * d
+        if 0 <= r < d:
+            return q
+    return x // d
+
+
+@njit(cache=True, _nrt=False, error_model="numpy")
 def alpha(dt: float, tau: float) -> float:
     """SPEC §2.5 continuous-time EMA weight (computed with expm1, see `_exps`)."""
     if dt <= 0.0:
@@ -74,17 +89,18 @@ def alpha(dt: float, tau: float) -> float:
 
 
 def physics_constants(tau_rest: float, tau_v: float, tau_a: float, tau_j: float, cell_s: float) -> np.ndarray:
-    """[tau_rest, tau_v, tau_a, tau_j, cell seconds]."""
+    """[tau_rest, tau_v, tau_a, tau_j, cell seconds, 1 / cell nanoseconds (a hint for `fdiv`, never a result)]."""
     c = np.zeros(N_CONSTS, dtype=np.float64)
     c[C_TAU_REST] = tau_rest
     c[C_TAU_V] = tau_v
     c[C_TAU_A] = tau_a
     c[C_TAU_J] = tau_j
     c[C_CELL_S] = cell_s
+    c[C_INV_CELL_NS] = 1.0 / (cell_s * 1e9)
     return c
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False, error_model="numpy")
 def _exps(dt: float, pc: np.ndarray) -> tuple[float, float, float, float]:
     """(exp(-dt/tau_rest), alpha_v, alpha_a, alpha_j) for dt > 0.
 
@@ -102,7 +118,20 @@ def _exps(dt: float, pc: np.ndarray) -> tuple[float, float, float, float]:
     return decay, av, aa, aj
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, error_model="numpy")
+def _decay_exp(k: int, pc: np.ndarray) -> float:
+    """Mass decay over k whole cells (SPEC §2.7 applied k times in closed form)."""
+    return math.exp(-(k * pc[C_CELL_S]) / pc[C_TAU_REST])
+
+
+@njit(cache=True, inline="always", _nrt=False, error_model="numpy")
+def _decay_k(k: int, pc: np.ndarray, tab: np.ndarray) -> float:
+    if k <= POW_TABLE:
+        return tab[k, TAB_DECAY]
+    return _decay_exp(k, pc)
+
+
+@njit(cache=True, error_model="numpy")
 def _matmul3(x: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
     for r in range(3):
         for c in range(3):
@@ -112,12 +141,14 @@ def _matmul3(x: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
             out[r * 3 + c] = s
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def power_tables(pc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """M^k (k = 0..POW_TABLE) and M^(POW_TABLE*2^p) for the zero-input chain step over one cell.
 
     With zero input and dt = cell the SPEC §2.5 update is linear in (v, a, j): x' = M x with
     M = [[1-av, 0, 0], [-aa*av/dt, 1-aa, 0], [-aj*aa*av/dt^2, -aj*aa/dt, 1-aj]].
+    Row k also carries the mass decay over k cells (column TAB_DECAY), the very expression `_decay_k`
+    would otherwise evaluate, so a lookup is bit-identical to the exp call.
     """
     dt = pc[C_CELL_S]
     _, av, aa, aj = _exps(dt, pc)  # the same weights an eager per-cell step would use
@@ -128,20 +159,22 @@ def power_tables(pc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     m[6] = -aj * aa * av / (dt * dt)
     m[7] = -aj * aa / dt
     m[8] = 1.0 - aj
-    tab = np.zeros((POW_TABLE + 1, 9))
+    tab = np.zeros((POW_TABLE + 1, TAB_COLS))
     tab[0, 0] = 1.0
     tab[0, 4] = 1.0
     tab[0, 8] = 1.0
     for k in range(1, POW_TABLE + 1):
         _matmul3(m, tab[k - 1], tab[k])
+    for k in range(POW_TABLE + 1):
+        tab[k, TAB_DECAY] = _decay_exp(k, pc)
     big = np.zeros((N_BIG, 9))
-    big[0, :] = tab[POW_TABLE]
+    big[0, :] = tab[POW_TABLE, :9]
     for p in range(1, N_BIG):
         _matmul3(big[p - 1], big[p - 1], big[p])
     return tab, big
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False, error_model="numpy")
 def _step(v: float, a: float, j: float, r: float, av: float, cv: float, ka: float, ca: float, kj: float,
           cj: float) -> tuple[float, float, float]:
     """SPEC §2.5 on scalars with per-update coefficients (cv = 1-av, ka = aa/dt, ca = 1-aa, kj = aj/dt,
@@ -156,7 +189,7 @@ def _step(v: float, a: float, j: float, r: float, av: float, cv: float, ka: floa
     return v, a, j
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False, error_model="numpy")
 def _update5(ph: np.ndarray, i: int, r0: float, r1: float, r2: float, r3: float, r4: float, inv: float,
              av: float, aa: float, aj: float) -> None:
     """All five chains of slot i: loads first, five independent updates, stores last (lets them overlap)."""
@@ -182,16 +215,17 @@ def _update5(ph: np.ndarray, i: int, r0: float, r1: float, r2: float, r3: float,
     ph[i, P_V + 4], ph[i, P_A + 4], ph[i, P_J + 4] = v4, a4, j4
 
 
-@njit(cache=True, inline="always", _nrt=False)
-def _materialize(ph: np.ndarray, tk: np.ndarray, depth: np.ndarray, i: int, upto_ns: int, cell_ns: int,
+@njit(cache=True, inline="always", _nrt=False, error_model="numpy")
+def _materialize(ph: np.ndarray, tk: np.ndarray, depth: np.ndarray, i: int, b_last: int, cell_ns: int,
                  pc: np.ndarray) -> None:
-    """Apply the first closed boundary b1 after an event touch (pending input, SPEC §2.7 + departure 2)."""
+    """Apply the first closed boundary b1 after an event touch (pending input, SPEC §2.7 + departure 2).
+
+    `b_last` is the last closed boundary (a multiple of cell_ns); b1 <= b_last exactly when lt < b_last.
+    """
     lt = tk[i, T_LAST_TS]
-    if lt <= 0 or tk[i, T_AT_BOUNDARY] == 1:
+    if lt <= 0 or tk[i, T_AT_BOUNDARY] == 1 or lt >= b_last:
         return
-    b1 = (lt // cell_ns + 1) * cell_ns
-    if b1 > upto_ns:
-        return
+    b1 = (fdiv(lt, cell_ns, pc[C_INV_CELL_NS]) + 1) * cell_ns
     dt = (b1 - lt) * 1e-9
     decay, av, aa, aj = _exps(dt, pc)
     inv = 1.0 / dt
@@ -208,7 +242,7 @@ def _materialize(ph: np.ndarray, tk: np.ndarray, depth: np.ndarray, i: int, upto
     tk[i, T_AT_BOUNDARY] = 1
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, inline="always", _nrt=False, error_model="numpy")
 def _steps3(v: float, a: float, j: float, k: int, tab: np.ndarray, big: np.ndarray) -> tuple[float, float, float]:
     """M^k (v, a, j) with a canonical order of products (bit-stable whoever calls it)."""
     if v == 0.0 and a == 0.0 and j == 0.0:
@@ -230,16 +264,16 @@ def _steps3(v: float, a: float, j: float, k: int, tab: np.ndarray, big: np.ndarr
     return v2, a2, j2
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def advance_to(ph: np.ndarray, tk: np.ndarray, depth: np.ndarray, i: int, upto_ns: int, cell_ns: int,
                pc: np.ndarray, tab: np.ndarray, big: np.ndarray) -> None:
     """Store slot i's state as of the last closed boundary <= upto_ns (before an event touch)."""
-    _materialize(ph, tk, depth, i, upto_ns, cell_ns, pc)
+    b_last = fdiv(upto_ns, cell_ns, pc[C_INV_CELL_NS]) * cell_ns
+    _materialize(ph, tk, depth, i, b_last, cell_ns, pc)
     if tk[i, T_AT_BOUNDARY] != 1:
         return
     lt = tk[i, T_LAST_TS]
-    b_last = (upto_ns // cell_ns) * cell_ns
-    k = (b_last - lt) // cell_ns
+    k = fdiv(b_last - lt, cell_ns, pc[C_INV_CELL_NS])
     if k <= 0:
         return
     for c in range(5):
@@ -247,13 +281,13 @@ def advance_to(ph: np.ndarray, tk: np.ndarray, depth: np.ndarray, i: int, upto_n
         ph[i, P_V + c] = v
         ph[i, P_A + c] = a
         ph[i, P_J + c] = j
-    decay = math.exp(-(k * pc[C_CELL_S]) / pc[C_TAU_REST])
+    decay = _decay_k(k, pc, tab)
     for m in range(3):
         ph[i, P_MASS + m] *= decay
     tk[i, T_LAST_TS] = b_last
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def touch(ph: np.ndarray, tk: np.ndarray, depth: np.ndarray, i: int, ts: int, da: float, dp: float,
           df: float, eid: int, pc: np.ndarray) -> None:
     """Event update of slot i at ts (SPEC §2.4 with departure 1). Call after advance_to and the depth change."""
@@ -288,7 +322,7 @@ def touch(ph: np.ndarray, tk: np.ndarray, depth: np.ndarray, i: int, ts: int, da
     tk[i, T_AT_BOUNDARY] = 0
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def read_window(ph: np.ndarray, tk: np.ndarray, depth: np.ndarray, lo: int, hi: int, t_ns: int, cell_ns: int,
                 pc: np.ndarray, tab: np.ndarray, big: np.ndarray, out: np.ndarray, out_eid: np.ndarray,
                 row0: int) -> None:
@@ -299,8 +333,8 @@ def read_window(ph: np.ndarray, tk: np.ndarray, depth: np.ndarray, lo: int, hi: 
     One call per bin (not per row): numba call overhead per row would dominate the emission cost.
     """
     n = depth.shape[1]
-    tau_rest = pc[C_TAU_REST]
-    cell_s = pc[C_CELL_S]
+    inv_cell = pc[C_INV_CELL_NS]
+    b_last = fdiv(t_ns, cell_ns, inv_cell) * cell_ns
     for i in range(lo, hi):
         row = row0 + i - lo
         if i < 0 or i >= n:
@@ -309,13 +343,13 @@ def read_window(ph: np.ndarray, tk: np.ndarray, depth: np.ndarray, lo: int, hi: 
             out_eid[row] = 0
             continue
         if tk[i, T_AT_BOUNDARY] == 0 and tk[i, T_LAST_TS] > 0:
-            _materialize(ph, tk, depth, i, t_ns, cell_ns, pc)
+            _materialize(ph, tk, depth, i, b_last, cell_ns, pc)
         k = 0
         if tk[i, T_AT_BOUNDARY] == 1:
-            k = (t_ns - tk[i, T_LAST_TS]) // cell_ns
+            k = fdiv(t_ns - tk[i, T_LAST_TS], cell_ns, inv_cell)
         b = float(depth[0, i])
         a = float(depth[1, i])
-        decay = math.exp(-(k * cell_s) / tau_rest) if k > 0 else 1.0
+        decay = _decay_k(k, pc, tab) if k > 0 else 1.0
         out[0, row] = ph[i, P_MASS] * decay
         out[1, row] = ph[i, P_MASS + 1] * decay
         out[2, row] = ph[i, P_MASS + 2] * decay
