@@ -95,8 +95,22 @@ def _ols_slope_kernel(x, starts, w, out):
                 out[i, c] = (w * sxy - sx * sy) / den
 
 
+@njit(cache=True)
+def _std_z(x, a, n, eps):
+    """(x − mean)/std (ddof 0) of the sorted window a[:n]; 0 when std <= eps."""
+    mu = 0.0
+    for t in range(n):
+        mu += a[t]
+    mu /= n
+    var = 0.0
+    for t in range(n):
+        var += (a[t] - mu) * (a[t] - mu)
+    sd = math.sqrt(var / n)
+    return (x - mu) / sd if sd > eps else 0.0
+
+
 @njit(cache=True, parallel=True)
-def _robust_z_kernel(x, starts, window, min_periods, eps, out):
+def _robust_z_kernel(x, starts, window, min_periods, eps, std_fallback, out):
     m = x.shape[1]
     for c in prange(m):
         fifo = np.empty(window)
@@ -108,7 +122,12 @@ def _robust_z_kernel(x, starts, window, min_periods, eps, out):
             for i in range(starts[s], starts[s + 1]):
                 v = x[i, c]
                 head, length, ns = rolling.window_push(fifo, srt, head, length, ns, v)
-                out[i, c] = rolling.robust_z(v, srt, ns, min_periods, eps)
+                z = rolling.robust_z(v, srt, ns, min_periods, eps)
+                if std_fallback and z == 0.0 and ns >= min_periods and srt[0] != srt[ns - 1]:
+                    med = rolling.sorted_median(srt, ns)
+                    if not rolling.MAD_SCALE * rolling.sorted_mad(srt, ns, med) > eps:
+                        z = _std_z(v, srt, ns, eps)
+                out[i, c] = z
 
 
 @njit(cache=True, parallel=True)
@@ -141,18 +160,23 @@ def rolling_ols_slope(x: np.ndarray, w: int, day: np.ndarray | None = None) -> n
 
 
 def rolling_robust_z(x: np.ndarray, window: int, min_periods: int = 30, eps: float = 1e-12,
-                     day: np.ndarray | None = None) -> np.ndarray:
+                     day: np.ndarray | None = None, std_fallback: bool = False) -> np.ndarray:
     """Causal robust z over the last `window` bins, current bin included (SPEC §4.4/§6.6).
 
     (x − median)/(1.4826·MAD) of the defined (non-NaN) values in the window; 0 while fewer than
     `min_periods` are defined (the warm-up: a shorter, expanding window is used until it fills), when the
     window is constant or the scale is <= eps; NaN where x is NaN. Never a whole-series fallback.
+
+    `std_fallback`: where the MAD scale is <= eps but the window is not constant (a sparse series whose
+    median deviation is 0), use (x − mean)/std (ddof 0) of the same window instead — the causal fallback
+    of the seed's incremental runtime (SPEC §4.6), not its offline whole-series one.
     """
     if window < 1 or not 1 <= min_periods <= window:
         raise ValueError(f"need window >= 1 and 1 <= min_periods <= window, got {window}, {min_periods}")
     x2, flat = _as_2d(x)
     out = np.empty_like(x2)
-    _robust_z_kernel(x2, day_starts(day, x2.shape[0]), int(window), int(min_periods), float(eps), out)
+    _robust_z_kernel(x2, day_starts(day, x2.shape[0]), int(window), int(min_periods), float(eps), bool(std_fallback),
+                     out)
     return out[:, 0] if flat else out
 
 
