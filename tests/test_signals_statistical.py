@@ -118,6 +118,11 @@ def test_bands_sides_and_asymmetry():
     np.testing.assert_allclose(ask, g[:, 6] * wd[0] + g[:, 7] * wd[1] + g[:, 8] * wd[2])
     np.testing.assert_allclose(common.asymmetry(g, 1, 3, "add"), g[:, 2:5].sum(1) - g[:, 6:9].sum(1))
     np.testing.assert_allclose(common.asymmetry(g, 1, 3, "pull", mean=True), (g[:, 6:9].sum(1) - g[:, 2:5].sum(1)) / 3)
+    vec = common.asymmetry_vector(r, 1, 2, "add", mean=True) + common.asymmetry_vector(r, 3, 5, "pull", wd)
+    np.testing.assert_allclose(common.project(g, vec), common.asymmetry(g, 1, 2, "add", mean=True)
+                               + common.asymmetry(g, 3, 5, "pull", wd))
+    np.testing.assert_allclose(common.project(g, np.column_stack([vec, 2 * vec])), np.column_stack(
+        [g @ vec, 2 * (g @ vec)]))
     more_bid_add = np.zeros((1, 2 * r + 1))
     more_bid_add[0, r - 1] = 5.0
     assert common.asymmetry(more_bid_add, 1, 2, "add")[0] > 0  # support below the spot: bullish

@@ -55,13 +55,18 @@ def reset_by_day(func: Callable[..., np.ndarray], x: np.ndarray, day: np.ndarray
     return np.concatenate(parts, axis=0) if parts else np.asarray(func(x, *args, **kwargs))
 
 
-def _as_2d(x: np.ndarray) -> tuple[np.ndarray, bool]:
+def _as_rows(x: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Series as C-contiguous rows (m, n_bins) for the kernels (each series contiguous in memory)."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
-        return np.ascontiguousarray(x.reshape(-1, 1)), True
+        return np.ascontiguousarray(x.reshape(1, -1)), True
     if x.ndim != 2:
         raise ValueError(f"expected a 1-D series or a 2-D (n_bins, m) array, got shape {x.shape}")
-    return x, False
+    return np.ascontiguousarray(x.T), False
+
+
+def _from_rows(out: np.ndarray, flat: bool) -> np.ndarray:
+    return out[0] if flat else np.ascontiguousarray(out.T)
 
 
 def ms_to_bins(ms: float, cell_width_ms: int, min_bins: int = 1) -> int:
@@ -72,27 +77,34 @@ def ms_to_bins(ms: float, cell_width_ms: int, min_bins: int = 1) -> int:
 # ------------------------------------------------------------------------------------------ kernels
 
 
-@njit(cache=True, parallel=True)
-def _ols_slope_kernel(x, starts, w, out):
-    m = x.shape[1]
+# Each kernel works on one contiguous series; `_rows` runs it over several series in parallel. A single
+# series calls the serial kernel directly: a parallel launch costs ~10 ms on a busy machine.
+
+
+@njit(cache=True)
+def _ols_slope_row(xc, starts, w, oc):
     sx = w * (w - 1) / 2.0
     den = w * ((w - 1) * w * (2 * w - 1) / 6.0) - sx * sx
-    for c in prange(m):
-        for s in range(starts.shape[0] - 1):
-            a = starts[s]
-            b = starts[s + 1]
-            for i in range(a, b):
-                if i - a < w - 1:
-                    out[i, c] = np.nan
-                    continue
-                sy = 0.0
-                sxy = 0.0
-                base = i - w + 1
-                for j in range(w):
-                    y = x[base + j, c]
-                    sy += y
-                    sxy += j * y
-                out[i, c] = (w * sxy - sx * sy) / den
+    for s in range(starts.shape[0] - 1):
+        a = starts[s]
+        for i in range(a, starts[s + 1]):
+            if i - a < w - 1:
+                oc[i] = np.nan
+                continue
+            sy = 0.0
+            sxy = 0.0
+            base = i - w + 1
+            for j in range(w):
+                y = xc[base + j]
+                sy += y
+                sxy += j * y
+            oc[i] = (w * sxy - sx * sy) / den
+
+
+@njit(cache=True, parallel=True)
+def _ols_slope_rows(x, starts, w, out):
+    for c in prange(x.shape[0]):
+        _ols_slope_row(x[c], starts, w, out[c])
 
 
 @njit(cache=True)
@@ -109,38 +121,57 @@ def _std_z(x, a, n, eps):
     return (x - mu) / sd if sd > eps else 0.0
 
 
-@njit(cache=True, parallel=True)
-def _robust_z_kernel(x, starts, window, min_periods, eps, std_fallback, out):
-    m = x.shape[1]
-    for c in prange(m):
-        fifo = np.empty(window)
-        srt = np.empty(window)
-        for s in range(starts.shape[0] - 1):
-            head = 0
-            length = 0
-            ns = 0
-            for i in range(starts[s], starts[s + 1]):
-                v = x[i, c]
-                head, length, ns = rolling.window_push(fifo, srt, head, length, ns, v)
-                z = rolling.robust_z(v, srt, ns, min_periods, eps)
-                if std_fallback and z == 0.0 and ns >= min_periods and srt[0] != srt[ns - 1]:
-                    med = rolling.sorted_median(srt, ns)
-                    if not rolling.MAD_SCALE * rolling.sorted_mad(srt, ns, med) > eps:
-                        z = _std_z(v, srt, ns, eps)
-                out[i, c] = z
+@njit(cache=True)
+def _robust_z_row(xc, starts, window, min_periods, eps, std_fallback, oc):
+    fifo = np.empty(window)
+    srt = np.empty(window)
+    for s in range(starts.shape[0] - 1):
+        head = 0
+        length = 0
+        ns = 0
+        for i in range(starts[s], starts[s + 1]):
+            v = xc[i]
+            head, length, ns = rolling.window_push(fifo, srt, head, length, ns, v)
+            z = rolling.robust_z(v, srt, ns, min_periods, eps)
+            if std_fallback and z == 0.0 and ns >= min_periods and srt[0] != srt[ns - 1]:
+                med = rolling.sorted_median(srt, ns)
+                if not rolling.MAD_SCALE * rolling.sorted_mad(srt, ns, med) > eps:
+                    z = _std_z(v, srt, ns, eps)
+            oc[i] = z
 
 
 @njit(cache=True, parallel=True)
-def _ema_kernel(x, starts, alpha, out):
-    m = x.shape[1]
-    for c in prange(m):
-        for s in range(starts.shape[0] - 1):
-            y = np.nan
-            for i in range(starts[s], starts[s + 1]):
-                v = x[i, c]
-                if not math.isnan(v):
-                    y = v if math.isnan(y) else y + alpha * (v - y)
-                out[i, c] = y
+def _robust_z_rows(x, starts, window, min_periods, eps, std_fallback, out):
+    for c in prange(x.shape[0]):
+        _robust_z_row(x[c], starts, window, min_periods, eps, std_fallback, out[c])
+
+
+@njit(cache=True)
+def _ema_row(xc, starts, alpha, oc):
+    for s in range(starts.shape[0] - 1):
+        y = np.nan
+        for i in range(starts[s], starts[s + 1]):
+            v = xc[i]
+            if not math.isnan(v):
+                y = v if math.isnan(y) else y + alpha * (v - y)
+            oc[i] = y
+
+
+@njit(cache=True, parallel=True)
+def _ema_rows(x, starts, alpha, out):
+    for c in prange(x.shape[0]):
+        _ema_row(x[c], starts, alpha, out[c])
+
+
+def _run(row_kernel, rows_kernel, x: np.ndarray, day: np.ndarray | None, *args) -> np.ndarray:
+    x2, flat = _as_rows(x)
+    out = np.empty_like(x2)
+    starts = day_starts(day, x2.shape[1])
+    if x2.shape[0] == 1:
+        row_kernel(x2[0], starts, *args, out[0])
+    else:
+        rows_kernel(x2, starts, *args, out)
+    return _from_rows(out, flat)
 
 
 # -------------------------------------------------------------------------------------- public API
@@ -153,10 +184,7 @@ def rolling_ols_slope(x: np.ndarray, w: int, day: np.ndarray | None = None) -> n
     """
     if w < 2:
         raise ValueError(f"slope window must be >= 2, got {w}")
-    x2, flat = _as_2d(x)
-    out = np.empty_like(x2)
-    _ols_slope_kernel(x2, day_starts(day, x2.shape[0]), int(w), out)
-    return out[:, 0] if flat else out
+    return _run(_ols_slope_row, _ols_slope_rows, x, day, int(w))
 
 
 def rolling_robust_z(x: np.ndarray, window: int, min_periods: int = 30, eps: float = 1e-12,
@@ -173,11 +201,8 @@ def rolling_robust_z(x: np.ndarray, window: int, min_periods: int = 30, eps: flo
     """
     if window < 1 or not 1 <= min_periods <= window:
         raise ValueError(f"need window >= 1 and 1 <= min_periods <= window, got {window}, {min_periods}")
-    x2, flat = _as_2d(x)
-    out = np.empty_like(x2)
-    _robust_z_kernel(x2, day_starts(day, x2.shape[0]), int(window), int(min_periods), float(eps), bool(std_fallback),
-                     out)
-    return out[:, 0] if flat else out
+    return _run(_robust_z_row, _robust_z_rows, x, day, int(window), int(min_periods), float(eps),
+                bool(std_fallback))
 
 
 def ema(x: np.ndarray, alpha: float, day: np.ndarray | None = None) -> np.ndarray:
@@ -187,10 +212,7 @@ def ema(x: np.ndarray, alpha: float, day: np.ndarray | None = None) -> np.ndarra
     """
     if not 0.0 < alpha <= 1.0:
         raise ValueError(f"EMA alpha must be in (0, 1], got {alpha}")
-    x2, flat = _as_2d(x)
-    out = np.empty_like(x2)
-    _ema_kernel(x2, day_starts(day, x2.shape[0]), float(alpha), out)
-    return out[:, 0] if flat else out
+    return _run(_ema_row, _ema_rows, x, day, float(alpha))
 
 
 def span_alpha(span: float) -> float:
@@ -222,6 +244,19 @@ def grid_radius(grid: np.ndarray) -> int:
     return (n_cols - 1) // 2
 
 
+def project(grid: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """grid @ weights over the columns where `weights` (a (2R+1,) vector or (2R+1, m) matrix) is non-zero:
+    one BLAS call over a strided column block, no copy of the grid."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape[0] != grid.shape[1]:
+        raise ValueError(f"weights have {w.shape[0]} rows, the grid {grid.shape[1]} columns")
+    nz = np.flatnonzero(w if w.ndim == 1 else np.abs(w).sum(axis=1))
+    if nz.size == 0:
+        return np.zeros((grid.shape[0], *w.shape[1:]))
+    a, b = int(nz[0]), int(nz[-1]) + 1
+    return grid[:, a:b] @ w[a:b]
+
+
 def side_sum(grid: np.ndarray, k_lo: int, k_hi: int, weights: np.ndarray | Sequence[float] | None = None) -> np.ndarray:
     """Per-bin Σ_k w_k·grid[:, k] over the signed relative ticks k_lo..k_hi (e.g. −16..−1 or 1..16).
 
@@ -231,13 +266,13 @@ def side_sum(grid: np.ndarray, k_lo: int, k_hi: int, weights: np.ndarray | Seque
     r = grid_radius(grid)
     if not -r <= k_lo <= k_hi <= r:
         raise ValueError(f"k range {k_lo}..{k_hi} outside the ±{r} grid")
-    block = grid[:, r + k_lo: r + k_hi + 1]
     if weights is None:
-        return block.sum(axis=1)
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (k_hi - k_lo + 1,):
-        raise ValueError(f"weights need {k_hi - k_lo + 1} entries (k {k_lo}..{k_hi}), got {w.shape}")
-    return block @ w
+        w = np.ones(k_hi - k_lo + 1)
+    else:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (k_hi - k_lo + 1,):
+            raise ValueError(f"weights need {k_hi - k_lo + 1} entries (k {k_lo}..{k_hi}), got {w.shape}")
+    return grid[:, r + k_lo: r + k_hi + 1] @ w  # BLAS on the strided block: ~3x a .sum(axis=1)
 
 
 def distance_weights(k_lo: int, k_hi: int, power: float = 1.0, normalise: bool = True) -> np.ndarray:
@@ -248,21 +283,44 @@ def distance_weights(k_lo: int, k_hi: int, power: float = 1.0, normalise: bool =
     return w / w.sum() if normalise else w
 
 
+def side_vectors(radius: int, k_lo: int, k_hi: int, weights: np.ndarray | Sequence[float] | None = None,
+                 mean: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(bid, ask) full-width (2R+1,) weight vectors of the band at distances k_lo..k_hi (k_lo >= 1):
+    `project(grid, bid)` is the band's bid-side sum. `weights` is per distance (k_lo first), both sides;
+    `mean` divides by the band width."""
+    if k_lo < 1:
+        raise ValueError("a side band starts at distance >= 1 (k = 0 is the spot)")
+    w = np.ones(k_hi - k_lo + 1) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (k_hi - k_lo + 1,):
+        raise ValueError(f"weights need {k_hi - k_lo + 1} entries (distances {k_lo}..{k_hi}), got {w.shape}")
+    if mean:
+        w = w / (k_hi - k_lo + 1)
+    bid = np.zeros(2 * radius + 1)
+    ask = np.zeros(2 * radius + 1)
+    bid[band_columns(radius, "bid", k_lo, k_hi)] = w
+    ask[band_columns(radius, "ask", k_lo, k_hi)] = w
+    return bid, ask
+
+
+def asymmetry_vector(radius: int, k_lo: int, k_hi: int, kind: Literal["add", "pull"],
+                     weights: np.ndarray | Sequence[float] | None = None, mean: bool = False) -> np.ndarray:
+    """The (2R+1,) vector v with `project(grid, v)` = `asymmetry(grid, ...)`; vectors of several bands add."""
+    bid, ask = side_vectors(radius, k_lo, k_hi, weights, mean)
+    if kind == "add":
+        return bid - ask
+    if kind == "pull":
+        return ask - bid
+    raise ValueError(f"kind must be 'add' or 'pull', got {kind!r}")
+
+
 def side_pair(grid: np.ndarray, k_lo: int, k_hi: int, weights: np.ndarray | Sequence[float] | None = None,
               mean: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(bid, ask) per-bin sums over distances k_lo..k_hi (k_lo >= 1) on each side of the spot.
 
     `weights` is per distance (k_lo first) and applies to both sides; `mean` divides by the band width.
     """
-    if k_lo < 1:
-        raise ValueError("a side band starts at distance >= 1 (k = 0 is the spot)")
-    w = None if weights is None else np.asarray(weights, dtype=np.float64)
-    bid = side_sum(grid, -k_hi, -k_lo, None if w is None else w[::-1])
-    ask = side_sum(grid, k_lo, k_hi, w)
-    if mean:
-        width = k_hi - k_lo + 1
-        return bid / width, ask / width
-    return bid, ask
+    bid, ask = side_vectors(grid_radius(grid), k_lo, k_hi, weights, mean)
+    return project(grid, bid), project(grid, ask)  # two gemv: faster than one gemm on a strided block
 
 
 def asymmetry(grid: np.ndarray, k_lo: int, k_hi: int, kind: Literal["add", "pull"],
@@ -272,12 +330,7 @@ def asymmetry(grid: np.ndarray, k_lo: int, k_hi: int, kind: Literal["add", "pull
     "add"-like columns (resting liquidity arriving: support below, supply above): bid − ask;
     "pull"-like columns (liquidity leaving): ask − bid.
     """
-    bid, ask = side_pair(grid, k_lo, k_hi, weights, mean)
-    if kind == "add":
-        return bid - ask
-    if kind == "pull":
-        return ask - bid
-    raise ValueError(f"kind must be 'add' or 'pull', got {kind!r}")
+    return project(grid, asymmetry_vector(grid_radius(grid), k_lo, k_hi, kind, weights, mean))
 
 
 # -------------------------------------------------------------------------------------- thresholds

@@ -135,23 +135,23 @@ def _check_band(b: Band) -> Band:
 
 
 def _ads_combined(data: GridData, bands: tuple[Band, ...]) -> np.ndarray:
-    """Σ_b (1/√width_b)/Σ · (add_asym_b + pull_asym_b) with band means (SPEC §6.7)."""
-    v_add = _grid(data, "v_add")
-    v_pull = _grid(data, "v_pull")
+    """Σ_b (1/√width_b)/Σ · (add_asym_b + pull_asym_b) with band means (SPEC §6.7): one weight vector per
+    grid, so one BLAS pass each."""
     raw_w = np.array([1.0 / math.sqrt(hi - lo + 1) for lo, hi in bands])
     w = raw_w / raw_w.sum()
-    out = np.zeros(data.n_bins)
-    for wb, (lo, hi) in zip(w, bands, strict=True):
-        out += wb * (common.asymmetry(v_add, lo, hi, "add", mean=True)
-                     + common.asymmetry(v_pull, lo, hi, "pull", mean=True))
+    vec_add = sum(wb * common.asymmetry_vector(data.radius, lo, hi, "add", mean=True)
+                  for wb, (lo, hi) in zip(w, bands, strict=True))
+    vec_pull = sum(wb * common.asymmetry_vector(data.radius, lo, hi, "pull", mean=True)
+                   for wb, (lo, hi) in zip(w, bands, strict=True))
+    out = common.project(_grid(data, "v_add"), vec_add) + common.project(_grid(data, "v_pull"), vec_pull)
     return _masked(out, data)
 
 
 def _ads_score(data: GridData, bands, slope_windows, weights, z_window, z_min, scale) -> np.ndarray:
     combined = _ads_combined(data, bands)
-    zs = [common.rolling_robust_z(common.rolling_ols_slope(combined, w, day=data.day), z_window, z_min,
-                                  day=data.day) for w in slope_windows]
-    return _tanh_blend(zs, tuple(weights), scale)
+    slopes = np.column_stack([common.rolling_ols_slope(combined, w, day=data.day) for w in slope_windows])
+    z = common.rolling_robust_z(slopes, z_window, z_min, day=data.day)  # columns in parallel
+    return _tanh_blend(list(z.T), tuple(weights), scale)
 
 
 class _AdsParamsMixin(SignalParams):
@@ -208,13 +208,13 @@ def _pfp_score(data: GridData, inner: Band, outer: Band, lag: int, alpha: float,
     """0.6·(lead_bid_add − lead_ask_add) + 0.4·(lead_ask_pull − lead_bid_pull); NaN for the first `lag`
     bins of each day (no lagged partner yet)."""
     into_day = _bins_into_day(data)
-    build = _grid(data, "v_add") + _grid(data, "v_fill")
-    pull = _grid(data, "v_pull")
+    v_add, v_fill, v_pull = _grid(data, "v_add"), _grid(data, "v_fill"), _grid(data, "v_pull")
+    vin = common.side_vectors(data.radius, *inner, mean=True)
+    vout = common.side_vectors(data.radius, *outer, mean=True)
 
-    def lead(grid: np.ndarray, side: int) -> np.ndarray:
-        b_in = common.side_pair(grid, *inner, mean=True)[side]
-        b_out = common.side_pair(grid, *outer, mean=True)[side]
-        i_now, o_now = _masked(b_in, data), _masked(b_out, data)
+    def lead(grids: tuple[np.ndarray, ...], side: int) -> np.ndarray:
+        i_now = _masked(sum(common.project(g, vin[side]) for g in grids), data)
+        o_now = _masked(sum(common.project(g, vout[side]) for g in grids), data)
         if pairing == "inner_leads":
             cross = _lagged(i_now, lag, into_day) * o_now
         else:  # the seed's pairing: current inner with lagged outer (outer leads inner)
@@ -223,6 +223,8 @@ def _pfp_score(data: GridData, inner: Band, outer: Band, lag: int, alpha: float,
         den = common.ema(i_now * o_now, alpha, day=data.day)
         return num / (den + eps)
 
+    build = (v_add, v_fill)  # intensity of the add channel: v_add + v_fill (projected separately: no copy)
+    pull = (v_pull,)
     add_sig = lead(build, 0) - lead(build, 1)  # side 0 = bid, 1 = ask
     pull_sig = lead(pull, 1) - lead(pull, 0)
     out = add_weight * add_sig + pull_weight * pull_sig
@@ -480,18 +482,21 @@ class Derivative(StatisticalSignal):
         base = _masked((bull - bear) * np.clip(1.0 - p.mixed_weight * inten[:, 2], 0.0, 1.0), data)
         dt = data.cell_width_ms / 1000.0
         into_day = _bins_into_day(data)
-        z = []
+        w = (p.d1_weight, p.d2_weight, p.d3_weight)
+        chans = []
         x = base
         for _ in range(3):
             d = np.empty_like(x)
             d[0] = 0.0
             d[1:] = (x[1:] - x[:-1]) / dt
             d[into_day == 0] = 0.0  # first sample of each day
+            chans.append(d)
             x = d
-            z.append(common.rolling_robust_z(d, p.zscore_window_bins, p.zscore_min_periods, p.zscore_eps,
-                                             day=data.day, std_fallback=p.zscore_fallback == "window_std"))
-        w = (p.d1_weight, p.d2_weight, p.d3_weight)
-        s = _tanh_blend(z, w, p.tanh_scale) / sum(abs(v) for v in w)
+        used = [i for i in range(3) if w[i] > 0]  # a zero-weight channel needs no z
+        z = common.rolling_robust_z(np.column_stack([chans[i] for i in used]), p.zscore_window_bins,
+                                    p.zscore_min_periods, p.zscore_eps, day=data.day,
+                                    std_fallback=p.zscore_fallback == "window_std")
+        s = _tanh_blend(list(z.T), tuple(w[i] for i in used), p.tanh_scale) / sum(abs(v) for v in w)
         return _finish(np.clip(s, -1.0, 1.0), data)
 
     def diagnostics(self, data: GridData) -> dict[str, object]:
@@ -499,8 +504,10 @@ class Derivative(StatisticalSignal):
         codes = np.array([-2, -1, 0, 1, 2])
         valid = np.asarray(data.valid, dtype=bool)
         dom = np.argmax(self.intensities(data), axis=1)[valid]
+        day = np.asarray(data.day)[valid]
+        same_day = day[1:] == day[:-1]  # no transition across a day boundary
         trans = np.zeros((5, 5), dtype=np.int64)
-        np.add.at(trans, (dom[:-1], dom[1:]), 1)
+        np.add.at(trans, (dom[:-1][same_day], dom[1:][same_day]), 1)
         micro = np.rint(_grid(data, "microstate_id")[valid, data.k_index(0)]).astype(np.int64)
         return {
             "state5_labels": [str(c) for c in codes],
@@ -513,6 +520,16 @@ class Derivative(StatisticalSignal):
 # -------------------------------------------------------------------------------------------- ERD
 
 
+@njit(cache=True, inline="always")
+def _h3(a, b, c, tot):
+    h = 0.0
+    for cnt in (a, b, c):
+        p = cnt / tot
+        if p > 0:
+            h -= p * math.log2(p + 1e-12)
+    return h
+
+
 @njit(cache=True, parallel=True)
 def _entropy_block(code, score, r):
     """Per bin: H over all cells, above (k > 0) and below (k < 0) of the {−1,0,1} codes (bits,
@@ -520,30 +537,25 @@ def _entropy_block(code, score, r):
     n = code.shape[0]
     out = np.zeros((n, 5))
     for i in prange(n):
-        cnt = np.zeros((3, 3))  # [full, above, below] x [−1, 0, 1]
-        s_above = 0.0
+        bm = b0 = bp = am = a0 = ap = 0.0
         s_below = 0.0
-        for j in range(2 * r + 1):
+        s_above = 0.0
+        for j in range(r):
             c = code[i, j]
-            s = int(np.rint(c)) + 1 if c == c else -1
-            if 0 <= s < 3:
-                cnt[0, s] += 1
-                if j > r:
-                    cnt[1, s] += 1
-                elif j < r:
-                    cnt[2, s] += 1
-            if j > r:
-                s_above += score[i, j]
-            elif j < r:
-                s_below += score[i, j]
-        for g in range(3):
-            tot = (2 * r + 1) if g == 0 else r
-            h = 0.0
-            for s in range(3):
-                p = cnt[g, s] / tot
-                if p > 0:
-                    h -= p * math.log2(p + 1e-12)
-            out[i, g] = h
+            bm += c == -1.0
+            b0 += c == 0.0
+            bp += c == 1.0
+            s_below += score[i, j]
+        for j in range(r + 1, 2 * r + 1):
+            c = code[i, j]
+            am += c == -1.0
+            a0 += c == 0.0
+            ap += c == 1.0
+            s_above += score[i, j]
+        c = code[i, r]
+        out[i, 0] = _h3(bm + am + (c == -1.0), b0 + a0 + (c == 0.0), bp + ap + (c == 1.0), 2 * r + 1)
+        out[i, 1] = _h3(am, a0, ap, r)
+        out[i, 2] = _h3(bm, b0, bp, r)
         out[i, 3] = s_below / r
         out[i, 4] = s_above / r
     return out
@@ -686,14 +698,11 @@ class Jad(StatisticalSignal):
 # -------------------------------------------------------------------------------------------- SPG
 
 
-def _band_gradient_mean(grid: np.ndarray, radius: int, k_lo: int, k_hi: int) -> np.ndarray:
-    """Mean over signed k_lo..k_hi of the central-difference dgrid/dk (one-sided at the grid's edges,
-    like np.gradient over the whole grid), computed on the band plus one neighbour each side only."""
-    a = max(-radius, k_lo - 1)
-    b = min(radius, k_hi + 1)
-    block = grid[:, radius + a: radius + b + 1]
-    g = np.gradient(block, axis=1)
-    return g[:, k_lo - a: k_hi - a + 1].mean(axis=1)
+def _band_gradient_vector(radius: int, k_lo: int, k_hi: int) -> np.ndarray:
+    """The (2R+1,) vector v with grid @ v = mean over signed k_lo..k_hi of np.gradient(grid, axis=1)
+    (central differences, one-sided at the grid's edges). The map is linear, so v is it applied to I."""
+    g = np.gradient(np.eye(2 * radius + 1), axis=1)
+    return g[:, radius + k_lo: radius + k_hi + 1].mean(axis=1)
 
 
 class SpgParams(SignalParams):
@@ -737,23 +746,24 @@ class Spg(StatisticalSignal):
             raise ValueError(f"spg needs k_max ({p.k_max}) and curv_k + 1 ({p.curv_k + 1}) <= radius {r}")
         pr = _grid(data, "pressure_variant")
         va = _grid(data, "vacuum_variant")
-        gp_above = _band_gradient_mean(pr, r, 1, p.k_max)
-        gp_below = _band_gradient_mean(pr, r, -p.k_max, -1)
-        gv_above = _band_gradient_mean(va, r, 1, p.k_max)
-        gv_below = _band_gradient_mean(va, r, -p.k_max, -1)
+        above = _band_gradient_vector(r, 1, p.k_max)
+        below = _band_gradient_vector(r, -p.k_max, -1)
 
-        def curvature(k_lo: int, k_hi: int) -> np.ndarray:  # mean of P[k+1] + P[k−1] − 2P[k]
-            return (common.side_sum(pr, k_lo + 1, k_hi + 1) + common.side_sum(pr, k_lo - 1, k_hi - 1)
-                    - 2.0 * common.side_sum(pr, k_lo, k_hi)) / (k_hi - k_lo + 1)
+        def curvature(k_lo: int, k_hi: int) -> np.ndarray:  # vector of mean(P[k+1] + P[k−1] − 2P[k])
+            v = np.zeros(2 * r + 1)
+            for k in range(k_lo, k_hi + 1):
+                v[r + k + 1] += 1.0
+                v[r + k - 1] += 1.0
+                v[r + k] -= 2.0
+            return v / (k_hi - k_lo + 1)
 
         c = p.curv_k
-        if p.form == "seed":
-            net = -(gp_below - gp_above) + (gv_above - gv_below)
-            curv = curvature(-c, c)
-        else:
-            net = -(gp_above + gp_below) + (gv_above + gv_below)
-            curv = curvature(1, c) - curvature(-c, -1)
-        net = _masked(net, data)
+        if p.form == "seed":  # −(gP_below − gP_above) + (gV_above − gV_below)
+            vec_p, vec_v, curv_vec = above - below, above - below, curvature(-c, c)
+        else:  # −(gP_above + gP_below) + (gV_above + gV_below)
+            vec_p, vec_v, curv_vec = -(above + below), above + below, curvature(1, c) - curvature(-c, -1)
+        net = _masked(common.project(pr, vec_p) + common.project(va, vec_v), data)
+        curv = common.project(pr, curv_vec)
         smoothed = (p.ema_fast_weight * common.ema(net, common.span_alpha(p.fast_span), day=data.day)
                     + p.ema_slow_weight * common.ema(net, common.span_alpha(p.slow_span), day=data.day))
         curv_sig = common.ema(_masked(-curv, data), common.span_alpha(p.curv_span), day=data.day)
