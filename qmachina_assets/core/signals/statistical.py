@@ -24,7 +24,7 @@ Where the rebuild departs from the seed (SPEC §10 items 9, 12, 14):
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 from numba import njit, prange
@@ -97,7 +97,6 @@ class StatisticalSignal(Signal):
     """Shared fit/thresholds: adaptive thresholds from the training slice, else the SPEC fallback."""
 
     kind = "statistical"
-    warmup_bins_for_thresholds: ClassVar[int] = 0
 
     def __init__(self, params: SignalParams | dict | None = None):
         super().__init__(params)
