@@ -41,7 +41,7 @@ from qmachina_assets.core.specs import load_pipeline
 from qmachina_assets.defs.bronze.assets import BRONZE_KEY, bronze_mbo
 from qmachina_assets.defs.datasets.assets import dataset_assets
 from qmachina_assets.defs.partitions import partition_key, symbol_partitions_def
-from qmachina_assets.defs.resources import LakeResource
+from qmachina_assets.defs.resources import LakeResource, default_resources
 from tests.conftest import ESH4_1225, sample
 
 DATE = dt.date(2023, 12, 25)
@@ -120,6 +120,25 @@ def test_id_is_content_derived(world, built):
     # the id's hash covers the input data and the semantics versions
     assert a.identity["bronze_sha256"] == a.bronze.sha256
     assert {"engine_version", "gold_version", "gold_config_hash", "runtime_config_version"} <= set(a.identity)
+
+
+def test_other_bronze_bytes_get_another_id(world, built, tmp_path):
+    """Same pipeline and date, different bronze sha256 (a re-delivered file): another id; and a bronze
+    file that no longer matches its own manifest is refused before the engine runs."""
+    other = tmp_path / "lake"
+    shutil.copytree(world["lake"] / "bronze", other / "bronze", copy_function=os.link)
+    mfile = other / "bronze" / "ESH4" / "2023-12-25" / "manifest.json"
+    body = json.loads(mfile.read_text())
+    body["data_sha256"] = "0" * 64
+    mfile.unlink()  # replace, never write through the hard link
+    mfile.write_text(json.dumps(body))
+    other_id = dataset_id_for(other, world["ds_a"], DATE)
+    assert other_id != built["ds_a"][0].dataset_id
+    assert other_id.rsplit("__", 1)[0] == built["ds_a"][0].dataset_id.rsplit("__", 1)[0]
+    with pytest.raises(DatasetError, match=r"mbo\.dbn: sha256 .* differs from its bronze manifest"):
+        build_dataset_day(other, world["ds_a"], DATE)
+    assert not (other / "research" / "datasets" / other_id).exists()
+    assert [p.name for p in (other / "research" / "datasets").iterdir()] == []  # temp dir removed
 
 
 def test_date_outside_capture_and_symbol_mismatch(world):
@@ -287,6 +306,8 @@ def test_dagster_dataset_asset_materializes_with_checks(world, lake):
 
 
 def test_dataset_assets_cover_the_pipeline_configs():
-    keys = {a.key.to_user_string() for a in dataset_assets()}
+    assets = dataset_assets()
+    keys = {a.key.to_user_string() for a in assets}
     assert keys == {f"dataset_{p.stem}" for p in (PROJECT_ROOT / "configs" / "pipelines").glob("*.yaml")}
+    dg.Definitions.validate_loadable(dg.Definitions(assets=[bronze_mbo, *assets], resources=default_resources()))
 
