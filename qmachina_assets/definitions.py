@@ -6,14 +6,16 @@ from qmachina_assets.core.instrument import locked_instrument
 from qmachina_assets.defs.bronze.assets import bronze_mbo
 from qmachina_assets.defs.bronze.jobs import bronze_job
 from qmachina_assets.defs.bronze.sensors import raw_file_sensor
+from qmachina_assets.defs.datasets.assets import dataset_assets
 from qmachina_assets.defs.gold.assets import gold_assets
 from qmachina_assets.defs.resources import default_resources
 from qmachina_assets.defs.silver.assets import silver_grid
+from qmachina_assets.defs.sweeps.assets import sweep_assets
 
 INSTRUMENT = locked_instrument()  # start-up lock check: a malformed or missing file stops the load here
 
 defs = dg.Definitions(
-    assets=[bronze_mbo, silver_grid, *gold_assets()],
+    assets=[bronze_mbo, silver_grid, *gold_assets(), *dataset_assets(), *sweep_assets()],
     jobs=[bronze_job],
     sensors=[raw_file_sensor],
     resources=default_resources(),

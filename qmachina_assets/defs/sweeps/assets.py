@@ -1,0 +1,80 @@
+"""Sweeps as Dagster assets: one `sweep_<experiment>` asset per configs/experiments/<name>.yaml, partitioned
+by (test date, symbol) like the data. Materializing a partition runs the walk-forward fold whose test day is
+that date (training on the `train_days` capture dates before it), appends the rows to the results store and
+logs them to MLflow. A backfill over dates is one `dagster asset backfill` command (README)."""
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+
+from qmachina_assets.core import sweeps
+from qmachina_assets.core.paths import PROJECT_ROOT
+from qmachina_assets.core.specs import load_experiment, resolve_experiment
+from qmachina_assets.defs.partitions import date_symbol_partitions_def
+from qmachina_assets.defs.resources import LakeResource
+
+EXPERIMENT_DIR = PROJECT_ROOT / "configs" / "experiments"
+SHOWN = ("oos_n_trades", "oos_hit_rate", "oos_total_pnl_ticks", "oos_profit_factor", "oos_max_drawdown_ticks",
+         "is_n_trades", "is_total_pnl_ticks")
+
+
+def _fmt(v: object) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _top_table(rows: list[dict], n: int = 10) -> str:
+    rows = sorted(rows, key=lambda r: -r["is_total_pnl_ticks"])[:n]
+    head = "| selected | params | " + " | ".join(SHOWN) + " |"
+    sep = "|---" * (len(SHOWN) + 2) + "|"
+    body = [f"| {'**yes**' if r['selected'] else ''} | `{r['params_json']}` | "
+            + " | ".join(_fmt(r[k]) for k in SHOWN) + " |" for r in rows]
+    return "\n".join([head, sep, *body])
+
+
+def _sweep_asset(path: Path) -> dg.AssetsDefinition:
+    exp = load_experiment(path)
+    _, serving, pipeline = resolve_experiment(path)
+    key = dg.AssetKey(f"sweep_{exp.name}")
+
+    @dg.asset(key=key, deps=[dg.AssetKey(f"dataset_{pipeline.name}")], partitions_def=date_symbol_partitions_def,
+              group_name="experiments", kinds={"parquet", "mlflow"},
+              description=f"Walk-forward sweep of {exp.name} ({serving.name} on {pipeline.name}): "
+                          f"{exp.n_combinations(serving)} parameter sets per test day.")
+    def _asset(context: dg.AssetExecutionContext, lake_res: LakeResource) -> dg.MaterializeResult:
+        keys = context.partition_key.keys_by_dimension
+        test, symbol = dt.date.fromisoformat(keys["date"]), keys["symbol"]
+        e, s, p = resolve_experiment(path)  # read at run time: the YAML may have changed since load
+        fold = sweeps.fold_for(p, e, test)
+
+        def progress(done: int, total: int) -> None:
+            context.log.info(f"{e.name} {test}: {done}/{total} parameter sets")
+
+        table = sweeps.run_fold(lake_res.path, e, s, p, fold, symbol, progress=progress)
+        out = sweeps.append_results(lake_res.path, table)
+        run_id = sweeps.log_to_mlflow(lake_res.path, e, table) if e.tracking.backend == "mlflow" else None
+        rows = table.to_pylist()
+        best = next((r for r in rows if r["selected"]), None)
+        meta = {
+            "parameter_sets": dg.MetadataValue.int(len(rows)),
+            "train_dates": dg.MetadataValue.text(rows[0]["train_dates"]),
+            "test_dataset_id": dg.MetadataValue.text(rows[0]["test_dataset_id"]),
+            "results_file": dg.MetadataValue.path(str(out)),
+            "sweep_seconds": dg.MetadataValue.float(rows[0]["sweep_seconds"]),
+            "top_in_sample": dg.MetadataValue.md(_top_table(rows)),
+        }
+        if run_id:
+            meta["mlflow_run_id"] = dg.MetadataValue.text(run_id)
+        if best:
+            meta["selected_params"] = dg.MetadataValue.json(best["params_json"])
+            for k in ("oos_n_trades", "oos_hit_rate", "oos_total_pnl_ticks", "oos_profit_factor",
+                      "oos_max_drawdown_ticks"):
+                meta[f"selected_{k}"] = dg.MetadataValue.float(float(best[k]))
+        return dg.MaterializeResult(metadata=meta)
+
+    return _asset
+
+
+def sweep_assets(spec_dir: Path = EXPERIMENT_DIR) -> list[dg.AssetsDefinition]:
+    """One sweep asset per experiment YAML."""
+    return [_sweep_asset(p) for p in sorted(spec_dir.glob("*.yaml"))]

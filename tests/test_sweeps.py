@@ -1,0 +1,141 @@
+"""Walk-forward sweeps on two synthetic days: the harness equals a direct signal + TP/SL evaluation,
+results are append-only, MLflow gets one parent and one child run per parameter set, Dagster runs it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from qmachina_assets.core import lake as lakemod
+from qmachina_assets.core import sweeps
+from qmachina_assets.core.bronze import build_bronze
+from qmachina_assets.core.datasets import build_dataset_day, dataset_id_for, load_grid_data
+from qmachina_assets.core.evaluation import EvalParams, evaluate
+from qmachina_assets.core.paths import PROJECT_ROOT
+from qmachina_assets.core.signals.base import make_signal
+from qmachina_assets.core.specs import resolve_experiment
+from qmachina_assets.core.synth import SynthParams, write_synthetic_day
+from qmachina_assets.defs.partitions import partition_key, symbol_partitions_def
+from qmachina_assets.defs.resources import LakeResource
+from qmachina_assets.defs.sweeps.assets import sweep_assets
+
+DAYS = (dt.date(2024, 3, 14), dt.date(2024, 3, 15))
+
+PIPELINE = """name: synth_two_days
+description: two synthetic days, 20 minutes after the open
+capture: {symbol: ESH4, dates: [2024-03-14, 2024-03-15], start_et: "09:30", end_et: "09:50"}
+"""
+EXPERIMENT = """name: synth_sweep
+description: small walk-forward grid
+serving: synth_flow
+eval: {tp_ticks: [4], sl_ticks: [4], max_hold_bins: 600, warmup_bins: 100, cooldown_bins: [10, 20], min_signals: 1}
+sweep:
+  scoring: {tanh_scale: [2.0, 3.0]}
+  thresholds: [0.1, 0.2]
+walk_forward: {train_days: 1, test_days: 1}
+promotion: {min_oos_trades: 1, min_hit_rate: 0.0, min_profit_factor: 0.0, max_drawdown_ticks: 1000}
+tracking: {backend: mlflow}
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweeps")
+    lake = root / "lake"
+    from qmachina_assets.core.instrument import load_instrument
+
+    inst = load_instrument(PROJECT_ROOT / "configs" / "instrument.yaml")
+    for i, day in enumerate(DAYS):
+        src = write_synthetic_day(root / f"synth-{day}.dbn.zst",
+                                  SynthParams(n_records=300_000, seed=11 + i, date=day, symbol="ESH4"), inst)
+        f = lakemod.land_raw_file(src, lake, inst)
+        build_bronze([f.path], date=f.date, symbol="ESH4", lake=lake, instrument=inst)
+    configs = root / "configs"
+    shutil.copytree(PROJECT_ROOT / "configs", configs)
+    (configs / "pipelines" / "synth_two_days.yaml").write_text(PIPELINE)
+    serving = (configs / "serving" / "vp_flow_score.yaml").read_text()
+    serving = serving.replace("name: vp_flow_score", "name: synth_flow").replace("pipeline: es_sample_days",
+                                                                                  "pipeline: synth_two_days")
+    (configs / "serving" / "synth_flow.yaml").write_text(serving)
+    (configs / "experiments" / "synth_sweep.yaml").write_text(EXPERIMENT)
+    exp_path = configs / "experiments" / "synth_sweep.yaml"
+    exp, srv, pipe = resolve_experiment(exp_path)
+    for day in DAYS:
+        build_dataset_day(lake, pipe, day)
+    return lake, exp_path, exp, srv, pipe
+
+
+def test_fold_rows_equal_direct_evaluation(world):
+    lake, _, exp, srv, pipe = world
+    fold = sweeps.folds(pipe, exp)[0]
+    assert fold.train == (DAYS[0],) and fold.test == DAYS[1]
+    table = sweeps.run_fold(lake, exp, srv, pipe, fold)
+    rows = table.to_pylist()
+    assert len(rows) == exp.n_combinations(srv) == 8
+    assert sum(r["selected"] for r in rows) == 1
+    best = max((r for r in rows if r["is_n_trades"] >= 1), key=lambda r: r["is_total_pnl_ticks"])
+    assert best["selected"]
+    assert sum(r["oos_n_trades"] for r in rows) > 0
+    # the default gold config (tanh 3.0): the row equals scoring the stored gold and evaluating directly
+    row = next(r for r in rows if json.loads(r["params_json"]) == {"scoring.tanh_scale": 3.0, "threshold": 0.1,
+                                                                   "cooldown_bins": 20, "tp_ticks": 4,
+                                                                   "sl_ticks": 4})
+    test = load_grid_data(lake, [dataset_id_for(lake, pipe, DAYS[1])], ["flow_score"])
+    s = make_signal("flow_score").fit(test).score(test)
+    res = evaluate(s, test.mid, test.best_bid, test.best_ask, test.ts_ns, test.valid,
+                   EvalParams(threshold=0.1, tp_ticks=4, sl_ticks=4, cooldown_bins=20, max_hold_bins=600,
+                              tick_size=0.25, warmup_bins=100, entry_mode="cross"))
+    assert row["oos_n_trades"] == res.metrics.n_trades
+    assert np.isclose(row["oos_total_pnl_ticks"], res.metrics.total_pnl_ticks)
+    # the swept gold scoring value is really recomputed: tanh 2.0 changes the flow score and the trades
+    other = next(r for r in rows if json.loads(r["params_json"])["scoring.tanh_scale"] == 2.0
+                 and r["threshold"] == 0.1 and r["cooldown_bins"] == 20)
+    assert other["gold_config_hash"] != row["gold_config_hash"]
+    assert (other["oos_n_trades"], other["oos_total_pnl_ticks"]) != (row["oos_n_trades"], row["oos_total_pnl_ticks"])
+
+
+def test_results_are_append_only_and_logged_to_mlflow(world):
+    lake, _, exp, srv, pipe = world
+    fold = sweeps.folds(pipe, exp)[0]
+    a = sweeps.run_fold(lake, exp, srv, pipe, fold)
+    b = sweeps.run_fold(lake, exp, srv, pipe, fold)
+    fa, fb = sweeps.append_results(lake, a), sweeps.append_results(lake, b)
+    assert fa != fb and fa.is_file() and fb.is_file()
+    allrows = sweeps.read_results(lake, exp.name)
+    assert allrows.num_rows >= 16 and set(allrows["sweep_id"].to_pylist()) >= {a["sweep_id"][0].as_py(),
+                                                                                b["sweep_id"][0].as_py()}
+    import mlflow
+
+    parent = sweeps.log_to_mlflow(lake, exp, a)
+    mlflow.set_tracking_uri(sweeps.tracking_uri(lake))
+    client = mlflow.MlflowClient()
+    found = mlflow.get_experiment_by_name(f"qmachina/{exp.name}")
+    children = client.search_runs([found.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(children) == 8
+    assert {c.data.params["test_dataset_id"] for c in children} == {a["test_dataset_id"][0].as_py()}
+    assert all("oos_total_pnl_ticks" in c.data.metrics for c in children)
+    assert client.get_run(parent).data.params["code_version"] == a["code_version"][0].as_py()
+
+
+def test_sweep_asset_materializes_a_test_day(world):
+    lake, exp_path, _, _, _ = world
+    asset = next(a for a in sweep_assets(exp_path.parent) if a.key.to_user_string() == "sweep_synth_sweep")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(symbol_partitions_def.name, ["ESH4"])
+        res = dg.materialize([asset], partition_key=partition_key("2024-03-15", "ESH4"), instance=instance,
+                             resources={"lake_res": LakeResource(root=str(lake))})
+        assert res.success
+        meta = res.asset_materializations_for_node("sweep_synth_sweep")[0].metadata
+    assert meta["parameter_sets"].value == 8 and meta["train_dates"].value == "2024-03-14"
+    assert Path(meta["results_file"].value).is_file() and meta["mlflow_run_id"].value
+    assert "| **yes** |" in meta["top_in_sample"].value
+    with dg.instance_for_test() as instance, pytest.raises(Exception, match="not a walk-forward test day"):
+        instance.add_dynamic_partitions(symbol_partitions_def.name, ["ESH4"])
+        dg.materialize([asset], partition_key=partition_key("2024-03-14", "ESH4"), instance=instance,
+                       resources={"lake_res": LakeResource(root=str(lake))})
