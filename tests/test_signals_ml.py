@@ -300,6 +300,11 @@ def test_fit_needs_labels_and_enough_rows(data):
     with pytest.raises(ValueError, match="min_train_rows is 2400"):  # SPEC start bin: 2400 usable rows
         REGISTRY["gbm_mf"]().fit(train.slice(0, 2000), LABELS)
     REGISTRY["pca_ad"]().fit(train)  # unsupervised: no labels needed
+    sig = REGISTRY["knn_cl"](SMALL).fit(train, LABELS)
+    with pytest.raises(ValueError, match="usable training rows"):
+        sig.fit(train.slice(0, 700), LABELS)
+    with pytest.raises(RuntimeError, match="before fit"):  # a failed refit leaves no stale model
+        sig.score(train)
 
 
 def test_wrong_grid_width_rejected(data, fitted):

@@ -9,7 +9,8 @@ Evaluation protocol (replaces the seed's in-array walk-forward, SPEC §10.9/10.1
   label depends on data outside `train`. The seed's training at bin i used labels resolved up to 1200 bins
   later (look-ahead) with hard-coded tp 8 / sl 4 (not the experiment's).
 - Boosting early stopping uses a chronological 80/20 split of the usable rows with an embargo of max_hold
-  bins: a fitting row's label window ends before the first validation bin.
+  bins (a fitting row's label window ends before the first validation bin) and monitors validation AUC,
+  which, unlike log loss, does not punish a shift of the up/down base rate between the two parts.
 - Training rows are capped (`max_train_rows`) by an even, deterministic, chronological subsample.
 - `score(data)` computes the features on `data` and predicts with the fitted model only; the model never
   changes while scoring, so the score of bin i depends on bins <= i of `data` (features reset each day).
@@ -166,6 +167,7 @@ class MLSignal(Signal):
     def fit(self, train: GridData, labels: LabelSpec | None = None) -> MLSignal:
         if labels is None:
             raise ValueError(f"{self.name}: fit needs a LabelSpec (the experiment's tp/sl/max_hold/tick)")
+        self.fitted, self._model = False, None  # a failed refit never leaves a stale model behind
         self._tick = float(labels.tick_size)
         with threadpool_limits(1):
             x = self.features(train)
@@ -190,7 +192,7 @@ class MLSignal(Signal):
             extra = self._fit_model(x[idx], y, idx, int(labels.max_hold_bins)) or {}
         self.train_info = {**extra, "n_usable": n_usable, "n_rows": int(idx.size), "n_up": int((y == 1).sum()),
                            "n_down": int((y == -1).sum()), "n_flat": int((y == 0).sum()),
-                           "n_purged": int(np.asarray(train.valid).sum() - usable.sum())}
+                           "n_purged": int((features.valid_mask(train) & ~usable).sum())}
         self.fitted = True
         return self
 
@@ -526,6 +528,7 @@ class PcaAd(MLSignal):
         from sklearn.preprocessing import StandardScaler
 
         p = self.params
+        self.fitted, self._model = False, None
         with threadpool_limits(1):
             x = self.features(train)
             idx = np.flatnonzero(features.valid_mask(train) & np.isfinite(x).all(axis=1))
