@@ -10,13 +10,15 @@ from qmachina_assets.defs.datasets.assets import dataset_assets
 from qmachina_assets.defs.gold.assets import gold_assets
 from qmachina_assets.defs.resources import default_resources
 from qmachina_assets.defs.silver.assets import silver_grid
-from qmachina_assets.defs.sweeps.assets import sweep_assets
+from qmachina_assets.defs.sweeps.assets import experiment_jobs, sweep_assets
 
 INSTRUMENT = locked_instrument()  # start-up lock check: a malformed or missing file stops the load here
 
+RESEARCH = [*dataset_assets(), *sweep_assets()]
+
 defs = dg.Definitions(
-    assets=[bronze_mbo, silver_grid, *gold_assets(), *dataset_assets(), *sweep_assets()],
-    jobs=[bronze_job],
+    assets=[bronze_mbo, silver_grid, *gold_assets(), *RESEARCH],
+    jobs=[bronze_job, *experiment_jobs(RESEARCH)],
     sensors=[raw_file_sensor],
     resources=default_resources(),
     executor=dg.multiprocess_executor.configured({"max_concurrent": 2}),

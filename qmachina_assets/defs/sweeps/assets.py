@@ -78,3 +78,8 @@ def _sweep_asset(path: Path) -> dg.AssetsDefinition:
 def sweep_assets(spec_dir: Path = EXPERIMENT_DIR) -> list[dg.AssetsDefinition]:
     """One sweep asset per experiment YAML."""
     return [_sweep_asset(p) for p in sorted(spec_dir.glob("*.yaml"))]
+
+
+def experiment_jobs(assets: list[dg.AssetsDefinition]) -> list:
+    """One asset job per sweep or dataset asset, so a backfill over dates is one `dagster job backfill`."""
+    return [dg.define_asset_job(f"{a.key.to_user_string()}_job", selection=[a.key]) for a in assets]
