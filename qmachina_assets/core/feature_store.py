@@ -33,6 +33,11 @@ query between two closes always finds the previous close (< 1 bin old), a query 
 that bin, and a query past the end of a dataset (or in a gap between datasets) gets nulls instead of a
 stale row. A later bin is never returned.
 
+Scale: Feast 0.67's file (dask) offline store joins each entity row with *every* feature row of its
+grid_cell and only then applies the ttl, so cost is (entity rows x bins) per cell: 2k x 2k took 4 s,
+8k x 8k 96 s and 6.6 GB RSS (measured here). Use it for sampled entity_dfs over day-sized tables; full
+per-bin training grids belong to `datasets.load_grid_data`.
+
 Feast is imported lazily (it takes seconds to import): importing this module, exporting a table and
 `feature_store_enabled` do not need it. Nothing in the platform should call `feature_store` /
 `training_frame` unless `feature_store_enabled(spec)` is true.
