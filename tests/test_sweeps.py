@@ -43,6 +43,18 @@ promotion: {min_oos_trades: 1, min_hit_rate: 0.0, min_profit_factor: 0.0, max_dr
 tracking: {backend: mlflow}
 """
 
+ML_EXPERIMENT = """name: synth_gbm_sweep
+description: an ML signal through the same harness
+serving: synth_gbm
+eval: {tp_ticks: [2, 4], sl_ticks: [2], max_hold_bins: 600, warmup_bins: 100, cooldown_bins: [10], min_signals: 1}
+sweep:
+  per_signal: {gbm_mf: {max_rounds: [30], min_train_rows: [100]}}
+  thresholds: [0.05, 0.1]
+walk_forward: {train_days: 1, test_days: 1}
+promotion: {min_oos_trades: 1, min_hit_rate: 0.0, min_profit_factor: 0.0, max_drawdown_ticks: 1000}
+tracking: {backend: none}
+"""
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
@@ -64,6 +76,10 @@ def world(tmp_path_factory):
                                                                                   "pipeline: synth_two_days")
     (configs / "serving" / "synth_flow.yaml").write_text(serving)
     (configs / "experiments" / "synth_sweep.yaml").write_text(EXPERIMENT)
+    (configs / "serving" / "synth_gbm.yaml").write_text(
+        serving.replace("name: synth_flow", "name: synth_gbm").replace("signal:\n  name: flow_score",
+                                                                        "signal:\n  name: gbm_mf"))
+    (configs / "experiments" / "synth_gbm_sweep.yaml").write_text(ML_EXPERIMENT)
     exp_path = configs / "experiments" / "synth_sweep.yaml"
     exp, srv, pipe = resolve_experiment(exp_path)
     for day in DAYS:
@@ -139,3 +155,14 @@ def test_sweep_asset_materializes_a_test_day(world):
         instance.add_dynamic_partitions(symbol_partitions_def.name, ["ESH4"])
         dg.materialize([asset], partition_key=partition_key("2024-03-14", "ESH4"), instance=instance,
                        resources={"lake_res": LakeResource(root=str(lake))})
+
+
+def test_ml_signal_is_fitted_per_label_barrier_on_the_training_day(world):
+    lake, exp_path, *_ = world
+    exp, srv, pipe = resolve_experiment(exp_path.parent / "synth_gbm_sweep.yaml")
+    rows = sweeps.run_fold(lake, exp, srv, pipe, sweeps.folds(pipe, exp)[0]).to_pylist()
+    assert len(rows) == 4  # 2 thresholds x 2 TP: the model is fitted once per TP (its label barrier)
+    assert all(np.isfinite(r["oos_n_trades"]) for r in rows)
+    by_tp = {tp: [r for r in rows if r["tp_ticks"] == tp] for tp in (2.0, 4.0)}
+    assert {json.loads(r["signal_config_json"])["max_rounds"] for r in rows} == {30}
+    assert by_tp[2.0][0]["oos_n_trades"] + by_tp[4.0][0]["oos_n_trades"] > 0
