@@ -103,6 +103,18 @@ def cmd_validate_configs(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def cmd_online_sim(args: argparse.Namespace) -> int:
+    """Replay a file bin by bin through engine -> gold -> signal and report per-bin latency per stage."""
+    from qmachina_assets.core.online_sim import format_report, run_online_sim
+
+    if not Path(args.file).is_file():
+        raise FileNotFoundError(f"{args.file}: no such file")
+    report = run_online_sim(args.file, args.serving, start_et=args.start_et, end_et=args.end_et,
+                            bin_budget_ms=args.bin_budget_ms)
+    print(format_report(report))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Main job on the embedded default: synthetic day + real samples -> bronze -> silver, SQLite instance."""
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))
@@ -205,6 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("validate-configs", help="validate every YAML under configs/ (pipelines, serving, ...)")
     c.add_argument("--root", type=Path, default=PROJECT_ROOT, help="project root holding configs/")
     c.set_defaults(func=cmd_validate_configs)
+
+    o = sub.add_parser("online-sim", help="replay a DBN file bin by bin (engine, gold, signal): latency per bin")
+    o.add_argument("file", type=Path)
+    o.add_argument("--serving", required=True, help="serving spec name (configs/serving/<name>.yaml)")
+    o.add_argument("--start-et", default=None)
+    o.add_argument("--end-et", default=None)
+    o.add_argument("--bin-budget-ms", type=float, default=None, help="default: the cell width")
+    o.set_defaults(func=cmd_online_sim)
 
     d = sub.add_parser("demo", help="end-to-end on the embedded default (sample data, SQLite instance)")
     d.add_argument("--records", type=int, default=2_000_000, help="size of the synthetic sample day")

@@ -9,7 +9,7 @@ import pytest
 
 from qmachina_assets.cli import main
 from qmachina_assets.core.paths import PROJECT_ROOT
-from tests.conftest import ESM4_0508, sample
+from tests.conftest import ESH4_1225, ESM4_0508, sample
 
 
 def test_ingest_lands_a_real_file(lake, capsys):
@@ -84,3 +84,11 @@ def test_validate_configs_cli(tmp_path, capsys):
     assert main(["validate-configs", "--root", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "vp_flow_score.yaml" in err and "cooldown_bins" in err
+
+
+def test_online_sim_cli_reports_latency(capsys):
+    assert main(["online-sim", str(sample(ESH4_1225)), "--serving", "vp_flow_score", "--start-et", "18:00",
+                 "--end-et", "18:01"]) == 0
+    out = capsys.readouterr().out
+    assert "bins 600" in out and "total" in out and "budget 100 ms/bin" in out
+    assert main(["online-sim", "/nonexistent.dbn", "--serving", "vp_flow_score"]) == 2
