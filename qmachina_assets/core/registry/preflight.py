@@ -1,0 +1,359 @@
+"""Preflight: everything a serving version must satisfy before it is published.
+
+`preflight` runs inside `Registry.promote` itself (in its write transaction, before any write), so every
+path — CLI, API, sensor, a direct library call — goes through it. It collects every problem and raises
+one `PreflightError` listing them, each with a `kind`:
+
+- `spec`: the serving or pipeline spec does not re-validate (e.g. built with `model_construct`).
+- `model_id`: a model without a producer (known: `specs.MODEL_FIELDS`).
+- `stream_schema`: a field not in the silver allow-list, or with another dtype than the exact Arrow wire
+  schema (`silver.silver_schema()`), or a field the model's producer does not emit.
+- `runtime`, `gold_config`: the pipeline runtime + serving fields, or the gold config, do not validate.
+- `instrument`: the capture symbol or a dataset belongs to another instrument than the lock.
+- `dataset`: a lineage dataset is missing from the lake, fails its checksums, or was built from another
+  pipeline/runtime/gold config than the one being published (stale).
+- `code_version`: the recorded code version is unknown or not a commit of this checkout.
+- `lineage`: the lineage does not describe this spec (spec/pipeline/experiment hashes, the promoted
+  parameters), or a run's row in the results store differs from the recorded one.
+- `gate`: an out-of-sample metric of a run is below the experiment's promotion gate (and the caller's).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from qmachina_assets.core.gold import GoldFeatureConfig
+from qmachina_assets.core.instrument import InstrumentConfig, InstrumentLockError
+from qmachina_assets.core.paths import PROJECT_ROOT
+from qmachina_assets.core.registry.lineage import Lineage, RunLineage, clean_metric, read_runs
+from qmachina_assets.core.registry.snapshot import runtime_snapshot, stream_schema_problems
+from qmachina_assets.core.specs import (
+    MODEL_FIELDS,
+    SILVER_FIELDS,
+    ConfigError,
+    PipelineSpec,
+    PromotionGate,
+    ServingSpec,
+    apply_params,
+)
+
+KINDS: tuple[str, ...] = ("spec", "model_id", "stream_schema", "runtime", "gold_config", "instrument", "dataset",
+                          "code_version", "lineage", "gate")
+_GOLD_FIELDS = ("scoring.", "engine.c", "engine.flow_")
+
+
+class PreflightIssue(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.kind}] {self.message}"
+
+
+class PreflightError(ValueError):
+    """The version cannot be published; `issues` lists every problem (kind + message)."""
+
+    def __init__(self, subject: str, issues: list[PreflightIssue]):
+        self.subject = subject
+        self.issues = issues
+        super().__init__(f"preflight refused {subject}: " + "; ".join(str(i) for i in issues))
+
+    @property
+    def kinds(self) -> set[str]:
+        return {i.kind for i in self.issues}
+
+
+class _Issues(list[PreflightIssue]):
+    def add(self, kind: str, message: str) -> None:
+        assert kind in KINDS, kind
+        self.append(PreflightIssue(kind=kind, message=message))
+
+
+# ---- code version ----------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=256)
+def _git_has_commit(commit: str, root: str) -> bool | None:
+    """True/False when `root` is a git checkout that does/does not hold `commit`; None without git."""
+    try:
+        inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=root, capture_output=True,
+                                text=True, timeout=5)
+        if inside.returncode != 0:
+            return None
+        found = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=root, capture_output=True,
+                               timeout=5)
+        return found.returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def code_version_problem(version: str, root: Path = PROJECT_ROOT) -> str | None:
+    """Why a recorded code version cannot be resolved, or None. A git sha must be a commit of the checkout
+    (when there is one); outside a checkout any recorded non-`unknown` version is accepted."""
+    v = (version or "").strip()
+    if not v or v == "unknown":
+        return (f"code version {version!r} cannot be resolved: the run was made outside a git checkout without "
+                "QMACHINA_CODE_VERSION")
+    if re.fullmatch(r"[0-9a-f]{7,40}", v):
+        has = _git_has_commit(v, str(root))
+        if has is False:
+            return f"code version {v} is not a commit of this checkout ({root}); fetch it or re-run the experiment"
+    return None
+
+
+# ---- gate ------------------------------------------------------------------------------------------
+
+
+def gate_problems(run: RunLineage, gate: PromotionGate, source: str) -> list[str]:
+    """Out-of-sample metrics of `run` below `gate` (SPEC §6.10; `source` names where the gate came from)."""
+    m = run.metrics
+    out = []
+
+    def low(name: str, value: Any, op: str, bound: float) -> None:
+        out.append(f"run {run.run_id}: oos_{name} {value} {op} {bound} ({source})")
+
+    n = m.get("oos_n_trades")
+    if n is None or n < gate.min_oos_trades:
+        low("n_trades", n, "<", gate.min_oos_trades)
+    hr = m.get("oos_hit_rate")
+    if hr is None or hr < gate.min_hit_rate:
+        low("hit_rate", hr, "<", gate.min_hit_rate)
+    pf = m.get("oos_profit_factor")
+    if pf is None:  # undefined without losing trades: infinite when the run made money, else failing
+        total = m.get("oos_total_pnl_ticks")
+        if not (n and total is not None and total > 0):
+            low("profit_factor", "undefined (no losing trade, no profit)", "<", gate.min_profit_factor)
+    elif pf < gate.min_profit_factor:
+        low("profit_factor", pf, "<", gate.min_profit_factor)
+    dd = m.get("oos_max_drawdown_ticks")
+    if dd is None or dd > gate.max_drawdown_ticks:
+        low("max_drawdown_ticks", dd, ">", gate.max_drawdown_ticks)
+    return out
+
+
+# ---- the checks ------------------------------------------------------------------------------------
+
+
+def _check_spec(serving: ServingSpec, pipeline: PipelineSpec, issues: _Issues) -> bool:
+    """Model id, wire schema, then full re-validation; False when the snapshot cannot be built."""
+    ok = True
+    if serving.model_id not in MODEL_FIELDS:
+        issues.add("model_id", f"model_id: unknown model {serving.model_id!r} (known: {', '.join(MODEL_FIELDS)})")
+        ok = False
+    fields = [{"name": getattr(f, "name", None), "dtype": getattr(f, "dtype", None)} for f in serving.stream_schema]
+    for p in stream_schema_problems(fields):
+        issues.add("stream_schema", p)
+        ok = False
+    emitted = MODEL_FIELDS.get(serving.model_id, ())
+    for i, f in enumerate(serving.stream_schema):
+        if f.name in SILVER_FIELDS and SILVER_FIELDS[f.name][1] != f.role:
+            issues.add("stream_schema", f"stream_schema[{i}]: {f.name} has role {SILVER_FIELDS[f.name][1]}, "
+                                        f"not {f.role}")
+            ok = False
+        if emitted and f.name in SILVER_FIELDS and f.name not in emitted:
+            issues.add("stream_schema", f"stream_schema[{i}]: the {serving.model_id} producer does not emit "
+                                        f"{f.name!r}")
+            ok = False
+    if not ok:
+        return False
+    for what, model, spec in (("serving", ServingSpec, serving), ("pipeline", PipelineSpec, pipeline)):
+        try:
+            model.model_validate(spec.model_dump())
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ".".join(str(x) for x in err["loc"])
+                msg = str(err["msg"]).removeprefix("Value error, ")
+                first = str(err["loc"][0]) if err["loc"] else msg.split(":", 1)[0]
+                kind = {"scoring": "gold_config", "engine": "gold_config", "stream_schema": "stream_schema",
+                        "model_id": "model_id"}.get(first, "spec")
+                issues.add(kind, f"{what} spec {spec.name!r} does not validate: {loc + ': ' if loc else ''}{msg}")
+            ok = False
+    return ok
+
+
+def _snapshot(serving: ServingSpec, pipeline: PipelineSpec, inst: InstrumentConfig,
+              issues: _Issues) -> dict[str, Any] | None:
+    try:
+        snapshot = runtime_snapshot(serving, pipeline, inst)
+    except ConfigError as err:
+        kind = "gold_config" if err.field.startswith(_GOLD_FIELDS) else "runtime"
+        issues.add(kind, f"{err.file}: {err.field}: {err.reason}")
+        return None
+    try:
+        gold_cfg = GoldFeatureConfig.model_validate(snapshot["gold_config"])
+    except ValidationError as exc:
+        issues.add("gold_config", f"gold config does not validate: {exc.errors()[0]['msg']}")
+        return None
+    if gold_cfg.config_hash != snapshot["gold_config_hash"]:
+        issues.add("gold_config", "gold config does not round-trip through JSON (hash "
+                                  f"{snapshot['gold_config_hash']} -> {gold_cfg.config_hash})")
+        return None
+    return snapshot
+
+
+def _check_instrument(pipeline: PipelineSpec, inst: InstrumentConfig, issues: _Issues) -> None:
+    try:
+        inst.check_lock(source=f"pipeline {pipeline.name!r} capture.symbol", symbols=[pipeline.capture.symbol])
+    except InstrumentLockError as err:
+        issues.add("instrument", str(err))
+
+
+def _check_datasets(lake: Path, ids: list[str], pipeline: PipelineSpec, inst: InstrumentConfig,
+                    issues: _Issues) -> None:
+    from qmachina_assets.core import datasets as dsets
+
+    try:
+        want_runtime = pipeline.runtime(inst).config_version
+        want_gold = pipeline.gold_config(inst).config_hash
+    except ConfigError:
+        want_runtime = want_gold = None  # reported by the runtime check
+    for ds in ids:
+        path = dsets.dataset_dir(lake, ds)
+        if not path.is_dir():
+            issues.add("dataset", f"dataset {ds} not found in the lake ({path})")
+            continue
+        try:
+            m = dsets.read_dataset_manifest(path)
+        except ValueError as exc:
+            issues.add("dataset", f"dataset {ds}: manifest unreadable ({exc})")
+            continue
+        if m is None:
+            issues.add("dataset", f"dataset {ds}: {dsets.MANIFEST_NAME} missing ({path})")
+            continue
+        problems = dsets.verify_dataset(path)
+        if problems:
+            issues.add("dataset", f"dataset {ds} fails its checksums: {'; '.join(problems)}")
+        if m.dataset_id != ds:
+            issues.add("dataset", f"dataset {ds}: its manifest names {m.dataset_id}")
+        rt = m.runtime_config
+        lock_diff = [k for k in ("product_type", "dataset", "symbol_root") if rt.get(k) != getattr(inst, k)]
+        if lock_diff or not inst.symbol_matches_root(m.symbol):
+            issues.add("instrument", f"dataset {ds} was built for {rt.get('product_type')}/{rt.get('dataset')}/"
+                                     f"{m.symbol}; the instrument lock is {inst.product_type}/{inst.dataset}/"
+                                     f"{inst.symbol_root}")
+        if m.pipeline_dataset_hash != pipeline.dataset_hash:
+            issues.add("dataset", f"dataset {ds} was built by pipeline {m.pipeline_name!r} with dataset hash "
+                                  f"{m.pipeline_dataset_hash}; pipeline {pipeline.name!r} now has "
+                                  f"{pipeline.dataset_hash} (stale)")
+        if want_runtime is not None and m.runtime_config_version != want_runtime:
+            issues.add("dataset", f"dataset {ds} was built with runtime config {m.runtime_config_version}; the "
+                                  f"pipeline under the current lock resolves to {want_runtime} (stale)")
+        if want_gold is not None and m.gold_config_hash != want_gold:
+            issues.add("dataset", f"dataset {ds} holds gold config {m.gold_config_hash}; the pipeline's is "
+                                  f"{want_gold} (stale)")
+
+
+def _check_experiment(serving: ServingSpec, pipeline: PipelineSpec, lineage: Lineage, lake: Path,
+                      snapshot: dict[str, Any] | None, issues: _Issues) -> list[tuple[PromotionGate, str]]:
+    """Lineage of an experiment promotion against the spec and the results store; returns its gate."""
+    from qmachina_assets.core.sweeps import experiment_hash
+
+    if lineage.experiment is None or lineage.base_serving is None or not lineage.runs:
+        issues.add("lineage", "an experiment lineage needs the experiment, the base serving spec and at least one "
+                              "run")
+        return []
+    try:
+        exp = lineage.experiment_spec()
+        base = lineage.base_serving_spec()
+    except ValidationError as exc:
+        issues.add("lineage", f"recorded experiment/base serving spec does not validate: {exc.errors()[0]['msg']}")
+        return []
+    assert exp is not None and base is not None
+    exp_hash = experiment_hash(exp)
+    if lineage.experiment_hash != exp_hash or lineage.experiment_name != exp.name:
+        issues.add("lineage", f"experiment hash {lineage.experiment_hash} does not match the recorded experiment "
+                              f"({exp.name} {exp_hash})")
+    if lineage.base_serving_hash != base.spec_hash or exp.serving != base.name:
+        issues.add("lineage", f"base serving spec {base.name!r} ({base.spec_hash}) is not the one experiment "
+                              f"{exp.name!r} sweeps ({exp.serving!r}, {lineage.base_serving_hash})")
+    if base.pipeline != pipeline.name:
+        issues.add("lineage", f"base serving spec uses pipeline {base.pipeline!r}, not {pipeline.name!r}")
+    try:
+        evaluated = apply_params(base, lineage.params or {})
+        if evaluated.spec_hash != serving.spec_hash:
+            issues.add("lineage", f"the published spec ({serving.spec_hash}) is not the evaluated one: base "
+                                  f"{base.name!r} with parameters {lineage.params} gives {evaluated.spec_hash} "
+                                  "(what was evaluated is what is served)")
+    except ConfigError as err:
+        issues.add("lineage", f"the recorded parameters do not apply to the base serving spec: {err}")
+    try:
+        stored = {r.run_id: r for r in read_runs(lake, exp.name, [r.run_id for r in lineage.runs])}
+    except LookupError as err:
+        issues.add("lineage", str(err))
+        stored = {}
+    gold_hash = snapshot["gold_config_hash"] if snapshot is not None else None
+    for run in lineage.runs:
+        where = f"run {run.run_id}"
+        if run.params != lineage.params:
+            issues.add("lineage", f"{where} evaluated {run.params}, not the promoted parameters {lineage.params}")
+        if run.experiment_hash != exp_hash:
+            issues.add("lineage", f"{where} ran experiment version {run.experiment_hash}; the recorded experiment is "
+                                  f"{exp_hash} (stale)")
+        if run.serving_hash != base.spec_hash:
+            issues.add("lineage", f"{where} swept serving spec version {run.serving_hash}, not {base.spec_hash} "
+                                  "(stale)")
+        if run.pipeline_hash != pipeline.spec_hash:
+            issues.add("lineage", f"{where} ran on pipeline version {run.pipeline_hash}; pipeline "
+                                  f"{pipeline.name!r} is now {pipeline.spec_hash} (stale)")
+        if gold_hash is not None and run.gold_config_hash != gold_hash:
+            issues.add("lineage", f"{where} evaluated gold config {run.gold_config_hash}; the published one is "
+                                  f"{gold_hash}")
+        row = stored.get(run.run_id)
+        if row is None:
+            continue
+        a, b = run.model_dump(exclude={"metrics", "created_at"}), row.model_dump(exclude={"metrics", "created_at"})
+        diff = [k for k in a if a[k] != b[k]]
+        diff += [k for k in sorted(set(run.metrics) | set(row.metrics))
+                 if clean_metric(run.metrics.get(k)) != clean_metric(row.metrics.get(k))]
+        if diff:
+            shown = ", ".join(f"{k} {run.metrics.get(k, a.get(k))!r} (stored {row.metrics.get(k, b.get(k))!r})"
+                              for k in diff[:6])
+            issues.add("lineage", f"{where} differs from the results store: {shown}")
+    return [(exp.promotion, f"promotion gate of experiment {exp.name!r}")]
+
+
+def preflight(serving: ServingSpec, pipeline: PipelineSpec, lineage: Lineage, *, instrument: InstrumentConfig,
+              lake: Path, gate: PromotionGate | None = None) -> dict[str, Any]:
+    """The runtime snapshot of `serving` when it may be published; else PreflightError with every problem."""
+    issues = _Issues()
+    snapshot = None
+    if _check_spec(serving, pipeline, issues):
+        snapshot = _snapshot(serving, pipeline, instrument, issues)
+    _check_instrument(pipeline, instrument, issues)
+    if lineage.serving_spec_hash != serving.spec_hash or lineage.serving_name != serving.name:
+        issues.add("lineage", f"lineage describes serving spec {lineage.serving_name!r} ({lineage.serving_spec_hash}), "
+                              f"not {serving.name!r} ({serving.spec_hash})")
+    if lineage.pipeline_spec_hash != pipeline.spec_hash or serving.pipeline != pipeline.name:
+        issues.add("lineage", f"serving spec {serving.name!r} uses pipeline {serving.pipeline!r}; lineage and "
+                              f"arguments name pipeline {pipeline.name!r} ({lineage.pipeline_spec_hash} / "
+                              f"{pipeline.spec_hash})")
+    gates: list[tuple[PromotionGate, str]] = []
+    if lineage.kind == "experiment":
+        gates = _check_experiment(serving, pipeline, lineage, Path(lake), snapshot, issues)
+    elif lineage.runs or lineage.experiment is not None:
+        issues.add("lineage", "a register lineage carries no experiment runs")
+    _check_datasets(Path(lake), lineage.dataset_ids, pipeline, instrument, issues)
+    versions = {v for v in lineage.code_version.split(",") if v} | {r.code_version for r in lineage.runs}
+    for v in sorted(versions) or [""]:
+        if (p := code_version_problem(v)) is not None:
+            issues.add("code_version", p)
+    if gate is not None:
+        if lineage.kind != "experiment":
+            issues.add("gate", "a metrics gate needs experiment runs; this lineage has none (kind register)")
+        gates.append((gate, "caller's promotion gate"))
+    for g, source in gates:
+        for run in lineage.runs:
+            for p in gate_problems(run, g, source):
+                issues.add("gate", p)
+    if issues:
+        raise PreflightError(f"serving spec {serving.name!r}", list(issues))
+    assert snapshot is not None
+    return snapshot

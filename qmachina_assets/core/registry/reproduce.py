@@ -1,0 +1,180 @@
+"""`reproduce`: rebuild a published version's datasets and re-run its evaluation from the recorded lineage.
+
+With `rebuild=True` (the default) every train/test day is rebuilt from the lake's bronze partitions into
+a scratch lake (its `bronze/` is a symlink to the real one), the rebuilt dataset ids and Parquet checksums
+are compared with the stored datasets, and the recorded walk-forward fold is re-run on the rebuilt data
+with exactly the recorded parameter set (`sweeps.run_fold(..., param_sets=[that set])`) and the recorded
+experiment, base serving spec and pipeline (not today's YAML files). Metrics must match exactly (None =
+NaN on both sides). `rebuild=False` re-runs the evaluation on the stored datasets.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from qmachina_assets.core.registry.lineage import clean_metric
+
+_COMPARED = ("param_hash", "gold_config_hash", "test_dataset_id")
+
+
+class _Report(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Mismatch(_Report):
+    recorded: Any
+    reproduced: Any
+
+
+class DatasetCheck(_Report):
+    dataset_id: str
+    date: str
+    rebuilt_id: str | None
+    files: dict[str, Mismatch]  # Parquet files whose sha256 differs
+    match: bool
+    problems: list[str]
+
+
+class RunCheck(_Report):
+    run_id: str
+    test_date: str
+    recorded: dict[str, float | None]
+    reproduced: dict[str, float | None]
+    mismatches: dict[str, Mismatch]
+    match: bool
+
+
+class ReproduceReport(_Report):
+    version_id: str
+    match: bool  # every dataset id and file, and every metric of every run, reproduced exactly
+    rebuilt: bool
+    datasets: list[DatasetCheck]
+    runs: list[RunCheck]
+    code_version_recorded: str
+    code_version_now: str
+    notes: list[str]
+    seconds: float
+
+    def text(self) -> str:
+        lines = [f"{self.version_id}: {'REPRODUCED' if self.match else 'NOT REPRODUCED'} "
+                 f"({len(self.runs)} run(s), {len(self.datasets)} dataset(s), {self.seconds:.1f} s)"]
+        for d in self.datasets:
+            lines.append(f"  dataset {d.dataset_id}: {'ok' if d.match else 'DIFFERS'}"
+                         + "".join(f"\n    {p}" for p in d.problems))
+        for r in self.runs:
+            lines.append(f"  run {r.run_id} ({r.test_date}): {'ok' if r.match else 'DIFFERS'}")
+            lines += [f"    {k}: recorded {m.recorded!r}, reproduced {m.reproduced!r}" for k, m in r.mismatches.items()]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _checksums(path: Path) -> dict[str, str]:
+    from qmachina_assets.core import datasets as dsets
+
+    file = path / dsets.CHECKSUMS_NAME
+    sums = json.loads(file.read_text())["files"] if file.is_file() else {}
+    return {k: v for k, v in sums.items() if k in dsets.PARQUET_FILES}
+
+
+def reproduce_version(version, lake: Path, *, rebuild: bool = True, scratch_dir: Path | None = None,
+                      ) -> ReproduceReport:
+    """See the module doc; `version` is a `PublishedVersion`."""
+    from qmachina_assets.core import datasets as dsets
+    from qmachina_assets.core import sweeps
+    from qmachina_assets.core.registry.registry import RegistryError
+
+    t0 = time.perf_counter()
+    lin = version.lineage
+    if lin.kind != "experiment":
+        raise RegistryError(f"version {version.version_id} was registered directly ({lin.kind}): there is no "
+                            "recorded evaluation to reproduce")
+    exp, base, pipeline = lin.experiment_spec(), lin.base_serving_spec(), lin.pipeline_spec()
+    lake = Path(lake).resolve()
+    notes: list[str] = []
+    now = dsets.git_code_version()
+    if now.commit not in lin.code_version.split(","):
+        notes.append(f"code version differs: recorded {lin.code_version}, now {now.commit}"
+                     + (" (dirty checkout)" if now.dirty else ""))
+    elif now.dirty:
+        notes.append(f"the checkout at {now.commit} has uncommitted changes")
+
+    dates: dict[str, str] = {}  # dataset id -> date
+    for run in lin.runs:
+        for d, ds in zip([*run.train_dates, run.test_date], run.dataset_ids, strict=True):
+            dates[ds] = d
+    checks: list[DatasetCheck] = []
+    scratch: Path | None = None
+    try:
+        if rebuild:
+            base_dir = Path(scratch_dir) if scratch_dir is not None else lake / "tmp"
+            base_dir.mkdir(parents=True, exist_ok=True)
+            scratch = Path(tempfile.mkdtemp(prefix=f"reproduce-{version.version_id}-", dir=base_dir))
+            (scratch / "bronze").symlink_to(lake / "bronze", target_is_directory=True)
+            eval_lake = scratch
+            for ds, day in dates.items():
+                problems: list[str] = []
+                files: dict[str, Mismatch] = {}
+                try:
+                    manifest, _ = dsets.build_dataset_day(scratch, pipeline, dt.date.fromisoformat(day),
+                                                          pipeline.capture.symbol)
+                    rebuilt_id = manifest.dataset_id
+                except Exception as exc:  # reported, not raised: the report says what failed
+                    rebuilt_id = None
+                    problems.append(f"rebuild failed: {type(exc).__name__}: {exc}")
+                if rebuilt_id is not None:
+                    if rebuilt_id != ds:
+                        problems.append(f"rebuilt as {rebuilt_id}")
+                    stored_dir = dsets.dataset_dir(lake, ds)
+                    if stored_dir.is_dir():
+                        old, new = _checksums(stored_dir), _checksums(dsets.dataset_dir(scratch, rebuilt_id))
+                        files = {k: Mismatch(recorded=old.get(k), reproduced=new.get(k))
+                                 for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
+                        problems += [f"{k}: sha256 {m.reproduced} differs from the stored {m.recorded}"
+                                     for k, m in files.items()]
+                    else:
+                        notes.append(f"dataset {ds} is no longer stored; compared by id only")
+                checks.append(DatasetCheck(dataset_id=ds, date=day, rebuilt_id=rebuilt_id, files=files,
+                                           match=not problems, problems=problems))
+        else:
+            eval_lake = lake
+            for ds, day in dates.items():
+                problems = dsets.verify_dataset(dsets.dataset_dir(lake, ds))
+                checks.append(DatasetCheck(dataset_id=ds, date=day, rebuilt_id=None, files={},
+                                           match=not problems, problems=problems))
+
+        runs: list[RunCheck] = []
+        for run in lin.runs:
+            fold = sweeps.Fold(tuple(dt.date.fromisoformat(d) for d in run.train_dates),
+                               dt.date.fromisoformat(run.test_date))
+            recorded = dict(run.metrics)
+            mism: dict[str, Mismatch] = {}
+            try:
+                table = sweeps.run_fold(eval_lake, exp, base, pipeline, fold, pipeline.capture.symbol,
+                                        param_sets=[{**run.params, "param_hash": run.param_hash}])
+                row = table.to_pylist()[0]
+                reproduced = {k: clean_metric(row.get(k)) for k in recorded}
+                for k in _COMPARED:
+                    if str(row.get(k)) != str(getattr(run, k)):
+                        mism[k] = Mismatch(recorded=getattr(run, k), reproduced=row.get(k))
+            except Exception as exc:
+                reproduced = {}
+                mism["error"] = Mismatch(recorded=None, reproduced=f"{type(exc).__name__}: {exc}")
+            mism.update({k: Mismatch(recorded=v, reproduced=reproduced.get(k)) for k, v in recorded.items()
+                         if reproduced and reproduced.get(k) != v})
+            runs.append(RunCheck(run_id=run.run_id, test_date=run.test_date, recorded=recorded,
+                                 reproduced=reproduced, mismatches=mism, match=not mism))
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    match = all(c.match for c in checks) and all(r.match for r in runs) and bool(runs)
+    return ReproduceReport(version_id=version.version_id, match=match, rebuilt=rebuild, datasets=checks, runs=runs,
+                           code_version_recorded=lin.code_version, code_version_now=now.commit, notes=notes,
+                           seconds=round(time.perf_counter() - t0, 3))
