@@ -361,3 +361,27 @@ def test_property_book_invariants(instrument, rows):
         bb, ba = eng.best_prices()
         assert bb == (ref.best_bid or 0) and ba == (ref.best_ask or 0)
     eng.flush()
+
+
+def test_order_table_backward_shift_deletion_keeps_every_probe_run():
+    """Random inserts/deletes on a tiny table (long runs, wrap-around) against a dict."""
+    from qmachina_assets.core import book as bk
+
+    rng = np.random.default_rng(5)
+    ht = np.zeros((32, bk.H_COLS), dtype=np.int64)  # below MIN_CAPACITY on purpose: more collisions
+    model: dict[int, int] = {}
+    for step in range(20_000):
+        oid = int(rng.integers(1, 200)) * (1 << int(rng.integers(0, 40)))
+        slot = bk.ht_find(ht, oid)
+        assert (slot >= 0) == (oid in model)
+        if slot >= 0:
+            assert ht[slot, bk.H_SIZE] == model.pop(oid)
+            assert bk.ht_remove(ht, slot) == -1
+        elif len(model) < 24:
+            assert bk.ht_insert(ht, oid, 0, 7, step + 1) == 1
+            model[oid] = step + 1
+        live = ht[ht[:, bk.H_STATE] == bk.LIVE]
+        assert len(live) == len(model)
+        assert (ht[ht[:, bk.H_STATE] != bk.LIVE] == 0).all()  # freed slots are empty, never tombstones
+    for oid, size in model.items():
+        assert ht[bk.ht_find(ht, oid), bk.H_SIZE] == size

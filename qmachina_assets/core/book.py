@@ -5,10 +5,12 @@ book state lives in numpy arrays so it is checkpointable as-is and never touches
 
 Layout
 - Order table `ht[cap, 8]` int64, an open-addressing hash table (linear probing, Fibonacci hashing,
-  tombstones) keyed by order_id: columns `key, state (0 empty / 1 live / 2 tombstone), side (0 bid,
-  1 ask), tick (absolute = price // tick_int), size (remaining), fill_event (venue-event seq of the last
-  F on this order), fill_qty (F volume of that event not yet matched by a C/M)`. One row = one cache line.
-  It never grows inside a kernel: the kernel returns `NEED_GROW` and the caller rehashes (`rehash`).
+  backward-shift deletion: no tombstones, so probe chains stay as short as the live load factor allows)
+  keyed by order_id: columns `key, state (0 empty / 1 live; 2 = tombstone is only accepted from old
+  tables), side (0 bid, 1 ask), tick (absolute = price // tick_int), size (remaining), fill_event
+  (venue-event seq of the last F on this order), fill_qty (F volume of that event not yet matched by a
+  C/M)`. One row = one cache line. It never grows inside a kernel: the kernel returns `NEED_GROW` and
+  the caller rehashes (`rehash`).
 - Depth `depth[2, N]` int64 over an absolute-tick window of N slots; slot `N//2` is the anchor tick.
   Orders outside the window stay in the table (counted out-of-window) and are invisible to depth/BBO.
 - Best bid/ask are slot indices (-1 = empty side), maintained incrementally: a better non-empty level
@@ -70,10 +72,26 @@ def ht_insert(ht: np.ndarray, oid: int, side: int, tick: int, size: int) -> int:
 
 
 @njit(cache=True, _nrt=False)
-def ht_remove(ht: np.ndarray, slot: int) -> None:
-    """Tombstone a live slot (probe chains through it stay intact)."""
-    ht[slot, H_STATE] = TOMB
-    ht[slot, H_SIZE] = 0
+def ht_remove(ht: np.ndarray, slot: int) -> int:
+    """Delete a live slot by backward shift: later members of its probe run whose home slot is not
+    cyclically inside (hole, member] move into the hole. Returns -1 (slots in use)."""
+    mask = ht.shape[0] - 1
+    hole = slot
+    j = slot
+    while True:
+        j = (j + 1) & mask
+        if ht[j, H_STATE] == EMPTY:
+            break
+        home = np.int64((np.uint64(ht[j, H_KEY]) * _GOLDEN) >> np.uint64(32)) & mask
+        # the member stays iff its home is cyclically in (hole, j]: moving it would break its own probe
+        stays = (hole < home <= j) if hole <= j else (home > hole or home <= j)
+        if not stays:
+            for c in range(H_COLS):
+                ht[hole, c] = ht[j, c]
+            hole = j
+    for c in range(H_COLS):
+        ht[hole, c] = 0
+    return -1
 
 
 @njit(cache=True)

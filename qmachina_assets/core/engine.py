@@ -456,7 +456,7 @@ def _run(ts_a, act_a, side_a, px_a, sz_a, oid_a, fl_a, start, stop, close_throug
                         ot = ht[slot, bk.H_TICK]
                         nd = _push(dq, dv, nd, os_, ot, -ht[slot, bk.H_SIZE], 0.0, 0.0, 0.0)
                         _oow_adjust(si, oow, n, os_, ot, -1)
-                        bk.ht_remove(ht, slot)
+                        si[S_USED] += bk.ht_remove(ht, slot)
                         si[S_LIVE] -= 1
                     si[S_USED] += bk.ht_insert(ht, oid, sd, tick, sz)
                     si[S_LIVE] += 1
@@ -478,7 +478,7 @@ def _run(ts_a, act_a, side_a, px_a, sz_a, oid_a, fl_a, start, stop, close_throug
                         f = _split_fill(ht, si, slot, oq)
                         nd = _push(dq, dv, nd, os_, ot, -oq, 0.0, float(oq - f), 0.0)
                         _oow_adjust(si, oow, n, os_, ot, -1)
-                        bk.ht_remove(ht, slot)
+                        si[S_USED] += bk.ht_remove(ht, slot)
                         si[S_LIVE] -= 1
                     elif os_ == sd and ot == tick:
                         d = sz - oq
@@ -512,7 +512,7 @@ def _run(ts_a, act_a, side_a, px_a, sz_a, oid_a, fl_a, start, stop, close_throug
                     red = rem
                 f = _split_fill(ht, si, slot, red)
                 if red == rem:
-                    bk.ht_remove(ht, slot)
+                    si[S_USED] += bk.ht_remove(ht, slot)
                     si[S_LIVE] -= 1
                     _oow_adjust(si, oow, n, os_, ot, -1)
                 else:

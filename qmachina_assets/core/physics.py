@@ -264,7 +264,7 @@ def _steps3(v: float, a: float, j: float, k: int, tab: np.ndarray, big: np.ndarr
     return v2, a2, j2
 
 
-@njit(cache=True, _nrt=False, error_model="numpy")
+@njit(cache=True, _nrt=False, error_model="numpy", inline="always")
 def advance_to(ph: np.ndarray, tk: np.ndarray, depth: np.ndarray, i: int, upto_ns: int, cell_ns: int,
                pc: np.ndarray, tab: np.ndarray, big: np.ndarray) -> None:
     """Store slot i's state as of the last closed boundary <= upto_ns (before an event touch)."""
@@ -287,7 +287,7 @@ def advance_to(ph: np.ndarray, tk: np.ndarray, depth: np.ndarray, i: int, upto_n
     tk[i, T_LAST_TS] = b_last
 
 
-@njit(cache=True, _nrt=False, error_model="numpy")
+@njit(cache=True, _nrt=False, error_model="numpy", inline="always")
 def touch(ph: np.ndarray, tk: np.ndarray, depth: np.ndarray, i: int, ts: int, da: float, dp: float,
           df: float, eid: int, pc: np.ndarray) -> None:
     """Event update of slot i at ts (SPEC §2.4 with departure 1). Call after advance_to and the depth change."""
