@@ -219,6 +219,10 @@ def test_publish_is_idempotent(reg, world):
     assert again.version.version_id == first.version.version_id
     assert again.version.created_at == first.version.created_at  # the stored row, not a new one
     assert reg.count_rows() == counts
+    lineage, promoted = lineage_from_results(world.lake, world.exp, world.serving, world.pipeline, world.runs[0])
+    later = lineage.model_copy(update={"recorded_at": "1999-01-01T00:00:00+00:00"})  # timestamps are not content
+    res = reg.promote(promoted, alias="live", lineage=later, actor="x", reason="y", pipeline=world.pipeline)
+    assert (res.version.version_id, res.created) == (first.version.version_id, False)
     other_alias = promote_run(reg, world, world.runs[0], alias="canary")
     assert not other_alias.created and other_alias.event.to_version == first.version.version_id
     a = register(reg, world)
@@ -339,6 +343,10 @@ def test_preflight_refusals_write_nothing(reg, world, tmp_path):
                  target=other)
         err = _refused(other, {"instrument"}, "locked root 'NQ'", other.register,
                        world.configs / "serving" / "synth_flow.yaml", alias="live", actor="t", reason="r")
+        # an alias cannot be pointed at a stored version of another instrument either
+        stored = reg.resolve("live").version_id
+        _refused(other, {"instrument"}, "symbol_root: the version has 'ES', the instrument lock 'NQ'",
+                 other.activate, "other", stored, actor="t", reason="r")
     # a code version that cannot be resolved
     for code, match in (("unknown", "cannot be resolved"), ("0" * 40, "is not a commit of this checkout")):
         err = _refused(reg, {"code_version"}, match, direct, srv,

@@ -433,6 +433,12 @@ class Registry:
             version = self._load(conn, vid, alias)
         return PromotionResult(version=version, created=created, event=ev)
 
+    def dry_run(self, serving: ServingSpec, *, lineage: Lineage, gate: PromotionGate | None = None,
+                pipeline: PipelineSpec | None = None) -> dict[str, Any]:
+        """The preflight of `promote` without writing: the runtime snapshot, or PreflightError."""
+        return preflight(serving, pipeline or lineage.pipeline_spec(), lineage, instrument=self.instrument,
+                         lake=self.lake, gate=gate)
+
     def register(self, serving_yaml: str | os.PathLike[str], *, alias: str, actor: str, reason: str,
                  configs_dir: Path | None = None) -> PromotionResult:
         """Direct registration of a serving YAML (no experiment; still through preflight, no metrics gate)."""
