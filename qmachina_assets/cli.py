@@ -226,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--bin-budget-ms", type=float, default=None, help="default: the cell width")
     o.set_defaults(func=cmd_online_sim)
 
+    from qmachina_assets.core.registry.commands import add_serving_parser
+
+    add_serving_parser(sub)  # qmachina serving register|promote|list|show|history|diff|activate|rollback|...
+
     d = sub.add_parser("demo", help="end-to-end on the embedded default (sample data, SQLite instance)")
     d.add_argument("--records", type=int, default=2_000_000, help="size of the synthetic sample day")
     d.add_argument("--seed", type=int, default=7)

@@ -92,3 +92,22 @@ def test_online_sim_cli_reports_latency(capsys):
     out = capsys.readouterr().out
     assert "bins 600" in out and "total" in out and "budget 100 ms/bin" in out
     assert main(["online-sim", "/nonexistent.dbn", "--serving", "vp_flow_score"]) == 2
+
+
+def test_serving_commands_register_diff_rollback(tmp_path, capsys):
+    lake = str(tmp_path / "lake")
+    common = ["--lake", lake]
+    assert main(["serving", "register", "configs/serving/vp_flow_score.yaml", "--alias", "live", "--reason", "a",
+                 *common]) == 0
+    assert main(["serving", "register", "configs/serving/vp_derivative.yaml", "--alias", "live", "--reason", "b",
+                 *common]) == 0
+    out = capsys.readouterr().out
+    first, second = (line.split()[1] for line in out.splitlines() if line.startswith("published"))
+    assert main(["serving", "diff", first, second, "--json", *common]) == 0
+    diff = json.loads(capsys.readouterr().out)
+    assert diff["changed"] and "signal" in json.dumps(diff["changed"])
+    assert main(["serving", "rollback", "live", "--reason", "bad model", *common]) == 0
+    capsys.readouterr()
+    assert main(["serving", "show", "live", "--json", *common]) == 0
+    assert json.loads(capsys.readouterr().out)["version_id"] == first  # the rollback repointed the alias
+    assert main(["serving", "activate", "live", "sv_0000000000000000", "--reason", "x", *common]) == 1
