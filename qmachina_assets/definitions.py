@@ -8,6 +8,7 @@ from qmachina_assets.defs.bronze.jobs import bronze_job
 from qmachina_assets.defs.bronze.sensors import raw_file_sensor
 from qmachina_assets.defs.datasets.assets import dataset_assets
 from qmachina_assets.defs.gold.assets import gold_assets
+from qmachina_assets.defs.promotion.assets import candidate_assets, promote_job, promotion_sensor
 from qmachina_assets.defs.resources import default_resources
 from qmachina_assets.defs.silver.assets import silver_grid
 from qmachina_assets.defs.sweeps.assets import experiment_jobs, sweep_assets
@@ -15,11 +16,12 @@ from qmachina_assets.defs.sweeps.assets import experiment_jobs, sweep_assets
 INSTRUMENT = locked_instrument()  # start-up lock check: a malformed or missing file stops the load here
 
 RESEARCH = [*dataset_assets(), *sweep_assets()]
+CANDIDATES = candidate_assets()
 
 defs = dg.Definitions(
-    assets=[bronze_mbo, silver_grid, *gold_assets(), *RESEARCH],
-    jobs=[bronze_job, *experiment_jobs(RESEARCH)],
-    sensors=[raw_file_sensor],
+    assets=[bronze_mbo, silver_grid, *gold_assets(), *RESEARCH, *CANDIDATES],
+    jobs=[bronze_job, *experiment_jobs(RESEARCH), promote_job],
+    sensors=[raw_file_sensor, promotion_sensor(CANDIDATES)],
     resources=default_resources(),
     executor=dg.multiprocess_executor.configured({"max_concurrent": 2}),
 )

@@ -166,3 +166,48 @@ def test_ml_signal_is_fitted_per_label_barrier_on_the_training_day(world):
     by_tp = {tp: [r for r in rows if r["tp_ticks"] == tp] for tp in (2.0, 4.0)}
     assert {json.loads(r["signal_config_json"])["max_rounds"] for r in rows} == {30}
     assert by_tp[2.0][0]["oos_n_trades"] + by_tp[4.0][0]["oos_n_trades"] > 0
+
+
+def test_promotion_candidate_sensor_and_job(world, monkeypatch):
+    """Sweep -> candidates asset -> sensor (gate) -> promote_job -> the registry's alias."""
+    from qmachina_assets.core.registry import Registry
+    from qmachina_assets.defs.promotion.assets import candidate_assets, promote_job, promotion_sensor
+
+    lake, exp_path, exp, srv, pipe = world
+    sweeps.append_results(lake, sweeps.run_fold(lake, exp, srv, pipe, sweeps.folds(pipe, exp)[0]))
+    strict = exp_path.parent / "synth_strict.yaml"
+    strict.write_text(EXPERIMENT.replace("name: synth_sweep", "name: synth_strict")
+                      .replace("min_oos_trades: 1,", "min_oos_trades: 1000000,"))
+    sweeps.append_results(lake, sweeps.run_fold(lake, *resolve_experiment(strict), sweeps.folds(pipe, exp)[0]))
+    assets = [a for a in candidate_assets(exp_path.parent) if a.key.path[0].endswith(("synth_sweep", "synth_strict"))]
+    res_def = {"lake_res": LakeResource(root=str(lake))}
+    with dg.instance_for_test() as instance:
+        res = dg.materialize(assets, instance=instance, resources=res_def)
+        assert res.success
+        meta = res.asset_materializations_for_node("promotion_candidates_synth_sweep")[0].metadata
+        assert meta["gate_passed"].value and len(meta["run_ids"].value) == 1
+        strict_meta = res.asset_materializations_for_node("promotion_candidates_synth_strict")[0].metadata
+        assert not strict_meta["gate_passed"].value and "oos_n_trades" in strict_meta["gate_problems"].value
+
+        sensor = promotion_sensor(assets)
+        defs = dg.Definitions(assets=assets, jobs=[promote_job], sensors=[sensor], resources=res_def)
+        ctx = dg.build_multi_asset_sensor_context(monitored_assets=[a.key for a in assets], instance=instance,
+                                                  definitions=defs)
+        requests = list(sensor(ctx))
+        assert len(requests) == 1 and requests[0].run_key == meta["candidate_key"].value
+        run_config = requests[0].run_config
+        assert run_config["ops"]["promote"]["config"]["alias"] == "synth_sweep"
+        assert promote_job.execute_in_process(run_config=run_config, instance=instance, resources=res_def).success
+    with Registry(lake=lake) as reg:
+        live = reg.resolve("synth_sweep")
+        assert reg.history("synth_sweep")[-1].actor == "dagster"
+    assert live.serving_spec().threshold == meta["params"].value["threshold"]  # what was evaluated is served
+    # a manual launch with a run that fails the gate goes through the same gate and publishes nothing
+    bad = {"ops": {"promote": {"config": {"experiment": str(strict), "run_ids": strict_meta["run_ids"].value,
+                                          "alias": "synth_strict"}}}}
+    with dg.instance_for_test() as instance:
+        out = promote_job.execute_in_process(run_config=bad, instance=instance, resources=res_def,
+                                             raise_on_error=False)
+        assert not out.success
+    with Registry(lake=lake) as reg:
+        assert "synth_strict" not in {a.name for a in reg.list_aliases()}
