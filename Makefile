@@ -4,7 +4,7 @@ VENV := .venv
 UV_VERSION := 0.13.9
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: demo test lint install clean-lake
+.PHONY: demo test lint install web-install web-build clean-lake
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,15 +14,29 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The browser client (web/): npm ci from the committed lockfile, redone only when node_modules is missing
+# (the stamp lives inside it) or package.json / package-lock.json changed.
+WEB_STAMP := web/node_modules/.installed
+$(WEB_STAMP): web/package.json web/package-lock.json
+	npm --prefix web ci --no-audit --no-fund
+	touch $@
+
+web-install: $(WEB_STAMP)
+
+## Static build of the browser client into web/dist/ (served by the Python serving process)
+web-build: web-install
+	npm --prefix web run build
+
 ## Main job end to end on the embedded default (sample data, SQLite Dagster instance)
 demo: install
 	$(VENV)/bin/qmachina demo
 
 ## The test suite (CI runs this with QMACHINA_REQUIRE_SERVICES=1)
-test: install
+test: install web-install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/qmachina validate-configs
 	$(VENV)/bin/pytest -q
+	npm --prefix web test
 
 lint: install
 	$(VENV)/bin/ruff check .
