@@ -1,0 +1,284 @@
+"""Stream fan-out benchmark: the serving process and N WebSocket clients on loopback.
+
+Usage: python bench/stream.py [--clients 200] [--seconds 30] [--speed 1] [--client-procs 1]
+                              [--url ws://host:port --serving ALIAS]   (attach to a running server)
+
+Without --url it builds a throw-away lake (the real ESH4 2023-12-25 sample -> bronze), registers a
+serving version (vp_flow_score on the 18:00-19:00 ET Sunday open) in its SQLite registry, starts
+`python -m qmachina_serving` in its own process group, and kills the group at the end.
+
+Every client joins the same replay session (same alias, window and speed). Per bin it records the
+latency from the bin's close on the paced clock (`due_unix_ns` of its grid_update) to the receipt of
+the bin's Arrow frame, and the bins it missed (gaps in bin_seq after its first bin). The first
+`--warmup` seconds are left out (clients still connecting). Reports p50/p95/p99/max latency, missed
+bins, server and client CPU (% of one core) over the measured window; the last line is JSON.
+Goal on a 2-core machine: 200 clients at 100 ms bins, p99 < 20 ms, no missed bins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SAMPLE = "nautilus_trader/esh4-glbx-mdp3-20231225.mbo.dbn.zst"
+PIPELINE = """name: bench_sunday_open
+description: Sunday open of the real ESH4 sample day (stream benchmark).
+pipeline_code_version: 1
+capture:
+  symbol: ESH4
+  dates: [2023-12-25]
+  start_et: "18:00"
+  end_et: "19:00"
+engine: {}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_lake(root: Path) -> str:
+    """Bronze of the sample day + a registered serving version; returns the alias."""
+    from qmachina_assets.core import lake as lakemod
+    from qmachina_assets.core.bronze import build_bronze
+    from qmachina_assets.core.instrument import load_instrument
+    from qmachina_assets.core.paths import PROJECT_ROOT, shared_data_root
+    from qmachina_assets.core.registry import Registry
+
+    inst = load_instrument(PROJECT_ROOT / "configs" / "instrument.yaml")
+    lake = root / "lake"
+    lake.mkdir(parents=True)
+    f = lakemod.land_raw_file(shared_data_root() / SAMPLE, lake, inst)
+    build_bronze([f.path], date=f.date, symbol="ESH4", lake=lake, instrument=inst)
+    cfg = root / "configs"
+    (cfg / "pipelines").mkdir(parents=True)
+    (cfg / "serving").mkdir()
+    (cfg / "pipelines" / "bench_sunday_open.yaml").write_text(PIPELINE)
+    spec = (PROJECT_ROOT / "configs" / "serving" / "vp_flow_score.yaml").read_text()
+    spec = spec.replace("pipeline: es_sample_days", "pipeline: bench_sunday_open")
+    spec = spec.replace("name: vp_flow_score", "name: vp_bench")
+    (cfg / "serving" / "vp_bench.yaml").write_text(spec)
+    with Registry(lake=lake, instrument=inst) as reg:
+        reg.register(cfg / "serving" / "vp_bench.yaml", alias="bench", actor="bench/stream.py",
+                     reason="stream benchmark", configs_dir=cfg)
+    return "bench"
+
+
+def start_server(lake: Path, port: int, queue_bins: int) -> subprocess.Popen:
+    env = {**os.environ, "QMACHINA_LAKE_DIR": str(lake), "QMACHINA_SERVING_LOG_LEVEL": "warning",
+           "QMACHINA_SERVING_MAX_SUBSCRIBERS": "5000", "QMACHINA_SERVING_CLIENT_QUEUE_BINS": str(queue_bins)}
+    proc = subprocess.Popen([sys.executable, "-m", "qmachina_serving", "--port", str(port)], cwd=ROOT, env=env,
+                            start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError("server not ready after 180 s")
+
+
+# ---- clients (run in their own process(es)) -------------------------------------------------------
+
+
+async def _client(uri: str, out: dict, stop_at: float) -> None:
+    from websockets.asyncio.client import connect
+
+    lat: list[int] = []  # (receive ns - due ns) per bin, with the receive wall time
+    recv_at: list[int] = []
+    missed = 0
+    prev = None
+    due = 0
+    seq = -1
+    code = None
+    try:
+        async with connect(uri, max_size=None, compression=None, open_timeout=60, ping_interval=None) as ws:
+            async for msg in ws:
+                if isinstance(msg, bytes):
+                    now = time.time_ns()
+                    lat.append(now - due)
+                    recv_at.append(now)
+                    if prev is not None and seq != prev + 1:
+                        missed += seq - prev - 1
+                    prev = seq
+                    if now / 1e9 > stop_at:
+                        break
+                elif msg.startswith('{"type":"grid_update"'):
+                    i = msg.rindex('"due_unix_ns":"') + 15
+                    due = int(msg[i:msg.index('"', i)])
+                    j = msg.index('"bin_seq":') + 10
+                    seq = int(msg[j:msg.index(",", j)])
+                else:
+                    kind = json.loads(msg)["type"]
+                    if kind in ("end_of_stream", "error"):
+                        code = kind
+        code = code or "client_stop"
+    except Exception as exc:
+        code = f"{type(exc).__name__}: {exc}"
+    out["lat"].append(np.asarray(lat, dtype=np.int64))
+    out["recv"].append(np.asarray(recv_at, dtype=np.int64))
+    out["missed"].append(missed)
+    out["end"].append(code)
+
+
+def client_proc(uri: str, n: int, stop_at: float, ramp_s: float, conn) -> None:
+    import resource
+
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    out: dict = {"lat": [], "recv": [], "missed": [], "end": []}
+
+    async def main() -> None:
+        tasks = []
+        for _ in range(n):
+            tasks.append(asyncio.create_task(_client(uri, out, stop_at)))
+            await asyncio.sleep(ramp_s / max(n, 1))
+        await asyncio.gather(*tasks)
+
+    runner(main())
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    conn.send({"out": out, "cpu_s": ru.ru_utime + ru.ru_stime})
+    conn.close()
+
+
+# ---- main ---------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clients", type=int, default=200)
+    ap.add_argument("--seconds", type=float, default=30.0, help="measured window")
+    ap.add_argument("--warmup", type=float, default=3.0, help="seconds left out at the start")
+    ap.add_argument("--speed", type=float, default=1.0)
+    ap.add_argument("--client-procs", type=int, default=1)
+    ap.add_argument("--queue-bins", type=int, default=64, help="server's per-client queue (started server)")
+    ap.add_argument("--url", default=None, help="ws://host:port of a running server (skips setup)")
+    ap.add_argument("--serving", default="bench")
+    args = ap.parse_args()
+
+    tmp = None
+    server = None
+    try:
+        if args.url is None:
+            tmp = Path(tempfile.mkdtemp(prefix="qm_bench_stream_"))
+            serving = build_lake(tmp)
+            port = free_port()
+            t = time.time()
+            server = start_server(tmp / "lake", port, args.queue_bins)
+            print(f"server ready in {time.time() - t:.1f} s (pid {server.pid}, port {port})", file=sys.stderr)
+            base = f"ws://127.0.0.1:{port}"
+        else:
+            base, serving = args.url.rstrip("/"), args.serving
+        # end of the replay window a little after the client stop (a normal end of stream follows)
+        total = args.warmup + args.seconds
+        end = (dt.datetime(2000, 1, 1, 18, 0) + dt.timedelta(seconds=total * args.speed + 5)).time()
+        uri = (f"{base}/v1/stream?serving={serving}&speed={args.speed:g}"
+               f"&end={min(end, dt.time(18, 59, 59)).isoformat(timespec='seconds')}")
+        t_start = time.time()
+        stop_at = t_start + total
+        per = [args.clients // args.client_procs + (i < args.clients % args.client_procs)
+               for i in range(args.client_procs)]
+        ctx = mp.get_context("spawn")
+        procs, pipes = [], []
+        for n in per:
+            a, b = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=client_proc, args=(uri, n, stop_at, min(2.0, args.warmup / 2), b))
+            p.start()
+            procs.append(p)
+            pipes.append(a)
+        time.sleep(max(0.0, t_start + args.warmup - time.time()))
+        spid = server.pid if server is not None else None
+        s_cpu0 = cpu_seconds(spid) if spid else None
+        c_cpu0 = sum(cpu_seconds(p.pid) for p in procs)
+        t0 = time.time()
+        time.sleep(max(0.0, stop_at - time.time()))
+        t1 = time.time()
+        s_cpu1 = cpu_seconds(spid) if spid else None
+        c_cpu1 = sum(cpu_seconds(p.pid) for p in procs if p.is_alive())
+        stats = None
+        try:
+            http = base.replace("ws://", "http://")
+            with urllib.request.urlopen(f"{http}/v1/stream/stats", timeout=5) as r:
+                stats = json.loads(r.read())
+        except OSError:
+            pass
+        results = [c.recv() for c in pipes]
+        for p in procs:
+            p.join(timeout=30)
+    finally:
+        if server is not None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    window_lo = int((t_start + args.warmup) * 1e9)
+    lats, missed, ends, per_client_bins = [], 0, {}, []
+    for res in results:
+        out = res["out"]
+        for lat, recv, m, end in zip(out["lat"], out["recv"], out["missed"], out["end"], strict=True):
+            keep = recv >= window_lo
+            lats.append(lat[keep])
+            per_client_bins.append(int(keep.sum()))
+            missed += m
+            ends[end] = ends.get(end, 0) + 1
+    lat_ms = np.concatenate(lats) / 1e6 if lats else np.zeros(0)
+    measured = t1 - t0
+    report = {
+        "clients": args.clients, "client_procs": args.client_procs, "speed": args.speed,
+        "bin_ms": 100 / args.speed, "measured_s": round(measured, 2),
+        "bins_per_client_min": min(per_client_bins, default=0), "bins_per_client_max": max(per_client_bins, default=0),
+        "frames": int(lat_ms.size),
+        "latency_ms": {q: round(float(np.percentile(lat_ms, p)), 3) if lat_ms.size else None
+                       for q, p in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))},
+        "missed_bins": missed, "client_ends": ends,
+        "server_cpu_pct": round(100 * (s_cpu1 - s_cpu0) / measured, 1) if s_cpu0 is not None else None,
+        "client_cpu_pct": round(100 * (c_cpu1 - c_cpu0) / measured, 1),
+        "server_skipped": stats["sessions"][0]["skipped"] if stats and stats["sessions"] else None,
+        "server_dropped": stats["sessions"][0]["dropped"] if stats and stats["sessions"] else None,
+        "pacer_lateness_ms": stats["sessions"][0]["pacer_lateness_ms"] if stats and stats["sessions"] else None,
+    }
+    lm = report["latency_ms"]
+    print(f"{args.clients} clients, {report['bin_ms']:g} ms bins, {measured:.1f} s measured: "
+          f"latency p50 {lm['p50']} / p95 {lm['p95']} / p99 {lm['p99']} / max {lm['max']} ms; "
+          f"missed bins {missed}; server CPU {report['server_cpu_pct']} %, clients {report['client_cpu_pct']} %")
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

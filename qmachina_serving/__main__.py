@@ -1,0 +1,5 @@
+import sys
+
+from qmachina_serving.server import main
+
+sys.exit(main())
