@@ -17,6 +17,8 @@ SAMPLE_FILES = (
     "nautilus_trader/orderbooks_mbo_2024-05-08T00-00-00_2024-05-08T00-00-02.dbn.zst",
 )
 DEMO_DATE = dt.date(2024, 3, 15)
+DEMO_DATES = (dt.date(2024, 3, 14), DEMO_DATE)  # training day, test day of the demo experiment
+DEMO_EXPERIMENT = "demo_flow_score_sweep"
 DEMO_SILVER_WINDOW = {"start_et": "09:30", "end_et": "10:30"}
 
 
@@ -133,13 +135,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     lake = lake_root()
     staging = lake / "staging"
     landed = []
-    params = SynthParams(n_records=args.records, seed=args.seed, date=DEMO_DATE, symbol=instrument.symbol)
-    synth_path = staging / f"synth-{params.symbol.lower()}-{params.date:%Y%m%d}-s{params.seed}.mbo.dbn.zst"
-    print(f"[1/3] synthetic day: {params.n_records:,} records, {params.symbol} {params.date} (seed {params.seed})")
-    if not synth_path.exists():
-        write_synthetic_day(synth_path, params, instrument)
-    landed.append(land_raw_file(synth_path, lake, instrument))
-    print(f"[2/3] real Databento samples from {shared_data_root()}")
+    print(f"[1/4] synthetic days: {args.records:,} records each, {instrument.symbol} "
+          f"{', '.join(map(str, DEMO_DATES))} (seed {args.seed}+)")
+    for i, day in enumerate(DEMO_DATES):
+        params = SynthParams(n_records=args.records, seed=args.seed + i, date=day, symbol=instrument.symbol)
+        synth_path = staging / f"synth-{params.symbol.lower()}-{day:%Y%m%d}-s{params.seed}.mbo.dbn.zst"
+        if not synth_path.exists():
+            write_synthetic_day(synth_path, params, instrument)
+        landed.append(land_raw_file(synth_path, lake, instrument))
+    print(f"[2/4] real Databento samples from {shared_data_root()}")
     for rel in SAMPLE_FILES:
         src = shared_data_root() / rel
         if not src.is_file():
@@ -147,7 +151,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             continue
         landed.append(land_raw_file(src, lake, instrument))
     gold_builtin = next(a for a in gold_assets() if a.key.to_user_string() == "gold_builtin")
-    print(f"[3/3] bronze, silver and gold partitions into DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+    print(f"[3/4] bronze, silver and gold partitions into DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
     rows = []
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     with dg.DagsterInstance.get() as instance:
@@ -171,6 +175,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                              bronze["unknown_order_events"].value, silver["bins"].value,
                              silver["engine_seconds"].value, gold["cells_per_s"].value,
                              ", ".join(failed) or "all passed"))
+        print(f"[4/4] experiment {DEMO_EXPERIMENT}: datasets, walk-forward sweep, promotion gate", flush=True)
+        research = _demo_experiment(instance, dg, quiet)
     print()
     print(f"{'partition':<17} {'records':>10} {'snapshot':>8} {'unknown':>8} {'bins':>7} {'silver s':>9} "
           f"{'gold cells/s':>13}  checks")
@@ -179,9 +185,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print()
     print(f"lake:          {lake}  (raw/, bronze/, silver/ and gold/builtin/, each partition with manifest.json)")
     print(f"dagster home:  {os.environ['DAGSTER_HOME']}")
+    for line in research:
+        print(line)
     print("look at it:    DAGSTER_HOME=$PWD/dagster_home .venv/bin/dagster dev -w workspace.yaml"
           "  -> http://127.0.0.1:3000 (assets, checks, partitions, raw_file_sensor)")
     return 0
+
+
+def _demo_experiment(instance, dg, quiet: dict) -> list[str]:
+    """Datasets of both demo days, the walk-forward sweep on the test day, the promotion candidate and, if
+    it passes the experiment's gate, the promotion (what the sensor does under `dagster dev`)."""
+    from qmachina_assets.core.registry import Registry
+    from qmachina_assets.defs.datasets.assets import dataset_assets
+    from qmachina_assets.defs.partitions import partition_key
+    from qmachina_assets.defs.promotion.assets import candidate_assets, promote_job
+    from qmachina_assets.defs.resources import default_resources
+    from qmachina_assets.defs.sweeps.assets import sweep_assets
+
+    def pick(assets: list, key: str):
+        return next(a for a in assets if a.key.to_user_string() == key)
+
+    resources = default_resources()
+    dataset = pick(dataset_assets(), "dataset_es_rth_1h")
+    for day in DEMO_DATES:
+        dg.materialize([dataset], partition_key=partition_key(day.isoformat(), "ESH4"), instance=instance,
+                       resources=resources, raise_on_error=True, run_config=quiet)
+    sweep = pick(sweep_assets(), f"sweep_{DEMO_EXPERIMENT}")
+    res = dg.materialize([sweep], partition_key=partition_key(DEMO_DATE.isoformat(), "ESH4"), instance=instance,
+                         resources=resources, raise_on_error=True, run_config=quiet)
+    sm = res.asset_materializations_for_node(f"sweep_{DEMO_EXPERIMENT}")[0].metadata
+    cands = pick(candidate_assets(), f"promotion_candidates_{DEMO_EXPERIMENT}")
+    res = dg.materialize([cands], instance=instance, resources=resources, raise_on_error=True, run_config=quiet)
+    cm = res.asset_materializations_for_node(f"promotion_candidates_{DEMO_EXPERIMENT}")[0].metadata
+    lines = [f"experiment:    {DEMO_EXPERIMENT}: {sm['parameter_sets'].value} parameter sets, trained on "
+             f"{sm['train_dates'].value}, tested on {DEMO_DATE} ({sm['sweep_seconds'].value:.1f} s); results in "
+             f"{sm['results_file'].value}"]
+    if "run_ids" not in cm:
+        return [*lines, "promotion:     no candidate (no parameter set had enough in-sample trades)"]
+    if not cm["gate_passed"].value:
+        return [*lines, f"promotion:     gate failed for {cm['params'].value}:", cm["gate_problems"].value]
+    config = {"ops": {"promote": {"config": {"experiment": DEMO_EXPERIMENT, "run_ids": cm["run_ids"].value,
+                                             "alias": DEMO_EXPERIMENT, "reason": "qmachina demo: gate passed"}}}}
+    promote_job.execute_in_process(run_config={**config, **quiet}, instance=instance, resources=resources)
+    with Registry() as reg:
+        live = reg.resolve(DEMO_EXPERIMENT)
+    return [*lines, f"promotion:     gate passed; alias {DEMO_EXPERIMENT} -> {live.version_id} "
+                    f"(qmachina serving show {DEMO_EXPERIMENT})"]
 
 
 def build_parser() -> argparse.ArgumentParser:

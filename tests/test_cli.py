@@ -50,21 +50,25 @@ def test_console_script_synth(tmp_path):
 def test_demo_runs_end_to_end_into_the_instance(lake, dagster_home, capsys):
     assert main(["demo", "--records", "60000"]) == 0
     out = capsys.readouterr().out
-    for part in ("2024-03-15|ESH4", "2023-12-25|ESH4", "2023-12-24|ESH4", "2024-05-08|ESM4"):
+    for part in ("2024-03-14|ESH4", "2024-03-15|ESH4", "2023-12-25|ESH4", "2023-12-24|ESH4", "2024-05-08|ESM4"):
         assert part in out
     assert "http://127.0.0.1:3000" in out
+    days = ("ESH4/2023-12-24", "ESH4/2023-12-25", "ESH4/2024-03-14", "ESH4/2024-03-15", "ESM4/2024-05-08")
     manifests = sorted(p.relative_to(lake).as_posix() for p in lake.glob("bronze/*/*/manifest.json"))
-    assert manifests == ["bronze/ESH4/2023-12-24/manifest.json", "bronze/ESH4/2023-12-25/manifest.json",
-                         "bronze/ESH4/2024-03-15/manifest.json", "bronze/ESM4/2024-05-08/manifest.json"]
+    assert manifests == [f"bronze/{d}/manifest.json" for d in days]
     synth = json.loads((lake / "bronze/ESH4/2024-03-15/manifest.json").read_text())
     assert synth["record_count"] == 60_000 and synth["unknown_cancel"] == 0 and synth["starts_with_snapshot"]
     with dg.DagsterInstance.get() as instance:  # the SQLite instance under DAGSTER_HOME
         records = instance.fetch_materializations(dg.AssetKey("bronze_mbo"), limit=10).records
-        assert len(records) == 4
-        assert len(instance.fetch_materializations(dg.AssetKey("gold_builtin"), limit=10).records) == 4
+        assert len(records) == 5
+        assert len(instance.fetch_materializations(dg.AssetKey("gold_builtin"), limit=10).records) == 5
+        for key in ("dataset_es_rth_1h", "sweep_demo_flow_score_sweep", "promotion_candidates_demo_flow_score_sweep"):
+            assert instance.fetch_materializations(dg.AssetKey(key), limit=10).records, key
     gold = sorted(p.relative_to(lake).as_posix() for p in lake.glob("gold/builtin/*/*/gold.parquet"))
-    assert gold == [f"gold/builtin/{p}/gold.parquet" for p in ("ESH4/2023-12-24", "ESH4/2023-12-25",
-                                                                "ESH4/2024-03-15", "ESM4/2024-05-08")]
+    assert gold == [f"gold/builtin/{d}/gold.parquet" for d in days]
+    assert "experiment:    demo_flow_score_sweep: 8 parameter sets, trained on 2024-03-14" in out
+    assert "promotion:     " in out  # the gate's verdict (promoted, or why not)
+    assert len(list(lake.glob("research/results/demo_flow_score_sweep/*.parquet"))) == 1
     # idempotent: a second run re-uses what is stored (same bytes), nothing is rewritten
     before = (lake / "bronze/ESH4/2024-03-15/mbo.dbn").stat().st_mtime_ns
     assert main(["demo", "--records", "60000"]) == 0
