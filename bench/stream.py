@@ -84,11 +84,13 @@ def build_lake(root: Path) -> str:
     return "bench"
 
 
-def start_server(lake: Path, port: int, queue_bins: int) -> subprocess.Popen:
+def start_server(lake: Path, port: int, queue_bins: int, nice: int = 0) -> subprocess.Popen:
     env = {**os.environ, "QMACHINA_LAKE_DIR": str(lake), "QMACHINA_SERVING_LOG_LEVEL": "warning",
            "QMACHINA_SERVING_MAX_SUBSCRIBERS": "5000", "QMACHINA_SERVING_CLIENT_QUEUE_BINS": str(queue_bins)}
-    proc = subprocess.Popen([sys.executable, "-m", "qmachina_serving", "--port", str(port)], cwd=ROOT, env=env,
-                            start_new_session=True)
+    cmd = [sys.executable, "-m", "qmachina_serving", "--port", str(port)]
+    if nice:
+        cmd = ["nice", "-n", str(nice), *cmd]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
     deadline = time.time() + 180
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -106,47 +108,158 @@ def start_server(lake: Path, port: int, queue_bins: int) -> subprocess.Popen:
 # ---- clients (run in their own process(es)) -------------------------------------------------------
 
 
-async def _client(uri: str, out: dict, stop_at: float) -> None:
+class _Record:
+    """What one client saw: per-bin latency (receive - due, ns), receive times, missed bins, how it ended."""
+
+    def __init__(self) -> None:
+        self.lat: list[int] = []
+        self.recv: list[int] = []
+        self.missed = 0
+        self.prev: int | None = None
+        self.due = 0
+        self.seq = -1
+        self.end: str | None = None
+
+    def text(self, msg: str) -> None:
+        if msg.startswith('{"type":"grid_update"'):
+            i = msg.rindex('"due_unix_ns":"') + 15
+            self.due = int(msg[i:msg.index('"', i)])
+            j = msg.index('"bin_seq":') + 10
+            self.seq = int(msg[j:msg.index(",", j)])
+        else:
+            kind = json.loads(msg)["type"]
+            if kind in ("end_of_stream", "error"):
+                self.end = kind
+
+    def binary(self, now: int) -> None:
+        self.lat.append(now - self.due)
+        self.recv.append(now)
+        if self.prev is not None and self.seq != self.prev + 1:
+            self.missed += self.seq - self.prev - 1
+        self.prev = self.seq
+
+
+class LeanClient(asyncio.Protocol):
+    """A minimal RFC 6455 client (what a browser's native WebSocket costs, not a Python library's):
+    handshake, unmasked server frames parsed in place, pings answered, no per-message queue."""
+
+    def __init__(self, host: str, path: str, rec: _Record, stop_at: float, done: asyncio.Future):
+        self.req = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+        self.rec, self.stop_at, self.done = rec, stop_at, done
+        self.buf = bytearray()
+        self.open = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.write(self.req)
+
+    def _send(self, opcode: int, payload: bytes) -> None:  # client frames are masked (zero key)
+        assert self.transport is not None and len(payload) < 126
+        self.transport.write(bytes((0x80 | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.open:
+            i = buf.find(b"\r\n\r\n")
+            if i < 0:
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                self._finish(f"handshake: {bytes(buf[:40])!r}")
+                return
+            del buf[:i + 4]
+            self.open = True
+        pos = 0
+        n = len(buf)
+        while n - pos >= 2:
+            b0, b1 = buf[pos], buf[pos + 1] & 0x7F
+            off = pos + 2
+            if b1 == 126:
+                if n - pos < 4:
+                    break
+                b1, off = int.from_bytes(buf[pos + 2:pos + 4], "big"), pos + 4
+            elif b1 == 127:
+                if n - pos < 10:
+                    break
+                b1, off = int.from_bytes(buf[pos + 2:pos + 10], "big"), pos + 10
+            if n - off < b1:
+                break
+            op = b0 & 0x0F
+            if op == 2:
+                now = time.time_ns()
+                self.rec.binary(now)
+                if now / 1e9 > self.stop_at:
+                    self._send(8, (1000).to_bytes(2, "big"))
+                    self._finish("client_stop")
+                    return
+            elif op == 1:
+                self.rec.text(buf[off:off + b1].decode())
+            elif op == 9:
+                self._send(10, bytes(buf[off:off + b1]))
+            elif op == 8:
+                code = int.from_bytes(buf[off:off + 2], "big") if b1 >= 2 else 1005
+                self._finish(self.rec.end or f"close {code}")
+                return
+            pos = off + b1
+        del buf[:pos]
+
+    def _finish(self, why: str) -> None:
+        self.rec.end = self.rec.end if why.startswith("close") and self.rec.end else why
+        if self.transport is not None:
+            self.transport.close()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def connection_lost(self, exc) -> None:
+        if not self.done.done():
+            self.rec.end = self.rec.end or "connection_lost"
+            self.done.set_result(None)
+
+
+async def _lean_client(uri: str, rec: _Record, stop_at: float) -> None:
+    from urllib.parse import urlsplit
+
+    u = urlsplit(uri)
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    try:
+        await loop.create_connection(lambda: LeanClient(u.netloc, f"{u.path}?{u.query}", rec, stop_at, done),
+                                     u.hostname, u.port)
+        await done
+    except Exception as exc:
+        rec.end = f"{type(exc).__name__}: {exc}"
+
+
+async def _websockets_client(uri: str, rec: _Record, stop_at: float) -> None:
     from websockets.asyncio.client import connect
 
-    lat: list[int] = []  # (receive ns - due ns) per bin, with the receive wall time
-    recv_at: list[int] = []
-    missed = 0
-    prev = None
-    due = 0
-    seq = -1
-    code = None
     try:
         async with connect(uri, max_size=None, compression=None, open_timeout=60, ping_interval=None) as ws:
             async for msg in ws:
                 if isinstance(msg, bytes):
                     now = time.time_ns()
-                    lat.append(now - due)
-                    recv_at.append(now)
-                    if prev is not None and seq != prev + 1:
-                        missed += seq - prev - 1
-                    prev = seq
+                    rec.binary(now)
                     if now / 1e9 > stop_at:
+                        rec.end = rec.end or "client_stop"
                         break
-                elif msg.startswith('{"type":"grid_update"'):
-                    i = msg.rindex('"due_unix_ns":"') + 15
-                    due = int(msg[i:msg.index('"', i)])
-                    j = msg.index('"bin_seq":') + 10
-                    seq = int(msg[j:msg.index(",", j)])
                 else:
-                    kind = json.loads(msg)["type"]
-                    if kind in ("end_of_stream", "error"):
-                        code = kind
-        code = code or "client_stop"
+                    rec.text(msg)
     except Exception as exc:
-        code = f"{type(exc).__name__}: {exc}"
-    out["lat"].append(np.asarray(lat, dtype=np.int64))
-    out["recv"].append(np.asarray(recv_at, dtype=np.int64))
-    out["missed"].append(missed)
-    out["end"].append(code)
+        rec.end = f"{type(exc).__name__}: {exc}"
 
 
-def client_proc(uri: str, n: int, stop_at: float, ramp_s: float, conn) -> None:
+async def _client(uri: str, out: dict, stop_at: float, kind: str) -> None:
+    rec = _Record()
+    await (_lean_client if kind == "lean" else _websockets_client)(uri, rec, stop_at)
+    out["lat"].append(np.asarray(rec.lat, dtype=np.int64))
+    out["recv"].append(np.asarray(rec.recv, dtype=np.int64))
+    out["missed"].append(rec.missed)
+    out["end"].append(rec.end or "?")
+
+
+def client_proc(uri: str, n: int, stop_at: float, ramp_s: float, kind: str, conn) -> None:
     import resource
 
     try:
@@ -159,7 +272,7 @@ def client_proc(uri: str, n: int, stop_at: float, ramp_s: float, conn) -> None:
     async def main() -> None:
         tasks = []
         for _ in range(n):
-            tasks.append(asyncio.create_task(_client(uri, out, stop_at)))
+            tasks.append(asyncio.create_task(_client(uri, out, stop_at, kind)))
             await asyncio.sleep(ramp_s / max(n, 1))
         await asyncio.gather(*tasks)
 
@@ -185,7 +298,11 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds left out at the start")
     ap.add_argument("--speed", type=float, default=1.0)
     ap.add_argument("--client-procs", type=int, default=1)
+    ap.add_argument("--client", choices=("lean", "websockets"), default="lean",
+                    help="lean: minimal RFC 6455 protocol client; websockets: the websockets library")
     ap.add_argument("--queue-bins", type=int, default=64, help="server's per-client queue (started server)")
+    ap.add_argument("--server-nice", type=int, default=0,
+                    help="niceness of the started server (negative needs privileges; for shared machines)")
     ap.add_argument("--url", default=None, help="ws://host:port of a running server (skips setup)")
     ap.add_argument("--serving", default="bench")
     args = ap.parse_args()
@@ -198,7 +315,7 @@ def main() -> int:
             serving = build_lake(tmp)
             port = free_port()
             t = time.time()
-            server = start_server(tmp / "lake", port, args.queue_bins)
+            server = start_server(tmp / "lake", port, args.queue_bins, args.server_nice)
             print(f"server ready in {time.time() - t:.1f} s (pid {server.pid}, port {port})", file=sys.stderr)
             base = f"ws://127.0.0.1:{port}"
         else:
@@ -216,7 +333,7 @@ def main() -> int:
         procs, pipes = [], []
         for n in per:
             a, b = ctx.Pipe(duplex=False)
-            p = ctx.Process(target=client_proc, args=(uri, n, stop_at, min(2.0, args.warmup / 2), b))
+            p = ctx.Process(target=client_proc, args=(uri, n, stop_at, min(2.0, args.warmup / 2), args.client, b))
             p.start()
             procs.append(p)
             pipes.append(a)
@@ -228,7 +345,7 @@ def main() -> int:
         time.sleep(max(0.0, stop_at - time.time()))
         t1 = time.time()
         s_cpu1 = cpu_seconds(spid) if spid else None
-        c_cpu1 = sum(cpu_seconds(p.pid) for p in procs if p.is_alive())
+        c_cpu1 = sum(cpu_seconds(p.pid) for p in procs)  # not reaped yet: /proc still has their figures
         stats = None
         try:
             http = base.replace("ws://", "http://")
@@ -259,7 +376,8 @@ def main() -> int:
     lat_ms = np.concatenate(lats) / 1e6 if lats else np.zeros(0)
     measured = t1 - t0
     report = {
-        "clients": args.clients, "client_procs": args.client_procs, "speed": args.speed,
+        "clients": args.clients, "client": args.client, "server_nice": args.server_nice,
+        "loadavg_1m": round(os.getloadavg()[0], 2), "client_procs": args.client_procs, "speed": args.speed,
         "bin_ms": 100 / args.speed, "measured_s": round(measured, 2),
         "bins_per_client_min": min(per_client_bins, default=0), "bins_per_client_max": max(per_client_bins, default=0),
         "frames": int(lat_ms.size),
@@ -271,6 +389,7 @@ def main() -> int:
         "server_skipped": stats["sessions"][0]["skipped"] if stats and stats["sessions"] else None,
         "server_dropped": stats["sessions"][0]["dropped"] if stats and stats["sessions"] else None,
         "pacer_lateness_ms": stats["sessions"][0]["pacer_lateness_ms"] if stats and stats["sessions"] else None,
+        "server_all_written_ms": stats["sessions"][0]["all_written_ms"] if stats and stats["sessions"] else None,
     }
     lm = report["latency_ms"]
     print(f"{args.clients} clients, {report['bin_ms']:g} ms bins, {measured:.1f} s measured: "

@@ -67,16 +67,30 @@ def _send_text(text: str) -> dict[str, Any]:
     return {"type": "websocket.send", "text": text}
 
 
+class FanOut:
+    """One bin's delivery: how many subscribers still have to write it; the time the last one did."""
+
+    __slots__ = ("due", "pending", "sink")
+
+    def __init__(self, due: float, pending: int, sink: deque[float]):
+        self.due = due
+        self.pending = pending
+        self.sink = sink
+
+    def done(self, now: float) -> None:
+        self.sink.append((now - self.due) * 1e3)
+
+
 class Subscriber:
     """One client of a session: its queue of shared frame messages and its sender task."""
 
     def __init__(self, ws: Any, hello: dict[str, Any], maxlen: int, max_stall_s: float):
         self.ws = ws
         self.hello = hello
-        self.queue: deque[tuple[dict[str, Any], dict[str, Any]]] = deque()
+        self.queue: deque[tuple[dict[str, Any], dict[str, Any], FanOut]] = deque()
         self.maxlen = maxlen
         self.max_stall_s = max_stall_s
-        self.wake = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # set while the sender waits for work
         self.sending = False
         self.last_progress = clock()
         self.sent = 0
@@ -88,7 +102,7 @@ class Subscriber:
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
-    def offer(self, text: dict[str, Any], data: dict[str, Any], now: float) -> bool:
+    def offer(self, text: dict[str, Any], data: dict[str, Any], fan: FanOut, now: float) -> bool:
         """Queue one bin (skip-ahead when full); False when the client is stalled and must be dropped."""
         if self.closed:
             return True
@@ -99,37 +113,47 @@ class Subscriber:
         if len(self.queue) >= self.maxlen:
             self.queue.popleft()
             self.skipped += 1
-        self.queue.append((text, data))
-        self.wake.set()
+        self.queue.append((text, data, fan))
+        self._wake()
         return True
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
 
     def finish(self, messages: list[str], code: int, reason: str) -> None:
         """After the queued bins: send `messages`, then close with `code`."""
         if self.final is None:
             self.final = (messages, int(code), reason)
-            self.wake.set()
+            self._wake()
 
     async def _run(self) -> None:
         send = self.ws.send
+        loop = asyncio.get_running_loop()
         try:
             await send(self.hello)
             while True:
                 while self.queue:
-                    text, data = self.queue.popleft()
+                    text, data, fan = self.queue.popleft()
                     self.sending = True
                     await send(text)
                     await send(data)
                     self.sending = False
                     self.sent += 1
-                    self.last_progress = clock()
+                    self.last_progress = now = clock()
+                    fan.pending -= 1
+                    if fan.pending == 0:
+                        fan.done(now)
                 if self.final is not None:
                     messages, code, reason = self.final
                     for m in messages:
                         await send(_send_text(m))
                     await send({"type": "websocket.close", "code": code, "reason": reason})
                     return
-                self.wake.clear()
-                await self.wake.wait()
+                self._waiter = loop.create_future()
+                await self._waiter
+                self._waiter = None
         except asyncio.CancelledError:
             raise
         except Exception:  # the client went away (disconnect / ClientDisconnected / closed state)
@@ -157,6 +181,7 @@ class Session:
         self.skipped = 0  # of subscribers that left
         self.dropped = 0
         self.lateness_ms: deque[float] = deque(maxlen=4096)  # pacer: fan-out time - deadline
+        self.written_ms: deque[float] = deque(maxlen=4096)  # deadline -> the last subscriber's frame written
         self.open_info: dict[str, Any] = {}
         self.t0: float | None = None
         self.created = time.time()
@@ -257,7 +282,8 @@ class Session:
         data = {"type": "websocket.send", "bytes": frame.arrow}
         now = clock()
         self.lateness_ms.append((now - due) * 1e3)
-        stalled = [s for s in self.subscribers if not s.offer(text, data, now)]
+        fan = FanOut(due, len(self.subscribers), self.written_ms)
+        stalled = [s for s in self.subscribers if not s.offer(text, data, fan, now)]
         for s in stalled:
             self._drop(s)
         self.bins_sent += 1
@@ -276,15 +302,20 @@ class Session:
             s.finish([err.message_json()], err.code, err.reason)
 
     def stats(self) -> dict[str, Any]:
-        late = np.asarray(self.lateness_ms) if self.lateness_ms else np.zeros(1)
         subs = list(self.subscribers)
+
+        def pct(values: deque[float]) -> dict[str, float] | None:
+            if not values:
+                return None
+            a = np.asarray(values)
+            return {"p50": round(float(np.percentile(a, 50)), 3), "p99": round(float(np.percentile(a, 99)), 3),
+                    "max": round(float(a.max()), 3)}
+
         return {"session_id": self.id, "version_id": self.version.version_id, "state": self.state,
                 "replay": self.plan.describe(), "subscribers": len(subs), "bins_sent": self.bins_sent,
                 "last_bin_seq": self.last_bin_seq, "skipped": self.skipped + sum(s.skipped for s in subs),
                 "dropped": self.dropped, "open": self.open_info,
-                "pacer_lateness_ms": {"p50": round(float(np.percentile(late, 50)), 3),
-                                      "p99": round(float(np.percentile(late, 99)), 3),
-                                      "max": round(float(late.max()), 3)}}
+                "pacer_lateness_ms": pct(self.lateness_ms), "all_written_ms": pct(self.written_ms)}
 
 
 class StreamHub:
