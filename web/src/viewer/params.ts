@@ -1,0 +1,93 @@
+/**
+ * Page URL → stream URL. The page is opened as `?serving=<alias|serving_id>[&date=YYYY-MM-DD][&start=HH:MM[:SS]]
+ * [&end=HH:MM[:SS]][&speed=x][&stream=ws://host:port][&field=rest_depth][&mode=heatmap|candle]`. The WebSocket goes
+ * to `/v1/stream` on the page's own host (or `stream=`), carrying `serving` plus the replay parameters the serving
+ * process accepts (qmachina_serving/replay.py parse_query: serving, date, start, end, speed); viewer-only
+ * parameters stay on the page.
+ */
+
+export const REPLAY_PARAMS = ['date', 'start', 'end', 'speed'] as const;
+export type ReplayParam = (typeof REPLAY_PARAMS)[number];
+export type ReplayQuery = Partial<Record<ReplayParam, string>>;
+
+export class ViewerParamError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ViewerParamError';
+  }
+}
+
+const SERVING_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
+const DATE_RE = /^\d{4}-\d{2}-\d{2}$/;
+const TIME_RE = /^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$/;
+
+/** Check one replay parameter's value (same shapes as the server), returning an error message or null. */
+export function checkReplayParam(name: ReplayParam, value: string): string | null {
+  switch (name) {
+    case 'date':
+      return DATE_RE.test(value) && !Number.isNaN(Date.parse(value)) ? null : `date ${JSON.stringify(value)}: expected YYYY-MM-DD`;
+    case 'start':
+    case 'end':
+      return TIME_RE.test(value) ? null : `${name} ${JSON.stringify(value)}: expected HH:MM or HH:MM:SS (ET)`;
+    case 'speed': {
+      const s = Number(value);
+      return value.trim() !== '' && Number.isFinite(s) && s > 0 ? null : `speed ${JSON.stringify(value)}: a number > 0 expected`;
+    }
+  }
+}
+
+export interface ViewerParams {
+  readonly serving: string;
+  readonly replay: ReplayQuery;
+  /** ws(s) origin override (`stream=`), else null (the page's host). */
+  readonly stream: string | null;
+  readonly field: string | null;
+  readonly mode: 'heatmap' | 'candle' | null;
+}
+
+/** Parse the page's query; throws ViewerParamError naming the first problem. */
+export function parseViewerParams(search: string): ViewerParams {
+  const q = new URLSearchParams(search);
+  const serving = q.get('serving');
+  if (!serving) throw new ViewerParamError('open the viewer with ?serving=<alias|serving_id>');
+  if (!SERVING_RE.test(serving)) throw new ViewerParamError(`serving ${JSON.stringify(serving)} is not an alias or serving_id`);
+  const replay: ReplayQuery = {};
+  for (const p of REPLAY_PARAMS) {
+    const v = q.get(p);
+    if (v === null || v === '') continue;
+    const err = checkReplayParam(p, v);
+    if (err) throw new ViewerParamError(err);
+    replay[p] = v;
+  }
+  const mode = q.get('mode');
+  if (mode !== null && mode !== 'heatmap' && mode !== 'candle') throw new ViewerParamError(`mode ${JSON.stringify(mode)}: heatmap or candle`);
+  return { serving, replay, stream: q.get('stream') || null, field: q.get('field') || null, mode };
+}
+
+/** The WebSocket URL: `ws(s)://<page host or stream override>/v1/stream?serving=..&<replay params>`. */
+export function buildStreamUrl(pageHref: string, p: Pick<ViewerParams, 'serving' | 'replay' | 'stream'>): string {
+  const page = new URL(pageHref);
+  const base = p.stream ?? `${page.protocol === 'https:' ? 'wss:' : 'ws:'}//${page.host || 'localhost'}`;
+  const url = new URL('/v1/stream', base);
+  if (url.protocol === 'http:') url.protocol = 'ws:';
+  if (url.protocol === 'https:') url.protocol = 'wss:';
+  if (url.protocol !== 'ws:' && url.protocol !== 'wss:') throw new ViewerParamError(`stream ${JSON.stringify(p.stream)}: a ws(s):// or http(s):// origin expected`);
+  const q = new URLSearchParams({ serving: p.serving });
+  for (const k of REPLAY_PARAMS) {
+    const v = p.replay[k];
+    if (v !== undefined) q.set(k, v);
+  }
+  url.search = q.toString();
+  return url.toString();
+}
+
+/** The page URL with replay parameters replaced (empty/undefined values removed), for history.replaceState. */
+export function withReplay(pageHref: string, replay: ReplayQuery): string {
+  const u = new URL(pageHref);
+  for (const k of REPLAY_PARAMS) {
+    const v = replay[k];
+    if (v === undefined || v === '') u.searchParams.delete(k);
+    else u.searchParams.set(k, v);
+  }
+  return u.toString();
+}
