@@ -7,6 +7,7 @@ import { applyGamma, Normalizer } from './normalize';
 import { buildStreamUrl, parseViewerParams, ViewerParamError, withReplay } from './params';
 import { BinRing, type BinScalars } from './ring';
 import { percentile, RollingStats } from './stats';
+import { DEFAULT_CELL_SHADER, parseVisualization, projectionCenterTick, projectionSpread } from './vizconfig';
 
 const sc = (binSeq: number, spotTick = 100): BinScalars => ({
   binSeq, spotTick, bidTick: spotTick - 1, askTick: spotTick + 1, bookValid: true, tsMs: binSeq * 100,
@@ -241,5 +242,43 @@ describe('frame stats', () => {
     expect(s.count).toBe(20);
     expect(s.mean).toBe(30.5);
     expect(s.p95).toBe(39);
+  });
+});
+
+describe('visualization config', () => {
+  it('defaults to the SPEC heatmap overlays in z order', () => {
+    const v = parseVisualization(undefined);
+    expect(v.display_mode).toBe('heatmap');
+    expect(v.cell_shader).toEqual(DEFAULT_CELL_SHADER);
+    expect(v.overlays.map((o) => o.type)).toEqual(['vp_gold', 'spot_trail', 'bbo_spread', 'bbo_trail', 'projection_bands']);
+  });
+
+  it('sorts enabled overlays by z_order, skips disabled/malformed, warns on bad shader values', () => {
+    const v = parseVisualization({
+      display_mode: 'candle',
+      cell_shader: { color_scheme: 'rainbow', normalization: 'zscore_clamp', gamma: 9 },
+      overlays: [
+        { id: 'b', type: 'bbo_trail', z_order: 20 },
+        { id: 'p', type: 'projection_bands', z_order: 5, params: { signal_field: 'ema_signal', composite_scale: 6 } },
+        { id: 'x', type: 'spot_trail', z_order: 1, enabled: false },
+        'junk',
+        { id: 'b', type: 'spot_trail', z_order: 3 },
+      ],
+    });
+    expect(v.display_mode).toBe('candle');
+    expect(v.cell_shader.normalization).toBe('zscore_clamp');
+    expect(v.cell_shader.color_scheme).toBe('pressure_vacuum');
+    expect(v.cell_shader.gamma).toBe(0.7);
+    expect(v.overlays.map((o) => o.id)).toEqual(['p', 'b']);
+    expect(v.overlays[0].params.composite_scale).toBe(6);
+    expect(v.warnings).toHaveLength(4);
+  });
+
+  it('projection spread interpolates {1:6, 2:10, 4:16, 8:24}; centre moves with the signal', () => {
+    expect([1, 2, 3, 4, 6, 8, 16].map(projectionSpread)).toEqual([6, 10, 13, 16, 20, 24, 24]);
+    expect(projectionSpread(0)).toBeNaN();
+    expect(projectionCenterTick(100, 1, 8, 8)).toBe(108);
+    expect(projectionCenterTick(100, -0.5, 8, 1)).toBe(99);
+    expect(projectionCenterTick(100, 5, 8, 8)).toBe(108);
   });
 });
