@@ -64,9 +64,11 @@ DATASET_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # one path component: no '/', c
 
 RegistryFactory = Callable[[], Registry]
 
-Alias = Annotated[str, PathParam(pattern=ALIAS_RE, max_length=64, description="an alias (not `sv_...`)")]
-AliasOrId = Annotated[str, PathParam(pattern=NAME_RE, max_length=64, description="a version id or an alias")]
-ExperimentName = Annotated[str, PathParam(pattern=NAME_RE, max_length=64)]
+Alias = Annotated[str, PathParam(pattern=ALIAS_RE, max_length=64, description="an alias (not `sv_...`)",
+                                  examples=["live"])]
+AliasOrId = Annotated[str, PathParam(pattern=NAME_RE, max_length=64, description="a version id or an alias",
+                                      examples=["live"])]
+ExperimentName = Annotated[str, PathParam(pattern=NAME_RE, max_length=64, examples=["flow_score_sweep"])]
 RunId = Annotated[str, PathParam(pattern=RUN_ID_RE, max_length=160)]
 DatasetId = Annotated[str, PathParam(pattern=DATASET_ID_RE, max_length=200)]
 
@@ -90,13 +92,15 @@ class _Body(BaseModel):
 
 
 class DiffRequest(_Body):
-    a: str = Field(pattern=NAME_RE, max_length=64, description="version id or alias")
-    b: str = Field(pattern=NAME_RE, max_length=64, description="version id or alias")
+    a: str = Field(pattern=NAME_RE, max_length=64, description="version id or alias", examples=["live"])
+    b: str = Field(pattern=NAME_RE, max_length=64, description="version id or alias", examples=["live"])
 
 
 class _Who(_Body):
-    reason: str = Field(min_length=1, max_length=2000, pattern=r"\S", description="kept in the audit")
-    actor: str = Field(min_length=1, max_length=128, pattern=r"\S", description="who makes the change")
+    reason: str = Field(min_length=1, max_length=2000, pattern=r"\S", description="kept in the audit",
+                        examples=["roll back: worse fills"])
+    actor: str = Field(min_length=1, max_length=128, pattern=r"\S", description="who makes the change",
+                       examples=["ops"])
 
 
 class ActivateRequest(_Who):

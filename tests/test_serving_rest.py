@@ -20,7 +20,7 @@ from qmachina_assets.core.registry import Registry
 from qmachina_serving.rest import build_router
 
 SERVING = PROJECT_ROOT / "configs" / "serving"
-EXP = "demo_sweep"
+EXP = "flow_score_sweep"  # the OpenAPI example of `{name}`: schemathesis reaches real rows
 
 
 def _rows(sweep_id: str, test_date: str, n: int, signal: str) -> list[dict]:
