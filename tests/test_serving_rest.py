@@ -205,6 +205,21 @@ def test_openapi_schema_is_complete(client):
             assert {"404", "422"} <= set(op["responses"]), f"{method} {path}: error responses undocumented"
 
 
+
+def test_default_router_reads_the_app_settings(lake):
+    """`rest.router` (what the serving app includes) takes the lake and registry from `app.state.settings`."""
+    from qmachina_serving.rest import router
+    from qmachina_serving.settings import ServingSettings
+
+    app = FastAPI()
+    app.state.settings = ServingSettings(lake_dir=lake)
+    app.include_router(router)
+    with TestClient(app) as c:
+        assert [a["name"] for a in c.get("/v1/serving/aliases").json()] == ["live"]
+        assert [e["name"] for e in c.get("/v1/experiments").json()] == [EXP]
+    app.state.rest_registry.close()
+
+
 # ---- schemathesis ----------------------------------------------------------------------------------------
 
 
