@@ -17,7 +17,8 @@ Endpoints (every one has a pydantic response model, so `/openapi.json` is comple
 
 Errors: 404 unknown version/alias/experiment/run/dataset; 422 invalid input (names in paths are matched by a
 regex, so nothing reaches outside the lake's directories); 409 a refused write (`detail.issues` lists the
-preflight issues), a rollback with nothing to roll back to, or stored state that does not validate.
+preflight issues), a rollback with nothing to roll back to, or stored state that does not validate; 503 when
+the registry database cannot be reached.
 Non-finite metrics (NaN, inf) are returned as null.
 
 Wiring: `router` takes the lake and registry from `request.app.state.settings` (a `ServingSettings`) and opens
@@ -38,6 +39,7 @@ import pyarrow.parquet as pq
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from qmachina_assets.core import datasets as dsets
 from qmachina_assets.core import sweeps
@@ -258,6 +260,19 @@ def _registry_call(fn: Callable[[], Any]) -> Any:
         raise _not_found(str(exc)) from exc
     except (PreflightError, RegistryError) as exc:  # refused write, nothing to roll back to, integrity
         raise _refused(exc) from exc
+    except SQLAlchemyError as exc:  # the database is unreachable or failing: not the client's fault, not a bug
+        raise _unavailable(exc) from exc
+
+
+def _unavailable(exc: Exception) -> HTTPException:
+    return HTTPException(status_code=503, detail=f"serving registry unavailable: {type(exc).__name__}: {exc}")
+
+
+def _open(factory: Callable[[], Registry]) -> Registry:
+    try:
+        return factory()
+    except (SQLAlchemyError, OSError, RegistryError) as exc:
+        raise _unavailable(exc) from exc
 
 
 def _results(lake: Path, name: str) -> list[dict[str, Any]]:
@@ -317,12 +332,12 @@ def build_router(registry_factory: RegistryFactory | None = None, lake: Path | N
         with lock:
             if registry_factory is not None:
                 if "r" not in cache:
-                    cache["r"] = registry_factory()
+                    cache["r"] = _open(registry_factory)
                 return cache["r"]
             reg = getattr(request.app.state, "rest_registry", None)
             if reg is None:
                 settings = request.app.state.settings
-                reg = Registry(url=settings.registry_url, lake=settings.lake)
+                reg = _open(lambda: Registry(url=settings.registry_url, lake=settings.lake))
                 request.app.state.rest_registry = reg
             return reg
 
@@ -337,7 +352,7 @@ def build_router(registry_factory: RegistryFactory | None = None, lake: Path | N
 
     @r.get("/serving/versions", response_model=list[VersionSummary], tags=["serving"])
     def list_versions(reg: Reg) -> list[VersionSummary]:
-        return reg.list_versions()
+        return _registry_call(reg.list_versions)
 
     @r.get("/serving/versions/{version_id}", response_model=PublishedVersion, responses=refused, tags=["serving"])
     def show_version(version_id: AliasOrId, reg: Reg) -> PublishedVersion:
@@ -345,11 +360,11 @@ def build_router(registry_factory: RegistryFactory | None = None, lake: Path | N
 
     @r.get("/serving/aliases", response_model=list[AliasRecord], tags=["serving"])
     def list_aliases(reg: Reg) -> list[AliasRecord]:
-        return reg.list_aliases()
+        return _registry_call(reg.list_aliases)
 
     @r.get("/serving/aliases/{alias}", response_model=AliasRecord, responses=not_found, tags=["serving"])
     def show_alias(alias: Alias, reg: Reg) -> AliasRecord:
-        for a in reg.list_aliases():
+        for a in _registry_call(reg.list_aliases):
             if a.name == alias:
                 return a
         raise _not_found(f"no alias {alias!r}")
@@ -357,7 +372,7 @@ def build_router(registry_factory: RegistryFactory | None = None, lake: Path | N
     @r.get("/serving/aliases/{alias}/history", response_model=list[AliasEvent], responses=not_found,
            tags=["serving"])
     def alias_history(alias: Alias, reg: Reg) -> list[AliasEvent]:
-        events = reg.history(alias)
+        events = _registry_call(lambda: reg.history(alias))
         if not events:
             raise _not_found(f"no alias {alias!r}")
         return events

@@ -220,6 +220,16 @@ def test_default_router_reads_the_app_settings(lake):
     app.state.rest_registry.close()
 
 
+
+def test_unreachable_registry_is_503_not_500(tmp_path):
+    app = FastAPI()
+    app.include_router(build_router(lambda: Registry(url="postgresql://nobody@127.0.0.1:1/none"), tmp_path))
+    with TestClient(app) as c:
+        r = c.get("/v1/serving/aliases")
+        assert r.status_code == 503 and "registry unavailable" in r.json()["detail"]
+        assert c.get("/v1/experiments").json() == []  # the lake endpoints do not need the registry
+
+
 # ---- schemathesis ----------------------------------------------------------------------------------------
 
 
