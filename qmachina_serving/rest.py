@@ -345,31 +345,33 @@ def build_router(registry_factory: RegistryFactory | None = None, lake: Path | N
     Lake = Annotated[Path, Depends(get_lake)]
     not_found = {404: {"model": ErrorDetail}}
     refused = {404: {"model": ErrorDetail}, 409: {"model": Refused}}
+    down = {503: {"model": ErrorDetail}}  # the registry database cannot be reached
 
     r = APIRouter(prefix="/v1")
 
     # -- serving --
 
-    @r.get("/serving/versions", response_model=list[VersionSummary], tags=["serving"])
+    @r.get("/serving/versions", response_model=list[VersionSummary], responses=down, tags=["serving"])
     def list_versions(reg: Reg) -> list[VersionSummary]:
         return _registry_call(reg.list_versions)
 
-    @r.get("/serving/versions/{version_id}", response_model=PublishedVersion, responses=refused, tags=["serving"])
+    @r.get("/serving/versions/{version_id}", response_model=PublishedVersion, responses=refused | down,
+           tags=["serving"])
     def show_version(version_id: AliasOrId, reg: Reg) -> PublishedVersion:
         return _registry_call(lambda: reg.resolve(version_id))
 
-    @r.get("/serving/aliases", response_model=list[AliasRecord], tags=["serving"])
+    @r.get("/serving/aliases", response_model=list[AliasRecord], responses=down, tags=["serving"])
     def list_aliases(reg: Reg) -> list[AliasRecord]:
         return _registry_call(reg.list_aliases)
 
-    @r.get("/serving/aliases/{alias}", response_model=AliasRecord, responses=not_found, tags=["serving"])
+    @r.get("/serving/aliases/{alias}", response_model=AliasRecord, responses=not_found | down, tags=["serving"])
     def show_alias(alias: Alias, reg: Reg) -> AliasRecord:
         for a in _registry_call(reg.list_aliases):
             if a.name == alias:
                 return a
         raise _not_found(f"no alias {alias!r}")
 
-    @r.get("/serving/aliases/{alias}/history", response_model=list[AliasEvent], responses=not_found,
+    @r.get("/serving/aliases/{alias}/history", response_model=list[AliasEvent], responses=not_found | down,
            tags=["serving"])
     def alias_history(alias: Alias, reg: Reg) -> list[AliasEvent]:
         events = _registry_call(lambda: reg.history(alias))
@@ -377,17 +379,17 @@ def build_router(registry_factory: RegistryFactory | None = None, lake: Path | N
             raise _not_found(f"no alias {alias!r}")
         return events
 
-    @r.post("/serving/diff", response_model=SnapshotDiff, responses=refused, tags=["serving"])
+    @r.post("/serving/diff", response_model=SnapshotDiff, responses=refused | down, tags=["serving"])
     def diff(body: DiffRequest, reg: Reg) -> SnapshotDiff:
         d = _registry_call(lambda: reg.diff(body.a, body.b))
         return SnapshotDiff.model_validate(_clean(d.model_dump(mode="json")))
 
-    @r.post("/serving/aliases/{alias}/activate", response_model=AliasChange, responses=refused, tags=["serving"])
+    @r.post("/serving/aliases/{alias}/activate", response_model=AliasChange, responses=refused | down, tags=["serving"])
     def activate(alias: Alias, body: Annotated[ActivateRequest, Body()], reg: Reg) -> AliasChange:
         ev = _registry_call(lambda: reg.activate(alias, body.version_id, actor=body.actor, reason=body.reason))
         return AliasChange(alias=alias, version_id=body.version_id, changed=ev is not None, event=ev)
 
-    @r.post("/serving/aliases/{alias}/rollback", response_model=AliasChange, responses=refused, tags=["serving"])
+    @r.post("/serving/aliases/{alias}/rollback", response_model=AliasChange, responses=refused | down, tags=["serving"])
     def rollback(alias: Alias, body: Annotated[RollbackRequest, Body()], reg: Reg) -> AliasChange:
         ev = _registry_call(lambda: reg.rollback(alias, actor=body.actor, reason=body.reason))
         return AliasChange(alias=alias, version_id=ev.to_version, changed=True, event=ev)
