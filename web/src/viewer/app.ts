@@ -1,0 +1,324 @@
+/**
+ * The stream viewer page: wires StreamConnection → BinRing (+ GoldFeatureRuntime) → Renderer, the controls
+ * (colour field, scheme, normalisation, heatmap/candle, pause, replay date/start/speed → reconnect) and the
+ * indicator / error panel. Draws from a requestAnimationFrame loop only when new bins arrived or something
+ * changed, and publishes frame-time stats on `window.__qmachinaStats`.
+ */
+
+import { GOLD_CODE_COLUMNS, GOLD_FLOAT_COLUMNS } from '../gold/config';
+import type { GoldFeatureRuntime } from '../gold/runtime';
+import type { RuntimeConfigMessage, StreamBin } from '../stream/contract';
+import { createGoldRuntime, goldInput } from '../stream/gold';
+import { COLOR_SCHEMES, isColorScheme, type ColorScheme } from './colormap';
+import { StreamConnection, type ConnState } from './connection';
+import { PriceView, priceIntToTick } from './geometry';
+import { isNormalization, NORMALIZATIONS, Normalizer, type Normalization } from './normalize';
+import { buildStreamUrl, checkReplayParam, withReplay, type ReplayParam, type ReplayQuery, type ViewerParams } from './params';
+import { Renderer } from './renderer';
+import { BinRing } from './ring';
+import { RollingStats } from './stats';
+import { parseVisualization, type Visualization } from './vizconfig';
+
+export interface QmachinaStats {
+  frames: number;
+  drawMsP95: number;
+  drawMsMean: number;
+  bins: number;
+  state: ConnState;
+}
+
+declare global {
+  interface Window {
+    __qmachinaStats?: QmachinaStats;
+  }
+}
+
+export const RING_BINS = 600;
+
+function el<T extends HTMLElement>(root: ParentNode, sel: string): T {
+  const e = root.querySelector<T>(sel);
+  if (!e) throw new Error(`viewer page: ${sel} missing from index.html`);
+  return e;
+}
+
+/** Show an error in the panel (never a blank page). */
+export function showError(root: ParentNode, title: string, message: string): void {
+  const panel = root.querySelector<HTMLElement>('#error-panel');
+  if (!panel) return;
+  panel.hidden = false;
+  el(panel, '.error-title').textContent = title;
+  el(panel, '.error-message').textContent = message;
+}
+
+export class ViewerApp {
+  private readonly conn: StreamConnection;
+  private readonly renderer: Renderer;
+  private config: RuntimeConfigMessage | null = null;
+  private viz: Visualization = parseVisualization(undefined);
+  private ring: BinRing | null = null;
+  private gold: GoldFeatureRuntime | null = null;
+  private view = new PriceView(41);
+  private normalizer: Normalizer = new Normalizer('adaptive_running_max');
+  private field: string;
+  private scheme: ColorScheme = 'pressure_vacuum';
+  private normalization: Normalization = 'adaptive_running_max';
+  private gamma = 0.7;
+  private mode: 'heatmap' | 'candle' = 'heatmap';
+  private paused = false;
+  private dirty = true;
+  private drawnPushed = -1;
+  private binsTotal = 0;
+  private lastSeq: number | null = null;
+  private readonly frameStats = new RollingStats(240);
+  private frames = 0;
+  private replay: ReplayQuery;
+  private fieldFromUrl: boolean;
+  private modeFromUrl: boolean;
+
+  constructor(private readonly root: HTMLElement, private readonly params: ViewerParams) {
+    this.field = params.field ?? 'rest_depth';
+    this.fieldFromUrl = params.field !== null;
+    this.mode = params.mode ?? 'heatmap';
+    this.modeFromUrl = params.mode !== null;
+    this.replay = { ...params.replay };
+    this.renderer = new Renderer(el(root, '#viewer-canvas'));
+    this.conn = new StreamConnection(this.streamUrl(), {
+      onState: (s, d) => this.onState(s, d),
+      onConfig: (c) => this.onConfig(c),
+      onBin: (b) => this.onBin(b),
+      onError: (e, src) => showError(root, src === 'contract' ? 'Stream contract violation (SPEC §7.2)' : src === 'server' ? 'Server error' : 'Connection error', e.message),
+      onEnd: () => this.note('end of stream'),
+    });
+    this.controls();
+    this.publish();
+    new ResizeObserver(() => {
+      this.dirty = true;
+    }).observe(this.renderer.canvas);
+  }
+
+  start(): void {
+    this.conn.start(this.streamUrl());
+    const loop = () => {
+      requestAnimationFrame(loop);
+      this.frame();
+    };
+    requestAnimationFrame(loop);
+  }
+
+  private streamUrl(): string {
+    return buildStreamUrl(window.location.href, { serving: this.params.serving, replay: this.replay, stream: this.params.stream });
+  }
+
+  // ---- stream events ------------------------------------------------------------------------------------
+
+  private onState(s: ConnState, detail: string): void {
+    const ind = el(this.root, '#conn-state');
+    ind.textContent = s;
+    ind.dataset.state = s;
+    ind.title = detail;
+    el(this.root, '#conn-detail').textContent = detail;
+    this.publish();
+  }
+
+  private onConfig(c: RuntimeConfigMessage): void {
+    this.config = c;
+    this.viz = parseVisualization(c.raw.visualization);
+    const rows = c.grid_rows;
+    const floats = c.grid_schema_fields.filter((f) => f.dtype === 'float64').map((f) => f.name);
+    this.gold = null;
+    let goldNote = '';
+    try {
+      this.gold = createGoldRuntime(c);
+    } catch (e) {
+      goldNote = `gold off: ${(e as Error).message}`;
+    }
+    const goldFields = this.gold ? [...GOLD_FLOAT_COLUMNS, ...GOLD_CODE_COLUMNS] : [];
+    this.ring = new BinRing(RING_BINS, rows, [...floats, ...goldFields]);
+    this.view = new PriceView(rows);
+    const shader = this.viz.cell_shader;
+    if (!this.fieldFromUrl) this.field = this.ring.has(shader.depth_field) ? shader.depth_field : this.ring.has('rest_depth') ? 'rest_depth' : floats[0] ?? 'rest_depth';
+    this.scheme = shader.color_scheme;
+    this.normalization = shader.normalization;
+    this.gamma = shader.gamma;
+    if (!this.modeFromUrl) this.mode = this.viz.display_mode;
+    this.normalizer = new Normalizer(this.normalization);
+    this.binsTotal = 0;
+    this.lastSeq = null;
+    this.fillFieldOptions(floats, goldFields.filter((f) => f !== 'state5_code'));
+    this.syncControls();
+    const unsupported = this.viz.overlays.filter((o) => !Renderer.SUPPORTED.has(o.type)).map((o) => o.type);
+    el(this.root, '#title').textContent = `${c.display_name ?? this.params.serving} · ${c.symbol ?? ''} · ${c.cell_width_ms} ms bins · ±${c.grid_radius_ticks} ticks`;
+    el(this.root, '#overlays').textContent = `overlays: ${this.viz.overlays.map((o) => `${o.label || o.type}(z${o.z_order})`).join(', ') || 'none'}`
+      + (unsupported.length ? ` · not drawn yet: ${unsupported.join(', ')}` : '')
+      + (this.viz.warnings.length ? ` · config warnings: ${this.viz.warnings.join('; ')}` : '')
+      + (goldNote ? ` · ${goldNote}` : '');
+    this.dirty = true;
+  }
+
+  private onBin(bin: StreamBin): void {
+    const ring = this.ring;
+    const c = this.config;
+    if (!ring || !c) return;
+    const u = bin.update;
+    const spotTick = priceIntToTick(u.spot_ref_price_int, c.tick_int);
+    const values: Record<string, ArrayLike<number>> = {};
+    for (const f of ring.fields) if (bin.frame.has(f)) values[f] = bin.frame.column(f) as Float64Array;
+    if (this.gold) {
+      const g = this.gold.step(goldInput(bin));
+      for (const f of [...GOLD_FLOAT_COLUMNS, ...GOLD_CODE_COLUMNS]) values[f] = g[f];
+    }
+    const offset = bin.frame.numRows === 1 ? c.grid_radius_ticks : 0; // ema_ensemble: the single k = 0 row
+    ring.push({
+      binSeq: u.bin_seq,
+      spotTick,
+      bidTick: u.book_valid ? priceIntToTick(u.best_bid_price_int, c.tick_int) : NaN,
+      askTick: u.book_valid ? priceIntToTick(u.best_ask_price_int, c.tick_int) : NaN,
+      bookValid: u.book_valid,
+      tsMs: Number(u.bin_end_ns / 1_000_000n),
+    }, values, offset);
+    if (ring.has(this.field)) this.normalizer.update(ring.column(this.field, ring.size - 1));
+    this.binsTotal++;
+    this.lastSeq = u.bin_seq;
+    const s = ring.newest()!;
+    const mid = Number.isFinite(s.bidTick) && Number.isFinite(s.askTick) ? (s.bidTick + s.askTick) / 2 : s.spotTick;
+    if (this.view.track(mid)) this.dirty = true;
+  }
+
+  // ---- drawing ------------------------------------------------------------------------------------------
+
+  private frame(): void {
+    if (this.renderer.resize()) this.dirty = true;
+    if (this.paused || !this.ring || !this.config) return;
+    if (!this.dirty && this.ring.pushed === this.drawnPushed) return;
+    const t0 = performance.now();
+    this.renderer.draw({
+      ring: this.ring, mode: this.mode, field: this.field, normalizer: this.normalizer, gamma: this.gamma,
+      scheme: this.scheme, view: this.view, radius: this.config.grid_radius_ticks, overlays: this.viz.overlays,
+      horizonsBins: this.config.projection_horizons_bins, tickDollars: Number(this.config.tick_int) * this.config.price_scale,
+      goldReady: this.gold?.ready ?? false, binsPerCandle: 1,
+    });
+    this.frameStats.add(performance.now() - t0);
+    this.frames++;
+    this.dirty = false;
+    this.drawnPushed = this.ring.pushed;
+    this.publish();
+  }
+
+  private publish(): void {
+    const st: QmachinaStats = {
+      frames: this.frames,
+      drawMsP95: this.frameStats.count ? this.frameStats.p95 : 0,
+      drawMsMean: this.frameStats.count ? this.frameStats.mean : 0,
+      bins: this.binsTotal,
+      state: this.conn?.state ?? 'idle',
+    };
+    window.__qmachinaStats = st;
+    const out = this.root.querySelector('#frame-stats');
+    if (out) {
+      out.textContent = `bins ${st.bins}${this.lastSeq !== null ? ` (seq ${this.lastSeq})` : ''} · frames ${st.frames} · draw ${st.drawMsMean.toFixed(2)} ms mean, ${st.drawMsP95.toFixed(2)} ms p95${this.paused ? ' · PAUSED (buffering)' : ''}`;
+    }
+  }
+
+  private note(text: string): void {
+    el(this.root, '#conn-detail').textContent = text;
+  }
+
+  // ---- controls -----------------------------------------------------------------------------------------
+
+  private fillFieldOptions(silver: string[], gold: string[]): void {
+    const sel = el<HTMLSelectElement>(this.root, '#field');
+    sel.replaceChildren();
+    const first = ['rest_depth', 'flow_score', 'composite'].filter((f) => this.ring!.has(f));
+    const rest = [...silver, ...gold].filter((f) => !first.includes(f));
+    for (const f of [...first, ...rest]) sel.append(new Option(f, f));
+    if (!this.ring!.has(this.field)) sel.append(new Option(`${this.field} (not streamed)`, this.field));
+  }
+
+  private syncControls(): void {
+    el<HTMLSelectElement>(this.root, '#field').value = this.field;
+    el<HTMLSelectElement>(this.root, '#scheme').value = this.scheme;
+    el<HTMLSelectElement>(this.root, '#normalization').value = this.normalization;
+    el<HTMLSelectElement>(this.root, '#mode').value = this.mode;
+    el<HTMLInputElement>(this.root, '#gamma').value = String(this.gamma);
+  }
+
+  /** Re-fold the whole buffer into a fresh normaliser (after a field or mode change). */
+  private renormalize(): void {
+    this.normalizer = new Normalizer(this.normalization);
+    const ring = this.ring;
+    if (ring && ring.has(this.field)) for (let i = 0; i < ring.size; i++) this.normalizer.update(ring.column(this.field, i));
+    this.dirty = true;
+  }
+
+  private controls(): void {
+    const r = this.root;
+    const scheme = el<HTMLSelectElement>(r, '#scheme');
+    for (const s of COLOR_SCHEMES) scheme.append(new Option(s, s));
+    const norm = el<HTMLSelectElement>(r, '#normalization');
+    for (const s of NORMALIZATIONS) norm.append(new Option(s, s));
+    el<HTMLSelectElement>(r, '#field').addEventListener('change', (e) => {
+      this.field = (e.target as HTMLSelectElement).value;
+      this.renormalize();
+    });
+    scheme.addEventListener('change', () => {
+      if (isColorScheme(scheme.value)) this.scheme = scheme.value;
+      this.dirty = true;
+    });
+    norm.addEventListener('change', () => {
+      if (isNormalization(norm.value)) this.normalization = norm.value;
+      this.renormalize();
+    });
+    const gamma = el<HTMLInputElement>(r, '#gamma');
+    gamma.addEventListener('change', () => {
+      const g = Number(gamma.value);
+      if (g > 0 && g <= 5) this.gamma = g;
+      else gamma.value = String(this.gamma);
+      this.dirty = true;
+    });
+    const mode = el<HTMLSelectElement>(r, '#mode');
+    mode.addEventListener('change', () => {
+      this.mode = mode.value === 'candle' ? 'candle' : 'heatmap';
+      this.dirty = true;
+    });
+    const pause = el<HTMLButtonElement>(r, '#pause');
+    pause.addEventListener('click', () => {
+      this.paused = !this.paused;
+      pause.textContent = this.paused ? 'Resume' : 'Pause';
+      pause.setAttribute('aria-pressed', String(this.paused));
+      this.dirty = true;
+      this.publish();
+    });
+    // replay placeholder: date/start/speed become stream query params and the stream is reopened
+    const inputs: Record<ReplayParam, HTMLInputElement | HTMLSelectElement | null> = {
+      date: r.querySelector('#replay-date'), start: r.querySelector('#replay-start'),
+      end: null, speed: r.querySelector('#replay-speed'),
+    };
+    for (const [k, input] of Object.entries(inputs)) if (input && this.replay[k as ReplayParam]) input.value = this.replay[k as ReplayParam]!;
+    el<HTMLFormElement>(r, '#replay').addEventListener('submit', (e) => {
+      e.preventDefault();
+      const next: ReplayQuery = { ...this.replay };
+      for (const [k, input] of Object.entries(inputs)) {
+        if (!input) continue;
+        const v = input.value.trim();
+        const key = k as ReplayParam;
+        if (v === '') {
+          delete next[key];
+          continue;
+        }
+        const err = checkReplayParam(key, v);
+        if (err) {
+          showError(r, 'Replay parameters', err);
+          return;
+        }
+        next[key] = v;
+      }
+      this.replay = next;
+      history.replaceState(null, '', withReplay(window.location.href, next));
+      el<HTMLElement>(r, '#error-panel').hidden = true;
+      this.conn.start(this.streamUrl());
+    });
+    el<HTMLButtonElement>(r, '#error-dismiss').addEventListener('click', () => {
+      el<HTMLElement>(r, '#error-panel').hidden = true;
+    });
+  }
+}
