@@ -5,17 +5,14 @@
  * changed, and publishes frame-time stats on `window.__qmachinaStats`.
  */
 
-import { GOLD_CODE_COLUMNS, GOLD_FLOAT_COLUMNS } from '../gold/config';
-import type { GoldFeatureRuntime } from '../gold/runtime';
 import type { RuntimeConfigMessage, StreamBin } from '../stream/contract';
-import { createGoldRuntime, goldInput } from '../stream/gold';
 import { COLOR_SCHEMES, isColorScheme, type ColorScheme } from './colormap';
 import { StreamConnection, type ConnState } from './connection';
-import { PriceView, priceIntToTick } from './geometry';
+import { PriceView } from './geometry';
+import { createViewerModel, ingestBin, type ViewerModel } from './model';
 import { isNormalization, NORMALIZATIONS, Normalizer, type Normalization } from './normalize';
 import { buildStreamUrl, checkReplayParam, withReplay, type ReplayParam, type ReplayQuery, type ViewerParams } from './params';
 import { Renderer } from './renderer';
-import { BinRing } from './ring';
 import { RollingStats } from './stats';
 import { parseVisualization, type Visualization } from './vizconfig';
 
@@ -55,8 +52,7 @@ export class ViewerApp {
   private readonly renderer: Renderer;
   private config: RuntimeConfigMessage | null = null;
   private viz: Visualization = parseVisualization(undefined);
-  private ring: BinRing | null = null;
-  private gold: GoldFeatureRuntime | null = null;
+  private model: ViewerModel | null = null;
   private view = new PriceView(41);
   private normalizer: Normalizer = new Normalizer('adaptive_running_max');
   private field: string;
@@ -123,20 +119,12 @@ export class ViewerApp {
   private onConfig(c: RuntimeConfigMessage): void {
     this.config = c;
     this.viz = parseVisualization(c.raw.visualization);
-    const rows = c.grid_rows;
-    const floats = c.grid_schema_fields.filter((f) => f.dtype === 'float64').map((f) => f.name);
-    this.gold = null;
-    let goldNote = '';
-    try {
-      this.gold = createGoldRuntime(c);
-    } catch (e) {
-      goldNote = `gold off: ${(e as Error).message}`;
-    }
-    const goldFields = this.gold ? [...GOLD_FLOAT_COLUMNS, ...GOLD_CODE_COLUMNS] : [];
-    this.ring = new BinRing(RING_BINS, rows, [...floats, ...goldFields]);
-    this.view = new PriceView(rows);
+    this.model = createViewerModel(c, RING_BINS);
+    const ring = this.model.ring;
+    this.view = new PriceView(c.grid_rows);
     const shader = this.viz.cell_shader;
-    if (!this.fieldFromUrl) this.field = this.ring.has(shader.depth_field) ? shader.depth_field : this.ring.has('rest_depth') ? 'rest_depth' : floats[0] ?? 'rest_depth';
+    const floats = this.model.silverFields;
+    if (!this.fieldFromUrl) this.field = ring.has(shader.depth_field) ? shader.depth_field : ring.has('rest_depth') ? 'rest_depth' : floats[0] ?? 'rest_depth';
     this.scheme = shader.color_scheme;
     this.normalization = shader.normalization;
     this.gamma = shader.gamma;
@@ -144,41 +132,25 @@ export class ViewerApp {
     this.normalizer = new Normalizer(this.normalization);
     this.binsTotal = 0;
     this.lastSeq = null;
-    this.fillFieldOptions(floats, goldFields.filter((f) => f !== 'state5_code'));
+    this.fillFieldOptions(floats, this.model.goldFields.filter((f) => f !== 'state5_code'));
     this.syncControls();
     const unsupported = this.viz.overlays.filter((o) => !Renderer.SUPPORTED.has(o.type)).map((o) => o.type);
     el(this.root, '#title').textContent = `${c.display_name ?? this.params.serving} · ${c.symbol ?? ''} · ${c.cell_width_ms} ms bins · ±${c.grid_radius_ticks} ticks`;
     el(this.root, '#overlays').textContent = `overlays: ${this.viz.overlays.map((o) => `${o.label || o.type}(z${o.z_order})`).join(', ') || 'none'}`
       + (unsupported.length ? ` · not drawn yet: ${unsupported.join(', ')}` : '')
       + (this.viz.warnings.length ? ` · config warnings: ${this.viz.warnings.join('; ')}` : '')
-      + (goldNote ? ` · ${goldNote}` : '');
+      + (this.model.goldNote ? ` · ${this.model.goldNote}` : '');
     this.dirty = true;
   }
 
   private onBin(bin: StreamBin): void {
-    const ring = this.ring;
-    const c = this.config;
-    if (!ring || !c) return;
-    const u = bin.update;
-    const spotTick = priceIntToTick(u.spot_ref_price_int, c.tick_int);
-    const values: Record<string, ArrayLike<number>> = {};
-    for (const f of ring.fields) if (bin.frame.has(f)) values[f] = bin.frame.column(f) as Float64Array;
-    if (this.gold) {
-      const g = this.gold.step(goldInput(bin));
-      for (const f of [...GOLD_FLOAT_COLUMNS, ...GOLD_CODE_COLUMNS]) values[f] = g[f];
-    }
-    const offset = bin.frame.numRows === 1 ? c.grid_radius_ticks : 0; // ema_ensemble: the single k = 0 row
-    ring.push({
-      binSeq: u.bin_seq,
-      spotTick,
-      bidTick: u.book_valid ? priceIntToTick(u.best_bid_price_int, c.tick_int) : NaN,
-      askTick: u.book_valid ? priceIntToTick(u.best_ask_price_int, c.tick_int) : NaN,
-      bookValid: u.book_valid,
-      tsMs: Number(u.bin_end_ns / 1_000_000n),
-    }, values, offset);
+    const m = this.model;
+    if (!m) return;
+    ingestBin(m, bin);
+    const ring = m.ring;
     if (ring.has(this.field)) this.normalizer.update(ring.column(this.field, ring.size - 1));
     this.binsTotal++;
-    this.lastSeq = u.bin_seq;
+    this.lastSeq = bin.update.bin_seq;
     const s = ring.newest()!;
     const mid = Number.isFinite(s.bidTick) && Number.isFinite(s.askTick) ? (s.bidTick + s.askTick) / 2 : s.spotTick;
     if (this.view.track(mid)) this.dirty = true;
@@ -187,20 +159,26 @@ export class ViewerApp {
   // ---- drawing ------------------------------------------------------------------------------------------
 
   private frame(): void {
-    if (this.renderer.resize()) this.dirty = true;
-    if (this.paused || !this.ring || !this.config) return;
-    if (!this.dirty && this.ring.pushed === this.drawnPushed) return;
+    const resized = this.renderer.resize(); // a resize clears the canvas: redraw even when paused
+    if (resized) this.dirty = true;
+    const m = this.model;
+    if (!m || !this.config) {
+      if (resized) this.renderer.placeholder(`waiting for ${this.params.serving} …`);
+      return;
+    }
+    if (this.paused && !resized) return;
+    if (!this.dirty && m.ring.pushed === this.drawnPushed) return;
     const t0 = performance.now();
     this.renderer.draw({
-      ring: this.ring, mode: this.mode, field: this.field, normalizer: this.normalizer, gamma: this.gamma,
+      ring: m.ring, mode: this.mode, field: this.field, normalizer: this.normalizer, gamma: this.gamma,
       scheme: this.scheme, view: this.view, radius: this.config.grid_radius_ticks, overlays: this.viz.overlays,
       horizonsBins: this.config.projection_horizons_bins, tickDollars: Number(this.config.tick_int) * this.config.price_scale,
-      goldReady: this.gold?.ready ?? false, binsPerCandle: 1,
+      goldReady: m.gold?.ready ?? false, binsPerCandle: 1,
     });
     this.frameStats.add(performance.now() - t0);
     this.frames++;
     this.dirty = false;
-    this.drawnPushed = this.ring.pushed;
+    this.drawnPushed = m.ring.pushed;
     this.publish();
   }
 
@@ -225,13 +203,14 @@ export class ViewerApp {
 
   // ---- controls -----------------------------------------------------------------------------------------
 
-  private fillFieldOptions(silver: string[], gold: string[]): void {
+  private fillFieldOptions(silver: readonly string[], gold: readonly string[]): void {
     const sel = el<HTMLSelectElement>(this.root, '#field');
     sel.replaceChildren();
-    const first = ['rest_depth', 'flow_score', 'composite'].filter((f) => this.ring!.has(f));
+    const ring = this.model!.ring;
+    const first = ['rest_depth', 'flow_score', 'composite'].filter((f) => ring.has(f));
     const rest = [...silver, ...gold].filter((f) => !first.includes(f));
     for (const f of [...first, ...rest]) sel.append(new Option(f, f));
-    if (!this.ring!.has(this.field)) sel.append(new Option(`${this.field} (not streamed)`, this.field));
+    if (!ring.has(this.field)) sel.append(new Option(`${this.field} (not streamed)`, this.field));
   }
 
   private syncControls(): void {
@@ -245,7 +224,7 @@ export class ViewerApp {
   /** Re-fold the whole buffer into a fresh normaliser (after a field or mode change). */
   private renormalize(): void {
     this.normalizer = new Normalizer(this.normalization);
-    const ring = this.ring;
+    const ring = this.model?.ring;
     if (ring && ring.has(this.field)) for (let i = 0; i < ring.size; i++) this.normalizer.update(ring.column(this.field, i));
     this.dirty = true;
   }

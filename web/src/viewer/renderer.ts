@@ -62,6 +62,19 @@ export class Renderer {
     return true;
   }
 
+  /** A message on an empty canvas (before the runtime_config). */
+  placeholder(text: string): void {
+    const { ctx, canvas } = this;
+    const dpr = window.devicePixelRatio || 1;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.fillStyle = '#0c0e14';
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    ctx.font = `${14 * dpr}px system-ui, sans-serif`;
+    ctx.fillStyle = '#8a90a0';
+    ctx.textBaseline = 'middle';
+    ctx.fillText(text, 20 * dpr, canvas.height / 2);
+  }
+
   draw(m: DrawModel): void {
     const { ctx, canvas } = this;
     const dpr = window.devicePixelRatio || 1;
