@@ -296,6 +296,13 @@ export class ViewerApp {
       el<HTMLElement>(r, '#error-panel').hidden = true;
       this.conn.start(this.streamUrl());
     });
+    window.addEventListener('keydown', (e) => {
+      const t = e.target as HTMLElement | null;
+      if (e.key === ' ' && !(t && /^(INPUT|SELECT|TEXTAREA|BUTTON)$/.test(t.tagName))) {
+        e.preventDefault();
+        pause.click();
+      }
+    });
     el<HTMLButtonElement>(r, '#error-dismiss').addEventListener('click', () => {
       el<HTMLElement>(r, '#error-panel').hidden = true;
     });
