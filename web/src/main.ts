@@ -10,7 +10,11 @@ import { parseViewerParams } from './viewer/params';
 
 const root = document.querySelector<HTMLElement>('#app')!;
 
-window.addEventListener('error', (e) => showError(root, 'Viewer error', String(e.message ?? e)));
+window.addEventListener('error', (e) => {
+  const msg = String(e.message ?? e);
+  if (/^ResizeObserver loop/.test(msg)) return; // benign browser notice, not a failure
+  showError(root, 'Viewer error', msg);
+});
 window.addEventListener('unhandledrejection', (e) => showError(root, 'Viewer error', String(e.reason)));
 
 try {
