@@ -85,7 +85,8 @@ def build_lake(root: Path) -> str:
 
 
 def start_server(lake: Path, port: int, queue_bins: int, nice: int = 0) -> subprocess.Popen:
-    env = {**os.environ, "QMACHINA_LAKE_DIR": str(lake), "QMACHINA_SERVING_LOG_LEVEL": "warning",
+    env = {"QMACHINA_SERVING_DIRECT_WRITE": "true", **os.environ, "QMACHINA_LAKE_DIR": str(lake),
+           "QMACHINA_SERVING_LOG_LEVEL": "warning",
            "QMACHINA_SERVING_MAX_SUBSCRIBERS": "5000", "QMACHINA_SERVING_CLIENT_QUEUE_BINS": str(queue_bins)}
     cmd = [sys.executable, "-m", "qmachina_serving", "--port", str(port)]
     if nice:
@@ -386,6 +387,7 @@ def main() -> int:
         "missed_bins": missed, "client_ends": ends,
         "server_cpu_pct": round(100 * (s_cpu1 - s_cpu0) / measured, 1) if s_cpu0 is not None else None,
         "client_cpu_pct": round(100 * (c_cpu1 - c_cpu0) / measured, 1),
+        "server_direct_writers": stats["sessions"][0].get("direct_writers") if stats and stats["sessions"] else None,
         "server_skipped": stats["sessions"][0]["skipped"] if stats and stats["sessions"] else None,
         "server_dropped": stats["sessions"][0]["dropped"] if stats and stats["sessions"] else None,
         "pacer_lateness_ms": stats["sessions"][0]["pacer_lateness_ms"] if stats and stats["sessions"] else None,

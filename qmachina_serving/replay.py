@@ -21,7 +21,7 @@ import multiprocessing
 import re
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -282,8 +282,11 @@ class BinProducer:
                 built = (cut > self.inline_warmup_records and self._pool is not None
                          and not checkpoint_cached(self.lake, plan, runtime, manifest.data_sha256, boundary))
                 if built:  # a long warm-up holds the GIL for its whole engine call: build it in a worker process
-                    self._pool().submit(_warm_checkpoint, str(self.lake), plan.symbol, plan.date.isoformat(),
-                                        runtime.model_dump(), boundary, plan.start_ns, plan.end_ns).result()
+                    try:
+                        self._pool().submit(_warm_checkpoint, str(self.lake), plan.symbol, plan.date.isoformat(),
+                                            runtime.model_dump(), boundary, plan.start_ns, plan.end_ns).result()
+                    except BrokenExecutor:  # the worker died: build it here (the hub respawns the pool)
+                        built = False
                 engine, rest, hit = engine_at(self.lake, plan.symbol, plan.date, runtime, boundary, plan.start_ns,
                                               plan.end_ns)
                 checkpoint = "built_in_worker" if built else ("hit" if hit else "miss")

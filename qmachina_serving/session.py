@@ -4,8 +4,10 @@ Session (SPEC §10.19 fixes):
 - The first client of a key starts a session; every later client with the same key joins it (from the
   next bin on) instead of starting its own replay. The session stops when its last client leaves.
 - Each bin is computed and encoded once (`replay.BinProducer`, in a worker thread, kept `ahead_bins`
-  ahead of the clock) and the very same `grid_update` text and Arrow bytes objects are queued to
-  every subscriber.
+  ahead of the clock); at its deadline its two WebSocket frames are built once (`wire.bin_wire`) and
+  the very same bytes object is queued to every subscriber and written with one transport write
+  (`wire.DirectWriter`; the plain ASGI sends of the same messages when the protocol is not uvicorn's
+  sans-I/O one).
 - Pacing is on absolute deadlines: bin n is due at `t0 + (bin_end_n - bin_end_0) / speed`
   (= t0 + n·cell/speed for the contiguous bins the engine emits), t0 = first bin ready + `lead_in_s`.
   Sending never shifts the schedule, so there is no drift; a late bin (producer behind at a very high
@@ -42,6 +44,7 @@ from qmachina_serving.protocol import CLOSE_CODES, CloseCode, StreamError, dumps
 from qmachina_serving.replay import BinProducer, Frame, ReplayPlan, plan_key, shaper_for, spawn_pool
 from qmachina_serving.settings import ServingSettings
 from qmachina_serving.source import ServedVersion
+from qmachina_serving.wire import DirectWriter, bin_wire
 
 log = logging.getLogger("qmachina_serving.stream")
 
@@ -84,10 +87,11 @@ class FanOut:
 class Subscriber:
     """One client of a session: its queue of shared frame messages and its sender task."""
 
-    def __init__(self, ws: Any, hello: dict[str, Any], maxlen: int, max_stall_s: float):
+    def __init__(self, ws: Any, hello: dict[str, Any], maxlen: int, max_stall_s: float, direct: bool = True):
         self.ws = ws
         self.hello = hello
-        self.queue: deque[tuple[dict[str, Any], dict[str, Any], FanOut]] = deque()
+        self.writer = DirectWriter.of(ws.send) if direct else None  # one write of the shared bin bytes
+        self.queue: deque[tuple[dict[str, Any], dict[str, Any], bytes, FanOut]] = deque()
         self.maxlen = maxlen
         self.max_stall_s = max_stall_s
         self._waiter: asyncio.Future[None] | None = None  # set while the sender waits for work
@@ -102,7 +106,7 @@ class Subscriber:
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
-    def offer(self, text: dict[str, Any], data: dict[str, Any], fan: FanOut, now: float) -> bool:
+    def offer(self, text: dict[str, Any], data: dict[str, Any], wire: bytes, fan: FanOut, now: float) -> bool:
         """Queue one bin (skip-ahead when full); False when the client is stalled and must be dropped."""
         if self.closed:
             return True
@@ -113,7 +117,7 @@ class Subscriber:
         if len(self.queue) >= self.maxlen:
             self.queue.popleft()
             self.skipped += 1
-        self.queue.append((text, data, fan))
+        self.queue.append((text, data, wire, fan))
         self._wake()
         return True
 
@@ -130,15 +134,19 @@ class Subscriber:
 
     async def _run(self) -> None:
         send = self.ws.send
+        writer = self.writer
         loop = asyncio.get_running_loop()
         try:
             await send(self.hello)
             while True:
                 while self.queue:
-                    text, data, fan = self.queue.popleft()
+                    text, data, wire, fan = self.queue.popleft()
                     self.sending = True
-                    await send(text)
-                    await send(data)
+                    if writer is not None:
+                        await writer.write(wire)
+                    else:
+                        await send(text)
+                        await send(data)
                     self.sending = False
                     self.sent += 1
                     self.last_progress = now = clock()
@@ -200,7 +208,8 @@ class Session:
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"session {self.id}")
 
     def subscribe(self, ws: Any) -> Subscriber:
-        sub = Subscriber(ws, self.hello, self.settings.client_queue_bins, self.settings.max_stall_s)
+        sub = Subscriber(ws, self.hello, self.settings.client_queue_bins, self.settings.max_stall_s,
+                         self.settings.direct_write)
         self.subscribers.add(sub)
         sub.start()
         return sub
@@ -278,12 +287,14 @@ class Session:
             self.hub.forget(self)
 
     def _fan_out(self, frame: Frame, due_wall_ns: int, due: float) -> None:
-        text = _send_text(frame.grid_update(due_wall_ns))
+        update = frame.grid_update(due_wall_ns)
+        text = _send_text(update)
         data = {"type": "websocket.send", "bytes": frame.arrow}
+        wire = bin_wire(update, frame.arrow) if self.settings.direct_write else b""
         now = clock()
         self.lateness_ms.append((now - due) * 1e3)
         fan = FanOut(due, len(self.subscribers), self.written_ms)
-        stalled = [s for s in self.subscribers if not s.offer(text, data, fan, now)]
+        stalled = [s for s in self.subscribers if not s.offer(text, data, wire, fan, now)]
         for s in stalled:
             self._drop(s)
         self.bins_sent += 1
@@ -312,7 +323,8 @@ class Session:
                     "max": round(float(a.max()), 3)}
 
         return {"session_id": self.id, "version_id": self.version.version_id, "state": self.state,
-                "replay": self.plan.describe(), "subscribers": len(subs), "bins_sent": self.bins_sent,
+                "replay": self.plan.describe(), "subscribers": len(subs),
+                "direct_writers": sum(1 for s in subs if s.writer is not None), "bins_sent": self.bins_sent,
                 "last_bin_seq": self.last_bin_seq, "skipped": self.skipped + sum(s.skipped for s in subs),
                 "dropped": self.dropped, "open": self.open_info,
                 "pacer_lateness_ms": pct(self.lateness_ms), "all_written_ms": pct(self.written_ms)}
@@ -335,7 +347,7 @@ class StreamHub:
 
     def pool(self) -> Executor:
         """Worker process for large checkpoint misses (spawned on first use)."""
-        if self._pool is None:
+        if self._pool is None or getattr(self._pool, "_broken", False):
             self._pool = spawn_pool()
         return self._pool
 

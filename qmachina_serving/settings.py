@@ -35,6 +35,8 @@ class ServingSettings(BaseSettings):
     client_queue_bins: int = Field(64, ge=1, description="bins queued per client before skip-ahead")
     max_stall_s: float = Field(2.0, gt=0, description="a client with queued bins and no completed send for "
                                                         "this long is dropped (close 4429)")
+    direct_write: bool = Field(True, description="write each bin's pre-built frames with one transport write "
+                                                  "per client (wire.DirectWriter); False: two ASGI sends")
     max_sessions: int = Field(32, ge=1)
     max_subscribers: int = Field(2000, ge=1)
     # ---- replay --------------------------------------------------------------------------------

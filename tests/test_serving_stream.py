@@ -8,6 +8,7 @@ The real ESH4 2023-12-25 sample is landed into a throw-away lake, bronze and sil
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +76,8 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
+def served_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """(lake, version id of alias `live`): bronze + silver of the window, two registered versions."""
     root = tmp_path_factory.mktemp("serving")
     lake = root / "lake"
     lake.mkdir()
@@ -100,15 +103,22 @@ def server(tmp_path_factory: pytest.TempPathFactory):
                                reason="stream contract", configs_dir=cfg).version
         reg.register(cfg / "serving" / "ema_stream_test.yaml", alias="ema", actor="tests",
                      reason="a model without a stream producer yet", configs_dir=cfg)
+    return lake, version.version_id
+
+
+@contextlib.contextmanager
+def _serve(lake: Path, version_id: str, **env_extra: str) -> Iterator[Server]:
+    """`python -m qmachina_serving` on a free port, in its own process group (SIGKILLed at the end)."""
     port = _free_port()
     env = {**os.environ, "QMACHINA_LAKE_DIR": str(lake), "QMACHINA_SERVING_LOG_LEVEL": "warning",
            "QMACHINA_SERVING_CORS_ORIGINS": ALLOWED_ORIGIN, "QMACHINA_SERVING_MAX_STALL_S": "1.0",
            "QMACHINA_SERVING_CLIENT_QUEUE_BINS": "16", "QMACHINA_SERVING_LEAD_IN_S": "0.05",
-           "QMACHINA_SERVING_INLINE_WARMUP_RECORDS": "19000"}  # starts after 18:03 warm up in the worker
+           "QMACHINA_SERVING_INLINE_WARMUP_RECORDS": "19000",  # starts after 18:03 warm up in the worker
+           **env_extra}
     env.pop("QMACHINA_REGISTRY_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "qmachina_serving", "--port", str(port)], cwd=PROJECT_ROOT,
                             env=env, start_new_session=True)
-    srv = Server(port, lake, version.version_id)
+    srv = Server(port, lake, version_id)
     try:
         deadline = time.time() + 240  # a stale numba cache recompiles the engine on first use
         while True:
@@ -124,6 +134,19 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(served_lake) -> Iterator[Server]:
+    with _serve(*served_lake) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def server_asgi(served_lake) -> Iterator[Server]:
+    """The same server writing through the two plain ASGI sends per bin (no wire.DirectWriter)."""
+    with _serve(*served_lake, QMACHINA_SERVING_DIRECT_WRITE="false") as srv:
+        yield srv
 
 
 async def _collect(uri: str, *, limit_bins: int | None = None, **kw) -> dict:
@@ -172,7 +195,9 @@ def test_probes(server):
     assert status == 200 and body["ready"] and set(body["checks"].values()) == {"ok"}
 
 
-def test_contract_bin_by_bin_against_silver(server):
+@pytest.mark.parametrize("which", ["server", "server_asgi"])
+def test_contract_bin_by_bin_against_silver(request, which):
+    server = request.getfixturevalue(which)
     got = run(_collect(f"{server.ws}?serving=live&speed=100"))
     hello = got["hello"]
     assert hello["type"] == "runtime_config" and hello["stream_format"] == "dense_grid"
@@ -336,3 +361,24 @@ def test_pacing_tracks_absolute_deadlines(server):
     slope = np.polyfit(np.arange(len(recv)), resid_ms, 1)[0]
     assert abs(slope) < 0.25, (slope, resid_ms)  # no cumulative drift (sleep-after-send would add ~ms/bin)
     assert abs(np.median(resid_ms[-5:]) - np.median(resid_ms[:5])) < 5, resid_ms
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 200_000])
+def test_wire_frames_parse_as_websocket_frames(size):
+    from websockets.frames import Frame, Opcode
+    from websockets.streams import StreamReader
+
+    from qmachina_serving.wire import bin_wire, ws_frame
+
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    reader = StreamReader()
+    reader.feed_data(ws_frame(0x2, payload) + bin_wire('{"type":"grid_update"}', b"\x01\x02"))
+    reader.feed_eof()
+    frames = []
+    for _ in range(3):
+        parser = Frame.parse(reader.read_exact, mask=False, max_size=None, extensions=[])
+        with pytest.raises(StopIteration) as stop:
+            next(parser)
+        frames.append(stop.value.value)
+    assert [(f.opcode, f.fin) for f in frames] == [(Opcode.BINARY, True), (Opcode.TEXT, True), (Opcode.BINARY, True)]
+    assert frames[0].data == payload and frames[1].data == b'{"type":"grid_update"}' and frames[2].data == b"\x01\x02"
