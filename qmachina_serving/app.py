@@ -8,10 +8,13 @@ Endpoints:
   — see `protocol` (messages, close codes) and `session` (sharing, pacing, slow clients). `start`/`end`
   are ET wall times on the (UTC) partition date, defaulting to the published pipeline's capture window
   (none: first record / end of data); `date` defaults to its first capture date; `speed` to 1.
-- `GET /v1/stream/stats` — live sessions (subscribers, bins sent, skipped, dropped, pacer lateness).
+- `GET /v1/stream/stats` — live sessions (subscribers, direct writers, bins sent, skipped, dropped, pacer
+  lateness = fan-out time - deadline, all_written = deadline -> last subscriber's frame written, over the
+  bins every subscriber received) and totals of finished sessions.
+- The REST surface under `/v1` (`rest.router`: serving versions/aliases/diff/activate/rollback,
+  experiments, datasets), from `app.state.settings`.
 
-The REST surface of SPEC §8.5 (registry versions/aliases, diff, activation) is a later issue: add its
-routers in `create_app` next to `stream_router`; they can reuse `app.state.source` / `app.state.settings`.
+More routers go in `create_app` next to these; they can reuse `app.state.source` / `app.state.settings`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from fastapi.responses import JSONResponse
 
 from qmachina_serving.protocol import CloseCode, StreamError
 from qmachina_serving.replay import parse_query, plan_replay, warm_kernels
+from qmachina_serving.rest import router as rest_router
 from qmachina_serving.session import StreamHub
 from qmachina_serving.settings import ServingSettings
 from qmachina_serving.source import RegistrySource, VersionSource
@@ -185,5 +189,6 @@ def create_app(settings: ServingSettings | None = None, *, source: VersionSource
                            allow_headers=["content-type", "authorization"])
     app.include_router(probe_router)
     app.include_router(stream_router)
+    app.include_router(rest_router)
     app.add_middleware(StreamEndpoint)  # outermost user middleware: receives uvicorn's own send
     return app

@@ -189,10 +189,12 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def test_probes(server):
+def test_probes_and_rest(server):
     assert server.get("/healthz")[:3:2] == (200, {"status": "ok"})
     status, _, body = server.get("/readyz")
     assert status == 200 and body["ready"] and set(body["checks"].values()) == {"ok"}
+    status, _, body = server.get("/v1/serving/aliases/live")  # the REST router is mounted on the same app
+    assert status == 200 and server.version_id in json.dumps(body)
 
 
 @pytest.mark.parametrize("which", ["server", "server_asgi"])
