@@ -384,3 +384,20 @@ def test_wire_frames_parse_as_websocket_frames(size):
         frames.append(stop.value.value)
     assert [(f.opcode, f.fin) for f in frames] == [(Opcode.BINARY, True), (Opcode.TEXT, True), (Opcode.BINARY, True)]
     assert frames[0].data == payload and frames[1].data == b'{"type":"grid_update"}' and frames[2].data == b"\x01\x02"
+
+
+def test_serving_process_imports_no_dagster(served_lake):
+    lake, _ = served_lake
+    code = ("import sys; from pathlib import Path\n"
+            "from qmachina_serving.app import create_app\n"
+            "from qmachina_serving.replay import BinProducer, parse_query, plan_replay\n"
+            "from qmachina_serving.source import RegistrySource\n"
+            f"lake = Path({str(lake)!r}); create_app()\n"
+            "v = RegistrySource(lake=lake).resolve('live')\n"
+            "p = BinProducer(lake, plan_replay(v, parse_query([('serving', 'live')], 10), lake), v)\n"
+            "p.open(); assert p.produce(5)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('dagster')))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "QMACHINA_LAKE_DIR": str(lake)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
