@@ -117,6 +117,14 @@ def cmd_online_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The serving process (FastAPI + WebSocket stream + REST under /v1); settings from QMACHINA_SERVING_*."""
+    from qmachina_serving.server import serve
+
+    serve(args.host, args.port)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Main job on the embedded default: synthetic day + real samples -> bronze -> silver, SQLite instance."""
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))
@@ -278,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     from qmachina_assets.core.registry.commands import add_serving_parser
 
     add_serving_parser(sub)  # qmachina serving register|promote|list|show|history|diff|activate|rollback|...
+
+    v2 = sub.add_parser("serve", help="run the serving process (stream, REST) on uvicorn")
+    v2.add_argument("--host", default=None, help="default: QMACHINA_SERVING_HOST or 127.0.0.1")
+    v2.add_argument("--port", type=int, default=None, help="default: QMACHINA_SERVING_PORT")
+    v2.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("demo", help="end-to-end on the embedded default (sample data, SQLite instance)")
     d.add_argument("--records", type=int, default=2_000_000, help="size of the synthetic sample day")
