@@ -163,7 +163,14 @@ describe('StreamDecoder: message order', () => {
   it('a server error message is reported, and nothing may follow it', () => {
     const d = new StreamDecoder();
     expect(d.push(text({ type: 'error', message: 'unknown serving foo' }))).toEqual({ kind: 'server_error', message: 'unknown serving foo' });
-    expectError(() => d.push(text(runtimeConfig())), /after the server reported an error/);
+    expectError(() => d.push(text(runtimeConfig())), /after the server ended the stream/);
+  });
+
+  it('end_of_stream ends the stream after runtime_config, and nothing may follow it', () => {
+    expectError(() => new StreamDecoder().push(text({ type: 'end_of_stream' })), /before runtime_config/);
+    const d = started(2);
+    expect(d.push(text({ type: 'end_of_stream' }))).toEqual({ kind: 'end_of_stream', bins: 0 });
+    expectError(() => d.push(text(gridUpdate(1))), /after the server ended the stream/);
   });
 });
 

@@ -320,7 +320,9 @@ export type StreamEvent =
   | { readonly kind: 'grid_update'; readonly update: GridUpdate }
   | { readonly kind: 'bin'; readonly bin: StreamBin }
   /** The server's `{"type": "error"}` (it closes the connection afterwards). */
-  | { readonly kind: 'server_error'; readonly message: string };
+  | { readonly kind: 'server_error'; readonly message: string }
+  /** The server's `{"type": "end_of_stream"}`: the replay is over (a normal close follows). */
+  | { readonly kind: 'end_of_stream'; readonly bins: number };
 
 export type StreamMessageData = string | ArrayBufferLike | ArrayBufferView;
 
@@ -357,7 +359,7 @@ export class StreamDecoder {
   }
 
   private next(data: StreamMessageData): StreamEvent {
-    if (this.closed) fail('message after the server reported an error');
+    if (this.closed) fail('message after the server ended the stream (error or end_of_stream)');
     if (typeof data !== 'string') {
       if (this.pending === null) {
         fail(this._config === null
@@ -381,6 +383,10 @@ export class StreamDecoder {
         if (this._config !== null) fail('a second runtime_config (it is sent once, first)');
         this._config = parseRuntimeConfig(o);
         return { kind: 'runtime_config', config: this._config };
+      case 'end_of_stream':
+        if (this._config === null) fail('end_of_stream before runtime_config');
+        this.closed = true;
+        return { kind: 'end_of_stream', bins: this._bins };
       case 'grid_update':
         if (this._config === null) fail('grid_update before runtime_config');
         this.pending = parseGridUpdate(o);
