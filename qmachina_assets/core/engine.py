@@ -225,19 +225,25 @@ def _recenter_target(ht) -> int:
     return ba  # -1 when the book is empty
 
 
-@njit(cache=True, _nrt=False, error_model="numpy")
-def _check_reanchor(si, ht, depth, best, oow, ph, tk):
-    """Re-centre on the raw BBO when a best level nears an edge or a side left the window."""
+@njit(cache=True, _nrt=False, error_model="numpy", inline="always")
+def _reanchor_needed(si, n, best, oow) -> bool:
+    """A best level near an edge of the window, or a side empty in the window with orders outside it."""
     if si[S_ANCHOR_SET] == 0 or si[S_SNAP] == 1:
-        return
-    n = depth.shape[1]
+        return False
     m = si[S_MARGIN]
     bb = best[0]
     ba = best[1]
-    need = ((bb >= 0 and (bb < m or bb >= n - m)) or (ba >= 0 and (ba < m or ba >= n - m))
+    return ((bb >= 0 and (bb < m or bb >= n - m)) or (ba >= 0 and (ba < m or ba >= n - m))
             or (bb < 0 and oow[0] > 0) or (ba < 0 and oow[1] > 0))
-    if not need:
+
+
+@njit(cache=True, _nrt=False, error_model="numpy")
+def _check_reanchor(si, ht, depth, best, oow, ph, tk):
+    """Re-centre on the raw BBO when a best level nears an edge or a side left the window."""
+    if not _reanchor_needed(si, depth.shape[1], best, oow):
         return
+    bb = best[0]
+    ba = best[1]
     if si[S_RA_BB] == bb and si[S_RA_BA] == ba and si[S_RA_OB] == oow[0] and si[S_RA_OA] == oow[1]:
         return  # already tried for exactly this state: do not rescan the table on every record
     target = _recenter_target(ht)
@@ -555,7 +561,8 @@ def _run(ts_a, act_a, side_a, px_a, sz_a, oid_a, fl_a, start, stop, close_throug
                 _end_snapshot(si, ht, depth, best, oow, ph, tk, pc, tab, big)
         else:
             si[S_IN_EVENT] = 1
-        _check_reanchor(si, ht, depth, best, oow, ph, tk)
+        if _reanchor_needed(si, n, best, oow):  # cheap test inline; the call passes seven arrays
+            _check_reanchor(si, ht, depth, best, oow, ph, tk)
         i += 1
     if si[S_CLOCK] == 1:
         while si[S_BIN_START] + cell <= close_through:
