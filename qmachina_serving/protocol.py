@@ -5,7 +5,8 @@ Messages on `/v1/stream` (SPEC §7.2 with the §10.19 fixes):
 1. one JSON `runtime_config` (the published runtime snapshot's message, plus `replay`);
 2. per bin, a JSON `grid_update` (bin scalars; big ints as strings; `due_unix_ns` = the wall-clock
    deadline of the bin on the session's paced clock) immediately followed by one binary message: an
-   Arrow IPC stream (schema + one record batch of 2R+1 rows, k ascending, the version's wire schema);
+   Arrow IPC stream (schema + one record batch of 2R+1 rows, k ascending, or the EMA ensemble's single
+   k = 0 row; the version's wire schema);
 3. at the end of the window or of the data, a JSON `end_of_stream`, then a normal close (1000).
 
 A failure is a JSON `error` message (`code`, `message`) followed by a close with that code. Codes
@@ -29,7 +30,7 @@ class CloseCode(IntEnum):
     NO_DATA = 4410  # no bronze partition for (symbol, date), or no records in the window
     NOT_SERVABLE = 4422  # the version does not match this server's instrument lock / wire schema
     SLOW_CONSUMER = 4429  # the client stopped reading for longer than max_stall_s: dropped
-    NOT_IMPLEMENTED = 4501  # a model without a stream producer in this server (yet)
+    NOT_IMPLEMENTED = 4501  # a model without a stream producer in this server
     UNAVAILABLE = 4503  # too many sessions or subscribers, or the server is not ready
 
 

@@ -9,8 +9,9 @@
   A start time begins from an engine checkpoint (`checkpoints.engine_at`, cached in the lake), so a
   mid-day start does not replay from midnight; records are fed `feed_records` at a time so one engine
   call (which holds the GIL) stays short while the event loop fans frames out.
-- Frame shapers are per model (`SHAPERS`): `vacuum_pressure` sends the dense ±R grid. A new model (the
-  EMA ensemble's single k = 0 row, SPEC §9) registers its shaper there.
+- Frame shapers are per model (`SHAPERS`): `vacuum_pressure` sends the dense ±R grid; `ema_ensemble`
+  (SPEC §9) sends one k = 0 row per bin, the spot tick's row of the same engine grid (zeros while the
+  spot is invalid). Both share the grid_update scalars and the one-encode-per-bin framing.
 """
 
 from __future__ import annotations
@@ -185,20 +186,25 @@ def grid_update_prefixes(bins: dict[str, np.ndarray]) -> list[str]:
     return out
 
 
-class DenseGridShaper:
-    """`vacuum_pressure`: every bin's 2R+1 rows (k ascending) with the version's wire columns."""
+class _ShaperBase:
+    """Encodes `rows_per_bin` consecutive rows of one record batch per bin (schema message + batch + EOS)."""
 
-    def __init__(self, schema: pa.Schema, radius: int):
+    rows_per_bin = 1
+
+    def __init__(self, schema: pa.Schema):
         self.schema = schema
-        self.width = 2 * radius + 1
         self._schema_msg = schema.serialize().to_pybytes()
+
+    def columns(self, chunk: SilverChunk) -> dict[str, np.ndarray]:
+        raise NotImplementedError
 
     def frames(self, chunk: SilverChunk) -> list[Frame]:
         n = chunk.n_bins
         if not n:
             return []
-        w = self.width
-        arrays = [pa.array(np.ascontiguousarray(chunk.grid[f.name]), type=f.type) for f in self.schema]
+        w = self.rows_per_bin
+        cols = self.columns(chunk)
+        arrays = [pa.array(np.ascontiguousarray(cols[f.name]), type=f.type) for f in self.schema]
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
         prefixes = grid_update_prefixes(chunk.bins)
         seqs = chunk.bins["bin_seq"].tolist()
@@ -210,12 +216,46 @@ class DenseGridShaper:
         return out
 
 
+class DenseGridShaper(_ShaperBase):
+    """`vacuum_pressure`: every bin's 2R+1 rows (k ascending) with the version's wire columns."""
+
+    def __init__(self, schema: pa.Schema, radius: int):
+        super().__init__(schema)
+        self.rows_per_bin = 2 * radius + 1
+
+    def columns(self, chunk: SilverChunk) -> dict[str, np.ndarray]:
+        return chunk.grid
+
+
+class SpotRowShaper(_ShaperBase):
+    """`ema_ensemble` (SPEC §9): one row per bin, k = 0, the spot tick's cells of the engine grid; every
+    column is zero on a bin whose spot is invalid (`spot_ref_price_int` 0), so no stale level leaks."""
+
+    def __init__(self, schema: pa.Schema, radius: int):
+        super().__init__(schema)
+        self.radius = radius
+
+    def columns(self, chunk: SilverChunk) -> dict[str, np.ndarray]:
+        w = 2 * self.radius + 1
+        rows = np.arange(chunk.n_bins) * w + self.radius  # k = 0 of each bin
+        valid = chunk.bins["spot_ref_price_int"] != 0
+        out = {}
+        for f in self.schema:
+            col = chunk.grid[f.name][rows]
+            out[f.name] = np.where(valid, col, np.zeros(1, dtype=col.dtype))
+        return out
+
+
 def dense_grid(version: ServedVersion) -> DenseGridShaper:
     return DenseGridShaper(version.schema, int(version.runtime.grid_radius_ticks))
 
 
-#: model_id -> shaper factory. Models without one are refused with 4501 (EMA ensemble: SPEC §9, later).
-SHAPERS: dict[str, Callable[[ServedVersion], Any]] = {"vacuum_pressure": dense_grid}
+def spot_row(version: ServedVersion) -> SpotRowShaper:
+    return SpotRowShaper(version.schema, int(version.runtime.grid_radius_ticks))
+
+
+#: model_id -> shaper factory. A model without one is refused with 4501.
+SHAPERS: dict[str, Callable[[ServedVersion], Any]] = {"vacuum_pressure": dense_grid, "ema_ensemble": spot_row}
 
 
 def shaper_for(version: ServedVersion) -> Any:

@@ -102,7 +102,7 @@ def served_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         version = reg.register(cfg / "serving" / "vp_stream_test.yaml", alias="live", actor="tests",
                                reason="stream contract", configs_dir=cfg).version
         reg.register(cfg / "serving" / "ema_stream_test.yaml", alias="ema", actor="tests",
-                     reason="a model without a stream producer yet", configs_dir=cfg)
+                     reason="the second serving model (SPEC §9)", configs_dir=cfg)
     return lake, version.version_id
 
 
@@ -235,6 +235,35 @@ def test_contract_bin_by_bin_against_silver(request, which):
             assert upd[key] == ref[key], (i, key)
 
 
+def test_ema_ensemble_streams_the_spot_row_of_silver(server):
+    """SPEC §9: same contract, one k = 0 row per bin (fill_mass, rest_depth, last_event_id at the spot tick),
+    equal to the silver asset's k = 0 row, zero where the spot is invalid."""
+    got = run(_collect(f"{server.ws}?serving=ema&start=18:04&speed=100"))
+    hello = got["hello"]
+    assert hello["model_config"] == {"model": "ema_ensemble"} and hello["visualization"]["display_mode"] == "candle"
+    assert [f["name"] for f in hello["grid_schema_fields"]] == ["k", "fill_mass", "rest_depth", "last_event_id"]
+    s = silver_dir(server.lake, "ESH4", DATE)
+    bins = pq.read_table(s / "bins.parquet").to_pandas().set_index("bin_end_ns")  # bin_seq counts from the start
+    grid = pq.read_table(s / "grid.parquet", filters=[("k", "==", 0)]).to_pandas().set_index("bin_seq")
+    assert len(got["bins"]) == 600 and got["end"]["reason"] == "end_of_window"
+    nonzero = 0
+    for upd, frame, _ in got["bins"]:
+        table = pa.ipc.open_stream(frame).read_all()
+        assert table.num_rows == 1 and table.schema.names == ["k", "fill_mass", "rest_depth", "last_event_id"]
+        row = table.to_pylist()[0]
+        ref_bin = bins.loc[int(upd["bin_end_ns"])]
+        assert upd["spot_ref_price_int"] == str(ref_bin["spot_ref_price_int"])
+        seq = int(ref_bin["bin_seq"])
+        if ref_bin["spot_ref_price_int"] == 0:
+            assert row == {"k": 0, "fill_mass": 0.0, "rest_depth": 0.0, "last_event_id": 0}
+            continue
+        ref = grid.loc[seq]
+        assert row == {"k": 0, "fill_mass": ref["fill_mass"], "rest_depth": ref["rest_depth"],
+                       "last_event_id": ref["last_event_id"]}, seq
+        nonzero += row["rest_depth"] > 0
+    assert nonzero > 300  # the spot level rests depth most of the time: the rows are real, not zeros
+
+
 @pytest.mark.parametrize(("query", "code", "needle"), [
     ("speed=2", 4400, "missing parameter 'serving'"),
     ("serving=live&colour=red", 4400, "unknown parameter 'colour'"),
@@ -244,7 +273,6 @@ def test_contract_bin_by_bin_against_silver(request, which):
     ("serving=sv_0000000000000000", 4404, "sv_0000000000000000"),
     ("serving=live&date=2023-12-24", 4410, "no data"),
     ("serving=live&start=20:00&end=21:00", 4410, "no data"),
-    ("serving=ema", 4501, "ema_ensemble"),  # SPEC §9 producer: a later issue (replay.SHAPERS)
 ])
 def test_error_closes_with_documented_code(server, query, code, needle):
     got = run(_collect(f"{server.ws}?{query}"))
