@@ -4,7 +4,7 @@ VENV := .venv
 UV_VERSION := 0.13.9
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: demo test lint install web-install web-build clean-lake
+.PHONY: demo test lint install web-install web-build browser clean-lake
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,12 +27,18 @@ web-install: $(WEB_STAMP)
 web-build: web-install
 	npm --prefix web run build
 
-## Main job end to end on the embedded default (sample data, SQLite Dagster instance)
-demo: install
+## Debian's Chromium for the browser end-to-end tests (tests/test_web_e2e.py drives it with playwright-core)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
+## Main job end to end on the embedded default (sample data, SQLite Dagster instance); builds the web client
+demo: install web-build
 	$(VENV)/bin/qmachina demo
 
 ## The test suite (CI runs this with QMACHINA_REQUIRE_SERVICES=1)
-test: install web-install
+test: install web-build browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/qmachina validate-configs
 	$(VENV)/bin/pytest -q

@@ -13,6 +13,9 @@ Endpoints:
   bins every subscriber received) and totals of finished sessions.
 - The REST surface under `/v1` (`rest.router`: serving versions/aliases/diff/activate/rollback,
   experiments, datasets), from `app.state.settings`.
+- The browser client (`web/dist`, built by `make web-build`) at `/`: `/` (viewer, `?serving=…`),
+  `/registry.html`, `/experiments.html`. One process serves API, stream and UI, so the pages use
+  same-origin URLs and need no CORS. Without a build, `/` answers 404 naming the command that makes it.
 
 More routers go in `create_app` next to these; they can reuse `app.state.source` / `app.state.settings`.
 """
@@ -23,12 +26,14 @@ import asyncio
 import gc
 import logging
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from qmachina_serving.protocol import CloseCode, StreamError
 from qmachina_serving.replay import parse_query, plan_replay, warm_kernels
@@ -144,6 +149,18 @@ async def stream(scope: dict[str, Any], receive: Any, send: Any, state: Any) -> 
         session.leave(sub)
 
 
+def mount_web(app: FastAPI, web: Path) -> None:
+    """Serve the built client at `/` (after every API route, so those win); a clear 404 when not built."""
+    if (web / "index.html").is_file():
+        app.mount("/", StaticFiles(directory=web, html=True), name="web")
+        return
+
+    @app.get("/", include_in_schema=False)
+    async def no_client() -> JSONResponse:
+        return JSONResponse({"detail": f"the browser client is not built: {web}/index.html is missing "
+                                       "(run `make web-build`, or set QMACHINA_SERVING_WEB_DIR)"}, status_code=404)
+
+
 def create_app(settings: ServingSettings | None = None, *, source: VersionSource | None = None) -> FastAPI:
     """The serving app. `source` defaults to the registry (settings.registry_url / QMACHINA_REGISTRY_URL,
     else the SQLite registry in the lake)."""
@@ -190,5 +207,6 @@ def create_app(settings: ServingSettings | None = None, *, source: VersionSource
     app.include_router(probe_router)
     app.include_router(stream_router)
     app.include_router(rest_router)
+    mount_web(app, settings.web)
     app.add_middleware(StreamEndpoint)  # outermost user middleware: receives uvicorn's own send
     return app

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from qmachina_assets.core.paths import lake_root
+from qmachina_assets.core.paths import PROJECT_ROOT, lake_root
 
 
 class ServingSettings(BaseSettings):
@@ -31,6 +31,8 @@ class ServingSettings(BaseSettings):
         description="browser origins allowed for REST (CORS) and for the WebSocket (Origin check); comma "
                     "separated or a JSON list in the environment. `*` is refused. Same-origin pages and "
                     "clients sending no Origin (non-browser) are always allowed.")
+    web_dir: Path | None = Field(None, description="the built browser client served at / (default: web/dist in "
+                                                  "the checkout; `make web-build` writes it)")
     # ---- fan-out -------------------------------------------------------------------------------
     client_queue_bins: int = Field(64, ge=1, description="bins queued per client before skip-ahead")
     max_stall_s: float = Field(2.0, gt=0, description="a client with queued bins and no completed send for "
@@ -66,6 +68,10 @@ class ServingSettings(BaseSettings):
                 raise ValueError("cors_origins: list the allowed origins explicitly; '*' is not accepted")
             return out
         return v
+
+    @property
+    def web(self) -> Path:
+        return Path(self.web_dir).resolve() if self.web_dir is not None else PROJECT_ROOT / "web" / "dist"
 
     @property
     def lake(self) -> Path:

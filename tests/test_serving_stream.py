@@ -8,16 +8,12 @@ The real ESH4 2023-12-25 sample is landed into a throw-away lake, bronze and sil
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,112 +24,33 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from qmachina_assets.core import lake as lakemod
 from qmachina_assets.core import silver
-from qmachina_assets.core.bronze import build_bronze
-from qmachina_assets.core.instrument import load_instrument
 from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.registry import Registry
-from qmachina_assets.core.silver_partition import SilverWindow, build_silver, silver_dir
+from qmachina_assets.core.silver_partition import silver_dir
 from qmachina_serving.settings import ServingSettings
-from tests.conftest import ESH4_1225, sample
+from tests.serving_support import DATE, Server, build_served_lake, serve
 
-DATE = "2023-12-25"
 ALLOWED_ORIGIN = "http://viewer.test"
-PIPELINE = """name: esh4_sunday_open
-description: Sunday open of the real ESH4 sample day, 18:00-18:05 ET.
-pipeline_code_version: 1
-capture:
-  symbol: ESH4
-  dates: [2023-12-25]
-  start_et: "18:00"
-  end_et: "18:05"
-engine: {}
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, port: int, lake: Path, version_id: str):
-        self.port = port
-        self.lake = lake
-        self.version_id = version_id
-        self.ws = f"ws://127.0.0.1:{port}/v1/stream"
-        self.http = f"http://127.0.0.1:{port}"
-
-    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict, dict]:
-        req = urllib.request.Request(self.http + path, headers=headers or {})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return r.status, dict(r.headers), json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), json.loads(e.read() or b"{}")
 
 
 @pytest.fixture(scope="module")
 def served_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """(lake, version id of alias `live`): bronze + silver of the window, two registered versions."""
-    root = tmp_path_factory.mktemp("serving")
-    lake = root / "lake"
-    lake.mkdir()
-    inst = load_instrument(PROJECT_ROOT / "configs" / "instrument.yaml")
-    f = lakemod.land_raw_file(sample(ESH4_1225), lake, inst)
-    build_bronze([f.path], date=f.date, symbol="ESH4", lake=lake, instrument=inst)
-    build_silver(lake=lake, symbol="ESH4", date=f.date, instrument=inst,
-                 window=SilverWindow(start_et="18:00", end_et="18:05"))
-    cfg = root / "configs"
-    (cfg / "pipelines").mkdir(parents=True)
-    (cfg / "serving").mkdir()
-    (cfg / "pipelines" / "esh4_sunday_open.yaml").write_text(PIPELINE)
-    spec = (PROJECT_ROOT / "configs" / "serving" / "vp_flow_score.yaml").read_text()
-    spec = spec.replace("pipeline: es_sample_days", "pipeline: esh4_sunday_open").replace(
-        "name: vp_flow_score", "name: vp_stream_test")
-    (cfg / "serving" / "vp_stream_test.yaml").write_text(spec)
-    ema = (PROJECT_ROOT / "configs" / "serving" / "ema_ensemble.yaml").read_text()
-    (cfg / "serving" / "ema_stream_test.yaml").write_text(
-        ema.replace("pipeline: es_rth_1h", "pipeline: esh4_sunday_open").replace("name: ema_ensemble",
-                                                                               "name: ema_stream_test"))
-    with Registry(lake=lake, instrument=inst) as reg:
-        version = reg.register(cfg / "serving" / "vp_stream_test.yaml", alias="live", actor="tests",
-                               reason="stream contract", configs_dir=cfg).version
-        reg.register(cfg / "serving" / "ema_stream_test.yaml", alias="ema", actor="tests",
-                     reason="the second serving model (SPEC §9)", configs_dir=cfg)
-    return lake, version.version_id
+    world = build_served_lake(tmp_path_factory.mktemp("serving"))
+    with Registry(lake=world.lake, instrument=world.instrument) as reg:
+        version = reg.register(world.serving("vp_stream_test"), alias="live", actor="tests",
+                               reason="stream contract", configs_dir=world.configs).version
+        reg.register(world.serving("ema_stream_test"), alias="ema", actor="tests",
+                     reason="the second serving model (SPEC §9)", configs_dir=world.configs)
+    return world.lake, version.version_id
 
 
-@contextlib.contextmanager
-def _serve(lake: Path, version_id: str, **env_extra: str) -> Iterator[Server]:
-    """`python -m qmachina_serving` on a free port, in its own process group (SIGKILLed at the end)."""
-    port = _free_port()
-    env = {**os.environ, "QMACHINA_LAKE_DIR": str(lake), "QMACHINA_SERVING_LOG_LEVEL": "warning",
-           "QMACHINA_SERVING_CORS_ORIGINS": ALLOWED_ORIGIN, "QMACHINA_SERVING_MAX_STALL_S": "1.0",
-           "QMACHINA_SERVING_CLIENT_QUEUE_BINS": "16", "QMACHINA_SERVING_LEAD_IN_S": "0.05",
-           "QMACHINA_SERVING_INLINE_WARMUP_RECORDS": "19000",  # starts after 18:03 warm up in the worker
-           **env_extra}
-    env.pop("QMACHINA_REGISTRY_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "qmachina_serving", "--port", str(port)], cwd=PROJECT_ROOT,
-                            env=env, start_new_session=True)
-    srv = Server(port, lake, version_id)
-    try:
-        deadline = time.time() + 240  # a stale numba cache recompiles the engine on first use
-        while True:
-            assert proc.poll() is None, f"server exited with {proc.returncode}"
-            try:
-                if srv.get("/readyz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.time() < deadline, "server not ready"
-            time.sleep(0.2)
-        yield srv
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+def _serve(lake: Path, version_id: str, **env_extra: str):
+    return serve(lake, version_id, QMACHINA_SERVING_CORS_ORIGINS=ALLOWED_ORIGIN, QMACHINA_SERVING_MAX_STALL_S="1.0",
+                 QMACHINA_SERVING_CLIENT_QUEUE_BINS="16", QMACHINA_SERVING_LEAD_IN_S="0.05",
+                 QMACHINA_SERVING_INLINE_WARMUP_RECORDS="19000",  # starts after 18:03 warm up in the worker
+                 **env_extra)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,82 @@
+"""The browser client end to end: Debian Chromium, driven by playwright-core (web/e2e/), against a real
+serving process that serves the built client (web/dist), the stream and the REST API on one loopback port.
+
+The lake holds the real ESH4 sample's bronze; alias `live` first points at one vacuum-pressure version,
+then at a second (a different display name), so the registry page's rollback must bring back the first;
+alias `ema` is an EMA-ensemble version. Screenshots and the viewer's frame-time figures go to
+`test-artifacts/e2e/` (QMACHINA_E2E_ARTIFACTS overrides).
+
+Needs Chromium (`make browser` installs Debian's package) and `make web-build`; without them the test
+skips, and fails under QMACHINA_REQUIRE_SERVICES=1 (CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from qmachina_assets.core.paths import PROJECT_ROOT
+from qmachina_assets.core.registry import Registry
+from tests.conftest import REQUIRE_SERVICES
+from tests.serving_support import build_served_lake, serve
+
+CHROMIUM = os.environ.get("QMACHINA_E2E_CHROMIUM", "/usr/bin/chromium")
+WEB = PROJECT_ROOT / "web"
+
+
+def _missing(what: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{what} and QMACHINA_REQUIRE_SERVICES=1")
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="module")
+def e2e_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | Path]:
+    if not Path(CHROMIUM).is_file():
+        _missing(f"no browser at {CHROMIUM} (`make browser` installs Debian's chromium)")
+    if not (WEB / "dist" / "registry.html").is_file() or not (WEB / "node_modules" / "playwright-core").is_dir():
+        _missing("web/dist or web/node_modules is missing (`make web-build`)")
+    if shutil.which("npm") is None:
+        _missing("npm is not installed")
+    world = build_served_lake(tmp_path_factory.mktemp("e2e"), with_silver=False)
+    second = world.serving("vp_stream_test").read_text().replace("display_name:", "display_name: v2 of", 1)
+    world.serving("vp_stream_v2").write_text(second.replace("name: vp_stream_test", "name: vp_stream_v2", 1))
+    with Registry(lake=world.lake, instrument=world.instrument) as reg:
+        first = reg.register(world.serving("vp_stream_test"), alias="live", actor="tests", reason="e2e v1",
+                             configs_dir=world.configs).version.version_id
+        current = reg.register(world.serving("vp_stream_v2"), alias="live", actor="tests", reason="e2e v2",
+                               configs_dir=world.configs).version.version_id
+        reg.register(world.serving("ema_stream_test"), alias="ema", actor="tests", reason="e2e ema",
+                     configs_dir=world.configs)
+        assert reg.resolve("live").version_id == current != first
+    return {"lake": world.lake, "first": first, "current": current}
+
+
+def test_browser_end_to_end(e2e_world):
+    artifacts = Path(os.environ.get("QMACHINA_E2E_ARTIFACTS", PROJECT_ROOT / "test-artifacts" / "e2e"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    for old in artifacts.glob("*"):
+        old.unlink()
+    with serve(e2e_world["lake"], str(e2e_world["current"])) as srv:
+        with urllib.request.urlopen(srv.http + "/", timeout=10) as r:  # the same process serves the client
+            assert r.status == 200 and b'id="viewer-canvas"' in r.read()
+        env = {**os.environ, "QMACHINA_E2E_URL": srv.http, "QMACHINA_E2E_ARTIFACTS": str(artifacts),
+               "QMACHINA_E2E_CHROMIUM": CHROMIUM, "QMACHINA_E2E_LIVE_FROM": str(e2e_world["current"]),
+               "QMACHINA_E2E_LIVE_TO": str(e2e_world["first"]), "QMACHINA_E2E_EMA": "ema"}
+        proc = subprocess.run(["npm", "--prefix", str(WEB), "run", "e2e"], env=env, capture_output=True, text=True,
+                              timeout=600)
+        print(proc.stdout[-6000:], proc.stderr[-3000:])
+        assert proc.returncode == 0, f"browser tests failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+        # The rollback went through the registry: the alias and its audit say so, not only the page.
+        with Registry(lake=e2e_world["lake"]) as reg:
+            assert reg.resolve("live").version_id == e2e_world["first"]
+    figures = json.loads((artifacts / "viewer-frame-time.json").read_text())
+    assert figures["frames"] > 5 and figures["painted_share"] > 0.05
+    for shot in ("viewer-heatmap.png", "viewer-ema-candles.png", "registry-before.png", "registry-after.png"):
+        assert (artifacts / shot).stat().st_size > 5_000, shot
