@@ -13,17 +13,21 @@ Endpoints (every one has a pydantic response model, so `/openapi.json` is comple
 - `GET  /v1/experiments/{name}/runs?test_date&signal&selected&min_oos_trades&sort&order&limit&offset` — one
   row per results row (one parameter set on one walk-forward fold): params + key metrics.
 - `GET  /v1/experiments/{name}/runs/{run_id}` — the full row: every is_/oos_ metric and the lineage fields.
+- `GET  /v1/experiments/{name}/runs/{run_id}/equity` — the run's in-sample and out-of-sample equity curves,
+  replayed (run_equity.replay_run: results rows hold no trades); cached per (run, results file mtime).
 - `GET  /v1/datasets`, `GET /v1/datasets/{dataset_id}` — stored research datasets, a dataset's manifest.
 
 Errors: 404 unknown version/alias/experiment/run/dataset; 422 invalid input (names in paths are matched by a
 regex, so nothing reaches outside the lake's directories); 409 a refused write (`detail.issues` lists the
-preflight issues), a rollback with nothing to roll back to, or stored state that does not validate; 503 when
+preflight issues), a rollback with nothing to roll back to, stored state that does not validate, or a run that
+cannot be replayed (its specs changed since the sweep, its datasets left the lake); 503 when
 the registry database cannot be reached.
 Non-finite metrics (NaN, inf) are returned as null.
 
 Wiring: `router` takes the lake and registry from `request.app.state.settings` (a `ServingSettings`) and opens
-one Registry per app (kept on `app.state.rest_registry`); `build_router(registry_factory, lake)` injects them
-(the factory is called once, lazily). Both carry the `/v1` prefix: `app.include_router(router)`.
+one Registry per app (kept on `app.state.rest_registry`); `build_router(registry_factory, lake, configs)` injects
+them (the factory is called once, lazily; `configs` is the specs tree replays resolve, default `configs_root()`).
+Both carry the `/v1` prefix: `app.include_router(router)`.
 """
 
 import datetime as dt
@@ -31,6 +35,7 @@ import json
 import math
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -44,6 +49,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from qmachina_assets.core import datasets as dsets
 from qmachina_assets.core import sweeps
 from qmachina_assets.core.evaluation import METRIC_NAMES
+from qmachina_assets.core.paths import configs_root
 from qmachina_assets.core.registry import (
     AliasEvent,
     AliasRecord,
@@ -56,6 +62,7 @@ from qmachina_assets.core.registry import (
 )
 from qmachina_assets.core.registry.preflight import PreflightIssue
 from qmachina_assets.core.registry.snapshot import SnapshotDiff
+from qmachina_assets.core.run_equity import RunEquity, replay_run
 
 NAME_RE = r"^[a-z0-9][a-z0-9_]*$"  # specs.NAME_PATTERN: aliases, version ids, experiment names, signals
 # NAME_RE without the `sv_` prefix reserved for version ids (no look-ahead: pydantic's regex engine has none)
@@ -320,10 +327,15 @@ def _sort_value(row: dict[str, Any], key: str) -> tuple[int, Any]:
 # ---- the router --------------------------------------------------------------------------------------
 
 
-def build_router(registry_factory: RegistryFactory | None = None, lake: Path | None = None) -> APIRouter:
+EQUITY_CACHE_SIZE = 32
+
+
+def build_router(registry_factory: RegistryFactory | None = None, lake: Path | None = None,
+                 configs: Path | None = None) -> APIRouter:
     """The `/v1` REST router. Without arguments the lake and registry come from the app's settings."""
     lock = threading.Lock()
     cache: dict[str, Registry] = {}
+    equity_cache: OrderedDict[tuple[Any, ...], RunEquity] = OrderedDict()  # a replay takes seconds
 
     def get_lake(request: Request) -> Path:
         return Path(lake) if lake is not None else request.app.state.settings.lake
@@ -449,6 +461,32 @@ def build_router(registry_factory: RegistryFactory | None = None, lake: Path | N
             if row.get("run_id") == run_id:
                 return _detail(row)
         raise _not_found(f"no run {run_id!r} in experiment {name!r}")
+
+    @r.get("/experiments/{name}/runs/{run_id}/equity", response_model=RunEquity, responses=refused,
+           tags=["experiments"])
+    def run_equity(name: ExperimentName, run_id: RunId, lake_dir: Lake) -> RunEquity:
+        row = next((x for x in _results(lake_dir, name) if x.get("run_id") == run_id), None)
+        if row is None:
+            raise _not_found(f"no run {run_id!r} in experiment {name!r}")
+        file = sweeps.results_dir(lake_dir, name) / f"{row.get('test_date')}__{row.get('sweep_id')}.parquet"
+        try:
+            stamp = file.stat().st_mtime_ns
+        except OSError:
+            stamp = None
+        key = (str(lake_dir), name, run_id, stamp)
+        with lock:
+            if key in equity_cache:
+                equity_cache.move_to_end(key)
+                return equity_cache[key]
+        try:
+            out = replay_run(lake_dir, row, Path(configs) if configs is not None else configs_root())
+        except (ValueError, OSError) as exc:  # ReplayError, a dataset that does not load, a refused row
+            raise _refused(ValueError(f"cannot replay run {run_id!r}: {exc}")) from exc
+        with lock:
+            equity_cache[key] = out
+            while len(equity_cache) > EQUITY_CACHE_SIZE:
+                equity_cache.popitem(last=False)
+        return out
 
     # -- datasets --
 

@@ -178,6 +178,9 @@ def test_experiments_runs_filter_sort_detail(client):
     assert len(d["metrics"]) == 2 * len(METRIC_NAMES) and d["metrics"]["oos_profit_factor"] is None
     assert d["other"] == {}
     assert client.get(f"/v1/experiments/{EXP}/runs/nope-1").status_code == 404
+    eq = client.get(f"/v1/experiments/{EXP}/runs/{run_id}/equity")  # its specs/datasets are not in this lake
+    assert eq.status_code == 409 and "cannot replay" in eq.json()["detail"]["message"]
+    assert client.get(f"/v1/experiments/{EXP}/runs/nope-1/equity").status_code == 404
 
 
 def test_datasets(client, lake):
@@ -196,7 +199,7 @@ def test_datasets(client, lake):
 def test_openapi_schema_is_complete(client):
     schema = client.get("/openapi.json").json()
     ops = [(p, m, op) for p, item in schema["paths"].items() for m, op in item.items()]
-    assert len(ops) == 13
+    assert len(ops) == 14
     for path, method, op in ops:
         ok = op["responses"]["200"]["content"]["application/json"]["schema"]
         ref = ok.get("$ref") or ok.get("items", {}).get("$ref")  # a model, or a list of a model

@@ -211,3 +211,55 @@ def test_promotion_candidate_sensor_and_job(world, monkeypatch):
         assert not out.success
     with Registry(lake=lake) as reg:
         assert "synth_strict" not in {a.name for a in reg.list_aliases()}
+
+
+def test_run_equity_endpoint_replays_a_stored_row(world):
+    """`GET .../runs/{id}/equity` replays one row: its final out-of-sample equity is the stored total."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from qmachina_serving.rest import build_router
+
+    lake, exp_path, exp, srv, pipe = world
+    table = sweeps.run_fold(lake, exp, srv, pipe, sweeps.folds(pipe, exp)[0])
+    sweeps.append_results(lake, table)
+    rows = sorted(table.to_pylist(), key=lambda r: -r["oos_n_trades"])
+    app = FastAPI()
+    app.include_router(build_router(None, lake, exp_path.parent.parent))
+    with TestClient(app) as c:
+        for row in (rows[0], next(r for r in rows if "2.0" in r["params_json"])):  # stored and recomputed gold
+            r = c.get(f"/v1/experiments/{exp.name}/runs/{row['run_id']}/equity")
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["reproduced"] is True
+            for tag, curve in (("is", body["in_sample"]), ("oos", body["out_of_sample"])):
+                assert curve["n_trades"] == row[f"{tag}_n_trades"]
+                assert np.isclose(curve["pnl_ticks"][-1], row[f"{tag}_total_pnl_ticks"])
+                assert np.isclose(curve["total_pnl_ticks"], row[f"{tag}_total_pnl_ticks"])
+                ts = [int(t) for t in curve["ts_ns"]]
+                assert ts == sorted(ts) and 2 <= len(ts) <= 2000 and len(ts) == len(curve["pnl_ticks"])
+        assert rows[0]["oos_n_trades"] > 0
+        assert c.get(f"/v1/experiments/{exp.name}/runs/{row['run_id']}/equity").json() == body  # the cached one
+        assert c.get(f"/v1/experiments/{exp.name}/runs/nope-1/equity").status_code == 404
+        gone = lake / "research" / "datasets" / rows[1]["test_dataset_id"]
+        gone.rename(gone.with_name("moved_away"))
+        try:
+            r = c.get(f"/v1/experiments/{exp.name}/runs/{rows[1]['run_id']}/equity")
+        finally:
+            gone.with_name("moved_away").rename(gone)
+        assert r.status_code == 409 and "not in the lake" in r.json()["detail"]["message"]
+
+
+def test_equity_downsample_keeps_the_ends_and_the_extremes():
+    from qmachina_assets.core.run_equity import downsample
+
+    rng = np.random.default_rng(3)
+    eq = np.cumsum(rng.normal(size=50_000))
+    eq[31_000] = 1e6  # a spike must survive
+    ts = np.arange(eq.shape[0], dtype=np.int64) * 100
+    t, e = downsample(ts, eq, 2000)
+    assert len(t) <= 2000 and t[0] == 0 and t[-1] == ts[-1] and e[-1] == eq[-1]
+    assert np.all(np.diff(t) > 0) and e.max() == 1e6 and e.min() == eq.min()
+    steps = np.repeat([0.0, 2.0, 2.0, -1.0], 3)  # a step curve: only the changes and the ends
+    t, e = downsample(np.arange(12), steps)
+    assert t.tolist() == [0, 3, 9, 11] and e.tolist() == [0.0, 2.0, -1.0, -1.0]

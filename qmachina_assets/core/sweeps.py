@@ -78,7 +78,7 @@ def _group_key(serving: ServingSpec, gold_hash: str, is_ml: bool) -> str:
     return json.dumps(key, sort_keys=True, default=str)
 
 
-class _DayData:
+class DayData:
     """GridData of a set of dataset days, with gold recomputed from silver for a non-default gold config."""
 
     def __init__(self, lake: Path, ids: list[str], radius: int, tick_int: int):
@@ -115,6 +115,20 @@ class _DayData:
 _BIN_INPUTS = ("bin_seq", "spot_ref_price_int", "book_valid", "ask_reprice_sign", "bid_reprice_sign")
 
 
+def fit_and_score(applied: ServingSpec, pipeline: PipelineSpec, label: LabelSpec, train_src: DayData,
+                  test_src: DayData, stored_gold: str) -> dict[str, tuple[np.ndarray, GridData]]:
+    """The signal of one applied serving spec fitted on the training days (ML signals learn `label`'s
+    barriers), scored in-sample ("is", the training days) and out-of-sample ("oos", the test day). Shared by
+    the sweep and a single run's replay (run_equity), so a replay is the code that produced the row."""
+    sig = make_signal(applied.signal.name, signal_kwargs(applied))
+    cols = list(sig.columns)
+    gold_cfg = applied.gold_config(pipeline)
+    train = train_src.load(cols, gold_cfg, stored_gold)
+    test = test_src.load(cols, gold_cfg, stored_gold)
+    sig.fit(train, label)
+    return {"is": (sig.score(train), train), "oos": (sig.score(test), test)}
+
+
 def run_fold(lake: Path, exp: ExperimentSpec, serving: ServingSpec, pipeline: PipelineSpec, fold: Fold,
              symbol: str | None = None, *, param_sets: list[dict[str, Any]] | None = None,
              progress: Callable[[int, int], None] | None = None) -> pa.Table:
@@ -128,8 +142,8 @@ def run_fold(lake: Path, exp: ExperimentSpec, serving: ServingSpec, pipeline: Pi
     if stored is None:
         raise FileNotFoundError(f"{dsets.dataset_dir(lake, test_ids[0])}: dataset of {fold.test} is not built")
     stored_gold = pipeline.gold_config().config_hash
-    train_src = _DayData(lake, train_ids, runtime.grid_radius_ticks, runtime.tick_int)
-    test_src = _DayData(lake, test_ids, runtime.grid_radius_ticks, runtime.tick_int)
+    train_src = DayData(lake, train_ids, runtime.grid_radius_ticks, runtime.tick_int)
+    test_src = DayData(lake, test_ids, runtime.grid_radius_ticks, runtime.tick_int)
     ev = exp.eval
 
     groups: dict[str, list[tuple[dict[str, Any], ServingSpec]]] = {}
@@ -143,13 +157,8 @@ def run_fold(lake: Path, exp: ExperimentSpec, serving: ServingSpec, pipeline: Pi
     done = 0
     for members in groups.values():
         applied = members[0][1]
-        gold_cfg = applied.gold_config(pipeline)
-        sig = make_signal(applied.signal.name, signal_kwargs(applied))
-        cols = list(sig.columns)
-        train = train_src.load(cols, gold_cfg, stored_gold)
-        test = test_src.load(cols, gold_cfg, stored_gold)
-        sig.fit(train, LabelSpec(applied.tp_ticks, applied.sl_ticks, ev.max_hold_bins, runtime.tick_size))
-        scores = {"is": (sig.score(train), train), "oos": (sig.score(test), test)}
+        label = LabelSpec(applied.tp_ticks, applied.sl_ticks, ev.max_hold_bins, runtime.tick_size)
+        scores = fit_and_score(applied, pipeline, label, train_src, test_src, stored_gold)
         axes = {k: sorted({m[0].get(k, getattr(m[1], k)) for m in members}) for k in TRADING_KEYS}
         metrics = {}
         for tag, (s, data) in scores.items():
