@@ -9,6 +9,7 @@ import type { RuntimeConfigMessage, StreamBin } from '../stream/contract';
 import { COLOR_SCHEMES, isColorScheme, type ColorScheme } from './colormap';
 import { StreamConnection, type ConnState } from './connection';
 import { PriceView } from './geometry';
+import { EMA_SIGNAL_FIELD } from './ema';
 import { createViewerModel, ingestBin, type ViewerModel } from './model';
 import { isNormalization, NORMALIZATIONS, Normalizer, type Normalization } from './normalize';
 import { buildStreamUrl, checkReplayParam, withReplay, type ReplayParam, type ReplayQuery, type ViewerParams } from './params';
@@ -119,7 +120,7 @@ export class ViewerApp {
   private onConfig(c: RuntimeConfigMessage): void {
     this.config = c;
     this.viz = parseVisualization(c.raw.visualization);
-    this.model = createViewerModel(c, RING_BINS);
+    this.model = createViewerModel(c, RING_BINS, this.viz);
     const ring = this.model.ring;
     this.view = new PriceView(c.grid_rows);
     const shader = this.viz.cell_shader;
@@ -132,14 +133,16 @@ export class ViewerApp {
     this.normalizer = new Normalizer(this.normalization);
     this.binsTotal = 0;
     this.lastSeq = null;
-    this.fillFieldOptions(floats, this.model.goldFields.filter((f) => f !== 'state5_code'));
+    const derived = ring.has(EMA_SIGNAL_FIELD) ? [EMA_SIGNAL_FIELD] : []; // the EMA/SMA lines are prices: not offered
+    this.fillFieldOptions(floats, [...this.model.goldFields.filter((f) => f !== 'state5_code'), ...derived]);
     this.syncControls();
     const unsupported = this.viz.overlays.filter((o) => !Renderer.SUPPORTED.has(o.type)).map((o) => o.type);
     el(this.root, '#title').textContent = `${c.display_name ?? this.params.serving} · ${c.symbol ?? ''} · ${c.cell_width_ms} ms bins · ±${c.grid_radius_ticks} ticks`;
     el(this.root, '#overlays').textContent = `overlays: ${this.viz.overlays.map((o) => `${o.label || o.type}(z${o.z_order})`).join(', ') || 'none'}`
-      + (unsupported.length ? ` · not drawn yet: ${unsupported.join(', ')}` : '')
+      + (unsupported.length ? ` · not drawn: ${unsupported.join(', ')}` : '')
+      + (this.model.lineNotes.length ? ` · ${this.model.lineNotes.join('; ')}` : '')
       + (this.viz.warnings.length ? ` · config warnings: ${this.viz.warnings.join('; ')}` : '')
-      + (this.model.goldNote ? ` · ${this.model.goldNote}` : '');
+      + (this.model.goldNote && this.viz.overlays.some((o) => o.type === 'vp_gold') ? ` · ${this.model.goldNote}` : '');
     this.dirty = true;
   }
 
@@ -173,7 +176,7 @@ export class ViewerApp {
       ring: m.ring, mode: this.mode, field: this.field, normalizer: this.normalizer, gamma: this.gamma,
       scheme: this.scheme, view: this.view, radius: this.config.grid_radius_ticks, overlays: this.viz.overlays,
       horizonsBins: this.config.projection_horizons_bins, tickDollars: Number(this.config.tick_int) * this.config.price_scale,
-      goldReady: m.gold?.ready ?? false, binsPerCandle: 1,
+      goldReady: m.gold?.ready ?? false, binsPerCandle: 1, lineSets: m.lineSets,
     });
     this.frameStats.add(performance.now() - t0);
     this.frames++;
@@ -203,12 +206,12 @@ export class ViewerApp {
 
   // ---- controls -----------------------------------------------------------------------------------------
 
-  private fillFieldOptions(silver: readonly string[], gold: readonly string[]): void {
+  private fillFieldOptions(silver: readonly string[], computed: readonly string[]): void {
     const sel = el<HTMLSelectElement>(this.root, '#field');
     sel.replaceChildren();
     const ring = this.model!.ring;
     const first = ['rest_depth', 'flow_score', 'composite'].filter((f) => ring.has(f));
-    const rest = [...silver, ...gold].filter((f) => !first.includes(f));
+    const rest = [...silver, ...computed].filter((f) => !first.includes(f));
     for (const f of [...first, ...rest]) sel.append(new Option(f, f));
     if (!ring.has(this.field)) sel.append(new Option(`${this.field} (not streamed)`, this.field));
   }

@@ -1,7 +1,9 @@
 import { tableFromArrays, tableToIPC } from 'apache-arrow';
 import { describe, expect, it } from 'vitest';
 import { StreamDecoder, type GridSchemaField, type StreamBin } from '../stream/contract';
-import { GOLD_FIELDS, createViewerModel, ingestBin } from './model';
+import { EmaLinesRuntime } from './ema';
+import { GOLD_FIELDS, buildLines, createViewerModel, ingestBin } from './model';
+import { parseVisualization } from './vizconfig';
 
 const GOLD_CONFIG = {
   cell_width_ms: 100, c1: 1.0, c2: 0.5, c3: 0.3, c4: 1.0, c5: 1.5, c6: 0.5, c7: 0.3,
@@ -19,8 +21,9 @@ const VP_SCHEMA: GridSchemaField[] = [
   { name: 'bid_reprice_sign', dtype: 'int8', role: 'indicator' },
 ];
 
-function config(model: string, fields: GridSchemaField[]) {
+function config(model: string, fields: GridSchemaField[], extra: Record<string, unknown> = {}) {
   return JSON.stringify({
+    ...extra,
     type: 'runtime_config', product_type: 'future_mbo', symbol: 'ESH4', price_scale: 1e-9, tick_size: 0.25,
     grid_radius_ticks: R, cell_width_ms: 100, projection_horizons_bins: [1, 2], projection_horizons_ms: [100, 200],
     stream_format: 'dense_grid', grid_rows: 2 * R + 1, model_config: { model }, gold_config: GOLD_CONFIG, grid_schema_fields: fields,
@@ -99,5 +102,128 @@ describe('viewer model (stream → ring)', () => {
     const col = Array.from(m.ring.column('rest_depth', 0));
     expect(col[R]).toBe(7);
     expect(col.filter(Number.isNaN)).toHaveLength(2 * R);
+  });
+
+  describe('ema_lines (SPEC §9)', () => {
+    const EMA_SCHEMA: GridSchemaField[] = [
+      { name: 'k', dtype: 'int32', role: 'grid_index' },
+      { name: 'fill_mass', dtype: 'float64', role: 'force' },
+      { name: 'rest_depth', dtype: 'float64', role: 'force' },
+      { name: 'last_event_id', dtype: 'int64', role: 'metadata' },
+    ];
+    const EMA_PARAMS = {
+      periods: [5, 10, 20, 50], weights: [0.4, 0.3, 0.2, 0.1], sma_periods: [10, 20], signal_tanh_scale: 1.5,
+      line_width: 1.5, lines_label: 'EMA', sma_label: 'SMA',
+    };
+    // configs/serving/ema_ensemble.yaml's visualization
+    const EMA_VIZ = {
+      display_mode: 'candle',
+      overlays: [
+        { id: 'spot_trail', type: 'spot_trail', label: 'Spot', z_order: 10 },
+        { id: 'bbo_spread', type: 'bbo_spread', label: 'Spread', z_order: 15 },
+        { id: 'ema_lines', type: 'ema_lines', label: 'EMA ensemble', z_order: 20, params: EMA_PARAMS },
+        { id: 'projection_bands', type: 'projection_bands', label: 'Projection (EMA signal)', z_order: 30, params: { signal_field: 'ema_signal', composite_scale: 6.0 } },
+      ],
+    };
+    const emaFrame = (seq: number): ArrayBuffer => tableToIPC(tableFromArrays({
+      k: Int32Array.from([0]), fill_mass: Float64Array.from([seq % 2]), rest_depth: Float64Array.from([10 + seq]),
+      last_event_id: BigInt64Array.from([BigInt(seq)]),
+    }), 'stream').slice().buffer;
+    const TICK = 250_000_000n; // 0.25 at price_scale 1e-9
+    const BASE = 4_800_000_000_000n;
+
+    it('1-row ema_ensemble frames: EMA/SMA lines and ema_signal land on the centre row, invalid spots are held', () => {
+      const d = new StreamDecoder();
+      d.push(config('ema_ensemble', EMA_SCHEMA, { visualization: EMA_VIZ }));
+      const m = createViewerModel(d.config!, 8);
+      expect(m.gold).toBeNull();
+      expect(m.lineNotes).toEqual([]);
+      expect(m.silverFields).toEqual(['fill_mass', 'rest_depth']);
+      expect(m.derivedFields).toEqual(['ema_5', 'ema_10', 'ema_20', 'ema_50', 'sma_10', 'sma_20', 'ema_signal']);
+      expect(m.ring.fields).toEqual(['fill_mass', 'rest_depth', ...m.derivedFields]);
+      expect(m.lineSets.get('ema_lines')).toMatchObject({ type: 'ema_lines', lineWidth: 1.5, emaPeriods: [5, 10, 20, 50], smaPeriods: [10, 20], emaLabel: 'EMA', smaLabel: 'SMA' });
+      // spot rises 0, +1, +2 ticks, then an invalid book and a zero spot, then +3 ticks
+      const msgs = [
+        update(1, BASE), emaFrame(1),
+        update(2, BASE + TICK), emaFrame(2),
+        update(3, BASE + 2n * TICK), emaFrame(3),
+        update(4, BASE + 9n * TICK, { book_valid: false }), emaFrame(4),
+        update(5, 0n, { best_bid_price_int: '0', best_ask_price_int: '0' }), emaFrame(5),
+        update(6, BASE + 3n * TICK), emaFrame(6),
+      ];
+      const bins = decodeAll(d, msgs);
+      expect(bins.map((b) => b.frame.numRows)).toEqual([1, 1, 1, 1, 1, 1]);
+      for (const b of bins) ingestBin(m, b);
+      expect(m.ring.size).toBe(6);
+      // the same closes through a bare runtime, the invalid bins as null
+      const ref = new EmaLinesRuntime(m.ema!.params);
+      const steps = [4800, 4800.25, 4800.5, null, null, 4800.75].map((c) => ref.step(c));
+      const at = (f: string, i: number) => m.ring.value(f, i, R);
+      steps.forEach((s, i) => {
+        [5, 10, 20, 50].forEach((p, j) => expect(at(`ema_${p}`, i)).toBeCloseTo(s.emas[j], 2)); // Float32 ring
+        [10, 20].forEach((p, j) => expect(at(`sma_${p}`, i)).toBeCloseTo(s.smas[j], 2));
+        expect(at('ema_signal', i)).toBeCloseTo(s.signal, 6);
+        // only the centre row is written
+        expect(Array.from(m.ring.column('ema_signal', i)).filter(Number.isNaN)).toHaveLength(2 * R);
+      });
+      expect(at('ema_5', 0)).toBe(4800);
+      expect(at('ema_signal', 0)).toBe(0); // all EMAs equal on the first bin
+      expect(at('ema_signal', 1)).toBeCloseTo(Math.tanh(1.5), 6); // rising: every fast EMA above the slower one
+      expect(at('ema_signal', 2)).toBeCloseTo(Math.tanh(1.5), 6);
+      // bins 4 (book invalid) and 5 (spot 0): held, not dragged towards 0 or the bogus +9 ticks
+      for (const f of ['ema_5', 'ema_50', 'sma_10', 'ema_signal']) {
+        expect(at(f, 3)).toBe(at(f, 2));
+        expect(at(f, 4)).toBe(at(f, 2));
+      }
+      expect(at('sma_10', 5)).toBeCloseTo((4800 + 4800.25 + 4800.5 + 4800.75) / 4, 2);
+      expect(Number.isNaN(m.ring.scalarsAt(4).spotTick)).toBe(true);
+      expect(m.ring.value('rest_depth', 5, R)).toBe(16); // the silver row is still there
+      expect(m.ema!.ready).toBe(true);
+    });
+
+    it('a 2R+1-row stream with an ema_lines overlay keeps ema_signal on the centre row', () => {
+      const d = new StreamDecoder();
+      d.push(config('vacuum_pressure', VP_SCHEMA, { visualization: { overlays: [{ id: 'e', type: 'ema_lines', params: { ...EMA_PARAMS, periods: [2, 3], weights: [1] } }] } }));
+      const m = createViewerModel(d.config!, 4);
+      for (const b of decodeAll(d, [update(1, BASE), vpFrame(1), update(2, BASE + TICK), vpFrame(2)])) ingestBin(m, b);
+      expect(m.ring.value('ema_signal', 1, R)).toBeCloseTo(Math.tanh(1.5), 6);
+      expect(m.ring.value('ema_2', 1, R)).toBeCloseTo(4800 + (2 / 3) * 0.25, 3);
+      expect(Number.isNaN(m.ring.value('ema_signal', 1, 0))).toBe(true);
+      expect(m.ring.value('rest_depth', 1, 0)).toBe(9); // silver rows unaffected
+    });
+
+    it('bad params and extra overlays become notes, never errors; sma_lines draws SMAs only', () => {
+      const lines = buildLines(parseVisualization({
+        overlays: [
+          { id: 'e1', type: 'ema_lines', z_order: 1, params: EMA_PARAMS },
+          { id: 'e2', type: 'ema_lines', z_order: 2, params: EMA_PARAMS },
+          { id: 's1', type: 'sma_lines', label: 'slow', z_order: 3, params: { periods: [20, 100], line_width: 2 } },
+          { id: 's2', type: 'sma_lines', z_order: 4, params: {} },
+        ],
+      }));
+      expect(lines.ema).not.toBeNull();
+      expect(lines.lineNotes).toHaveLength(2);
+      expect(lines.lineNotes[0]).toMatch(/overlay e2: only one ema_lines overlay is drawn \(e1/);
+      expect(lines.lineNotes[1]).toMatch(/overlay s2 \(sma_lines\) params\.periods: .* expected, got nothing; not drawn/);
+      expect([...lines.lineSets.keys()]).toEqual(['e1', 's1']);
+      expect(lines.lineSets.get('s1')).toMatchObject({ type: 'sma_lines', emaPeriods: [], smaPeriods: [20, 100], emaLabel: null, smaLabel: 'slow', lineWidth: 2 });
+      expect(lines.sma!.periods).toEqual([100]); // sma_20 already comes from the ema_lines runtime
+      expect(lines.derivedFields).toEqual(['ema_5', 'ema_10', 'ema_20', 'ema_50', 'sma_10', 'sma_20', 'ema_signal', 'sma_100']);
+
+      const bad = buildLines(parseVisualization({ overlays: [{ id: 'e', type: 'ema_lines', params: { ...EMA_PARAMS, signal_tanh_scale: -1 } }] }));
+      expect(bad.ema).toBeNull();
+      expect(bad.derivedFields).toEqual([]);
+      expect(bad.lineNotes).toEqual(['overlay e (ema_lines) params.signal_tanh_scale: a number > 0 expected, got -1; not drawn']);
+    });
+
+    it('sma_lines alone: SMA fields stepped from the spot, no ema_signal', () => {
+      const d = new StreamDecoder();
+      d.push(config('ema_ensemble', EMA_SCHEMA, { visualization: { display_mode: 'candle', overlays: [{ id: 's', type: 'sma_lines', params: { periods: [2] } }] } }));
+      const m = createViewerModel(d.config!, 4);
+      expect(m.ema).toBeNull();
+      expect(m.ring.has('ema_signal')).toBe(false);
+      for (const b of decodeAll(d, [update(1, BASE), emaFrame(1), update(2, BASE + 2n * TICK), emaFrame(2)])) ingestBin(m, b);
+      expect(m.ring.value('sma_2', 1, R)).toBeCloseTo(4800.25, 3);
+    });
   });
 });

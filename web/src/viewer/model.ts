@@ -1,15 +1,20 @@
 /**
  * Stream → viewer buffer glue (no DOM): a runtime_config gives the ring's fields (every float64 silver column,
- * plus the gold outputs when the stream carries the gold inputs) and a gold runtime; each decoded bin is
- * pushed with its BBO/spot in price ticks and, if gold is on, its GoldFeatureRuntime outputs.
+ * plus the gold outputs when the stream carries the gold inputs, plus the EMA/SMA lines and `ema_signal` when
+ * the visualization has an enabled `ema_lines` / `sma_lines` overlay) and the runtimes; each decoded bin is
+ * pushed with its BBO/spot in price ticks, its GoldFeatureRuntime outputs (gold on) and its EmaLinesRuntime /
+ * SMA values. The per-bin line values (dollars) and `ema_signal` are stored on the centre row (k = 0), which
+ * is where the renderer's projection bands read their signal field.
  */
 
 import { GOLD_CODE_COLUMNS, GOLD_FLOAT_COLUMNS } from '../gold/config';
 import type { GoldFeatureRuntime } from '../gold/runtime';
 import type { RuntimeConfigMessage, StreamBin } from '../stream/contract';
 import { createGoldRuntime, goldInput } from '../stream/gold';
+import { closeOfBin, EMA_SIGNAL_FIELD, EmaLinesRuntime, emaField, parseSmaLinesParams, SmaRuntime, smaField } from './ema';
 import { priceIntToTick } from './geometry';
 import { BinRing } from './ring';
+import { parseVisualization, type Visualization } from './vizconfig';
 
 export const GOLD_FIELDS = [...GOLD_FLOAT_COLUMNS, ...GOLD_CODE_COLUMNS] as const;
 
@@ -21,9 +26,80 @@ export interface ViewerModel {
   readonly goldNote: string | null;
   readonly silverFields: readonly string[];
   readonly goldFields: readonly string[];
+  /** The first enabled `ema_lines` overlay's runtime (null when there is none or its params are bad). */
+  readonly ema: EmaLinesRuntime | null;
+  /** SMAs of `sma_lines` overlays not already computed by `ema` (null when none). */
+  readonly sma: SmaRuntime | null;
+  /** Per drawable ema_lines / sma_lines overlay id: what to draw. */
+  readonly lineSets: ReadonlyMap<string, LineSet>;
+  /** Ring fields computed in the browser from the spot (ema_<p>, sma_<p>, ema_signal). */
+  readonly derivedFields: readonly string[];
+  /** Overlay problems (bad params, a second ema_lines); shown by the app, never fatal. */
+  readonly lineNotes: readonly string[];
 }
 
-export function createViewerModel(config: RuntimeConfigMessage, capacity: number): ViewerModel {
+export interface LineSet {
+  readonly overlayId: string;
+  readonly type: 'ema_lines' | 'sma_lines';
+  /** CSS px. */
+  readonly lineWidth: number;
+  readonly emaPeriods: readonly number[];
+  readonly smaPeriods: readonly number[];
+  /** Legend labels (null: no EMA group, e.g. sma_lines). */
+  readonly emaLabel: string | null;
+  readonly smaLabel: string;
+}
+
+interface Lines {
+  ema: EmaLinesRuntime | null;
+  sma: SmaRuntime | null;
+  lineSets: Map<string, LineSet>;
+  derivedFields: string[];
+  lineNotes: string[];
+}
+
+/** The EMA / SMA runtimes and line sets of the enabled ema_lines / sma_lines overlays. */
+export function buildLines(viz: Visualization): Lines {
+  const out: Lines = { ema: null, sma: null, lineSets: new Map(), derivedFields: [], lineNotes: [] };
+  const smaOnly: number[] = [];
+  let emaId = '';
+  for (const o of viz.overlays) {
+    const where = `overlay ${o.id} (${o.type}) params`;
+    try {
+      if (o.type === 'ema_lines') {
+        if (out.ema) {
+          out.lineNotes.push(`overlay ${o.id}: only one ema_lines overlay is drawn (${emaId}, it computes ema_signal); skipped`);
+          continue;
+        }
+        out.ema = EmaLinesRuntime.fromOverlayParams(o.params, where);
+        emaId = o.id;
+        const p = out.ema.params;
+        out.lineSets.set(o.id, {
+          overlayId: o.id, type: 'ema_lines', lineWidth: p.line_width, emaPeriods: p.periods, smaPeriods: p.sma_periods,
+          emaLabel: p.lines_label, smaLabel: p.sma_label,
+        });
+      } else if (o.type === 'sma_lines') {
+        const p = parseSmaLinesParams(o.params, where);
+        out.lineSets.set(o.id, {
+          overlayId: o.id, type: 'sma_lines', lineWidth: p.line_width, emaPeriods: [], smaPeriods: p.periods,
+          emaLabel: null, smaLabel: o.label || 'SMA',
+        });
+        for (const q of p.periods) if (!smaOnly.includes(q)) smaOnly.push(q);
+      }
+    } catch (e) {
+      out.lineNotes.push(`${(e as Error).message}; not drawn`);
+    }
+  }
+  const emaSma = out.ema?.params.sma_periods ?? [];
+  const extra = smaOnly.filter((q) => !emaSma.includes(q));
+  if (extra.length) out.sma = new SmaRuntime(extra);
+  if (out.ema) out.derivedFields.push(...out.ema.params.periods.map(emaField), ...emaSma.map(smaField), EMA_SIGNAL_FIELD);
+  out.derivedFields.push(...extra.map(smaField));
+  return out;
+}
+
+export function createViewerModel(config: RuntimeConfigMessage, capacity: number,
+  viz: Visualization = parseVisualization(config.raw.visualization)): ViewerModel {
   const silverFields = config.grid_schema_fields.filter((f) => f.dtype === 'float64').map((f) => f.name);
   let gold: GoldFeatureRuntime | null = null;
   let goldNote: string | null = null;
@@ -33,10 +109,26 @@ export function createViewerModel(config: RuntimeConfigMessage, capacity: number
     goldNote = `gold off: ${(e as Error).message}`;
   }
   const goldFields = gold ? [...GOLD_FIELDS] : [];
-  return { config, ring: new BinRing(capacity, config.grid_rows, [...silverFields, ...goldFields]), gold, goldNote, silverFields, goldFields };
+  const lines = buildLines(viz);
+  const taken = new Set([...silverFields, ...goldFields]);
+  const clash = lines.derivedFields.filter((f) => taken.has(f));
+  if (clash.length) {
+    lines.lineNotes.push(`${clash.join(', ')}: also a streamed field; the browser-computed value is buffered`);
+  }
+  return {
+    config, ring: new BinRing(capacity, config.grid_rows, [...silverFields, ...goldFields, ...lines.derivedFields]),
+    gold, goldNote, silverFields, goldFields, ...lines,
+  };
 }
 
-/** Push one decoded bin (runs the gold step when gold is on). */
+/** One value on the centre row (k = 0) given the push offset (`BinRing.push` fills from row `offset`). */
+function centre(v: number, radius: number, offset: number): Float64Array {
+  const a = new Float64Array(radius - offset + 1).fill(NaN);
+  a[radius - offset] = v;
+  return a;
+}
+
+/** Push one decoded bin (runs the gold step when gold is on, the EMA / SMA steps when lines are configured). */
 export function ingestBin(m: ViewerModel, bin: StreamBin): void {
   const c = m.config;
   const u = bin.update;
@@ -46,7 +138,21 @@ export function ingestBin(m: ViewerModel, bin: StreamBin): void {
     const g = m.gold.step(goldInput(bin));
     for (const f of GOLD_FIELDS) values[f] = g[f];
   }
-  const offset = bin.frame.numRows === 1 ? c.grid_radius_ticks : 0; // ema_ensemble: the single k = 0 row
+  const R = c.grid_radius_ticks;
+  const offset = bin.frame.numRows === 1 ? R : 0; // ema_ensemble: the single k = 0 row
+  if (m.ema || m.sma) {
+    const close = closeOfBin(bin, c.price_scale);
+    if (m.ema) {
+      const st = m.ema.step(close);
+      m.ema.params.periods.forEach((p, i) => { values[emaField(p)] = centre(st.emas[i], R, offset); });
+      m.ema.params.sma_periods.forEach((p, i) => { values[smaField(p)] = centre(st.smas[i], R, offset); });
+      values[EMA_SIGNAL_FIELD] = centre(st.signal, R, offset);
+    }
+    if (m.sma) {
+      const smas = m.sma.step(close);
+      m.sma.periods.forEach((p, i) => { values[smaField(p)] = centre(smas[i], R, offset); });
+    }
+  }
   m.ring.push({
     binSeq: u.bin_seq,
     spotTick: priceIntToTick(u.spot_ref_price_int, c.tick_int),

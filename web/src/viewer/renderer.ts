@@ -3,12 +3,16 @@
  * pure modules). Time runs along x (newest bin at the right, a few future columns reserved for projection
  * bands), absolute price ticks along y (PriceView: the grid stays, the BBO moves). Heatmap cells are written
  * into a (columns × visible rows) ImageData through a colour LUT and scaled up without smoothing; candle mode
- * draws SPEC §9 candles instead. Trade markers and overlays (in z_order) are drawn on top.
+ * draws SPEC §9 candles instead. Trade markers and overlays (in z_order) are drawn on top: EMA lines (solid)
+ * and SMA lines (dashed) of `ema_lines` / `sma_lines` overlays come from the ring's browser-computed
+ * ema_<p> / sma_<p> fields (dollars, centre row), with a small legend at the top left.
  */
 
 import { buildCandles } from './candles';
 import { buildLut, lutIndex, type ColorScheme } from './colormap';
+import { EMA_SIGNAL_FIELD, emaField, smaField } from './ema';
 import { PriceView, rowOfTick, tickOfRow } from './geometry';
+import type { LineSet } from './model';
 import { applyGamma, type Normalizer } from './normalize';
 import type { BinRing } from './ring';
 import { PROJECTION_HALF_ROWS, projectionCenterTick, type Overlay } from './vizconfig';
@@ -28,7 +32,12 @@ export interface DrawModel {
   readonly tickDollars: number;
   readonly goldReady: boolean;
   readonly binsPerCandle: number;
+  /** ema_lines / sma_lines overlays by overlay id (from the model); an overlay missing here is not drawn. */
+  readonly lineSets: ReadonlyMap<string, LineSet>;
 }
+
+export const EMA_COLORS = ['#ffd166', '#4cc9f0', '#f72585', '#80ed99', '#c77dff', '#ff9f1c'] as const;
+export const SMA_COLORS = ['#f4a261', '#a8dadc', '#e9c46a', '#b8c0ff', '#ffafcc', '#95d5b2'] as const;
 
 const AXIS_PX = 64; // css px reserved at the right for the price axis
 const FUTURE_MIN = 6;
@@ -41,7 +50,7 @@ export class Renderer {
   private lut: Uint32Array;
   private lutScheme: ColorScheme;
   /** Overlay types this renderer does not draw (yet); the app lists them. */
-  static readonly SUPPORTED = new Set(['vp_gold', 'spot_trail', 'bbo_spread', 'bbo_trail', 'projection_bands']);
+  static readonly SUPPORTED = new Set(['vp_gold', 'spot_trail', 'bbo_spread', 'bbo_trail', 'projection_bands', 'ema_lines', 'sma_lines']);
 
   constructor(readonly canvas: HTMLCanvasElement) {
     this.ctx = canvas.getContext('2d', { alpha: false })!;
@@ -100,6 +109,7 @@ export class Renderer {
     else this.candles(m, x0, colW, y);
     this.trades(m, x0, colW, y, dpr);
     for (const o of m.overlays) this.overlay(o, m, x0, colW, y, plotW, H, dpr);
+    this.legend(m, dpr);
     this.axis(m, W, H, plotW, dpr);
   }
 
@@ -238,8 +248,94 @@ export class Renderer {
       case 'vp_gold':
         this.gauge(m, plotW, H, dpr);
         break;
+      case 'ema_lines':
+      case 'sma_lines': {
+        const set = m.lineSets.get(o.id);
+        if (set) this.lines(set, m, x0, colW, y, dpr);
+        break;
+      }
       default:
-        break; // ema_lines / sma_lines: not drawn yet (listed by the app)
+        break; // unknown types are listed by the app
+    }
+  }
+
+  private lines(set: LineSet, m: DrawModel, x0: (i: number) => number, colW: number, y: (t: number) => number, dpr: number): void {
+    const ctx = this.ctx;
+    const ring = m.ring;
+    const r = m.radius;
+    const tickOf = (field: string) => (i: number) => ring.value(field, i, r) / m.tickDollars;
+    ctx.lineWidth = set.lineWidth * dpr;
+    ctx.lineJoin = 'round';
+    set.emaPeriods.forEach((p, j) => {
+      if (!ring.has(emaField(p))) return;
+      ctx.strokeStyle = EMA_COLORS[j % EMA_COLORS.length];
+      this.trail(m, x0, colW, y, tickOf(emaField(p)), false);
+    });
+    ctx.setLineDash([5 * dpr, 4 * dpr]);
+    set.smaPeriods.forEach((p, j) => {
+      if (!ring.has(smaField(p))) return;
+      ctx.strokeStyle = SMA_COLORS[j % SMA_COLORS.length];
+      this.trail(m, x0, colW, y, tickOf(smaField(p)), false);
+    });
+    ctx.setLineDash([]);
+  }
+
+  /** Legend of the drawn line sets (top left; below the vp_gold gauge when that is drawn). */
+  private legend(m: DrawModel, dpr: number): void {
+    const sets = m.overlays.map((o) => m.lineSets.get(o.id)).filter((s): s is LineSet => s !== undefined);
+    if (sets.length === 0) return;
+    const ctx = this.ctx;
+    const rows: { label: string; items: { text: string; color: string; dashed: boolean }[] }[] = [];
+    for (const s of sets) {
+      if (s.emaLabel !== null && s.emaPeriods.length) {
+        rows.push({ label: s.emaLabel, items: s.emaPeriods.map((p, j) => ({ text: String(p), color: EMA_COLORS[j % EMA_COLORS.length], dashed: false })) });
+      }
+      if (s.smaPeriods.length) {
+        rows.push({ label: s.smaLabel, items: s.smaPeriods.map((p, j) => ({ text: String(p), color: SMA_COLORS[j % SMA_COLORS.length], dashed: true })) });
+      }
+    }
+    const ring = m.ring;
+    const sig = ring.has(EMA_SIGNAL_FIELD) && ring.size ? ring.value(EMA_SIGNAL_FIELD, ring.size - 1, m.radius) : NaN;
+    const fs = 11 * dpr;
+    const lineH = 16 * dpr;
+    const swatch = 16 * dpr;
+    ctx.font = `${fs}px system-ui, sans-serif`;
+    const labelW = Math.max(...rows.map((r) => ctx.measureText(r.label).width)) + 8 * dpr;
+    const itemW = (t: string) => swatch + 4 * dpr + ctx.measureText(t).width + 10 * dpr;
+    const sigText = Number.isFinite(sig) ? `signal ${sig >= 0 ? '+' : ''}${sig.toFixed(3)}` : '';
+    const w = Math.max(ctx.measureText(sigText).width, ...rows.map((r) => labelW + r.items.reduce((a, it) => a + itemW(it.text), 0))) + 16 * dpr;
+    const h = (rows.length + (sigText ? 1 : 0)) * lineH + 8 * dpr;
+    const x = 10 * dpr;
+    const top = (m.overlays.some((o) => o.type === 'vp_gold') && ring.has('flow_score') ? 62 : 10) * dpr;
+    ctx.fillStyle = 'rgba(10,12,18,0.82)';
+    ctx.fillRect(x, top, w, h);
+    ctx.strokeStyle = 'rgba(255,255,255,0.25)';
+    ctx.lineWidth = 1;
+    ctx.strokeRect(x, top, w, h);
+    ctx.textBaseline = 'middle';
+    let yy = top + 4 * dpr + lineH / 2;
+    for (const r of rows) {
+      ctx.fillStyle = '#ccd';
+      ctx.fillText(r.label, x + 8 * dpr, yy);
+      let xx = x + 8 * dpr + labelW;
+      for (const it of r.items) {
+        ctx.strokeStyle = it.color;
+        ctx.lineWidth = 2 * dpr;
+        ctx.setLineDash(it.dashed ? [4 * dpr, 3 * dpr] : []);
+        ctx.beginPath();
+        ctx.moveTo(xx, yy);
+        ctx.lineTo(xx + swatch, yy);
+        ctx.stroke();
+        ctx.setLineDash([]);
+        ctx.fillStyle = it.color;
+        ctx.fillText(it.text, xx + swatch + 4 * dpr, yy);
+        xx += itemW(it.text);
+      }
+      yy += lineH;
+    }
+    if (sigText) {
+      ctx.fillStyle = sig > 0 ? '#3ecf7a' : sig < 0 ? '#ef5a5a' : '#ccd';
+      ctx.fillText(sigText, x + 8 * dpr, yy);
     }
   }
 

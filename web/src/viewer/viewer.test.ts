@@ -274,6 +274,23 @@ describe('visualization config', () => {
     expect(v.warnings).toHaveLength(4);
   });
 
+  it('the ema_ensemble visualization: candle mode, line overlays kept with their params in z order', () => {
+    const ema = { periods: [5, 10, 20, 50], weights: [0.4, 0.3, 0.2, 0.1], sma_periods: [10, 20], signal_tanh_scale: 1.5 };
+    const v = parseVisualization({
+      display_mode: 'candle',
+      overlays: [
+        { id: 'projection_bands', type: 'projection_bands', z_order: 30, params: { signal_field: 'ema_signal', composite_scale: 6.0 } },
+        { id: 'ema_lines', type: 'ema_lines', label: 'EMA ensemble', z_order: 20, params: ema },
+        { id: 'spot_trail', type: 'spot_trail', z_order: 10 },
+        { id: 'sma', type: 'sma_lines', z_order: 25, params: { periods: [100] } },
+      ],
+    });
+    expect(v.display_mode).toBe('candle');
+    expect(v.warnings).toEqual([]);
+    expect(v.overlays.map((o) => o.type)).toEqual(['spot_trail', 'ema_lines', 'sma_lines', 'projection_bands']);
+    expect(v.overlays[1].params).toEqual(ema);
+  });
+
   it('projection spread interpolates {1:6, 2:10, 4:16, 8:24}; centre moves with the signal', () => {
     expect([1, 2, 3, 4, 6, 8, 16].map(projectionSpread)).toEqual([6, 10, 13, 16, 20, 24, 24]);
     expect(projectionSpread(0)).toBeNaN();
