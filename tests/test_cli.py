@@ -69,6 +69,11 @@ def test_demo_runs_end_to_end_into_the_instance(lake, dagster_home, capsys):
     assert "experiment:    demo_flow_score_sweep: 8 parameter sets, trained on 2024-03-14" in out
     assert "promotion:     " in out  # the gate's verdict (promoted, or why not)
     assert len(list(lake.glob("research/results/demo_flow_score_sweep/*.parquet"))) == 1
+    assert "http://127.0.0.1:8002/?serving=" in out  # the browser client's URL under `qmachina serve`
+    from qmachina_assets.core.registry import Registry
+
+    with Registry() as reg:
+        assert reg.resolve("ema_ensemble").runtime_snapshot["model_id"] == "ema_ensemble"
     # idempotent: a second run re-uses what is stored (same bytes), nothing is rewritten
     before = (lake / "bronze/ESH4/2024-03-15/mbo.dbn").stat().st_mtime_ns
     assert main(["demo", "--records", "60000"]) == 0
