@@ -11,7 +11,7 @@ import { byId, h, renderNav, setStatus } from './dom';
 import { formatMetric, formatValue } from './format';
 import { drawEquity } from './plot';
 import {
-  checkFilters, DEFAULT_QUERY, metricPairs, pageInfo, paramsText, RUN_COLUMNS, runsQuery, sortMark, toggleSort, type RunQuery,
+  checkFilters, DEFAULT_QUERY, detailParams, metricPairs, pageInfo, paramsText, RUN_COLUMNS, runsQuery, sortMark, toggleSort, type RunQuery,
 } from './runs-model';
 
 const api = new Api(apiBase(location.search, location.origin));
@@ -108,11 +108,7 @@ function kvRows(entries: [string, unknown][]): HTMLTableRowElement[] {
 
 function renderDetail(d: RunDetail): void {
   byId('detail-title').textContent = `Run ${d.run_id}${d.selected ? ' ★ selected in-sample' : ''}`;
-  byId('params').replaceChildren(...kvRows([
-    ...Object.entries(d.params).sort(([a], [b]) => (a < b ? -1 : 1)),
-    ['threshold', d.threshold], ['tp_ticks', d.tp_ticks], ['sl_ticks', d.sl_ticks], ['cooldown_bins', d.cooldown_bins],
-    ['signal', d.signal], ['signal config', d.signal_config],
-  ]));
+  byId('params').replaceChildren(...kvRows(detailParams(d)));
   byId('metrics').replaceChildren(...metricPairs(d.metrics).map((m) => h('tr', {},
     h('th', { scope: 'row' }, m.name), h('td', { class: 'num' }, formatMetric(m.name, m.is)), h('td', { class: 'num' }, formatMetric(m.name, m.oos)))));
   const lineage: [string, unknown][] = [

@@ -4,7 +4,7 @@ import { linear, niceTicks, plotLayout, TimeAxis, toSeries } from './curve';
 import { diffCounts, diffRows } from './diff';
 import { formatMetric, formatValue } from './format';
 import { activationChoices, changeStatus, checkConfirm, modelOf, newestFirst, sourceRun } from './registry-model';
-import { checkFilters, DEFAULT_QUERY, metricPairs, pageInfo, paramsText, runsQuery, sortMark, toggleSort, RUN_COLUMNS } from './runs-model';
+import { checkFilters, DEFAULT_QUERY, detailParams, metricPairs, pageInfo, paramsText, runsQuery, sortMark, toggleSort, RUN_COLUMNS } from './runs-model';
 
 const diff: SnapshotDiff = {
   version_a: 'sv_aaaaaaaaaaaaaaaa',
@@ -74,6 +74,11 @@ describe('runs query', () => {
       { name: 'hit_rate', is: 0.6, oos: 0.5 },
       { name: 'extra_thing', is: null, oos: 1 },
     ]);
+  });
+  it('detail parameters: swept values first, unswept trading values once', () => {
+    const rows = detailParams({ params: { threshold: 0.2, 'scoring.tanh_scale': 3 }, threshold: 0.2, tp_ticks: 4, sl_ticks: 4,
+      cooldown_bins: 20, signal: 'flow_score', signal_config: {} });
+    expect(rows.map(([k]) => k)).toEqual(['scoring.tanh_scale', 'threshold', 'tp_ticks', 'sl_ticks', 'cooldown_bins', 'signal', 'signal config']);
   });
   it('pages and params text', () => {
     expect(pageInfo({ ...DEFAULT_QUERY, offset: 100 }, 345, 100)).toEqual({ text: 'rows 101–200 of 345', prev: true, next: true });

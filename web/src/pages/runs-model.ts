@@ -123,3 +123,16 @@ export function pageInfo(q: RunQuery, total: number, shown: number): { text: str
   const last = q.offset + shown;
   return { text: `rows ${first}–${last} of ${total}`, prev: q.offset > 0, next: last < total };
 }
+
+/** The detail's parameter rows: the swept values, then the row's trading values and signal settings that the
+ * sweep did not vary (a swept `threshold` is not listed twice). */
+export function detailParams(d: {
+  params: Record<string, unknown>; threshold: number | null; tp_ticks: number | null; sl_ticks: number | null;
+  cooldown_bins: number | null; signal: string | null; signal_config: Record<string, unknown> | null;
+}): [string, unknown][] {
+  const swept = Object.entries(d.params).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const fixed: [string, unknown][] = [
+    ['threshold', d.threshold], ['tp_ticks', d.tp_ticks], ['sl_ticks', d.sl_ticks], ['cooldown_bins', d.cooldown_bins],
+  ];
+  return [...swept, ...fixed.filter(([k]) => !(k in d.params)), ['signal', d.signal], ['signal config', d.signal_config]];
+}
