@@ -248,6 +248,15 @@ def test_run_equity_endpoint_replays_a_stored_row(world):
         finally:
             gone.with_name("moved_away").rename(gone)
         assert r.status_code == 409 and "not in the lake" in r.json()["detail"]["message"]
+    changed = exp_path.parent.parent.parent / "configs_changed"  # the experiment edited after the sweep
+    shutil.copytree(exp_path.parent.parent, changed, dirs_exist_ok=True)
+    edited = changed / "experiments" / "synth_sweep.yaml"
+    edited.write_text(edited.read_text().replace("max_hold_bins: 600", "max_hold_bins: 700"))
+    app = FastAPI()
+    app.include_router(build_router(None, lake, changed))
+    with TestClient(app) as c:
+        r = c.get(f"/v1/experiments/{exp.name}/runs/{rows[2]['run_id']}/equity")
+        assert r.status_code == 409 and "experiment spec" in r.json()["detail"]["message"]
 
 
 def test_equity_downsample_keeps_the_ends_and_the_extremes():
