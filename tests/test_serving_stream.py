@@ -29,7 +29,7 @@ from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.registry import Registry
 from qmachina_assets.core.silver_partition import silver_dir
 from qmachina_serving.settings import ServingSettings
-from tests.serving_support import DATE, Server, build_served_lake, serve
+from tests.support.serving import DATE, Server, build_served_lake, serve
 
 ALLOWED_ORIGIN = "http://viewer.test"
 

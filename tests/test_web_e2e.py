@@ -24,7 +24,7 @@ import pytest
 from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.registry import Registry
 from tests.conftest import REQUIRE_SERVICES
-from tests.serving_support import build_served_lake, serve
+from tests.support.serving import build_served_lake, serve
 
 CHROMIUM = os.environ.get("QMACHINA_E2E_CHROMIUM", "/usr/bin/chromium")
 WEB = PROJECT_ROOT / "web"

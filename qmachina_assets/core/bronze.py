@@ -12,9 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -265,9 +263,7 @@ def build_bronze(
     id_arr = np.array(sorted(ids), dtype=np.uint32)
     scan = BronzeScan(instrument.tick_int)
     dropped = 0
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{date}.", dir=final.parent))
-    try:
+    with dbn.atomic_dir(final) as tmp_dir:
         data_path = tmp_dir / DATA_NAME
         head = dbn.encode_metadata(
             dataset=header.dataset, symbols=[symbol], start_ns=header.start_ns,
@@ -323,10 +319,6 @@ def build_bronze(
             created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
         (tmp_dir / MANIFEST_NAME).write_text(json.dumps(manifest.model_dump(), indent=2))
-        os.rename(tmp_dir, final)  # atomic; fails if another writer got there first
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     return manifest, True
 
 

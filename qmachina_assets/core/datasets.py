@@ -31,9 +31,7 @@ import datetime as dt
 import hashlib
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -273,20 +271,13 @@ def build_dataset_day(lake: Path, pipeline: PipelineSpec, date: dt.date | str, s
     final = plan.path
     if final.exists():
         return _reuse(plan), False
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{plan.dataset_id}.", dir=final.parent))
     try:
-        manifest = _write(plan, tmp, chunk_records)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not final.exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # built concurrently by another process: use theirs
-            return _reuse(plan), False
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with dbn.atomic_dir(final) as tmp:
+            manifest = _write(plan, tmp, chunk_records)
+    except OSError:
+        if not final.exists():
+            raise
+        return _reuse(plan), False  # built concurrently by another process: use theirs
     return manifest, True
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -257,6 +258,22 @@ def _zstd_chunks(p: Path, read_size: int = 1 << 22) -> Iterator[bytes]:
                     chunk = b""
     if in_frame:
         raise DbnError(p, "truncated: the zstd stream ends inside a frame")
+
+
+@contextmanager
+def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a fresh temp directory beside `final`; rename it to `final` only if the block succeeds (the
+    rename fails if `final` appeared meanwhile: immutable partitions are never overwritten), remove it
+    otherwise. Readers see no partition or a complete one, never a half-written one."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield tmp
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 @contextmanager

@@ -64,30 +64,13 @@ from qmachina_assets.core import book as bk
 from qmachina_assets.core import dbn, silver
 from qmachina_assets.core import physics as phy
 from qmachina_assets.core.instrument import InstrumentConfig
+from qmachina_assets.core.numba_cache import drop_stale_cache
 
 ENGINE_VERSION = "engine-1"
 
 
-def _drop_stale_kernel_cache() -> None:
-    """Numba's on-disk cache is keyed on this file's own stamp only; the kernels inline book.py and
-    physics.py, so an edit there would silently reuse stale machine code. Drop this module's cache
-    entries whenever those sources change (default cache location beside the sources)."""
-    here = Path(__file__).resolve()
-    digest = hashlib.sha256(b"".join((here.parent / f).read_bytes() for f in ("book.py", "physics.py"))).hexdigest()
-    cache_dir = here.parent / "__pycache__"
-    stamp = cache_dir / "engine.deps.sha256"
-    try:
-        if stamp.is_file() and stamp.read_text() == digest:
-            return
-        for f in cache_dir.glob("engine.*.nb[ic]"):
-            f.unlink(missing_ok=True)
-        cache_dir.mkdir(exist_ok=True)
-        stamp.write_text(digest)
-    except OSError:  # read-only install: nothing cached there either
-        pass
-
-
-_drop_stale_kernel_cache()
+# The kernels inline book.py and physics.py: their edits must invalidate this module's numba cache.
+drop_stale_cache(__file__, ("book.py", "physics.py"))
 INT64_MAX = np.iinfo(np.int64).max
 
 # ---- scalar state (si) indices -----------------------------------------------------------------

@@ -12,9 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
-from qmachina_assets.core import gold
+from qmachina_assets.core import dbn, gold
 from qmachina_assets.core.bronze import code_version
 from qmachina_assets.core.silver_partition import read_silver_manifest, silver_dir
 
@@ -134,9 +131,7 @@ def build_gold(
             f"with config {config_hash}"
         )
     w = 2 * radius + 1
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{date}.", dir=final.parent))
-    try:
+    with dbn.atomic_dir(final) as tmp:
         t0 = time.perf_counter()
         bins = rows = valid = 0
         with _LazyWriter(tmp / DATA_NAME) as writer:
@@ -171,10 +166,6 @@ def build_gold(
             created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.model_dump(), indent=2))
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest, True
 
 

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,10 +135,8 @@ def build_silver(
         )
     start_ns, end_ns = window.bounds_ns(date)
     source = bronze_dir(lake, symbol, date) / DATA_NAME
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{date}.", dir=final.parent))
     tally = _Tally()
-    try:
+    with dbn.atomic_dir(final) as tmp:
         t0 = time.perf_counter()
         engine = eng.Engine(instrument, start_ns, end_ns)
 
@@ -163,10 +158,6 @@ def build_silver(
             code_version=code_version(), created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.model_dump(), indent=2))
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest, True
 
 
