@@ -153,6 +153,23 @@ describe('stream viewer', () => {
   });
 });
 
+describe('page navigation', () => {
+  it('the bare viewer lists the aliases to open; the experiment page loads on an empty results store', async () => {
+    const { page, errors } = await openPage('/');
+    const chooser = page.locator('[data-testid="chooser"]');
+    await chooser.waitFor({ state: 'visible', timeout: 30_000 });
+    const links = await chooser.locator('a').allInnerTexts();
+    expect(links.sort()).toEqual(['ema', 'live']);
+    await page.locator('a.page-link', { hasText: 'experiments' }).click();
+    await page.waitForURL(/experiments\.html/);
+    await expect.poll(async () => page.locator('[data-testid="experiments-status"]').innerText(), { timeout: 30_000 })
+      .toContain('no experiment results');
+    await page.screenshot({ path: join(ARTIFACTS, 'experiments-empty.png') });
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+});
+
 describe('serving registry page', () => {
   it('rolls an alias back, and a new stream connection then serves the previous version', async () => {
     const from = env('QMACHINA_E2E_LIVE_FROM');

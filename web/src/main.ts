@@ -5,6 +5,7 @@
  */
 
 import './styles.css';
+import { Api, apiBase } from './pages/api';
 import { showError, ViewerApp } from './viewer/app';
 import { parseViewerParams } from './viewer/params';
 
@@ -17,9 +18,29 @@ window.addEventListener('error', (e) => {
 });
 window.addEventListener('unhandledrejection', (e) => showError(root, 'Viewer error', String(e.reason)));
 
+/** Without `?serving=`, list the registry's aliases as links instead of failing (the pages link here bare). */
+async function showChooser(): Promise<void> {
+  const box = root.querySelector<HTMLElement>('#chooser')!;
+  const list = root.querySelector<HTMLElement>('#chooser-list')!;
+  const aliases = await new Api(apiBase(window.location.search, window.location.origin)).aliases();
+  for (const a of aliases) {
+    const li = document.createElement('li');
+    const link = document.createElement('a');
+    link.href = `?serving=${encodeURIComponent(a.name)}`;
+    link.textContent = a.name;
+    li.append(link, ` → ${a.version_id}`);
+    list.append(li);
+  }
+  if (!aliases.length) list.textContent = 'no aliases in the registry yet (promote or register a serving version)';
+  box.hidden = false;
+}
+
 try {
-  const params = parseViewerParams(window.location.search);
-  new ViewerApp(root, params).start();
+  if (!new URLSearchParams(window.location.search).has('serving')) {
+    showChooser().catch((e) => showError(root, 'Cannot list serving aliases', (e as Error).message));
+  } else {
+    new ViewerApp(root, parseViewerParams(window.location.search)).start();
+  }
 } catch (e) {
   const state = root.querySelector<HTMLElement>('#conn-state');
   if (state) {
