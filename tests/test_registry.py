@@ -7,7 +7,6 @@ Promotions with lineage use a real world: two synthetic days -> bronze -> datase
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import json
 import os
@@ -23,11 +22,9 @@ import psycopg2
 import pytest
 import sqlalchemy as sa
 
-from qmachina_assets.core import lake as lakemod
 from qmachina_assets.core import silver, sweeps
-from qmachina_assets.core.bronze import build_bronze
 from qmachina_assets.core.datasets import build_dataset_day
-from qmachina_assets.core.instrument import InstrumentConfig, load_instrument
+from qmachina_assets.core.instrument import InstrumentConfig
 from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.registry import (
     ImmutableVersionError,
@@ -52,13 +49,8 @@ from qmachina_assets.core.specs import (
     StreamFieldSpec,
     resolve_experiment,
 )
-from qmachina_assets.core.synth import SynthParams, write_synthetic_day
+from tests.support.synth_days import DAYS, build_synth_days
 
-DAYS = (dt.date(2024, 3, 14), dt.date(2024, 3, 15))
-PIPELINE = """name: synth_two_days
-description: two synthetic days, 20 minutes after the open
-capture: {symbol: ESH4, dates: [2024-03-14, 2024-03-15], start_et: "09:30", end_et: "09:50"}
-"""
 EXPERIMENT = """name: synth_registry
 description: two thresholds, walk-forward
 serving: synth_flow
@@ -77,21 +69,8 @@ COUNTED = ("serving_versions", "serving_aliases", "serving_alias_events")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("registry")
-    lake = root / "lake"
-    inst = load_instrument(PROJECT_ROOT / "configs" / "instrument.yaml")
-    for i, day in enumerate(DAYS):
-        src = write_synthetic_day(root / f"synth-{day}.dbn.zst",
-                                  SynthParams(n_records=300_000, seed=11 + i, date=day, symbol="ESH4"), inst)
-        f = lakemod.land_raw_file(src, lake, inst)
-        build_bronze([f.path], date=f.date, symbol="ESH4", lake=lake, instrument=inst)
-    configs = root / "configs"
-    shutil.copytree(PROJECT_ROOT / "configs", configs)
-    (configs / "pipelines" / "synth_two_days.yaml").write_text(PIPELINE)
-    serving = (configs / "serving" / "vp_flow_score.yaml").read_text()
-    serving = serving.replace("name: vp_flow_score", "name: synth_flow").replace("pipeline: es_sample_days",
-                                                                                  "pipeline: synth_two_days")
-    (configs / "serving" / "synth_flow.yaml").write_text(serving)
+    w = build_synth_days(tmp_path_factory.mktemp("registry"))
+    root, lake, configs, serving, inst = w.root, w.lake, w.configs, w.serving_text, w.instrument
     (configs / "serving" / "synth_flow_b.yaml").write_text(
         serving.replace("name: synth_flow", "name: synth_flow_b").replace("display_name: ES flow score",
                                                                           "display_name: ES flow score (b)"))

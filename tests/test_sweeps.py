@@ -3,7 +3,6 @@ results are append-only, MLflow gets one parent and one child run per parameter 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import shutil
 from pathlib import Path
@@ -12,25 +11,16 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from qmachina_assets.core import lake as lakemod
 from qmachina_assets.core import sweeps
-from qmachina_assets.core.bronze import build_bronze
 from qmachina_assets.core.datasets import build_dataset_day, dataset_id_for, load_grid_data
 from qmachina_assets.core.evaluation import EvalParams, evaluate
-from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.signals.base import make_signal
 from qmachina_assets.core.specs import resolve_experiment
-from qmachina_assets.core.synth import SynthParams, write_synthetic_day
 from qmachina_assets.defs.partitions import partition_key, symbol_partitions_def
 from qmachina_assets.defs.resources import LakeResource
 from qmachina_assets.defs.sweeps.assets import sweep_assets
+from tests.support.synth_days import DAYS, build_synth_days
 
-DAYS = (dt.date(2024, 3, 14), dt.date(2024, 3, 15))
-
-PIPELINE = """name: synth_two_days
-description: two synthetic days, 20 minutes after the open
-capture: {symbol: ESH4, dates: [2024-03-14, 2024-03-15], start_et: "09:30", end_et: "09:50"}
-"""
 EXPERIMENT = """name: synth_sweep
 description: small walk-forward grid
 serving: synth_flow
@@ -58,23 +48,8 @@ tracking: {backend: none}
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweeps")
-    lake = root / "lake"
-    from qmachina_assets.core.instrument import load_instrument
-
-    inst = load_instrument(PROJECT_ROOT / "configs" / "instrument.yaml")
-    for i, day in enumerate(DAYS):
-        src = write_synthetic_day(root / f"synth-{day}.dbn.zst",
-                                  SynthParams(n_records=300_000, seed=11 + i, date=day, symbol="ESH4"), inst)
-        f = lakemod.land_raw_file(src, lake, inst)
-        build_bronze([f.path], date=f.date, symbol="ESH4", lake=lake, instrument=inst)
-    configs = root / "configs"
-    shutil.copytree(PROJECT_ROOT / "configs", configs)
-    (configs / "pipelines" / "synth_two_days.yaml").write_text(PIPELINE)
-    serving = (configs / "serving" / "vp_flow_score.yaml").read_text()
-    serving = serving.replace("name: vp_flow_score", "name: synth_flow").replace("pipeline: es_sample_days",
-                                                                                  "pipeline: synth_two_days")
-    (configs / "serving" / "synth_flow.yaml").write_text(serving)
+    w = build_synth_days(tmp_path_factory.mktemp("sweeps"))
+    lake, configs, serving = w.lake, w.configs, w.serving_text
     (configs / "experiments" / "synth_sweep.yaml").write_text(EXPERIMENT)
     (configs / "serving" / "synth_gbm.yaml").write_text(
         serving.replace("name: synth_flow", "name: synth_gbm").replace("signal:\n  name: flow_score",

@@ -354,9 +354,19 @@ class GoldRuntime:
 
 
 def compute_gold(bins: dict[str, np.ndarray], grid: dict[str, np.ndarray], config: GoldFeatureConfig,
-                 radius: int, tick_int: int) -> dict[str, np.ndarray]:
+                 radius: int, tick_int: int, chunk_bins: int = 2048) -> dict[str, np.ndarray]:
     """Batch gold for a silver partition (bins and grid as numpy column dicts): the stream path over
     the whole partition. Bin-major order keeps each bin's rows together in cache; a series-major,
     thread-parallel variant was measured 1.4x slower in CPU time (scattered row gathers) and lost
-    its parallel gain on this 2-core machine, where Dagster already runs partitions in parallel."""
-    return GoldRuntime(config, radius, tick_int).step(bins, grid)
+    its parallel gain on this 2-core machine, where Dagster already runs partitions in parallel.
+
+    The partition is fed `chunk_bins` bins at a time (the state carries over, so the result is the same to
+    the bit): one whole-day call streamed its 14 input/output rows through memory and measured 25 % slower."""
+    rt = GoldRuntime(config, radius, tick_int)
+    w = 2 * radius + 1
+    n = len(bins["bin_seq"])
+    if n <= chunk_bins or len(grid["k"]) != n * w:
+        return rt.step(bins, grid)  # one call (which names a shape mismatch)
+    parts = [rt.step({c: v[i:i + chunk_bins] for c, v in bins.items()},
+                     {c: v[i * w:(i + chunk_bins) * w] for c, v in grid.items()}) for i in range(0, n, chunk_bins)]
+    return {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
