@@ -197,24 +197,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(line)
     print("look at it:    DAGSTER_HOME=$PWD/dagster_home .venv/bin/dagster dev -w workspace.yaml"
           "  -> http://127.0.0.1:3000 (assets, checks, partitions, raw_file_sensor)")
-    print("stream it:     .venv/bin/qmachina serve  -> http://127.0.0.1:8002/?serving=" + _demo_aliases()
-          + "  (registry: /registry.html, experiments: /experiments.html)")
+    aliases = _register_demo_ema()
+    print(f"stream it:     .venv/bin/qmachina serve  -> http://127.0.0.1:8002/?serving={aliases}"
+          "  (registry: /registry.html, experiments: /experiments.html)")
     return 0
 
 
-def _demo_aliases() -> str:
-    """Register the EMA-ensemble spec on the demo's days (alias `ema_ensemble`) beside the promoted flow-score
-    version; the aliases a browser can open, promoted one first."""
-    from qmachina_assets.core.registry import Registry, UnknownVersionError
+def _register_demo_ema() -> str:
+    """Register the EMA-ensemble spec on the demo's days (alias `ema_ensemble`); returns the aliases a browser
+    can open, the promoted flow-score one first when the gate published it."""
+    from qmachina_assets.core.registry import Registry
 
     with Registry() as reg:
         reg.register(PROJECT_ROOT / "configs" / "serving" / "ema_ensemble.yaml", alias="ema_ensemble",
                      actor="qmachina demo", reason="the second serving model (SPEC §9) on the demo days")
-        try:
-            reg.resolve(DEMO_EXPERIMENT)
-            return f"{DEMO_EXPERIMENT}  (or ?serving=ema_ensemble)"
-        except UnknownVersionError:
-            return "ema_ensemble"
+        promoted = any(a.name == DEMO_EXPERIMENT for a in reg.list_aliases())
+    return f"{DEMO_EXPERIMENT}  (or ?serving=ema_ensemble)" if promoted else "ema_ensemble"
 
 
 def _demo_experiment(instance, dg, quiet: dict) -> list[str]:

@@ -246,24 +246,18 @@ class SpotRowShaper(_ShaperBase):
         return out
 
 
-def dense_grid(version: ServedVersion) -> DenseGridShaper:
-    return DenseGridShaper(version.schema, int(version.runtime.grid_radius_ticks))
-
-
-def spot_row(version: ServedVersion) -> SpotRowShaper:
-    return SpotRowShaper(version.schema, int(version.runtime.grid_radius_ticks))
-
-
-#: model_id -> shaper factory. A model without one is refused with 4501.
-SHAPERS: dict[str, Callable[[ServedVersion], Any]] = {"vacuum_pressure": dense_grid, "ema_ensemble": spot_row}
+#: model_id -> shaper class, built with the version's wire schema and grid radius. A model without one is
+#: refused with 4501.
+SHAPERS: dict[str, Callable[[pa.Schema, int], Any]] = {"vacuum_pressure": DenseGridShaper,
+                                                       "ema_ensemble": SpotRowShaper}
 
 
 def shaper_for(version: ServedVersion) -> Any:
-    factory = SHAPERS.get(version.model_id)
-    if factory is None:
+    shaper = SHAPERS.get(version.model_id)
+    if shaper is None:
         raise StreamError(CloseCode.NOT_IMPLEMENTED, f"model {version.model_id!r} has no stream producer in this "
                                                      f"server (streamed: {', '.join(SHAPERS)})")
-    return factory(version)
+    return shaper(version.schema, int(version.runtime.grid_radius_ticks))
 
 
 # ---- producer ---------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ Endpoints (every one has a pydantic response model, so `/openapi.json` is comple
   row per results row (one parameter set on one walk-forward fold): params + key metrics.
 - `GET  /v1/experiments/{name}/runs/{run_id}` — the full row: every is_/oos_ metric and the lineage fields.
 - `GET  /v1/experiments/{name}/runs/{run_id}/equity` — the run's in-sample and out-of-sample equity curves,
-  replayed (run_equity.replay_run: results rows hold no trades); cached per (run, results file mtime).
+  replayed (run_equity.replay_run: results rows hold no trades); cached per run (results rows never change).
 - `GET  /v1/datasets`, `GET /v1/datasets/{dataset_id}` — stored research datasets, a dataset's manifest.
 
 Errors: 404 unknown version/alias/experiment/run/dataset; 422 invalid input (names in paths are matched by a
@@ -289,6 +289,13 @@ def _results(lake: Path, name: str) -> list[dict[str, Any]]:
     return table.to_pylist()
 
 
+def _run_row(lake: Path, name: str, run_id: str) -> dict[str, Any]:
+    row = next((x for x in _results(lake, name) if x.get("run_id") == run_id), None)
+    if row is None:
+        raise _not_found(f"no run {run_id!r} in experiment {name!r}")
+    return row
+
+
 def _summary(row: dict[str, Any]) -> RunSummary:
     return RunSummary(run_id=str(row["run_id"]), sweep_id=_str(row.get("sweep_id")),
                       param_hash=_str(row.get("param_hash")), signal=_str(row.get("signal")),
@@ -457,23 +464,13 @@ def build_router(registry_factory: RegistryFactory | None = None, lake: Path | N
     @r.get("/experiments/{name}/runs/{run_id}", response_model=RunDetail, responses=not_found,
            tags=["experiments"])
     def show_run(name: ExperimentName, run_id: RunId, lake_dir: Lake) -> RunDetail:
-        for row in _results(lake_dir, name):
-            if row.get("run_id") == run_id:
-                return _detail(row)
-        raise _not_found(f"no run {run_id!r} in experiment {name!r}")
+        return _detail(_run_row(lake_dir, name, run_id))
 
     @r.get("/experiments/{name}/runs/{run_id}/equity", response_model=RunEquity, responses=refused,
            tags=["experiments"])
     def run_equity(name: ExperimentName, run_id: RunId, lake_dir: Lake) -> RunEquity:
-        row = next((x for x in _results(lake_dir, name) if x.get("run_id") == run_id), None)
-        if row is None:
-            raise _not_found(f"no run {run_id!r} in experiment {name!r}")
-        file = sweeps.results_dir(lake_dir, name) / f"{row.get('test_date')}__{row.get('sweep_id')}.parquet"
-        try:
-            stamp = file.stat().st_mtime_ns
-        except OSError:
-            stamp = None
-        key = (str(lake_dir), name, run_id, stamp)
+        row = _run_row(lake_dir, name, run_id)
+        key = (str(lake_dir), name, run_id)  # results are append-only and run ids carry their sweep's uuid
         with lock:
             if key in equity_cache:
                 equity_cache.move_to_end(key)

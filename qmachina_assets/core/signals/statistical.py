@@ -130,6 +130,12 @@ def _check_band(b: Band) -> Band:
     return b
 
 
+def _check_z_periods(min_periods: int, window: int, window_name: str = "zscore_window") -> None:
+    """A rolling robust z needs its minimum count inside its window."""
+    if min_periods > window:
+        raise ValueError(f"zscore_min_periods cannot exceed {window_name}")
+
+
 # ---------------------------------------------------------------------------------------- ADS block
 
 
@@ -178,8 +184,7 @@ class AdsParams(_AdsParamsMixin):
             raise ValueError("slope_windows and slope_weights need the same (non-zero) length")
         if min(self.slope_windows) < 2:
             raise ValueError("slope windows must be >= 2 bins")
-        if self.zscore_min_periods > self.zscore_window:
-            raise ValueError("zscore_min_periods cannot exceed zscore_window")
+        _check_z_periods(self.zscore_min_periods, self.zscore_window)
         return self
 
 
@@ -431,8 +436,7 @@ class DerivativeParams(SignalParams):
     def _ok(self):
         if self.d1_weight + self.d2_weight + self.d3_weight <= 0:
             raise ValueError("at least one of d1/d2/d3_weight must be > 0")
-        if self.zscore_min_periods > self.zscore_window_bins:
-            raise ValueError("zscore_min_periods cannot exceed zscore_window_bins")
+        _check_z_periods(self.zscore_min_periods, self.zscore_window_bins, "zscore_window_bins")
         return self
 
 
@@ -568,8 +572,7 @@ class ErdParams(SignalParams):
 
     @model_validator(mode="after")
     def _ok(self):
-        if self.zscore_min_periods > self.zscore_window:
-            raise ValueError("zscore_min_periods cannot exceed zscore_window")
+        _check_z_periods(self.zscore_min_periods, self.zscore_window)
         return self
 
 
@@ -663,8 +666,7 @@ class JadParams(SignalParams):
 
     @model_validator(mode="after")
     def _ok(self):
-        if self.zscore_min_periods > self.zscore_window:
-            raise ValueError("zscore_min_periods cannot exceed zscore_window")
+        _check_z_periods(self.zscore_min_periods, self.zscore_window)
         return self
 
 
