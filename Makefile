@@ -27,7 +27,7 @@ web-install: $(WEB_STAMP)
 web-build: web-install
 	npm --prefix web run build
 
-## Debian's Chromium for the browser end-to-end tests (tests/test_web_e2e.py drives it with playwright-core)
+## Debian's Chromium for the browser end-to-end tests (tests/web/test_web_e2e.py drives it with playwright-core)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if "--cold" in sys.argv:  # before numba is imported: the kernels compile into a throw-away cache
     os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="qm_engine_bench_")
 
-from qmachina_assets.core import dbn
-from qmachina_assets.core.engine import Engine
+from qmachina_assets.core.engine.engine import Engine
+from qmachina_assets.core.ingest import dbn
 from qmachina_assets.core.instrument import load_instrument
 from qmachina_assets.core.paths import PROJECT_ROOT
 

@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qmachina_assets.core.evaluation import EvalParams, evaluate, evaluate_grid
+from qmachina_assets.core.research.evaluation import EvalParams, evaluate, evaluate_grid
 
 TICK = 0.25
 GRID = {"thresholds": [0.5, 0.75, 1.0, 1.5, 2.0, 3.0], "tp_list": [4, 8, 12, 16], "sl_list": [2, 4, 8, 12],

@@ -18,9 +18,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qmachina_assets.core import dbn, gold, gold_dsl
-from qmachina_assets.core.engine import Engine
-from qmachina_assets.core.gold_partition import BIN_INPUTS
+from qmachina_assets.core.engine.engine import Engine
+from qmachina_assets.core.gold import dsl as gold_dsl
+from qmachina_assets.core.gold import features as gold
+from qmachina_assets.core.gold.partition import BIN_INPUTS
+from qmachina_assets.core.ingest import dbn
 from qmachina_assets.core.instrument import locked_instrument
 from qmachina_assets.core.paths import PROJECT_ROOT
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from qmachina_assets.core.ingest.synth import SynthParams, write_synthetic_day
 from qmachina_assets.core.instrument import locked_instrument
-from qmachina_assets.core.online_sim import format_report, run_online_sim
-from qmachina_assets.core.synth import SynthParams, write_synthetic_day
+from qmachina_assets.core.research.online_sim import format_report, run_online_sim
 
 DATE = dt.date(2024, 3, 15)
 

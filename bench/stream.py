@@ -59,8 +59,8 @@ def free_port() -> int:
 
 def build_lake(root: Path) -> str:
     """Bronze of the sample day + a registered serving version; returns the alias."""
-    from qmachina_assets.core import lake as lakemod
-    from qmachina_assets.core.bronze import build_bronze
+    from qmachina_assets.core.ingest import lake as lakemod
+    from qmachina_assets.core.ingest.bronze import build_bronze
     from qmachina_assets.core.instrument import load_instrument
     from qmachina_assets.core.paths import PROJECT_ROOT, shared_data_root
     from qmachina_assets.core.registry import Registry

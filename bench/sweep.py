@@ -19,14 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qmachina_assets.core import lake as lakemod
-from qmachina_assets.core import sweeps
-from qmachina_assets.core.bronze import build_bronze, read_manifest
-from qmachina_assets.core.datasets import build_dataset_day
+from qmachina_assets.core.ingest import lake as lakemod
+from qmachina_assets.core.ingest.bronze import build_bronze, read_manifest
+from qmachina_assets.core.ingest.synth import SynthParams, write_synthetic_day
 from qmachina_assets.core.instrument import locked_instrument
 from qmachina_assets.core.paths import PROJECT_ROOT
-from qmachina_assets.core.specs import resolve_experiment
-from qmachina_assets.core.synth import SynthParams, write_synthetic_day
+from qmachina_assets.core.research import sweeps
+from qmachina_assets.core.research.datasets import build_dataset_day
+from qmachina_assets.core.research.specs import resolve_experiment
 
 DAYS = (dt.date(2024, 3, 14), dt.date(2024, 3, 15))
 PIPELINE = """name: bench_rth

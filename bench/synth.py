@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out) if args.out else Path(tmpdir.name) / f"synth_{args.records}.dbn.zst"
 
     t0 = time.perf_counter()
-    from qmachina_assets.core import synth
+    from qmachina_assets.core.ingest import synth
     from qmachina_assets.core.instrument import load_instrument
 
     instrument = load_instrument()

@@ -30,8 +30,8 @@ def _date(s: str) -> dt.date:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    from qmachina_assets.core.ingest.synth import SynthParams, write_synthetic_day
     from qmachina_assets.core.instrument import locked_instrument
-    from qmachina_assets.core.synth import SynthParams, write_synthetic_day
 
     instrument = locked_instrument()
     params = SynthParams(n_records=args.events, seed=args.seed, date=args.date,
@@ -42,8 +42,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from qmachina_assets.core.ingest.lake import land_raw_file
     from qmachina_assets.core.instrument import locked_instrument
-    from qmachina_assets.core.lake import land_raw_file
 
     instrument = locked_instrument()
     lake = Path(args.lake) if args.lake else lake_root()
@@ -57,10 +57,10 @@ def cmd_silver(args: argparse.Namespace) -> int:
     """Engine on any MBO file outside the lake (ad-hoc research; an independent check of the engine)."""
     import numpy as np
 
-    from qmachina_assets.core import dbn
-    from qmachina_assets.core.engine import iter_file, write_silver
+    from qmachina_assets.core.engine.engine import iter_file, write_silver
+    from qmachina_assets.core.engine.silver_partition import SilverWindow
+    from qmachina_assets.core.ingest import dbn
     from qmachina_assets.core.instrument import locked_instrument
-    from qmachina_assets.core.silver_partition import SilverWindow
 
     instrument = locked_instrument()
     header = dbn.read_header(args.file)
@@ -82,7 +82,7 @@ def cmd_silver(args: argparse.Namespace) -> int:
 
 def cmd_gold_fixtures(args: argparse.Namespace) -> int:
     """Regenerate the committed cross-language gold parity fixtures from a real sample day."""
-    from qmachina_assets.core.gold_fixtures import write_parity_fixtures
+    from qmachina_assets.core.gold.fixtures import write_parity_fixtures
     from qmachina_assets.core.instrument import locked_instrument
 
     source = args.source or shared_data_root() / SAMPLE_FILES[1]
@@ -94,7 +94,7 @@ def cmd_gold_fixtures(args: argparse.Namespace) -> int:
 
 def cmd_validate_configs(args: argparse.Namespace) -> int:
     """Every YAML under configs/ against its model, references across layers included (CI runs this)."""
-    from qmachina_assets.core.specs import validate_configs
+    from qmachina_assets.core.research.specs import validate_configs
 
     issues = validate_configs(args.root)
     for issue in issues:
@@ -107,7 +107,7 @@ def cmd_validate_configs(args: argparse.Namespace) -> int:
 
 def cmd_online_sim(args: argparse.Namespace) -> int:
     """Replay a file bin by bin through engine -> gold -> signal and report per-bin latency per stage."""
-    from qmachina_assets.core.online_sim import format_report, run_online_sim
+    from qmachina_assets.core.research.online_sim import format_report, run_online_sim
 
     if not Path(args.file).is_file():
         raise FileNotFoundError(f"{args.file}: no such file")
@@ -130,9 +130,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))
     import dagster as dg
 
+    from qmachina_assets.core.ingest.lake import land_raw_file
+    from qmachina_assets.core.ingest.synth import SynthParams, write_synthetic_day
     from qmachina_assets.core.instrument import locked_instrument
-    from qmachina_assets.core.lake import land_raw_file
-    from qmachina_assets.core.synth import SynthParams, write_synthetic_day
     from qmachina_assets.defs.bronze.assets import bronze_mbo
     from qmachina_assets.defs.gold.assets import gold_assets
     from qmachina_assets.defs.partitions import partition_key, symbol_partitions_def
@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from qmachina_assets.core.dbn import DbnError
+    from qmachina_assets.core.ingest.dbn import DbnError
     from qmachina_assets.core.instrument import InstrumentConfigError, InstrumentLockError
 
     try:

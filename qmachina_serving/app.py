@@ -35,12 +35,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from qmachina_serving.protocol import CloseCode, StreamError
-from qmachina_serving.replay import parse_query, plan_replay, warm_kernels
-from qmachina_serving.rest import router as rest_router
-from qmachina_serving.session import StreamHub
+from qmachina_serving.api import router as rest_router
 from qmachina_serving.settings import ServingSettings
-from qmachina_serving.source import RegistrySource, VersionSource
+from qmachina_serving.stream.protocol import CloseCode, StreamError
+from qmachina_serving.stream.replay import parse_query, plan_replay, warm_kernels
+from qmachina_serving.stream.session import StreamHub
+from qmachina_serving.stream.source import RegistrySource, VersionSource
 
 log = logging.getLogger("qmachina_serving")
 

@@ -38,7 +38,7 @@ def test_console_script_synth(tmp_path):
     proc = subprocess.run([*cmd, "synth", str(out), "--events", "20000", "--seed", "3", "--date", "2024-03-15",
                            "--symbol", "ESM4"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    from qmachina_assets.core import dbn
+    from qmachina_assets.core.ingest import dbn
 
     header, arr = dbn.load_mbo(out)
     assert len(arr) == 20_000 and header.symbols == ("ESM4",) and header.start_date.isoformat() == "2024-03-15"

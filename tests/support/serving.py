@@ -23,11 +23,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from qmachina_assets.core import lake as lakemod
-from qmachina_assets.core.bronze import build_bronze
+from qmachina_assets.core.engine.silver_partition import SilverWindow, build_silver
+from qmachina_assets.core.ingest import lake as lakemod
+from qmachina_assets.core.ingest.bronze import build_bronze
 from qmachina_assets.core.instrument import InstrumentConfig, load_instrument
 from qmachina_assets.core.paths import PROJECT_ROOT
-from qmachina_assets.core.silver_partition import SilverWindow, build_silver
 from tests.conftest import ESH4_1225, sample
 
 DATE = "2023-12-25"

@@ -9,11 +9,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from qmachina_assets.core import lake as lakemod
-from qmachina_assets.core.bronze import build_bronze
+from qmachina_assets.core.ingest import lake as lakemod
+from qmachina_assets.core.ingest.bronze import build_bronze
+from qmachina_assets.core.ingest.synth import SynthParams, write_synthetic_day
 from qmachina_assets.core.instrument import InstrumentConfig, load_instrument
 from qmachina_assets.core.paths import PROJECT_ROOT
-from qmachina_assets.core.synth import SynthParams, write_synthetic_day
 
 DAYS = (dt.date(2024, 3, 14), dt.date(2024, 3, 15))
 PIPELINE = """name: synth_two_days

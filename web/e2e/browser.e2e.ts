@@ -2,7 +2,7 @@
  * End-to-end: headless Debian Chromium (playwright-core, `executablePath`) against a real serving process on
  * loopback that serves this client's build, the stream and the REST API from one port.
  *
- * Started by tests/test_web_e2e.py, which prepares a throw-away lake (real ESH4 sample, bronze), registers
+ * Started by tests/web/test_web_e2e.py, which prepares a throw-away lake (real ESH4 sample, bronze), registers
  * versions and passes:
  *   QMACHINA_E2E_URL        http://127.0.0.1:<port>
  *   QMACHINA_E2E_ARTIFACTS  directory for screenshots and frame-time figures
@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 function env(name: string, fallback?: string): string {
   const v = process.env[name] ?? fallback;
-  if (!v) throw new Error(`${name} is not set: run the browser tests through tests/test_web_e2e.py`);
+  if (!v) throw new Error(`${name} is not set: run the browser tests through tests/web/test_web_e2e.py`);
   return v;
 }
 

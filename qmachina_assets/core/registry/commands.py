@@ -104,7 +104,7 @@ def _event_text(ev: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     from qmachina_assets.core.registry.preflight import PreflightError
     from qmachina_assets.core.registry.registry import Registry, RegistryError
-    from qmachina_assets.core.specs import ConfigError
+    from qmachina_assets.core.research.specs import ConfigError
 
     try:
         with Registry(url=args.url, lake=args.lake) as reg:
@@ -183,7 +183,9 @@ def _dispatch(reg: Any, args: argparse.Namespace) -> int:
         else:
             print(_event_text(ev))
     elif c == "reproduce":
-        report = reg.reproduce(args.ref, rebuild=not args.no_rebuild)
+        from qmachina_assets.core.registry.reproduce import reproduce_version
+
+        report = reproduce_version(reg.resolve(args.ref), reg.lake, rebuild=not args.no_rebuild)
         _print(report, as_json, report.text())
         return 0 if report.match else 1
     elif c == "verify":

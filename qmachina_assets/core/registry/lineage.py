@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from qmachina_assets.core.specs import ExperimentSpec, PipelineSpec, ServingSpec, apply_params
+from qmachina_assets.core.research.specs import ExperimentSpec, PipelineSpec, ServingSpec, apply_params
 
 #: Results columns of a run that identify what was evaluated (compared with the results store).
 RUN_KEYS: tuple[str, ...] = (
@@ -126,7 +126,7 @@ def lineage_for_register(serving: ServingSpec, pipeline: PipelineSpec, *, code_v
                          code_dirty: bool | None = None) -> Lineage:
     """Lineage of a direct registration; the code version defaults to the checkout's (git) commit."""
     if code_version is None:
-        from qmachina_assets.core.datasets import git_code_version
+        from qmachina_assets.core.research.datasets import git_code_version
 
         cv = git_code_version()
         code_version, code_dirty = cv.commit, cv.dirty
@@ -137,7 +137,7 @@ def lineage_for_register(serving: ServingSpec, pipeline: PipelineSpec, *, code_v
 
 def read_runs(lake: Path, experiment: str, run_ids: list[str]) -> list[RunLineage]:
     """The results rows of `run_ids` (in that order); LookupError naming the missing ids."""
-    from qmachina_assets.core.sweeps import read_results, results_dir
+    from qmachina_assets.core.research.sweeps import read_results, results_dir
 
     table = read_results(Path(lake), experiment)
     rows = {} if table is None else {r["run_id"]: r for r in table.to_pylist() if r["run_id"] in set(run_ids)}
@@ -154,7 +154,7 @@ def lineage_from_results(lake: Path, experiment: ExperimentSpec, base_serving: S
 
     `run_ids`: the rows (one per fold) of the same parameter set; the promoted spec is `apply_params` of
     that set on the base serving spec (what was evaluated is what is served)."""
-    from qmachina_assets.core.sweeps import experiment_hash
+    from qmachina_assets.core.research.sweeps import experiment_hash
 
     ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
     if not ids:

@@ -1,5 +1,5 @@
 """Tables of the serving registry (SQLAlchemy 2.x Core). The schema itself is created by the Alembic
-migrations in `migrations/versions`; `tests/test_registry.py` checks that the two agree.
+migrations in `migrations/versions`; `tests/registry/test_registry.py` checks that the two agree.
 
 - `serving_versions`: one immutable row per published version. `version_id` is content-derived
   (`sv_` + 16 hex of sha256 over the canonical JSON of the serving spec, the runtime snapshot and the

@@ -28,12 +28,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from qmachina_assets.core.gold import GoldFeatureConfig
+from qmachina_assets.core.gold.features import GoldFeatureConfig
 from qmachina_assets.core.instrument import InstrumentConfig, InstrumentLockError
 from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.registry.lineage import Lineage, RunLineage, clean_metric, read_runs
 from qmachina_assets.core.registry.snapshot import runtime_snapshot, stream_schema_problems
-from qmachina_assets.core.specs import (
+from qmachina_assets.core.research.specs import (
     MODEL_FIELDS,
     SILVER_FIELDS,
     ConfigError,
@@ -208,7 +208,7 @@ def _check_instrument(pipeline: PipelineSpec, inst: InstrumentConfig, issues: _I
 
 def _check_datasets(lake: Path, ids: list[str], pipeline: PipelineSpec, inst: InstrumentConfig,
                     issues: _Issues) -> None:
-    from qmachina_assets.core import datasets as dsets
+    from qmachina_assets.core.research import datasets as dsets
 
     try:
         want_runtime = pipeline.runtime(inst).config_version
@@ -254,7 +254,7 @@ def _check_datasets(lake: Path, ids: list[str], pipeline: PipelineSpec, inst: In
 def _check_experiment(serving: ServingSpec, pipeline: PipelineSpec, lineage: Lineage, lake: Path,
                       snapshot: dict[str, Any] | None, issues: _Issues) -> list[tuple[PromotionGate, str]]:
     """Lineage of an experiment promotion against the spec and the results store; returns its gate."""
-    from qmachina_assets.core.sweeps import experiment_hash
+    from qmachina_assets.core.research.sweeps import experiment_hash
 
     if lineage.experiment is None or lineage.base_serving is None or not lineage.runs:
         issues.add("lineage", "an experiment lineage needs the experiment, the base serving spec and at least one "

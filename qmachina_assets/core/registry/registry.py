@@ -44,6 +44,12 @@ from sqlalchemy.engine import make_url
 
 from qmachina_assets.core.instrument import InstrumentConfig, locked_instrument
 from qmachina_assets.core.paths import lake_root
+from qmachina_assets.core.registry.errors import (
+    ImmutableVersionError,
+    RegistryError,
+    RegistryIntegrityError,
+    UnknownVersionError,
+)
 from qmachina_assets.core.registry.lineage import Lineage, lineage_for_register, lineage_from_results
 from qmachina_assets.core.registry.models import (
     ALEMBIC_VERSION_TABLE,
@@ -60,7 +66,7 @@ from qmachina_assets.core.registry.snapshot import (
     lock_problems,
     runtime_config_message,
 )
-from qmachina_assets.core.specs import (
+from qmachina_assets.core.research.specs import (
     NAME_PATTERN,
     ConfigError,
     PipelineSpec,
@@ -81,22 +87,6 @@ _MUTATION = re.compile(
     rf"[\"`]?(?:\w+[\"`]?\.[\"`]?)?({'|'.join(APPEND_ONLY_TABLES)})\b", re.I)
 
 Action = Literal["promote", "register", "activate", "rollback"]
-
-
-class RegistryError(ValueError):
-    """A registry operation cannot be done as asked; the message says why."""
-
-
-class UnknownVersionError(RegistryError, LookupError):
-    """No alias or version of that name."""
-
-
-class ImmutableVersionError(RegistryError):
-    """A statement would update or delete a published version or an audit row."""
-
-
-class RegistryIntegrityError(RegistryError):
-    """Stored rows do not match their content-derived ids."""
 
 
 # ---- records ---------------------------------------------------------------------------------------
@@ -579,13 +569,6 @@ class Registry:
         with self.engine.connect() as conn:
             return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
                     for t in (serving_versions, serving_aliases, serving_alias_events)}
-
-    def reproduce(self, version_id: str, lake: Path | None = None, *, rebuild: bool = True):
-        """Rebuild the version's datasets and re-run its evaluation; see `registry.reproduce`."""
-        from qmachina_assets.core.registry.reproduce import reproduce_version
-
-        return reproduce_version(self.resolve(version_id), Path(lake) if lake is not None else self.lake,
-                                 rebuild=rebuild)
 
 
 def _alias_stack(events: list[AliasEvent]) -> list[str]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from qmachina_assets.core.registry.errors import RegistryError
 from qmachina_assets.core.registry.lineage import clean_metric
 
 _COMPARED = ("param_hash", "gold_config_hash", "test_dataset_id")
@@ -77,7 +78,7 @@ class ReproduceReport(_Report):
 
 
 def _checksums(path: Path) -> dict[str, str]:
-    from qmachina_assets.core import datasets as dsets
+    from qmachina_assets.core.research import datasets as dsets
 
     file = path / dsets.CHECKSUMS_NAME
     sums = json.loads(file.read_text())["files"] if file.is_file() else {}
@@ -87,9 +88,8 @@ def _checksums(path: Path) -> dict[str, str]:
 def reproduce_version(version, lake: Path, *, rebuild: bool = True, scratch_dir: Path | None = None,
                       ) -> ReproduceReport:
     """See the module doc; `version` is a `PublishedVersion`."""
-    from qmachina_assets.core import datasets as dsets
-    from qmachina_assets.core import sweeps
-    from qmachina_assets.core.registry.registry import RegistryError
+    from qmachina_assets.core.research import datasets as dsets
+    from qmachina_assets.core.research import sweeps
 
     t0 = time.perf_counter()
     lin = version.lineage

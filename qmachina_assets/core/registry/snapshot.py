@@ -25,10 +25,10 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from qmachina_assets.core import silver
-from qmachina_assets.core.gold import GoldFeatureConfig
+from qmachina_assets.core.engine import silver
+from qmachina_assets.core.gold.features import GoldFeatureConfig
 from qmachina_assets.core.instrument import InstrumentConfig, locked_instrument
-from qmachina_assets.core.specs import PipelineSpec, ServingSpec
+from qmachina_assets.core.research.specs import PipelineSpec, ServingSpec
 
 SNAPSHOT_VERSION = 1
 STREAM_FORMAT = "dense_grid"

@@ -5,8 +5,8 @@ import datetime as dt
 
 import dagster as dg
 
-from qmachina_assets.core import bronze_checks, lake
-from qmachina_assets.core.bronze import DATA_NAME, BronzeManifest, build_bronze
+from qmachina_assets.core.ingest import bronze_checks, lake
+from qmachina_assets.core.ingest.bronze import DATA_NAME, BronzeManifest, build_bronze
 from qmachina_assets.core.instrument import locked_instrument
 from qmachina_assets.defs.partitions import date_symbol_partitions_def
 from qmachina_assets.defs.resources import LakeResource

@@ -5,8 +5,8 @@ import json
 
 import dagster as dg
 
+from qmachina_assets.core.ingest.lake import discover_raw_files
 from qmachina_assets.core.instrument import locked_instrument
-from qmachina_assets.core.lake import discover_raw_files
 from qmachina_assets.defs.bronze.jobs import bronze_job
 from qmachina_assets.defs.partitions import date_partitions_def, partition_key, symbol_partitions_def
 from qmachina_assets.defs.resources import LakeResource

@@ -7,9 +7,15 @@ from pathlib import Path
 
 import dagster as dg
 
-from qmachina_assets.core.datasets import DATASET_RULES, build_dataset_day, check_dataset, dataset_dir, lineage_markdown
 from qmachina_assets.core.paths import configs_root
-from qmachina_assets.core.specs import ConfigError, load_pipeline
+from qmachina_assets.core.research.datasets import (
+    DATASET_RULES,
+    build_dataset_day,
+    check_dataset,
+    dataset_dir,
+    lineage_markdown,
+)
+from qmachina_assets.core.research.specs import ConfigError, load_pipeline
 from qmachina_assets.defs.bronze.assets import BRONZE_KEY
 from qmachina_assets.defs.partitions import date_symbol_partitions_def
 from qmachina_assets.defs.resources import LakeResource

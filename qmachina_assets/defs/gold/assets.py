@@ -9,12 +9,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from qmachina_assets.core import gold_dsl
-from qmachina_assets.core.gold import GoldFeatureConfig
-from qmachina_assets.core.gold_partition import BUILTIN, GOLD_RULES, build_gold, check_gold, gold_dir, summary
+from qmachina_assets.core.engine.silver_partition import silver_dir
+from qmachina_assets.core.gold import dsl as gold_dsl
+from qmachina_assets.core.gold.features import GoldFeatureConfig
+from qmachina_assets.core.gold.partition import BUILTIN, GOLD_RULES, build_gold, check_gold, gold_dir, summary
 from qmachina_assets.core.instrument import InstrumentConfig, locked_instrument
 from qmachina_assets.core.paths import PROJECT_ROOT
-from qmachina_assets.core.silver_partition import silver_dir
 from qmachina_assets.defs.partitions import date_symbol_partitions_def
 from qmachina_assets.defs.resources import LakeResource
 from qmachina_assets.defs.silver.assets import SILVER_KEY

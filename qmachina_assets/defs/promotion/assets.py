@@ -8,9 +8,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from qmachina_assets.core.promotion import candidate
 from qmachina_assets.core.registry import Registry
-from qmachina_assets.core.specs import load_experiment
+from qmachina_assets.core.registry.candidates import candidate
+from qmachina_assets.core.research.specs import load_experiment
 from qmachina_assets.defs.resources import LakeResource
 from qmachina_assets.defs.sweeps.assets import EXPERIMENT_DIR
 

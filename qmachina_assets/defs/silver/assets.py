@@ -5,8 +5,7 @@ import datetime as dt
 
 import dagster as dg
 
-from qmachina_assets.core.instrument import locked_instrument
-from qmachina_assets.core.silver_partition import (
+from qmachina_assets.core.engine.silver_partition import (
     SILVER_RULES,
     SilverWindow,
     build_silver,
@@ -14,6 +13,7 @@ from qmachina_assets.core.silver_partition import (
     depth_heatmap_png,
     silver_dir,
 )
+from qmachina_assets.core.instrument import locked_instrument
 from qmachina_assets.defs.bronze.assets import BRONZE_KEY
 from qmachina_assets.defs.partitions import date_symbol_partitions_def
 from qmachina_assets.defs.resources import LakeResource

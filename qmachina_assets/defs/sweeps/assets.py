@@ -8,9 +8,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from qmachina_assets.core import sweeps
 from qmachina_assets.core.paths import PROJECT_ROOT
-from qmachina_assets.core.specs import load_experiment, resolve_experiment
+from qmachina_assets.core.research import sweeps
+from qmachina_assets.core.research.specs import load_experiment, resolve_experiment
 from qmachina_assets.defs.partitions import date_symbol_partitions_def
 from qmachina_assets.defs.resources import LakeResource
 

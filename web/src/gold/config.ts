@@ -1,6 +1,6 @@
 /**
  * `gold_config` of the stream's runtime_config (SPEC §4.5): every parameter of the built-in gold set,
- * mirroring qmachina_assets/core/gold.py `GoldFeatureConfig` field for field, with the same validation.
+ * mirroring qmachina_assets/core/gold/features.py `GoldFeatureConfig` field for field, with the same validation.
  */
 
 export const GOLD_VERSION = 'gold-1';

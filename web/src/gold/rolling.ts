@@ -1,5 +1,5 @@
 /**
- * Causal rolling statistics, a line-by-line port of qmachina_assets/core/rolling.py.
+ * Causal rolling statistics, a line-by-line port of qmachina_assets/core/gold/rolling.py.
  *
  * A window is a FIFO of the last W samples plus a sorted copy of its *defined* (non-NaN) values, kept
  * up to date by binary search + shift, so no step sorts. The median and MAD follow numpy's definitions

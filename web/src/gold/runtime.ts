@@ -1,6 +1,6 @@
 /**
  * Browser `GoldFeatureRuntime` (SPEC §4.5): the built-in gold set computed from silver, one bin at a
- * time, with explicit state. A port of qmachina_assets/core/gold.py (`_run_bins`, `_cell`, `_state5`)
+ * time, with explicit state. A port of qmachina_assets/core/gold/features.py (`_run_bins`, `_cell`, `state5_code`)
  * that keeps Python's float operation order, so results agree with the offline gold to ~1e-15 (the
  * committed golden vectors in tests/fixtures/gold_parity/ are checked to 1e-9, codes exactly).
  *
@@ -39,7 +39,7 @@ export type GoldBinOutput = {
   readonly k: Int32Array;
 } & { readonly [C in GoldFloatColumn]: Float64Array } & { readonly [C in GoldCodeColumn]: Int8Array };
 
-/** state5 (gold.py `_state5`): symmetric in k and the BBO's net reprice direction. */
+/** state5 (gold.py `state5_code`): symmetric in k and the BBO's net reprice direction. */
 export function state5(k: number, askSign: number, bidSign: number): number {
   const s = askSign + bidSign;
   const d = s > 0 ? 1 : s < 0 ? -1 : 0;

@@ -1,5 +1,5 @@
 /**
- * Typed access to the serving process's `/v1` REST API (qmachina_serving/rest.py), shared by the registry and
+ * Typed access to the serving process's `/v1` REST API (qmachina_serving/api/), shared by the registry and
  * experiment pages. DOM-free: `fetch` is injectable, so tests run in node.
  *
  * Every failure becomes an `ApiError` whose message is the server's own refusal text (FastAPI's `detail`: a

@@ -1,6 +1,6 @@
 /**
  * Reconnect policy: exponential backoff with jitter, and which WebSocket close codes end the stream for good
- * (qmachina_serving/protocol.py CloseCode: 1000 after end_of_stream, 4xxx = 4000 + HTTP status).
+ * (qmachina_serving/stream/protocol.py CloseCode: 1000 after end_of_stream, 4xxx = 4000 + HTTP status).
  */
 
 export interface BackoffOptions {

@@ -17,7 +17,7 @@
  * the lines run flat across a gap and resume from where they were.
  *
  * Parameters come from the overlay's `params` (`parseEmaLinesParams` / `parseSmaLinesParams`) and are
- * validated like qmachina_assets/core/specs.py EmaLinesParams / SmaLinesParams; a bad one throws an
+ * validated like qmachina_assets/core/research/specs.py EmaLinesParams / SmaLinesParams; a bad one throws an
  * `EmaParamsError` naming the field.
  */
 

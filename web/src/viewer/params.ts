@@ -2,7 +2,7 @@
  * Page URL → stream URL. The page is opened as `?serving=<alias|serving_id>[&date=YYYY-MM-DD][&start=HH:MM[:SS]]
  * [&end=HH:MM[:SS]][&speed=x][&stream=ws://host:port][&field=rest_depth][&mode=heatmap|candle]`. The WebSocket goes
  * to `/v1/stream` on the page's own host (or `stream=`), carrying `serving` plus the replay parameters the serving
- * process accepts (qmachina_serving/replay.py parse_query: serving, date, start, end, speed); viewer-only
+ * process accepts (qmachina_serving/stream/replay.py parse_query: serving, date, start, end, speed); viewer-only
  * parameters stay on the page.
  */
 

@@ -1,0 +1,81 @@
+"""Golden vectors for cross-language gold parity (SPEC §4.5 [REBUILD]).
+
+A window of real silver is cut to a small radius (the fixture must stay small enough to commit) and
+the expected built-in gold is computed from exactly that cut silver, so any implementation that reads
+`bins.arrow` + `grid.arrow` + `config.json` must reproduce `expected.arrow` (to 1e-9; codes exactly).
+Arrow IPC files because the browser decodes Arrow anyway and floats survive bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from qmachina_assets.core.engine import engine as eng
+from qmachina_assets.core.gold import features as gold
+from qmachina_assets.core.instrument import InstrumentConfig
+
+FIXTURE_RADIUS = 5
+FIXTURE_BINS = 700
+BIN_FIELDS = ("bin_seq", "spot_ref_price_int", "book_valid", "ask_reprice_sign", "bid_reprice_sign")
+
+
+def _busiest_window(bins: dict[str, np.ndarray], n: int) -> int:
+    """Start of the n-bin window with the most events that also holds spot moves (a real test)."""
+    events = np.asarray(bins["bin_event_count"], np.float64)
+    moves = (np.asarray(bins["best_ask_move_ticks"]) != 0).astype(np.float64)
+    score = np.convolve(events + 1000 * moves, np.ones(n), mode="valid")
+    return int(np.argmax(score))
+
+
+def _write_arrow(path: Path, columns: dict[str, np.ndarray]) -> None:
+    table = pa.Table.from_pydict({k: np.ascontiguousarray(v) for k, v in columns.items()})
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def write_parity_fixtures(source: Path, out_dir: Path, instrument: InstrumentConfig,
+                          n_bins: int = FIXTURE_BINS, radius: int = FIXTURE_RADIUS) -> dict:
+    """Run the engine on `source`, cut the busiest `n_bins` to ±`radius`, write the fixture set."""
+    bins_t, grid_t = eng.run_file(source, instrument)
+    bins = {c: bins_t[c].to_numpy() for c in bins_t.column_names}
+    full_r = instrument.grid_radius_ticks
+    w_full = 2 * full_r + 1
+    b0 = _busiest_window(bins, n_bins)
+    b1 = b0 + n_bins
+    keep = np.zeros(w_full, bool)
+    keep[full_r - radius: full_r + radius + 1] = True
+    rows = np.tile(keep, n_bins)
+    cut_bins = {c: bins[c][b0:b1] for c in BIN_FIELDS}
+    cut_grid = {"bin_seq": grid_t["bin_seq"].to_numpy()[b0 * w_full: b1 * w_full][rows]}
+    for name in ("k", *gold.GOLD_INPUTS):  # the silver columns gold reads
+        cut_grid[name] = grid_t[name].to_numpy()[b0 * w_full: b1 * w_full][rows]
+    cfg = gold.GoldFeatureConfig.from_instrument(instrument)
+    expected = gold.compute_gold(cut_bins, cut_grid, cfg, radius, instrument.tick_int)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_arrow(out_dir / "bins.arrow", cut_bins)
+    _write_arrow(out_dir / "grid.arrow", cut_grid)
+    _write_arrow(out_dir / "expected.arrow", expected)
+    meta = {
+        "gold_version": gold.GOLD_VERSION,
+        "gold_config": cfg.model_dump(mode="json"),
+        "config_hash": cfg.config_hash,
+        "grid_radius_ticks": radius,
+        "tick_int": instrument.tick_int,
+        "source": source.name,
+        "bins": n_bins,
+        "first_bin_seq": int(cut_bins["bin_seq"][0]),
+        "tolerance": 1e-9,
+        "columns": {"float": list(gold.GOLD_FLOAT_COLUMNS), "code": list(gold.GOLD_CODE_COLUMNS)},
+    }
+    (out_dir / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def read_arrow(path: Path) -> dict[str, np.ndarray]:
+    with pa.memory_map(str(path)) as src:
+        table = pa.ipc.open_file(src).read_all()
+    return {c: table[c].to_numpy() for c in table.column_names}

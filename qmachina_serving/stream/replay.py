@@ -1,0 +1,368 @@
+"""Replay: stream parameters -> a plan -> bins from the engine the assets use -> encoded frames.
+
+- `parse_query` validates the WebSocket query (`serving`, `date`, `start`, `end`, `speed`; anything
+  else is refused, 4400).
+- `plan_replay` resolves them against the version's snapshot (defaults: the pipeline capture's first
+  date and ET window) and the lake's bronze partition (4410 when there is no data).
+- `BinProducer` runs `qmachina_assets.core.engine.engine.Engine` with the snapshot's runtime over the bronze
+  records and encodes every emitted bin once: a `grid_update` JSON prefix and the Arrow IPC bytes.
+  A start time begins from an engine checkpoint (`checkpoints.engine_at`, cached in the lake), so a
+  mid-day start does not replay from midnight; records are fed `feed_records` at a time so one engine
+  call (which holds the GIL) stays short while the event loop fans frames out.
+- Frame shapers are per model (`SHAPERS`): `vacuum_pressure` sends the dense ±R grid; `ema_ensemble`
+  (SPEC §9) sends one k = 0 row per bin, the spot tick's row of the same engine grid (zeros while the
+  spot is invalid). Both share the grid_update scalars and the one-encode-per-bin framing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import multiprocessing
+import re
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pyarrow as pa
+
+from qmachina_assets.core.engine.checkpoints import checkpoint_path, engine_at
+from qmachina_assets.core.engine.engine import Engine, SilverChunk, checkpoint_key
+from qmachina_assets.core.ingest import dbn
+from qmachina_assets.core.ingest.bronze import load_bronze, read_manifest
+from qmachina_assets.core.instrument import InstrumentConfig
+from qmachina_serving.stream.protocol import CloseCode, StreamError
+from qmachina_serving.stream.source import ServedVersion
+
+ET = ZoneInfo("America/New_York")
+PARAMS = ("serving", "date", "start", "end", "speed")
+_TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$")
+_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # Arrow IPC end-of-stream marker
+
+
+# ---- request ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    serving: str
+    date: dt.date | None = None
+    start: dt.time | None = None
+    end: dt.time | None = None
+    speed: float = 1.0
+
+
+def parse_query(items: list[tuple[str, str]], max_speed: float) -> ReplayRequest:
+    """The stream's query parameters; StreamError(4400) naming the first problem."""
+
+    def bad(msg: str) -> StreamError:
+        return StreamError(CloseCode.BAD_REQUEST, msg)
+
+    seen: dict[str, str] = {}
+    for k, v in items:
+        if k not in PARAMS:
+            raise bad(f"unknown parameter {k!r} (allowed: {', '.join(PARAMS)})")
+        if k in seen:
+            raise bad(f"parameter {k!r} given twice")
+        seen[k] = v
+    serving = seen.get("serving", "").strip()
+    if not serving:
+        raise bad("missing parameter 'serving' (an alias or a version id)")
+    date = start = end = None
+    if "date" in seen:
+        try:
+            date = dt.date.fromisoformat(seen["date"])
+        except ValueError:
+            raise bad(f"date {seen['date']!r}: expected YYYY-MM-DD") from None
+    for name in ("start", "end"):
+        if name in seen:
+            if not _TIME.match(seen[name]):
+                raise bad(f"{name} {seen[name]!r}: expected HH:MM or HH:MM:SS (ET)")
+            t = dt.time.fromisoformat(seen[name])
+            start, end = (t, end) if name == "start" else (start, t)
+    speed = 1.0
+    if "speed" in seen:
+        try:
+            speed = float(seen["speed"])
+        except ValueError:
+            raise bad(f"speed {seen['speed']!r}: expected a number") from None
+        if not (0 < speed <= max_speed):
+            raise bad(f"speed {speed:g}: must be > 0 and <= {max_speed:g}")
+    return ReplayRequest(serving=serving, date=date, start=start, end=end, speed=speed)
+
+
+# ---- plan -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    """What one replay session streams: (symbol, date) of the lake, emission window, speed."""
+
+    symbol: str
+    date: dt.date
+    start_ns: int | None  # emission start; None: from the first record
+    end_ns: int | None  # emission end; None: to the end of the data
+    speed: float
+    cell_ns: int
+
+    def describe(self) -> dict[str, Any]:
+        def et(ns: int | None) -> str | None:
+            return None if ns is None else dt.datetime.fromtimestamp(ns / 1e9, ET).isoformat()
+
+        return {"symbol": self.symbol, "date": self.date.isoformat(), "speed": self.speed,
+                "start_ns": None if self.start_ns is None else str(self.start_ns),
+                "end_ns": None if self.end_ns is None else str(self.end_ns),
+                "start_et": et(self.start_ns), "end_et": et(self.end_ns), "end": "window" if self.end_ns else "data"}
+
+
+def _et_ns(date: dt.date, t: dt.time) -> int:
+    return int(dt.datetime.combine(date, t, tzinfo=ET).timestamp() * 1_000_000) * 1000
+
+
+def plan_replay(version: ServedVersion, req: ReplayRequest, lake: Path) -> ReplayPlan:
+    """Defaults from the snapshot's capture (first date, ET window); 4400/4410 on a bad or empty window."""
+    date = req.date
+    if date is None:
+        if not version.dates:
+            raise StreamError(CloseCode.BAD_REQUEST, f"version {version.version_id} names no capture date: pass "
+                                                     "date=YYYY-MM-DD")
+        date = version.dates[0]
+    start_t = req.start or (dt.time.fromisoformat(version.start_et) if version.start_et else None)
+    end_t = req.end or (dt.time.fromisoformat(version.end_et) if version.end_et else None)
+    start_ns = None if start_t is None else _et_ns(date, start_t)
+    end_ns = None if end_t is None else _et_ns(date, end_t)
+    if start_ns is not None and end_ns is not None and start_ns >= end_ns:
+        raise StreamError(CloseCode.BAD_REQUEST, f"start {start_t} must be before end {end_t} (ET on {date})")
+    symbol = version.symbol
+    manifest = read_manifest(lake, symbol, date)
+    if manifest is None or not manifest.record_count:
+        raise StreamError(CloseCode.NO_DATA, f"no data: bronze partition {date}|{symbol} is not in the lake")
+    first, last = manifest.first_ts_recv, manifest.last_ts_recv
+    if (start_ns is not None and last is not None and start_ns > last) or (
+            end_ns is not None and first is not None and end_ns <= first):
+        raise StreamError(CloseCode.NO_DATA, f"no data for {symbol} on {date} between "
+                                             f"{start_t or 'the start'} and {end_t or 'the end'} ET")
+    return ReplayPlan(symbol=symbol, date=date, start_ns=start_ns, end_ns=end_ns, speed=req.speed,
+                      cell_ns=int(version.runtime.cell_width_ms) * 1_000_000)
+
+
+# ---- frames -----------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Frame:
+    """One bin, encoded once for every subscriber: grid_update JSON (without its closing `due_unix_ns`
+    and brace) and the Arrow IPC stream bytes."""
+
+    bin_seq: int
+    bin_end_ns: int
+    json_prefix: str
+    arrow: bytes
+
+    def grid_update(self, due_unix_ns: int) -> str:
+        return f'{self.json_prefix},"due_unix_ns":"{due_unix_ns}"}}'
+
+
+def grid_update_prefixes(bins: dict[str, np.ndarray]) -> list[str]:
+    """SPEC §7.2 grid_update bodies of a chunk's bins (big ints as strings), without the closing brace."""
+    c = {k: bins[k].tolist() for k in ("ts_ns", "bin_seq", "bin_start_ns", "bin_end_ns", "bin_event_count",
+                                       "event_id", "mid_price", "spot_ref_price_int", "best_bid_price_int",
+                                       "best_ask_price_int", "book_valid", "crossed")}
+    out = []
+    for i in range(len(c["bin_seq"])):
+        body = {"type": "grid_update", "ts_ns": str(c["ts_ns"][i]), "bin_seq": c["bin_seq"][i],
+                "bin_start_ns": str(c["bin_start_ns"][i]), "bin_end_ns": str(c["bin_end_ns"][i]),
+                "bin_event_count": c["bin_event_count"][i], "event_id": c["event_id"][i],
+                "mid_price": c["mid_price"][i], "spot_ref_price_int": str(c["spot_ref_price_int"][i]),
+                "best_bid_price_int": str(c["best_bid_price_int"][i]),
+                "best_ask_price_int": str(c["best_ask_price_int"][i]), "book_valid": c["book_valid"][i],
+                "crossed": c["crossed"][i]}
+        out.append(json.dumps(body, separators=(",", ":"), allow_nan=False)[:-1])
+    return out
+
+
+class _ShaperBase:
+    """Encodes `rows_per_bin` consecutive rows of one record batch per bin (schema message + batch + EOS)."""
+
+    rows_per_bin = 1
+
+    def __init__(self, schema: pa.Schema):
+        self.schema = schema
+        self._schema_msg = schema.serialize().to_pybytes()
+
+    def columns(self, chunk: SilverChunk) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def frames(self, chunk: SilverChunk) -> list[Frame]:
+        n = chunk.n_bins
+        if not n:
+            return []
+        w = self.rows_per_bin
+        cols = self.columns(chunk)
+        arrays = [pa.array(np.ascontiguousarray(cols[f.name]), type=f.type) for f in self.schema]
+        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        prefixes = grid_update_prefixes(chunk.bins)
+        seqs = chunk.bins["bin_seq"].tolist()
+        ends = chunk.bins["bin_end_ns"].tolist()
+        out = []
+        for b in range(n):
+            body = batch.slice(b * w, w).serialize().to_pybytes()
+            out.append(Frame(seqs[b], ends[b], prefixes[b], b"".join((self._schema_msg, body, _EOS))))
+        return out
+
+
+class DenseGridShaper(_ShaperBase):
+    """`vacuum_pressure`: every bin's 2R+1 rows (k ascending) with the version's wire columns."""
+
+    def __init__(self, schema: pa.Schema, radius: int):
+        super().__init__(schema)
+        self.rows_per_bin = 2 * radius + 1
+
+    def columns(self, chunk: SilverChunk) -> dict[str, np.ndarray]:
+        return chunk.grid
+
+
+class SpotRowShaper(_ShaperBase):
+    """`ema_ensemble` (SPEC §9): one row per bin, k = 0, the spot tick's cells of the engine grid; every
+    column is zero on a bin whose spot is invalid (`spot_ref_price_int` 0), so no stale level leaks."""
+
+    def __init__(self, schema: pa.Schema, radius: int):
+        super().__init__(schema)
+        self.radius = radius
+
+    def columns(self, chunk: SilverChunk) -> dict[str, np.ndarray]:
+        w = 2 * self.radius + 1
+        rows = np.arange(chunk.n_bins) * w + self.radius  # k = 0 of each bin
+        valid = chunk.bins["spot_ref_price_int"] != 0
+        out = {}
+        for f in self.schema:
+            col = chunk.grid[f.name][rows]
+            out[f.name] = np.where(valid, col, np.zeros(1, dtype=col.dtype))
+        return out
+
+
+#: model_id -> shaper class, built with the version's wire schema and grid radius. A model without one is
+#: refused with 4501.
+SHAPERS: dict[str, Callable[[pa.Schema, int], Any]] = {"vacuum_pressure": DenseGridShaper,
+                                                       "ema_ensemble": SpotRowShaper}
+
+
+def shaper_for(version: ServedVersion) -> Any:
+    shaper = SHAPERS.get(version.model_id)
+    if shaper is None:
+        raise StreamError(CloseCode.NOT_IMPLEMENTED, f"model {version.model_id!r} has no stream producer in this "
+                                                     f"server (streamed: {', '.join(SHAPERS)})")
+    return shaper(version.schema, int(version.runtime.grid_radius_ticks))
+
+
+# ---- producer ---------------------------------------------------------------------------------------
+
+
+def _warm_checkpoint(lake: str, symbol: str, date: str, runtime: dict[str, Any], boundary_ns: int,
+                     start_ns: int | None, end_ns: int | None) -> bool:
+    """Worker-process side of a large checkpoint miss: build and store it (returns loaded_from_cache)."""
+    inst = InstrumentConfig.model_validate(runtime)
+    return engine_at(Path(lake), symbol, date, inst, boundary_ns, start_ns, end_ns)[2]
+
+
+def checkpoint_cached(lake: Path, plan: ReplayPlan, runtime: InstrumentConfig, data_sha256: str,
+                      boundary_ns: int) -> bool:
+    """Whether `engine_at` will find its checkpoint (the same key it builds; a mismatch only costs time)."""
+    key = checkpoint_key(runtime, f"{data_sha256}:{plan.start_ns}:{plan.end_ns}", boundary_ns)
+    return checkpoint_path(lake, plan.symbol, plan.date, key).is_file()
+
+
+def spawn_pool() -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+
+
+class BinProducer:
+    """Engine + shaper for one replay session. Not thread-safe: one call at a time (the session's)."""
+
+    def __init__(self, lake: Path, plan: ReplayPlan, version: ServedVersion, *, feed_records: int = 4096,
+                 inline_warmup_records: int = 250_000, pool: Callable[[], Executor] | None = None):
+        self.lake = lake
+        self.plan = plan
+        self.version = version
+        self.shaper = shaper_for(version)
+        self.feed_records = int(feed_records)
+        self.inline_warmup_records = int(inline_warmup_records)
+        self._pool = pool
+        self.engine: Engine | None = None
+        self._chunks: Iterator[SilverChunk] | None = None
+        self.finished = False
+        self.bins = 0
+        self.open_info: dict[str, Any] = {}
+
+    def open(self) -> dict[str, Any]:
+        """Position the engine at the emission start: from a checkpoint when there is a start time."""
+        t0 = time.perf_counter()
+        plan, runtime = self.plan, self.version.runtime
+        manifest, records = load_bronze(self.lake, plan.symbol, plan.date)
+        checkpoint = "none"
+        if plan.start_ns is None:
+            engine, rest = Engine(runtime, None, plan.end_ns), records
+        else:
+            boundary = plan.start_ns // plan.cell_ns * plan.cell_ns
+            cut = int(np.searchsorted(records["ts_recv"].view(np.int64), boundary, side="left"))
+            if cut == 0:
+                engine, rest = Engine(runtime, plan.start_ns, plan.end_ns), records
+            else:
+                built = (cut > self.inline_warmup_records and self._pool is not None
+                         and not checkpoint_cached(self.lake, plan, runtime, manifest.data_sha256, boundary))
+                if built:  # a long warm-up holds the GIL for its whole engine call: build it in a worker process
+                    try:
+                        self._pool().submit(_warm_checkpoint, str(self.lake), plan.symbol, plan.date.isoformat(),
+                                            runtime.model_dump(), boundary, plan.start_ns, plan.end_ns).result()
+                    except BrokenExecutor:  # the worker died: build it here (the hub respawns the pool)
+                        built = False
+                engine, rest, hit = engine_at(self.lake, plan.symbol, plan.date, runtime, boundary, plan.start_ns,
+                                              plan.end_ns)
+                checkpoint = "built_in_worker" if built else ("hit" if hit else "miss")
+        self.engine = engine
+        self._chunks = self._iter_chunks(engine, rest)
+        self.open_info = {"checkpoint": checkpoint, "records": len(rest),
+                          "open_s": round(time.perf_counter() - t0, 4)}
+        return self.open_info
+
+    def _iter_chunks(self, engine: Engine, records: np.ndarray) -> Iterator[SilverChunk]:
+        n, step, i = len(records), self.feed_records, 0
+        end = self.plan.end_ns
+        while i < n:
+            yield from engine.iter_feed(records[i:i + step])
+            i += step
+            if end is not None and engine.bin_boundary_ns >= engine.flush_through() > 0:
+                break  # every bin of the window is closed: the rest of the day is not needed
+        yield from engine.iter_flush()
+
+    def produce(self, min_bins: int) -> list[Frame]:
+        """Encode at least `min_bins` more bins (fewer at the end; `finished` then turns True)."""
+        if self._chunks is None:
+            raise RuntimeError("BinProducer.open() first")
+        out: list[Frame] = []
+        while len(out) < min_bins:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self.finished = True
+                break
+            out.extend(self.shaper.frames(chunk))  # chunk views are valid until the next chunk is requested
+        self.bins += len(out)
+        return out
+
+
+def warm_kernels(runtime: InstrumentConfig) -> None:
+    """Load the engine's compiled kernels (feed, flush, checkpoint/restore) before the first client."""
+    eng = Engine(runtime)
+    for _ in eng.iter_feed(np.zeros(0, dtype=dbn.MBO_DTYPE)):
+        pass
+    Engine.restore(runtime, eng.checkpoint())
+
+
+def plan_key(version: ServedVersion, plan: ReplayPlan) -> tuple[Any, ...]:
+    """Sessions are shared per (version, symbol, date, window, speed)."""
+    return (version.version_id, plan.symbol, plan.date.isoformat(), plan.start_ns, plan.end_ns, plan.speed)

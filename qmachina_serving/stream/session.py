@@ -1,0 +1,408 @@
+"""Replay sessions and fan-out: one engine replay per (version, symbol, date, window, speed), shared.
+
+Session (SPEC §10.19 fixes):
+- The first client of a key starts a session; every later client with the same key joins it (from the
+  next bin on) instead of starting its own replay. The session stops when its last client leaves.
+- Each bin is computed and encoded once (`replay.BinProducer`, in a worker thread, kept `ahead_bins`
+  ahead of the clock); at its deadline its two WebSocket frames are built once (`wire.bin_wire`) and
+  the very same bytes object is queued to every subscriber and written with one transport write
+  (`wire.DirectWriter`; the plain ASGI sends of the same messages when the protocol is not uvicorn's
+  sans-I/O one).
+- Pacing is on absolute deadlines: bin n is due at `t0 + (bin_end_n - bin_end_0) / speed`
+  (= t0 + n·cell/speed for the contiguous bins the engine emits), t0 = first bin ready + `lead_in_s`.
+  Sending never shifts the schedule, so there is no drift; a late bin (producer behind at a very high
+  speed) goes out at once and the next deadline is unchanged. `due_unix_ns` in each grid_update is
+  the bin's deadline on the wall clock (clients measure their latency against it).
+- The end is the emission window's end or the end of the data: a final `end_of_stream` message, then
+  a normal close (1000).
+
+Slow-client policy (per subscriber, never blocking the session or other clients):
+- Each client has its own sender task and a bounded queue of `client_queue_bins` bins.
+- Skip ahead: when a new bin finds the queue full, the oldest queued bin is discarded; the client
+  keeps receiving the newest bins in order, with a gap in `bin_seq` (each grid_update is still
+  followed by its binary frame: a bin is skipped whole).
+- Drop: a client that has bins waiting and has not completed a send for `max_stall_s` (its socket is
+  not being read) is removed from the session and closed with 4429 (best effort: a client that reads
+  nothing never sees the close frame; its connection then only holds the transport's bounded buffer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections import deque
+from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qmachina_serving.settings import ServingSettings
+from qmachina_serving.stream.protocol import CLOSE_CODES, CloseCode, StreamError, dumps
+from qmachina_serving.stream.replay import BinProducer, Frame, ReplayPlan, plan_key, shaper_for, spawn_pool
+from qmachina_serving.stream.source import ServedVersion
+from qmachina_serving.stream.wire import DirectWriter, bin_wire
+
+log = logging.getLogger("qmachina_serving.stream")
+
+
+clock = time.monotonic
+
+
+async def _sleep_until(due: float) -> bool:
+    """Sleep until the monotonic clock reaches `due` (never earlier); True when it was already past.
+
+    uvloop's timers have millisecond granularity and may fire up to ~1 ms early; the remainder is then
+    spent yielding to the loop (other tasks keep running) rather than in another timer."""
+    delay = due - clock()
+    if delay <= 0:
+        return True
+    while delay > 0:
+        await asyncio.sleep(delay if delay > 0.001 else 0)
+        delay = due - clock()
+    return False
+
+
+def _send_text(text: str) -> dict[str, Any]:
+    return {"type": "websocket.send", "text": text}
+
+
+class FanOut:
+    """One bin's delivery: how many subscribers still have to write it; the time the last one did."""
+
+    __slots__ = ("due", "pending", "sink")
+
+    def __init__(self, due: float, pending: int, sink: deque[float]):
+        self.due = due
+        self.pending = pending
+        self.sink = sink
+
+    def done(self, now: float) -> None:
+        self.sink.append((now - self.due) * 1e3)
+
+
+class Subscriber:
+    """One client of a session: its queue of shared frame messages and its sender task."""
+
+    def __init__(self, ws: Any, hello: dict[str, Any], maxlen: int, max_stall_s: float, direct: bool = True):
+        self.ws = ws
+        self.hello = hello
+        self.writer = DirectWriter.of(ws.send) if direct else None  # one write of the shared bin bytes
+        self.queue: deque[tuple[dict[str, Any], dict[str, Any], bytes, FanOut]] = deque()
+        self.maxlen = maxlen
+        self.max_stall_s = max_stall_s
+        self._waiter: asyncio.Future[None] | None = None  # set while the sender waits for work
+        self.sending = False
+        self.last_progress = clock()
+        self.sent = 0
+        self.skipped = 0
+        self.final: tuple[list[str], int, str] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.closed = False
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def offer(self, text: dict[str, Any], data: dict[str, Any], wire: bytes, fan: FanOut, now: float) -> bool:
+        """Queue one bin (skip-ahead when full); False when the client is stalled and must be dropped."""
+        if self.closed:
+            return True
+        if not self.queue and not self.sending:
+            self.last_progress = now  # idle until now: the stall clock starts with this bin
+        elif now - self.last_progress > self.max_stall_s:
+            return False
+        if len(self.queue) >= self.maxlen:
+            self.queue.popleft()
+            self.skipped += 1
+        self.queue.append((text, data, wire, fan))
+        self._wake()
+        return True
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def finish(self, messages: list[str], code: int, reason: str) -> None:
+        """After the queued bins: send `messages`, then close with `code`."""
+        if self.final is None:
+            self.final = (messages, int(code), reason)
+            self._wake()
+
+    async def _run(self) -> None:
+        send = self.ws.send
+        writer = self.writer
+        loop = asyncio.get_running_loop()
+        try:
+            await send(self.hello)
+            while True:
+                while self.queue:
+                    text, data, wire, fan = self.queue.popleft()
+                    self.sending = True
+                    if writer is not None:
+                        await writer.write(wire)
+                    else:
+                        await send(text)
+                        await send(data)
+                    self.sending = False
+                    self.sent += 1
+                    self.last_progress = now = clock()
+                    fan.pending -= 1
+                    if fan.pending == 0:
+                        fan.done(now)
+                if self.final is not None:
+                    messages, code, reason = self.final
+                    for m in messages:
+                        await send(_send_text(m))
+                    await send({"type": "websocket.close", "code": code, "reason": reason})
+                    return
+                self._waiter = loop.create_future()
+                await self._waiter
+                self._waiter = None
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the client went away (disconnect / ClientDisconnected / closed state)
+            pass
+        finally:
+            self.sending = False
+            self.closed = True
+
+
+class Session:
+    """One shared, paced replay (see the module docstring)."""
+
+    def __init__(self, hub: StreamHub, key: tuple[Any, ...], version: ServedVersion, plan: ReplayPlan):
+        self.hub = hub
+        self.key = key
+        self.id = "rs_" + hashlib.sha256(repr(key).encode()).hexdigest()[:12]
+        self.version = version
+        self.plan = plan
+        self.settings = hub.settings
+        self.state = "starting"
+        self.subscribers: set[Subscriber] = set()
+        self.task: asyncio.Task[None] | None = None
+        self.bins_sent = 0
+        self.last_bin_seq: int | None = None
+        self.skipped = 0  # of subscribers that left
+        self.dropped = 0
+        self.lateness_ms: deque[float] = deque(maxlen=4096)  # pacer: fan-out time - deadline
+        self.written_ms: deque[float] = deque(maxlen=4096)  # deadline -> the last subscriber's frame written
+        self.open_info: dict[str, Any] = {}
+        self.t0: float | None = None
+        self.created = time.time()
+        hello = {**version.runtime_config,
+                 "replay": {"session_id": self.id, **plan.describe(),
+                            "cell_width_ms": int(version.runtime.cell_width_ms)},
+                 "stream_contract": {"version": 1, "close_codes": {str(int(k)): v for k, v in CLOSE_CODES.items()},
+                                     "client_queue_bins": self.settings.client_queue_bins,
+                                     "max_stall_s": self.settings.max_stall_s}}
+        self.hello = _send_text(dumps(hello))
+        self.producer = BinProducer(hub.lake, plan, version, feed_records=self.settings.feed_records,
+                                    inline_warmup_records=self.settings.inline_warmup_records, pool=hub.pool)
+
+    # ---- membership --------------------------------------------------------------------------
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"session {self.id}")
+
+    def subscribe(self, ws: Any) -> Subscriber:
+        sub = Subscriber(ws, self.hello, self.settings.client_queue_bins, self.settings.max_stall_s,
+                         self.settings.direct_write)
+        self.subscribers.add(sub)
+        sub.start()
+        return sub
+
+    def leave(self, sub: Subscriber) -> None:
+        if sub in self.subscribers:
+            self.subscribers.discard(sub)
+            self.skipped += sub.skipped
+        if sub.task is not None and not sub.task.done():
+            sub.task.cancel()
+        if not self.subscribers and self.state != "ended":
+            self.stop()  # nobody listens: stop the replay
+
+    def stop(self) -> None:
+        """End the replay now: leave the hub at once (a new client starts a new session), cancel the task."""
+        self.state = "ended"
+        self.hub.forget(self)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def _drop(self, sub: Subscriber) -> None:
+        self.dropped += 1
+        self.leave(sub)
+        sub.queue.clear()
+        log.info("session %s: dropped a client stalled > %.1f s (sent %d bins, skipped %d)", self.id,
+                 self.settings.max_stall_s, sub.sent, sub.skipped)
+        self.hub.spawn_close(sub.ws, CloseCode.SLOW_CONSUMER,
+                             f"slow consumer: no progress for {self.settings.max_stall_s:g} s")
+
+    # ---- the replay --------------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        ex = self.hub.executor
+        producer = self.producer
+        ahead = self.settings.ahead_bins
+        refill: asyncio.Future[list[Frame]] | None = None
+        try:
+            self.open_info = await loop.run_in_executor(ex, producer.open)
+            buf: deque[Frame] = deque(await loop.run_in_executor(ex, producer.produce, ahead))
+            self.state = "running"
+            if not buf:
+                self._end()
+                return
+            first_end = buf[0].bin_end_ns
+            lead = self.settings.lead_in_s
+            self.t0 = t0 = clock() + lead
+            wall0 = time.time_ns() + int(lead * 1e9)
+            scale = 1e-9 / self.plan.speed
+            while True:
+                if refill is None and not producer.finished and len(buf) < ahead // 2:
+                    refill = loop.run_in_executor(ex, producer.produce, ahead // 2)
+                if refill is not None and (not buf or refill.done()):
+                    buf.extend(await refill)
+                    refill = None
+                    continue
+                if not buf:
+                    break
+                frame = buf.popleft()
+                offset = (frame.bin_end_ns - first_end) * scale
+                due = t0 + offset
+                late = await _sleep_until(due)
+                self._fan_out(frame, wall0 + int(offset * 1e9), due)
+                if late:
+                    await asyncio.sleep(0)  # behind schedule: let the senders run between bins
+            self._end()
+        except asyncio.CancelledError:
+            self.state = "ended"
+            raise
+        except StreamError as err:
+            self._fail(err)
+        except Exception as exc:  # any producer failure ends the stream with 1011
+            log.exception("session %s failed", self.id)
+            self._fail(StreamError(CloseCode.INTERNAL_ERROR, f"replay failed: {type(exc).__name__}: {exc}"))
+        finally:
+            self.hub.forget(self)
+
+    def _fan_out(self, frame: Frame, due_wall_ns: int, due: float) -> None:
+        update = frame.grid_update(due_wall_ns)
+        text = _send_text(update)
+        data = {"type": "websocket.send", "bytes": frame.arrow}
+        wire = bin_wire(update, frame.arrow) if self.settings.direct_write else b""
+        now = clock()
+        self.lateness_ms.append((now - due) * 1e3)
+        fan = FanOut(due, len(self.subscribers), self.written_ms)
+        stalled = [s for s in self.subscribers if not s.offer(text, data, wire, fan, now)]
+        for s in stalled:
+            self._drop(s)
+        self.bins_sent += 1
+        self.last_bin_seq = frame.bin_seq
+
+    def _end(self) -> None:
+        self.state = "ended"
+        msg = dumps({"type": "end_of_stream", "reason": "end_of_window" if self.plan.end_ns else "end_of_data",
+                     "bins": self.bins_sent, "last_bin_seq": self.last_bin_seq, "session_id": self.id})
+        for s in self.subscribers:
+            s.finish([msg], CloseCode.NORMAL, "end of stream")
+
+    def _fail(self, err: StreamError) -> None:
+        self.state = "ended"
+        for s in self.subscribers:
+            s.finish([err.message_json()], err.code, err.reason)
+
+    def stats(self) -> dict[str, Any]:
+        subs = list(self.subscribers)
+
+        def pct(values: deque[float]) -> dict[str, float] | None:
+            if not values:
+                return None
+            a = np.asarray(values)
+            return {"p50": round(float(np.percentile(a, 50)), 3), "p99": round(float(np.percentile(a, 99)), 3),
+                    "max": round(float(a.max()), 3)}
+
+        return {"session_id": self.id, "version_id": self.version.version_id, "state": self.state,
+                "replay": self.plan.describe(), "subscribers": len(subs),
+                "direct_writers": sum(1 for s in subs if s.writer is not None), "bins_sent": self.bins_sent,
+                "last_bin_seq": self.last_bin_seq, "skipped": self.skipped + sum(s.skipped for s in subs),
+                "dropped": self.dropped, "open": self.open_info,
+                "pacer_lateness_ms": pct(self.lateness_ms), "all_written_ms": pct(self.written_ms)}
+
+
+class StreamHub:
+    """Every live session of the process, keyed by `replay.plan_key`; capacity limits; shutdown."""
+
+    def __init__(self, settings: ServingSettings, lake: Path):
+        self.settings = settings
+        self.lake = lake
+        self.sessions: dict[tuple[Any, ...], Session] = {}
+        self.executor = ThreadPoolExecutor(max_workers=min(8, settings.max_sessions),
+                                           thread_name_prefix="qmachina-producer")
+        self._pool: Executor | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+        self.ready = False
+        self.started_sessions = 0
+        self.finished: dict[str, int] = {"sessions": 0, "bins_sent": 0, "skipped": 0, "dropped": 0}
+
+    def pool(self) -> Executor:
+        """Worker process for large checkpoint misses (spawned on first use)."""
+        if self._pool is None or getattr(self._pool, "_broken", False):
+            self._pool = spawn_pool()
+        return self._pool
+
+    @property
+    def n_subscribers(self) -> int:
+        return sum(len(s.subscribers) for s in self.sessions.values())
+
+    def join(self, version: ServedVersion, plan: ReplayPlan, ws: Any) -> tuple[Session, Subscriber]:
+        if self.n_subscribers >= self.settings.max_subscribers:
+            raise StreamError(CloseCode.UNAVAILABLE, f"server at capacity ({self.settings.max_subscribers} clients)")
+        key = plan_key(version, plan)
+        session = self.sessions.get(key)
+        if session is None:
+            if len(self.sessions) >= self.settings.max_sessions:
+                raise StreamError(CloseCode.UNAVAILABLE, f"server at capacity ({self.settings.max_sessions} "
+                                                         "replay sessions)")
+            shaper_for(version)  # 4501 before a session exists
+            session = Session(self, key, version, plan)
+            self.sessions[key] = session
+            self.started_sessions += 1
+            session.start()
+        return session, session.subscribe(ws)
+
+    def forget(self, session: Session) -> None:
+        """Remove an ended session (idempotent) and add its figures to the totals."""
+        if self.sessions.get(session.key) is not session:
+            return
+        del self.sessions[session.key]
+        self.finished["sessions"] += 1
+        self.finished["bins_sent"] += session.bins_sent
+        self.finished["skipped"] += session.skipped + sum(s.skipped for s in session.subscribers)
+        self.finished["dropped"] += session.dropped
+
+    def spawn_close(self, ws: Any, code: int, reason: str, timeout: float = 5.0) -> None:
+        async def close() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.send({"type": "websocket.close", "code": int(code), "reason": reason}),
+                                       timeout)
+
+        task = asyncio.get_running_loop().create_task(close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def shutdown(self) -> None:
+        for s in list(self.sessions.values()):
+            for sub in list(s.subscribers):
+                sub.finish([], CloseCode.GOING_AWAY, "server shutting down")
+            if s.task is not None:
+                s.task.cancel()
+        await asyncio.sleep(0)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def stats(self) -> dict[str, Any]:
+        live = [s.stats() for s in self.sessions.values()]
+        return {"sessions": live, "live_sessions": len(live), "subscribers": sum(s["subscribers"] for s in live),
+                "started_sessions": self.started_sessions, "finished": dict(self.finished)}
