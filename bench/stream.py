@@ -57,8 +57,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def build_lake(root: Path) -> str:
-    """Bronze of the sample day + a registered serving version; returns the alias."""
+def build_lake(root: Path) -> tuple[str, str]:
+    """Bronze of the sample day + a registered serving version; returns the alias and an admin's token of
+    the lake's default workspace (clients authenticate like any other; stream stats need admin)."""
     from qmachina_assets.core.ingest import lake as lakemod
     from qmachina_assets.core.ingest.bronze import build_bronze
     from qmachina_assets.core.instrument import load_instrument
@@ -81,7 +82,13 @@ def build_lake(root: Path) -> str:
     with Registry(lake=lake, instrument=inst) as reg:
         reg.register(cfg / "serving" / "vp_bench.yaml", alias="bench", actor="bench/stream.py",
                      reason="stream benchmark", configs_dir=cfg)
-    return "bench"
+    from qmachina_assets.core.control import ControlPlane
+
+    with ControlPlane(lake=lake) as cp:
+        cp.create_workspace("default", actor="bench/stream.py", owner="bench")
+        cp.add_member("default", "bench_admin", "admin", actor="bench/stream.py")
+        _, token = cp.create_token("default", "bench_admin", actor="bench/stream.py", label="stream benchmark")
+    return "bench", token
 
 
 def start_server(lake: Path, port: int, queue_bins: int, nice: int = 0) -> subprocess.Popen:
@@ -144,8 +151,9 @@ class LeanClient(asyncio.Protocol):
     """A minimal RFC 6455 client (what a browser's native WebSocket costs, not a Python library's):
     handshake, unmasked server frames parsed in place, pings answered, no per-message queue."""
 
-    def __init__(self, host: str, path: str, rec: _Record, stop_at: float, done: asyncio.Future):
+    def __init__(self, host: str, path: str, rec: _Record, stop_at: float, done: asyncio.Future, token: str):
         self.req = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    f"Authorization: Bearer {token}\r\n"
                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
         self.rec, self.stop_at, self.done = rec, stop_at, done
         self.buf = bytearray()
@@ -219,25 +227,26 @@ class LeanClient(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def _lean_client(uri: str, rec: _Record, stop_at: float) -> None:
+async def _lean_client(uri: str, rec: _Record, stop_at: float, token: str) -> None:
     from urllib.parse import urlsplit
 
     u = urlsplit(uri)
     loop = asyncio.get_running_loop()
     done = loop.create_future()
     try:
-        await loop.create_connection(lambda: LeanClient(u.netloc, f"{u.path}?{u.query}", rec, stop_at, done),
+        await loop.create_connection(lambda: LeanClient(u.netloc, f"{u.path}?{u.query}", rec, stop_at, done, token),
                                      u.hostname, u.port)
         await done
     except Exception as exc:
         rec.end = f"{type(exc).__name__}: {exc}"
 
 
-async def _websockets_client(uri: str, rec: _Record, stop_at: float) -> None:
+async def _websockets_client(uri: str, rec: _Record, stop_at: float, token: str) -> None:
     from websockets.asyncio.client import connect
 
     try:
-        async with connect(uri, max_size=None, compression=None, open_timeout=60, ping_interval=None) as ws:
+        async with connect(uri, max_size=None, compression=None, open_timeout=60, ping_interval=None,
+                           additional_headers={"Authorization": f"Bearer {token}"}) as ws:
             async for msg in ws:
                 if isinstance(msg, bytes):
                     now = time.time_ns()
@@ -251,16 +260,16 @@ async def _websockets_client(uri: str, rec: _Record, stop_at: float) -> None:
         rec.end = f"{type(exc).__name__}: {exc}"
 
 
-async def _client(uri: str, out: dict, stop_at: float, kind: str) -> None:
+async def _client(uri: str, out: dict, stop_at: float, kind: str, token: str) -> None:
     rec = _Record()
-    await (_lean_client if kind == "lean" else _websockets_client)(uri, rec, stop_at)
+    await (_lean_client if kind == "lean" else _websockets_client)(uri, rec, stop_at, token)
     out["lat"].append(np.asarray(rec.lat, dtype=np.int64))
     out["recv"].append(np.asarray(rec.recv, dtype=np.int64))
     out["missed"].append(rec.missed)
     out["end"].append(rec.end or "?")
 
 
-def client_proc(uri: str, n: int, stop_at: float, ramp_s: float, kind: str, conn) -> None:
+def client_proc(uri: str, n: int, stop_at: float, ramp_s: float, kind: str, token: str, conn) -> None:
     import resource
 
     try:
@@ -273,7 +282,7 @@ def client_proc(uri: str, n: int, stop_at: float, ramp_s: float, kind: str, conn
     async def main() -> None:
         tasks = []
         for _ in range(n):
-            tasks.append(asyncio.create_task(_client(uri, out, stop_at, kind)))
+            tasks.append(asyncio.create_task(_client(uri, out, stop_at, kind, token)))
             await asyncio.sleep(ramp_s / max(n, 1))
         await asyncio.gather(*tasks)
 
@@ -306,6 +315,9 @@ def main() -> int:
                     help="niceness of the started server (negative needs privileges; for shared machines)")
     ap.add_argument("--url", default=None, help="ws://host:port of a running server (skips setup)")
     ap.add_argument("--serving", default="bench")
+    ap.add_argument("--token", default=os.environ.get("QMACHINA_TOKEN"),
+                    help="with --url: an API token of the server's workspace (default: $QMACHINA_TOKEN; admin for "
+                         "the stream stats)")
     args = ap.parse_args()
 
     tmp = None
@@ -313,14 +325,16 @@ def main() -> int:
     try:
         if args.url is None:
             tmp = Path(tempfile.mkdtemp(prefix="qm_bench_stream_"))
-            serving = build_lake(tmp)
+            serving, token = build_lake(tmp)
             port = free_port()
             t = time.time()
             server = start_server(tmp / "lake", port, args.queue_bins, args.server_nice)
             print(f"server ready in {time.time() - t:.1f} s (pid {server.pid}, port {port})", file=sys.stderr)
             base = f"ws://127.0.0.1:{port}"
         else:
-            base, serving = args.url.rstrip("/"), args.serving
+            base, serving, token = args.url.rstrip("/"), args.serving, args.token
+            if not token:
+                ap.error("--url needs --token (or QMACHINA_TOKEN): the stream requires authentication")
         # end of the replay window a little after the client stop (a normal end of stream follows)
         total = args.warmup + args.seconds
         end = (dt.datetime(2000, 1, 1, 18, 0) + dt.timedelta(seconds=total * args.speed + 5)).time()
@@ -334,7 +348,8 @@ def main() -> int:
         procs, pipes = [], []
         for n in per:
             a, b = ctx.Pipe(duplex=False)
-            p = ctx.Process(target=client_proc, args=(uri, n, stop_at, min(2.0, args.warmup / 2), args.client, b))
+            p = ctx.Process(target=client_proc,
+                            args=(uri, n, stop_at, min(2.0, args.warmup / 2), args.client, token, b))
             p.start()
             procs.append(p)
             pipes.append(a)
@@ -350,7 +365,8 @@ def main() -> int:
         stats = None
         try:
             http = base.replace("ws://", "http://")
-            with urllib.request.urlopen(f"{http}/v1/stream/stats", timeout=5) as r:
+            req = urllib.request.Request(f"{http}/v1/stream/stats", headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(req, timeout=5) as r:
                 stats = json.loads(r.read())
         except OSError:
             pass

@@ -198,9 +198,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("look at it:    DAGSTER_HOME=$PWD/dagster_home .venv/bin/dagster dev -w workspace.yaml"
           "  -> http://127.0.0.1:3000 (assets, checks, partitions, raw_file_sensor)")
     aliases = _register_demo_ema()
+    token_file = _demo_access(lake)
     print(f"stream it:     .venv/bin/qmachina serve  -> http://127.0.0.1:8002/?serving={aliases}"
           "  (registry: /registry.html, experiments: /experiments.html)")
+    print(f"log in:        the browser asks once at /login.html: paste the owner token of workspace "
+          f"'{DEMO_WORKSPACE}' from {token_file} (API clients: Authorization: Bearer $(cat {token_file}))")
     return 0
+
+
+DEMO_WORKSPACE = "default"
+DEMO_OWNER = "demo"
+
+
+def _demo_access(lake: Path) -> Path:
+    """The demo's workspace (`default`, owner `demo`) and an owner token in `{lake}/control/demo_owner.token`
+    (0600); an existing file whose token is still valid is kept."""
+    from qmachina_assets.core.control import AuthError, ControlPlane
+    from qmachina_assets.core.control.commands import write_secret
+
+    path = lake / "control" / "demo_owner.token"
+    with ControlPlane(lake=lake) as cp:
+        if DEMO_WORKSPACE not in {w.name for w in cp.list_workspaces()}:
+            cp.create_workspace(DEMO_WORKSPACE, actor="qmachina demo", owner=DEMO_OWNER)
+        if path.is_file():
+            try:
+                if cp.authenticate(path.read_text().strip()).role == "owner":
+                    return path
+            except AuthError:
+                pass
+        if DEMO_OWNER not in {m.user for m in cp.members(DEMO_WORKSPACE)}:
+            cp.add_member(DEMO_WORKSPACE, DEMO_OWNER, "owner", actor="qmachina demo")
+        _, token = cp.create_token(DEMO_WORKSPACE, DEMO_OWNER, actor="qmachina demo", label="make demo")
+    write_secret(path, token)
+    return path
 
 
 def _register_demo_ema() -> str:

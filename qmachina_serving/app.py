@@ -25,18 +25,21 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from qmachina_assets.core.control import Principal, QuotaExceeded
 from qmachina_serving.api import router as rest_router
+from qmachina_serving.auth import app_auth, cookie_value, origin_allowed
 from qmachina_serving.settings import ServingSettings
 from qmachina_serving.stream.protocol import CloseCode, StreamError
 from qmachina_serving.stream.replay import parse_query, plan_replay, warm_kernels
@@ -45,16 +48,16 @@ from qmachina_serving.stream.source import RegistrySource, VersionSource
 
 log = logging.getLogger("qmachina_serving")
 
+def _authenticate(request: Request) -> Principal:
+    return app_auth(request.app).principal(request)
+
+
+def _admin(request: Request) -> Principal:
+    return app_auth(request.app).require("admin")(request)
+
+
 probe_router = APIRouter()
-stream_router = APIRouter(prefix="/v1")
-
-
-def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> bool:
-    """No Origin (non-browser client), a listed origin, or the page's own origin (same host:port)."""
-    if not origin:
-        return True
-    origin = origin.rstrip("/")
-    return origin in allowed or (host is not None and urlsplit(origin).netloc == host)
+stream_router = APIRouter(prefix="/v1", dependencies=[Depends(_authenticate)])  # authenticated by construction
 
 
 @probe_router.get("/healthz")
@@ -82,7 +85,8 @@ async def _readiness(app: FastAPI) -> tuple[bool, dict[str, str]]:
 
 
 @stream_router.get("/stream/stats")
-async def stream_stats(request: Request) -> dict[str, Any]:
+def stream_stats(request: Request, who: Annotated[Principal, Depends(_admin)]) -> dict[str, Any]:
+    """Admins: the process's stream sessions (version ids, counters; no client identities)."""
     return request.app.state.hub.stats()
 
 
@@ -107,6 +111,55 @@ class StreamEndpoint:
         await stream(scope, receive, send, state)
 
 
+class BodyLimit:
+    """HTTP request bodies above `max_bytes` answer 413 before the app reads (or buffers) more of them: a
+    declared Content-Length over the limit at once, a chunked body as soon as it passes the limit (the app
+    then sees a disconnect and whatever it would answer is dropped)."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(send)
+            return
+        seen = 0
+        started = refused = False
+
+        async def counting_receive() -> dict[str, Any]:
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes and not started:
+                    refused = True
+                    await self._refuse(send)
+                    return {"type": "http.disconnect"}
+            return msg
+
+        async def guarded_send(msg: dict[str, Any]) -> None:
+            nonlocal started
+            if refused:
+                return
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
+
+        await self.app(scope, counting_receive, guarded_send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps({"detail": {"message": f"request body larger than {self.max_bytes} bytes"}}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
 class _Socket:
     """The raw ASGI `send` under the name subscribers use."""
 
@@ -126,21 +179,31 @@ async def stream(scope: dict[str, Any], receive: Any, send: Any, state: Any) -> 
         await send({"type": "websocket.close", "code": int(CloseCode.ORIGIN_FORBIDDEN)})  # before accept: 403
         return
     await send({"type": "websocket.accept"})
+    counted: str | None = None  # the workspace whose open-stream count this connection holds
     try:
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        ticket = next((v for k, v in query if k == "ticket"), None)
+        query = [(k, v) for k, v in query if k != "ticket"]
+        client = (scope.get("client") or ("unknown", 0))[0]
+        principal = await asyncio.to_thread(stream_principal, state, headers, ticket, client)
         req = parse_query(query, settings.max_speed)
         if not hub.ready:
             raise StreamError(CloseCode.UNAVAILABLE, "server not ready (loading the engine)")
-        version = await asyncio.to_thread(state.source.resolve, req.serving)
+        counted = await reserve_stream(state, principal.workspace)
+        version = await asyncio.to_thread(state.source.resolve, req.serving, principal.workspace)
         plan = await asyncio.to_thread(plan_replay, version, req, settings.lake)
         session, sub = hub.join(version, plan, _Socket(send))
     except StreamError as err:
+        release_stream(state, counted)
         try:
             await send({"type": "websocket.send", "text": err.message_json()})
             await send({"type": "websocket.close", "code": int(err.code), "reason": err.reason})
         except Exception:  # the client is gone already
             pass
         return
+    except BaseException:
+        release_stream(state, counted)
+        raise
     try:
         while (await receive())["type"] != "websocket.disconnect":
             pass  # client messages are ignored; this notices the disconnect
@@ -148,6 +211,42 @@ async def stream(scope: dict[str, Any], receive: Any, send: Any, state: Any) -> 
         pass
     finally:
         session.leave(sub)
+        release_stream(state, counted)
+
+
+def stream_principal(state: Any, headers: dict[str, str], ticket: str | None, client: str) -> Principal:
+    """The stream's caller: a Bearer header, the session cookie or a single-use ticket (StreamError 4401 /
+    4429 otherwise)."""
+    auth = app_auth(state)
+    try:
+        return auth.check(client=client, authorization=headers.get("authorization"),
+                          cookie=cookie_value(headers.get("cookie")), ticket=ticket)[0]
+    except HTTPException as exc:
+        detail = exc.detail if isinstance(exc.detail, dict) else {"message": str(exc.detail)}
+        code = CloseCode.UNAUTHORIZED if exc.status_code == 401 else CloseCode.TOO_MANY
+        raise StreamError(code, str(detail.get("message")), {k: v for k, v in detail.items()
+                                                             if k != "message"}) from exc
+
+
+async def reserve_stream(state: Any, workspace: str) -> str:
+    """Count one more open stream of `workspace` against its quota (StreamError 4429 when it is reached)."""
+    counts: dict[str, int] = state.open_streams
+    n = counts.get(workspace, 0)
+    counts[workspace] = n + 1  # reserved before the (threaded) quota read: concurrent joins cannot both pass
+    try:
+        await asyncio.to_thread(app_auth(state).control.check_stream_quota, workspace, n)
+    except QuotaExceeded as exc:
+        release_stream(state, workspace)
+        raise StreamError(CloseCode.TOO_MANY, str(exc), exc.detail()) from exc
+    except BaseException:
+        release_stream(state, workspace)
+        raise
+    return workspace
+
+
+def release_stream(state: Any, workspace: str | None) -> None:
+    if workspace is not None:
+        state.open_streams[workspace] = max(0, state.open_streams.get(workspace, 1) - 1)
 
 
 def mount_web(app: FastAPI, web: Path) -> None:
@@ -196,12 +295,14 @@ def create_app(settings: ServingSettings | None = None, *, source: VersionSource
             close = getattr(src, "close", None)
             if close is not None:
                 close()
+            app_auth(app).close()
 
     app = FastAPI(title="qMachina serving", version="1", lifespan=lifespan)
     app.state.settings = settings
     app.state.source = src
     app.state.hub = hub
     app.state.warm_error = None
+    app.state.open_streams = {}
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["content-type", "authorization"])
@@ -209,5 +310,6 @@ def create_app(settings: ServingSettings | None = None, *, source: VersionSource
     app.include_router(stream_router)
     app.include_router(rest_router)
     mount_web(app, settings.web)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(StreamEndpoint)  # outermost user middleware: receives uvicorn's own send
     return app

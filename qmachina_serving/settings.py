@@ -26,6 +26,8 @@ class ServingSettings(BaseSettings):
     port: int = Field(8002, ge=0, le=65535)
     lake_dir: Path | None = Field(None, description="default: QMACHINA_LAKE_DIR, else lake/ in the checkout")
     registry_url: str | None = Field(None, description="default: QMACHINA_REGISTRY_URL, else SQLite in the lake")
+    control_url: str | None = Field(None, description="workspaces, tokens, audit (default: QMACHINA_CONTROL_URL, "
+                                                      "else the registry's database)")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="browser origins allowed for REST (CORS) and for the WebSocket (Origin check); comma "
@@ -33,6 +35,7 @@ class ServingSettings(BaseSettings):
                     "clients sending no Origin (non-browser) are always allowed.")
     web_dir: Path | None = Field(None, description="the built browser client served at / (default: web/dist in "
                                                   "the checkout; `make web-build` writes it)")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="larger HTTP request bodies answer 413")
     # ---- fan-out -------------------------------------------------------------------------------
     client_queue_bins: int = Field(64, ge=1, description="bins queued per client before skip-ahead")
     max_stall_s: float = Field(2.0, gt=0, description="a client with queued bins and no completed send for "

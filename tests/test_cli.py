@@ -74,10 +74,21 @@ def test_demo_runs_end_to_end_into_the_instance(lake, dagster_home, capsys):
 
     with Registry() as reg:
         assert reg.resolve("ema_ensemble").runtime_snapshot["model_id"] == "ema_ensemble"
-    # idempotent: a second run re-uses what is stored (same bytes), nothing is rewritten
+    # the workspace and an owner token the browser logs in with, in a file only its owner reads
+    from qmachina_assets.core.control import ControlPlane
+
+    token_file = lake / "control" / "demo_owner.token"
+    assert str(token_file) in out and "/login.html" in out and (token_file.stat().st_mode & 0o077) == 0
+    token = token_file.read_text().strip()
+    assert token not in out
+    with ControlPlane() as cp:
+        p = cp.authenticate(token)
+        assert (p.workspace, p.user, p.role) == ("default", "demo", "owner")
+    # idempotent: a second run re-uses what is stored (same bytes, the same valid token), nothing is rewritten
     before = (lake / "bronze/ESH4/2024-03-15/mbo.dbn").stat().st_mtime_ns
     assert main(["demo", "--records", "60000"]) == 0
     assert (lake / "bronze/ESH4/2024-03-15/mbo.dbn").stat().st_mtime_ns == before
+    assert token_file.read_text().strip() == token
 
 
 def test_validate_configs_cli(tmp_path, capsys):

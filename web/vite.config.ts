@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import { defineConfig } from 'vitest/config';
 
 // base './': every asset URL in dist/*.html is relative, so the Python serving process can mount web/dist/
-// under any prefix (e.g. /ui/) without a rebuild. Each page is an input so the build emits all three.
+// under any prefix (e.g. /ui/) without a rebuild. Each page is an input so the build emits all of them.
 export default defineConfig({
   base: './',
   build: {
@@ -14,6 +14,7 @@ export default defineConfig({
         index: resolve(import.meta.dirname, 'index.html'),
         registry: resolve(import.meta.dirname, 'registry.html'),
         experiments: resolve(import.meta.dirname, 'experiments.html'),
+        login: resolve(import.meta.dirname, 'login.html'),
       },
     },
   },

@@ -24,6 +24,12 @@ cannot be replayed (its specs changed since the sweep, its datasets left the lak
 the registry database cannot be reached.
 Non-finite metrics (NaN, inf) are returned as null.
 
+Authentication (`qmachina_serving.auth`): every `/v1` route needs `Authorization: Bearer <token>` or the
+browser's session cookie (`POST /auth/login`); roles: viewer reads, editor creates, admin activates/rolls
+back and sets quotas and reads `/v1/audit`, owner manages members and tokens. Another workspace's objects
+answer 404. Also: `GET /v1/auth/me`, `POST /v1/auth/ticket` (stream ticket), `/v1/workspace[/members|/tokens|
+/quotas]`, `GET /v1/audit`.
+
 Wiring: `router` takes the lake and registry from `request.app.state.settings` (a `ServingSettings`) and opens
 one Registry per app (kept on `app.state.rest_registry`); `build_router(registry_factory, lake, configs)` injects
 them (the factory is called once, lazily; `configs` is the specs tree replays resolve, default `configs_root()`).
@@ -34,19 +40,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from qmachina_serving.api import datasets, experiments, serving
-from qmachina_serving.api.common import ApiContext, RegistryFactory
+from qmachina_serving.api import audit, auth, datasets, experiments, serving, workspaces
+from qmachina_serving.api.common import ApiContext, ControlFactory, RegistryFactory
+
+#: The routers under `/v1`, each `module.build(ctx) -> APIRouter`. Add yours here: it is authenticated by
+#: construction (the `/v1` router carries the auth dependency); declare the role it needs with `ctx.role(...)`.
+V1_MODULES = (auth, workspaces, audit, serving, experiments, datasets)
 
 
 def build_router(registry_factory: RegistryFactory | None = None, lake: Path | None = None,
-                 configs: Path | None = None) -> APIRouter:
-    """The `/v1` REST router. Without arguments the lake and registry come from the app's settings."""
-    ctx = ApiContext(registry_factory, lake, configs)
-    r = APIRouter(prefix="/v1")
-    for module in (serving, experiments, datasets):
-        r.include_router(module.build(ctx))
+                 configs: Path | None = None, control_factory: ControlFactory | None = None) -> APIRouter:
+    """`/auth/login|logout` (public) and the `/v1` REST router, whose every route requires a valid credential.
+    Without arguments the lake, registry and control plane come from the app's settings."""
+    ctx = ApiContext(registry_factory, lake, configs, control_factory)
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(ctx.authenticate)])
+    for module in V1_MODULES:
+        v1.include_router(module.build(ctx))
+    r = APIRouter()
+    r.include_router(auth.build_public(ctx))
+    r.include_router(v1)
     return r
 
 

@@ -1,7 +1,7 @@
 """`/v1/datasets...`: stored research datasets and a dataset's manifest."""
 # No `from __future__ import annotations`: FastAPI must resolve the routes' Annotated dependencies (locals of build).
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ValidationError
 
 from qmachina_assets.core.research import datasets as dsets
@@ -22,11 +22,15 @@ class DatasetSummary(BaseModel):
 def build(ctx: ApiContext) -> APIRouter:
     r = APIRouter()
     Lake = ctx.lake_dep()
+    Caller = ctx.caller()
+    Owned = ctx.owned("dataset", DatasetId, "dataset_id")
 
     @r.get("/datasets", response_model=list[DatasetSummary], tags=["datasets"])
-    def list_datasets(lake_dir: Lake) -> list[DatasetSummary]:
+    def list_datasets(lake_dir: Lake, request: Request, who: Caller) -> list[DatasetSummary]:
         out = []
-        for ds in dsets.iter_dataset_ids(lake_dir):
+        ids = list(dsets.iter_dataset_ids(lake_dir))
+        mine = ctx.visible(request, who, "dataset", ids)
+        for ds in (x for x in ids if x in mine):
             try:
                 m = dsets.read_dataset_manifest(dsets.dataset_dir(lake_dir, ds))
             except (OSError, ValueError, ValidationError):
@@ -39,7 +43,7 @@ def build(ctx: ApiContext) -> APIRouter:
         return out
 
     @r.get("/datasets/{dataset_id}", response_model=dsets.DatasetManifest, responses=REFUSED, tags=["datasets"])
-    def show_dataset(dataset_id: DatasetId, lake_dir: Lake) -> dsets.DatasetManifest:
+    def show_dataset(dataset_id: Owned, lake_dir: Lake) -> dsets.DatasetManifest:
         try:
             m = dsets.read_dataset_manifest(dsets.dataset_dir(lake_dir, dataset_id))
         except (OSError, ValueError, ValidationError) as exc:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pyarrow.parquet as pq
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from qmachina_assets.core.research import sweeps
@@ -152,11 +152,13 @@ EQUITY_CACHE_SIZE = 32
 def build(ctx: ApiContext) -> APIRouter:
     r = APIRouter()
     Lake = ctx.lake_dep()
+    Caller = ctx.caller()
+    Name = ctx.owned("experiment", ExperimentName)
     lock = ctx.lock
     equity_cache: OrderedDict[tuple[Any, ...], RunEquity] = OrderedDict()  # a replay takes seconds
 
     @r.get("/experiments", response_model=list[ExperimentSummary], tags=["experiments"])
-    def list_experiments(lake_dir: Lake) -> list[ExperimentSummary]:
+    def list_experiments(lake_dir: Lake, request: Request, who: Caller) -> list[ExperimentSummary]:
         root = sweeps.results_dir(lake_dir, "_").parent
         out = []
         for d in sorted(root.iterdir()) if root.is_dir() else []:
@@ -171,11 +173,12 @@ def build(ctx: ApiContext) -> APIRouter:
                     continue
             dates = sorted({f.name.split("__", 1)[0] for f in files})
             out.append(ExperimentSummary(name=d.name, result_files=len(files), rows=rows, test_dates=dates))
-        return out
+        mine = ctx.visible(request, who, "experiment", [e.name for e in out])
+        return [e for e in out if e.name in mine]
 
     @r.get("/experiments/{name}/runs", response_model=RunList, responses=NOT_FOUND, tags=["experiments"])
     def list_runs(
-        name: ExperimentName,
+        name: Name,
         lake_dir: Lake,
         test_date: Annotated[dt.date | None, Query(description="walk-forward test day")] = None,
         signal: Annotated[str | None, Query(pattern=NAME_RE, max_length=64)] = None,
@@ -203,12 +206,12 @@ def build(ctx: ApiContext) -> APIRouter:
 
     @r.get("/experiments/{name}/runs/{run_id}", response_model=RunDetail, responses=NOT_FOUND,
            tags=["experiments"])
-    def show_run(name: ExperimentName, run_id: RunId, lake_dir: Lake) -> RunDetail:
+    def show_run(name: Name, run_id: RunId, lake_dir: Lake) -> RunDetail:
         return _detail(_run_row(lake_dir, name, run_id))
 
     @r.get("/experiments/{name}/runs/{run_id}/equity", response_model=RunEquity, responses=REFUSED,
            tags=["experiments"])
-    def run_equity(name: ExperimentName, run_id: RunId, lake_dir: Lake) -> RunEquity:
+    def run_equity(name: Name, run_id: RunId, lake_dir: Lake) -> RunEquity:
         row = _run_row(lake_dir, name, run_id)
         key = (str(lake_dir), name, run_id)  # results are append-only and run ids carry their sweep's uuid
         with lock:

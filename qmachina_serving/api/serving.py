@@ -33,10 +33,10 @@ class DiffRequest(_Body):
 
 
 class _Who(_Body):
+    """Why the alias changes; who changes it is the caller's token (`user [qm_id]` in the audit)."""
+
     reason: str = Field(min_length=1, max_length=2000, pattern=r"\S", description="kept in the audit",
                         examples=["roll back: worse fills"])
-    actor: str = Field(min_length=1, max_length=128, pattern=r"\S", description="who makes the change",
-                       examples=["ops"])
 
 
 class ActivateRequest(_Who):
@@ -57,48 +57,51 @@ class AliasChange(BaseModel):
 def build(ctx: ApiContext) -> APIRouter:
     r = APIRouter()
     Reg = ctx.registry_dep()
+    Caller, Admin = ctx.caller(), ctx.role("admin")
 
     @r.get("/serving/versions", response_model=list[VersionSummary], responses=DOWN, tags=["serving"])
-    def list_versions(reg: Reg) -> list[VersionSummary]:
-        return registry_call(reg.list_versions)
+    def list_versions(reg: Reg, who: Caller) -> list[VersionSummary]:
+        return registry_call(lambda: reg.list_versions(who.workspace))
 
     @r.get("/serving/versions/{version_id}", response_model=PublishedVersion, responses=REFUSED | DOWN,
            tags=["serving"])
-    def show_version(version_id: AliasOrId, reg: Reg) -> PublishedVersion:
-        return registry_call(lambda: reg.resolve(version_id))
+    def show_version(version_id: AliasOrId, reg: Reg, who: Caller) -> PublishedVersion:
+        return registry_call(lambda: reg.resolve(version_id, who.workspace))
 
     @r.get("/serving/aliases", response_model=list[AliasRecord], responses=DOWN, tags=["serving"])
-    def list_aliases(reg: Reg) -> list[AliasRecord]:
-        return registry_call(reg.list_aliases)
+    def list_aliases(reg: Reg, who: Caller) -> list[AliasRecord]:
+        return registry_call(lambda: reg.list_aliases(who.workspace))
 
     @r.get("/serving/aliases/{alias}", response_model=AliasRecord, responses=NOT_FOUND | DOWN, tags=["serving"])
-    def show_alias(alias: Alias, reg: Reg) -> AliasRecord:
-        for a in registry_call(reg.list_aliases):
+    def show_alias(alias: Alias, reg: Reg, who: Caller) -> AliasRecord:
+        for a in registry_call(lambda: reg.list_aliases(who.workspace)):
             if a.name == alias:
                 return a
         raise not_found(f"no alias {alias!r}")
 
     @r.get("/serving/aliases/{alias}/history", response_model=list[AliasEvent], responses=NOT_FOUND | DOWN,
            tags=["serving"])
-    def alias_history(alias: Alias, reg: Reg) -> list[AliasEvent]:
-        events = registry_call(lambda: reg.history(alias))
+    def alias_history(alias: Alias, reg: Reg, who: Caller) -> list[AliasEvent]:
+        events = registry_call(lambda: reg.history(alias, who.workspace))
         if not events:
             raise not_found(f"no alias {alias!r}")
         return events
 
     @r.post("/serving/diff", response_model=SnapshotDiff, responses=REFUSED | DOWN, tags=["serving"])
-    def diff(body: DiffRequest, reg: Reg) -> SnapshotDiff:
-        d = registry_call(lambda: reg.diff(body.a, body.b))
+    def diff(body: DiffRequest, reg: Reg, who: Caller) -> SnapshotDiff:
+        d = registry_call(lambda: reg.diff(body.a, body.b, who.workspace))
         return SnapshotDiff.model_validate(clean(d.model_dump(mode="json")))
 
     @r.post("/serving/aliases/{alias}/activate", response_model=AliasChange, responses=REFUSED | DOWN, tags=["serving"])
-    def activate(alias: Alias, body: Annotated[ActivateRequest, Body()], reg: Reg) -> AliasChange:
-        ev = registry_call(lambda: reg.activate(alias, body.version_id, actor=body.actor, reason=body.reason))
+    def activate(alias: Alias, body: Annotated[ActivateRequest, Body()], reg: Reg, who: Admin) -> AliasChange:
+        ev = registry_call(lambda: reg.activate(alias, body.version_id, actor=who.actor, reason=body.reason,
+                                                workspace=who.workspace))
         return AliasChange(alias=alias, version_id=body.version_id, changed=ev is not None, event=ev)
 
     @r.post("/serving/aliases/{alias}/rollback", response_model=AliasChange, responses=REFUSED | DOWN, tags=["serving"])
-    def rollback(alias: Alias, body: Annotated[RollbackRequest, Body()], reg: Reg) -> AliasChange:
-        ev = registry_call(lambda: reg.rollback(alias, actor=body.actor, reason=body.reason))
+    def rollback(alias: Alias, body: Annotated[RollbackRequest, Body()], reg: Reg, who: Admin) -> AliasChange:
+        ev = registry_call(lambda: reg.rollback(alias, actor=who.actor, reason=body.reason,
+                                                workspace=who.workspace))
         return AliasChange(alias=alias, version_id=ev.to_version, changed=True, event=ev)
 
     return r

@@ -25,11 +25,13 @@ class CloseCode(IntEnum):
     GOING_AWAY = 1001  # the server is shutting down
     INTERNAL_ERROR = 1011  # the replay failed after it started
     BAD_REQUEST = 4400  # missing `serving`, an unknown parameter, a malformed or out-of-range value
+    UNAUTHORIZED = 4401  # no valid credential (Bearer header, session cookie or a single-use ticket)
     ORIGIN_FORBIDDEN = 4403  # browser Origin not allowed (refused at the handshake: HTTP 403)
     UNKNOWN_SERVING = 4404  # no alias or version of that name in the registry
     NO_DATA = 4410  # no bronze partition for (symbol, date), or no records in the window
     NOT_SERVABLE = 4422  # the version does not match this server's instrument lock / wire schema
     SLOW_CONSUMER = 4429  # the client stopped reading for longer than max_stall_s: dropped
+    TOO_MANY = 4429  # (same code) a workspace quota (concurrent streams) or the auth rate limit was reached
     NOT_IMPLEMENTED = 4501  # a model without a stream producer in this server
     UNAVAILABLE = 4503  # too many sessions or subscribers, or the server is not ready
 
@@ -44,7 +46,8 @@ CLOSE_CODES: dict[int, str] = {
     CloseCode.UNKNOWN_SERVING: "unknown serving alias or version id",
     CloseCode.NO_DATA: "no data for the date/window",
     CloseCode.NOT_SERVABLE: "version not servable by this server",
-    CloseCode.SLOW_CONSUMER: "slow consumer dropped",
+    CloseCode.UNAUTHORIZED: "authentication required (Bearer header, session cookie or ?ticket=)",
+    CloseCode.SLOW_CONSUMER: "slow consumer dropped, or a quota reached (the error message names it)",
     CloseCode.NOT_IMPLEMENTED: "model not streamed by this server",
     CloseCode.UNAVAILABLE: "server at capacity or not ready",
 }

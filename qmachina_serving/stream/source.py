@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from qmachina_assets.core.instrument import InstrumentConfig, locked_instrument
+from qmachina_assets.core.registry.models import DEFAULT_WORKSPACE
 from qmachina_serving.stream.protocol import CloseCode, StreamError
 
 #: Keys of `InstrumentConfig.to_dict()` that are derived, not fields.
@@ -57,8 +58,9 @@ class ServedVersion:
 
 
 class VersionSource(Protocol):
-    def resolve(self, alias_or_id: str) -> ServedVersion:
-        """The version an alias points at (or a version id); StreamError 4404/4422 otherwise."""
+    def resolve(self, alias_or_id: str, workspace: str = DEFAULT_WORKSPACE) -> ServedVersion:
+        """The version an alias of `workspace` points at (or a version id of it); StreamError 4404/4422
+        otherwise (4404 also for another workspace's alias or version)."""
 
     def check(self) -> None:
         """Raise when the source cannot be read (readiness probe)."""
@@ -101,17 +103,17 @@ class RegistrySource:
             return self._registry
 
     def check(self) -> None:
-        self._reg().list_aliases()
+        self._reg().list_aliases()  # any workspace's read proves the database answers
 
     def close(self) -> None:
         if self._registry is not None:
             self._registry.close()
 
-    def resolve(self, alias_or_id: str) -> ServedVersion:
+    def resolve(self, alias_or_id: str, workspace: str = DEFAULT_WORKSPACE) -> ServedVersion:
         from qmachina_assets.core.registry import RegistryError, UnknownVersionError
 
         try:
-            pv = self._reg().resolve(alias_or_id)
+            pv = self._reg().resolve(alias_or_id, workspace)
         except UnknownVersionError as exc:
             raise StreamError(CloseCode.UNKNOWN_SERVING, str(exc)) from exc
         except RegistryError as exc:  # integrity errors: the stored version cannot be trusted

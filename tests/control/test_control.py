@@ -134,7 +134,7 @@ def test_tokens_hashed_shown_once_expiry_revocation(cp):
     assert e.value.reason == "revoked"
     with pytest.raises(NotFoundError):
         cp.create_token("team_a", "bob", actor="alice")
-    states = {t.token_id: t.state() for t in cp.tokens("team_a")}
+    states = {t.token_id: t.state_at() for t in cp.tokens("team_a")}
     assert sorted(states.values()) == ["revoked", "revoked", "revoked"]
     assert [e.action for e in cp.audit("team_a", action="token.")] == ["token.create", "token.revoke",
                                                                         "token.create", "token.create"]

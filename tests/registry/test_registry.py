@@ -62,7 +62,8 @@ walk_forward: {train_days: 1, test_days: 1}
 promotion: {min_oos_trades: 1, min_hit_rate: 0.0, min_profit_factor: 0.0, max_drawdown_ticks: 100000}
 tracking: {backend: none}
 """
-COUNTED = ("serving_versions", "serving_aliases", "serving_alias_events")
+COUNTED = ("serving_versions", "serving_aliases", "serving_alias_events", "serving_version_workspaces")
+HEAD = "0003_workspaces"
 
 
 # ---- fixtures --------------------------------------------------------------------------------------
@@ -139,7 +140,7 @@ def test_migration_from_empty_to_head(db_url, world):
     assert regmod.current_revision(engine) is None
     assert not sa.inspect(engine).get_table_names()
     with Registry(url=db_url, lake=world.lake, instrument=world.instrument) as r:
-        assert regmod.current_revision(r.engine) == "0001_initial"
+        assert regmod.current_revision(r.engine) == HEAD
         assert set(COUNTED) <= set(sa.inspect(r.engine).get_table_names())
         from alembic.autogenerate import compare_metadata
         from alembic.migration import MigrationContext
@@ -149,9 +150,71 @@ def test_migration_from_empty_to_head(db_url, world):
                                                          "compare_type": True})
             assert compare_metadata(ctx, metadata) == []
     with Registry(url=db_url, lake=world.lake, instrument=world.instrument) as r:  # re-open: no-op
-        assert regmod.current_revision(r.engine) == "0001_initial"
+        assert regmod.current_revision(r.engine) == HEAD
         assert r.count_rows() == dict.fromkeys(COUNTED, 0)
     engine.dispose()
+
+
+def test_migration_to_workspaces_keeps_existing_rows_in_default(db_url, world, tmp_path):
+    """A registry written before workspaces (0001) keeps every version, alias and audit row, in `default`."""
+    with Registry(url=f"sqlite:///{tmp_path / 'src.sqlite'}", lake=world.lake, instrument=world.instrument) as src:
+        register(src, world, actor="alice", reason="first")
+        register(src, world, name="synth_flow_b", actor="bob", reason="second")
+        with src.engine.connect() as conn:
+            versions = [dict(r._mapping) for r in conn.execute(sa.select(regmod.serving_versions))]
+            aliases = [{k: v for k, v in r._mapping.items() if k != "workspace"}
+                       for r in conn.execute(sa.select(regmod.serving_aliases))]
+            events = [{k: v for k, v in r._mapping.items() if k not in ("workspace", "id")}  # ids: the sequence's
+                      for r in conn.execute(sa.select(regmod.serving_alias_events).order_by("id"))]
+    engine = regmod.make_engine(db_url)
+    regmod.upgrade(engine, "0001_initial")
+    old = sa.MetaData()
+    with engine.begin() as conn:
+        for name, rows in (("serving_versions", versions), ("serving_aliases", aliases),
+                           ("serving_alias_events", events)):
+            conn.execute(sa.Table(name, old, autoload_with=conn).insert(), rows)
+    engine.dispose()
+    with Registry(url=db_url, lake=world.lake, instrument=world.instrument) as r:
+        assert regmod.current_revision(r.engine) == HEAD
+        assert r.count_rows() == {"serving_versions": 2, "serving_aliases": 1, "serving_alias_events": 2,
+                                  "serving_version_workspaces": 2}
+        assert r.resolve("live").version_id == events[1]["to_version"] == aliases[0]["version_id"]
+        assert [e.actor for e in r.history("live")] == ["alice", "bob"]
+        assert {e.workspace for e in r.history("live")} == {"default"} and r.history("live", "team_b") == []
+        assert len(r.list_versions()) == 2 and r.list_versions("team_b") == [] and r.verify() == []
+        assert r.rollback("live", actor="carol", reason="after the migration").to_version == events[0]["to_version"]
+
+
+def test_workspaces_isolate_versions_and_aliases(reg, world):
+    v = register(reg, world).version.version_id
+    same = reg.register(world.configs / "serving" / "synth_flow.yaml", alias="live", actor="zed", reason="mine too",
+                        workspace="team_b")
+    assert not same.created and same.version.version_id == v  # one version row, linked into both workspaces
+    vb = reg.register(world.configs / "serving" / "synth_flow_b.yaml", alias="live", actor="zed", reason="b's own",
+                      workspace="team_b").version.version_id
+    assert reg.resolve("live").version_id == v and reg.resolve("live", "team_b").version_id == vb
+    before = reg.count_rows()
+    with pytest.raises(UnknownVersionError):  # default cannot see, resolve or activate team_b's version
+        reg.resolve(vb)
+    with pytest.raises(UnknownVersionError):
+        reg.activate("live", vb, actor="alice", reason="take theirs")
+    with pytest.raises(UnknownVersionError):
+        reg.resolve("live", "team_c")
+    with pytest.raises(UnknownVersionError):
+        reg.rollback("live", actor="x", reason="y", workspace="team_c")
+    with pytest.raises(RegistryError, match="workspace"):
+        reg.register(world.configs / "serving" / "synth_flow.yaml", alias="x", actor="a", reason="b",
+                     workspace="../etc")
+    assert reg.count_rows() == before
+    assert [x.version_id for x in reg.list_versions()] == [v]
+    assert {x.version_id for x in reg.list_versions("team_b")} == {v, vb}
+    assert [(a.workspace, a.name, a.version_id) for a in reg.list_aliases("team_b")] == [("team_b", "live", vb)]
+    assert [e.to_version for e in reg.history("live")] == [v]
+    assert [e.to_version for e in reg.history("live", "team_b")] == [v, vb]
+    assert reg.rollback("live", actor="zed", reason="back", workspace="team_b").to_version == v
+    assert reg.resolve("live").version_id == v and reg.verify() == []
+    with pytest.raises(ImmutableVersionError), reg.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM serving_version_workspaces")
 
 
 def test_promote_resolve_round_trip(reg, world):

@@ -13,11 +13,13 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
+from qmachina_assets.core.control import ControlPlane
 from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.registry import Registry
 from qmachina_assets.core.research import sweeps
 from qmachina_assets.core.research.evaluation import METRIC_NAMES
 from qmachina_serving.api import build_router
+from tests.support.auth import seed_access
 
 SERVING = PROJECT_ROOT / "configs" / "serving"
 EXP = "flow_score_sweep"  # the OpenAPI example of `{name}`: schemathesis reaches real rows
@@ -61,17 +63,22 @@ def lake(tmp_path):
 
 def _app(lake) -> FastAPI:
     app = FastAPI()
-    app.include_router(build_router(lambda: Registry(lake=lake), lake))
+    app.include_router(build_router(lambda: Registry(lake=lake), lake, control_factory=lambda: ControlPlane(lake=lake)))
     return app
 
 
 @pytest.fixture
-def client(lake):
-    with TestClient(_app(lake)) as c:
+def access(lake):
+    return seed_access(lake)
+
+
+@pytest.fixture
+def client(lake, access):
+    with access.client(_app(lake), "admin") as c:
         yield c
 
 
-def test_serving_versions_aliases_diff_activate_rollback(client, lake):
+def test_serving_versions_aliases_diff_activate_rollback(client, lake, access):
     versions = client.get("/v1/serving/versions").json()
     assert len(versions) == 2
     first, second = (v["version_id"] for v in versions)
@@ -97,32 +104,35 @@ def test_serving_versions_aliases_diff_activate_rollback(client, lake):
 
     # activate: a new alias, the same version again (no change), an unknown version, invalid bodies
     r = client.post("/v1/serving/aliases/staging/activate",
-                    json={"version_id": first, "reason": "try it", "actor": "alice"})
+                    json={"version_id": first, "reason": "try it"})
     assert r.status_code == 200, r.text
     assert r.json()["changed"] and r.json()["event"]["action"] == "activate"
     again = client.post("/v1/serving/aliases/staging/activate",
-                        json={"version_id": first, "reason": "again", "actor": "alice"}).json()
+                        json={"version_id": first, "reason": "again"}).json()
     assert again == {"alias": "staging", "version_id": first, "changed": False, "event": None}
     assert client.post("/v1/serving/aliases/staging/activate",
-                       json={"version_id": "sv_0000000000000000", "reason": "x", "actor": "a"}).status_code == 404
+                       json={"version_id": "sv_0000000000000000", "reason": "x"}).status_code == 404
     assert client.post("/v1/serving/aliases/staging/activate",
-                       json={"version_id": first, "reason": " ", "actor": "a"}).status_code == 422
+                       json={"version_id": first, "reason": " "}).status_code == 422
     assert client.post("/v1/serving/aliases/staging/activate", json={"version_id": first}).status_code == 422
+    assert client.post("/v1/serving/aliases/staging/activate",  # the actor is the token's, not a claim
+                       json={"version_id": first, "reason": "x", "actor": "mallory"}).status_code == 422
     assert client.post(f"/v1/serving/aliases/{second}/activate",  # `sv_` is not an alias
-                       json={"version_id": first, "reason": "x", "actor": "a"}).status_code == 422
+                       json={"version_id": first, "reason": "x"}).status_code == 422
 
     # rollback live: back to the first version; a second rollback has nothing earlier -> 409
-    r = client.post("/v1/serving/aliases/live/rollback", json={"reason": "bad model", "actor": "bob"})
+    r = client.post("/v1/serving/aliases/live/rollback", json={"reason": "bad model"})
     assert r.status_code == 200, r.text
     assert r.json()["version_id"] == first and r.json()["event"]["from_version"] == second
-    refused = client.post("/v1/serving/aliases/live/rollback", json={"reason": "again", "actor": "bob"})
+    refused = client.post("/v1/serving/aliases/live/rollback", json={"reason": "again"})
     assert refused.status_code == 409 and "roll back" in refused.json()["detail"]["message"]
     assert client.post("/v1/serving/aliases/missing/rollback",
-                       json={"reason": "x", "actor": "bob"}).status_code == 404
+                       json={"reason": "x"}).status_code == 404
 
     history = client.get("/v1/serving/aliases/live/history").json()
+    admin = f"admin [{access.token_ids['admin']}]"
     assert [(e["action"], e["to_version"], e["actor"]) for e in history] == [
-        ("register", first, "tester"), ("register", second, "tester"), ("rollback", first, "bob")]
+        ("register", first, "tester"), ("register", second, "tester"), ("rollback", first, admin)]
     assert client.get("/v1/serving/aliases/missing/history").status_code == 404
 
     with Registry(lake=lake) as reg:  # the registry's own view agrees
@@ -137,7 +147,7 @@ def test_activate_refused_by_preflight_is_409(client, lake, monkeypatch):
 
     first = client.get("/v1/serving/versions").json()[0]["version_id"]
     monkeypatch.setattr(registry_mod, "lock_problems", lambda snap, inst: ["tick_size differs from the lock"])
-    r = client.post("/v1/serving/aliases/live/activate", json={"version_id": first, "reason": "x", "actor": "a"})
+    r = client.post("/v1/serving/aliases/live/activate", json={"version_id": first, "reason": "x"})
     assert r.status_code == 409
     detail = r.json()["detail"]
     assert detail["issues"] == [{"kind": "instrument", "message": "tick_size differs from the lock"}]
@@ -198,19 +208,20 @@ def test_datasets(client, lake):
 
 def test_openapi_schema_is_complete(client):
     schema = client.get("/openapi.json").json()
-    ops = [(p, m, op) for p, item in schema["paths"].items() for m, op in item.items()]
-    assert len(ops) == 14
+    ops = [(p, m, op) for p, item in schema["paths"].items() for m, op in item.items() if p != "/auth/logout"]
+    assert len(ops) == 28
     for path, method, op in ops:
         ok = op["responses"]["200"]["content"]["application/json"]["schema"]
         ref = ok.get("$ref") or ok.get("items", {}).get("$ref")  # a model, or a list of a model
         assert ref and ref.split("/")[-1] in schema["components"]["schemas"], f"{method} {path}: {ok}"
-        if "{" in path or method == "post":
+        if path.startswith(("/v1/serving", "/v1/experiments", "/v1/datasets")) and ("{" in path or method == "post"):
             assert {"404", "422"} <= set(op["responses"]), f"{method} {path}: error responses undocumented"
 
 
 
-def test_default_router_reads_the_app_settings(lake):
-    """`rest.router` (what the serving app includes) takes the lake and registry from `app.state.settings`."""
+def test_default_router_reads_the_app_settings(lake, access):
+    """`rest.router` (what the serving app includes) takes the lake, registry and control plane from
+    `app.state.settings`."""
     from qmachina_serving.api import router
     from qmachina_serving.settings import ServingSettings
 
@@ -218,16 +229,20 @@ def test_default_router_reads_the_app_settings(lake):
     app.state.settings = ServingSettings(lake_dir=lake)
     app.include_router(router)
     with TestClient(app) as c:
+        assert c.get("/v1/serving/aliases").status_code == 401
+        c.headers.update(access.headers("viewer"))
         assert [a["name"] for a in c.get("/v1/serving/aliases").json()] == ["live"]
         assert [e["name"] for e in c.get("/v1/experiments").json()] == [EXP]
     app.state.rest_registry.close()
+    app.state.auth.close()
 
 
 
 def test_unreachable_registry_is_503_not_500(tmp_path):
     app = FastAPI()
-    app.include_router(build_router(lambda: Registry(url="postgresql://nobody@127.0.0.1:1/none"), tmp_path))
-    with TestClient(app) as c:
+    app.include_router(build_router(lambda: Registry(url="postgresql://nobody@127.0.0.1:1/none"), tmp_path,
+                                    control_factory=lambda: ControlPlane(lake=tmp_path)))
+    with seed_access(tmp_path).client(app, "viewer") as c:
         r = c.get("/v1/serving/aliases")
         assert r.status_code == 503 and "registry unavailable" in r.json()["detail"]
         assert c.get("/v1/experiments").json() == []  # the lake endpoints do not need the registry
@@ -243,13 +258,15 @@ def rest_schema(tmp_path_factory):
         reg.register(SERVING / "vp_flow_score.yaml", alias="live", actor="tester", reason="first")
         reg.register(SERVING / "vp_derivative.yaml", alias="live", actor="tester", reason="second")
     sweeps.append_results(lake, pa.Table.from_pylist(_rows("cccc111122223333", "2024-01-03", 3, "flow_score")))
+    REST_HEADERS.update(seed_access(lake).headers("admin"))
     return schemathesis.openapi.from_asgi("/openapi.json", _app(lake))
 
 
+REST_HEADERS: dict[str, str] = {}
 schema = schemathesis.pytest.from_fixture("rest_schema")
 
 
 @schema.parametrize()
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 def test_schemathesis_no_server_errors(case):
-    case.call_and_validate(checks=[not_a_server_error])
+    case.call_and_validate(headers=REST_HEADERS, checks=[not_a_server_error])

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from qmachina_assets.core.engine.silver_partition import silver_dir
 from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.registry import Registry
 from qmachina_serving.settings import ServingSettings
+from tests.support.auth import seed_access
 from tests.support.serving import DATE, Server, build_served_lake, serve
 
 ALLOWED_ORIGIN = "http://viewer.test"
@@ -44,6 +46,7 @@ def served_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
                                reason="stream contract", configs_dir=world.configs).version
         reg.register(world.serving("ema_stream_test"), alias="ema", actor="tests",
                      reason="the second serving model (SPEC §9)", configs_dir=world.configs)
+    AUTH.update(seed_access(world.lake, roles=("viewer",)).ws_headers("viewer"))
     return world.lake, version.version_id
 
 
@@ -67,11 +70,16 @@ def server_asgi(served_lake) -> Iterator[Server]:
         yield srv
 
 
+#: The stream's credential (a real viewer token of the served lake; set by `served_lake`).
+AUTH: dict[str, str] = {}
+
+
 async def _collect(uri: str, *, limit_bins: int | None = None, **kw) -> dict:
     """Every message of one stream: runtime_config, [(grid_update, arrow bytes, t_recv_ns)], end, close."""
     out: dict = {"hello": None, "bins": [], "end": None, "error": None, "close": None, "first_bin_s": None}
     t0 = time.perf_counter()
     pending = None
+    kw.setdefault("additional_headers", AUTH)
     async with connect(uri, max_size=None, compression=None, **kw) as ws:
         try:
             async for msg in ws:
@@ -113,6 +121,35 @@ def test_probes_and_rest(server):
     assert status == 200 and body["ready"] and set(body["checks"].values()) == {"ok"}
     status, _, body = server.get("/v1/serving/aliases/live")  # the REST router is mounted on the same app
     assert status == 200 and server.version_id in json.dumps(body)
+    assert server.get("/v1/serving/aliases/live", auth=False)[0] == 401
+    assert server.get("/healthz", auth=False)[0] == 200 and server.get("/readyz", auth=False)[0] == 200
+
+
+def _post(server: Server, path: str, body: dict | None = None, headers: dict | None = None):
+    req = urllib.request.Request(server.http + path, data=json.dumps(body or {}).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read()), r.headers
+
+
+def test_stream_credentials_header_cookie_ticket(server):
+    """The stream takes a Bearer header, the login cookie or a single-use ticket; nothing else."""
+    uri = f"{server.ws}?serving=live&start=18:04:59&speed=10"
+    none = run(_collect(uri, additional_headers={}))
+    assert none["close"][0] == 4401 and none["error"]["reason"] == "missing" and not none["bins"]
+    bad = run(_collect(uri, additional_headers={"Authorization": "Bearer qm_aaaaaaaaaa_" + "b" * 43}))
+    assert bad["close"][0] == 4401 and bad["error"]["reason"] == "unknown"
+    assert run(_collect(uri))["end"] is not None  # the viewer's Bearer header
+    me, headers = _post(server, "/auth/login", {"token": server.access.tokens["viewer"]})
+    cookie = headers["set-cookie"]
+    assert me["role"] == "viewer" and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert server.access.tokens["viewer"] not in cookie
+    got = run(_collect(uri, additional_headers={"Cookie": cookie.split(";")[0]}))
+    assert got["end"] is not None and got["bins"]
+    ticket = _post(server, "/v1/auth/ticket", headers=server.access.headers("viewer"))[0]["ticket"]
+    assert run(_collect(f"{uri}&ticket={ticket}", additional_headers={}))["end"] is not None
+    again = run(_collect(f"{uri}&ticket={ticket}", additional_headers={}))  # single use
+    assert again["close"][0] == 4401 and again["error"]["reason"] == "reused"
 
 
 @pytest.mark.parametrize("which", ["server", "server_asgi"])
@@ -280,7 +317,7 @@ def test_slow_client_does_not_delay_fast_one(server):
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", server.port))
-        slow = await connect(uri, sock=sock, max_size=None, compression=None, max_queue=1)
+        slow = await connect(uri, sock=sock, max_size=None, compression=None, max_queue=1, additional_headers=AUTH)
         fast = asyncio.create_task(_collect(uri))
         got = await fast
         slow.transport.abort()  # a polite close would wait for the server's reply behind unread data
@@ -309,7 +346,7 @@ async def _stalled_reader(server: Server, uri: str):
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", server.port))
-    ws = await connect(uri, sock=sock, max_size=None, compression=None, max_queue=1)
+    ws = await connect(uri, sock=sock, max_size=None, compression=None, max_queue=1, additional_headers=AUTH)
     return ws, sock
 
 

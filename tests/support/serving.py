@@ -1,5 +1,8 @@
 """A served lake and a serving process for tests that talk to `python -m qmachina_serving` over loopback.
 
+`serve` seeds the lake's control plane with the default workspace and one real token per role
+(`tests.support.auth`); `Server.get` sends the owner's, `server.access.ws_headers(role)` are the stream's.
+
 `build_served_lake` lands the real ESH4 2023-12-25 sample into a throw-away lake, builds bronze and the
 18:00-18:05 ET silver window and writes serving configs of that window (`vp_stream_test`,
 `ema_stream_test`) beside a pipeline `esh4_sunday_open`; callers register what they need. `serve` runs
@@ -29,6 +32,7 @@ from qmachina_assets.core.ingest.bronze import build_bronze
 from qmachina_assets.core.instrument import InstrumentConfig, load_instrument
 from qmachina_assets.core.paths import PROJECT_ROOT
 from tests.conftest import ESH4_1225, sample
+from tests.support.auth import Access, seed_access
 
 DATE = "2023-12-25"
 PIPELINE = """name: esh4_sunday_open
@@ -84,15 +88,19 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, port: int, lake: Path, version_id: str):
+    """A running server; `get` sends the owner's token unless `headers` say otherwise (`auth=False`: none)."""
+
+    def __init__(self, port: int, lake: Path, version_id: str, access: Access):
         self.port = port
         self.lake = lake
         self.version_id = version_id
+        self.access = access
         self.ws = f"ws://127.0.0.1:{port}/v1/stream"
         self.http = f"http://127.0.0.1:{port}"
 
-    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict, dict]:
-        req = urllib.request.Request(self.http + path, headers=headers or {})
+    def get(self, path: str, headers: dict[str, str] | None = None, *, auth: bool = True) -> tuple[int, dict, dict]:
+        req = urllib.request.Request(self.http + path, headers={**(self.access.headers() if auth else {}),
+                                                                **(headers or {})})
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
                 return r.status, dict(r.headers), json.loads(r.read())
@@ -101,14 +109,17 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(lake: Path, version_id: str, **env_extra: str) -> Iterator[Server]:
-    """`python -m qmachina_serving` on a free port, in its own process group (SIGKILLed at the end)."""
+def serve(lake: Path, version_id: str, *, access: Access | None = None, **env_extra: str) -> Iterator[Server]:
+    """`python -m qmachina_serving` on a free port, in its own process group (SIGKILLed at the end). The lake's
+    control plane gets the default workspace and a token per role (`seed_access`) unless `access` is given."""
+    access = access or seed_access(lake)
     port = free_port()
     env = {**os.environ, "QMACHINA_LAKE_DIR": str(lake), "QMACHINA_SERVING_LOG_LEVEL": "warning", **env_extra}
     env.pop("QMACHINA_REGISTRY_URL", None)
+    env.pop("QMACHINA_CONTROL_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "qmachina_serving", "--port", str(port)], cwd=PROJECT_ROOT,
                             env=env, start_new_session=True)
-    srv = Server(port, lake, version_id)
+    srv = Server(port, lake, version_id, access)
     try:
         deadline = time.time() + 240  # a stale numba cache recompiles the engine on first use
         while True:

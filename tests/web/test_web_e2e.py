@@ -3,7 +3,8 @@ serving process that serves the built client (web/dist), the stream and the REST
 
 The lake holds the real ESH4 sample's bronze; alias `live` first points at one vacuum-pressure version,
 then at a second (a different display name), so the registry page's rollback must bring back the first;
-alias `ema` is an EMA-ensemble version. Screenshots and the viewer's frame-time figures go to
+alias `ema` is an EMA-ensemble version. The browser logs in once through login.html with a real admin token
+of the lake's control plane (the session cookie), then every page and the stream use that session. Screenshots and the viewer's frame-time figures go to
 `test-artifacts/e2e/` (QMACHINA_E2E_ARTIFACTS overrides).
 
 Needs Chromium (`make browser` installs Debian's package) and `make web-build`; without them the test
@@ -68,7 +69,8 @@ def test_browser_end_to_end(e2e_world):
             assert r.status == 200 and b'id="viewer-canvas"' in r.read()
         env = {**os.environ, "QMACHINA_E2E_URL": srv.http, "QMACHINA_E2E_ARTIFACTS": str(artifacts),
                "QMACHINA_E2E_CHROMIUM": CHROMIUM, "QMACHINA_E2E_LIVE_FROM": str(e2e_world["current"]),
-               "QMACHINA_E2E_LIVE_TO": str(e2e_world["first"]), "QMACHINA_E2E_EMA": "ema"}
+               "QMACHINA_E2E_LIVE_TO": str(e2e_world["first"]), "QMACHINA_E2E_EMA": "ema",
+               "QMACHINA_E2E_TOKEN": srv.access.tokens["admin"]}
         proc = subprocess.run(["npm", "--prefix", str(WEB), "run", "e2e"], env=env, capture_output=True, text=True,
                               timeout=600)
         print(proc.stdout[-6000:], proc.stderr[-3000:])
@@ -76,6 +78,8 @@ def test_browser_end_to_end(e2e_world):
         # The rollback went through the registry: the alias and its audit say so, not only the page.
         with Registry(lake=e2e_world["lake"]) as reg:
             assert reg.resolve("live").version_id == e2e_world["first"]
+            # ...by the logged-in admin: the audit names the token's user, not a claim of the page
+            assert reg.history("live")[-1].actor == f"admin [{srv.access.token_ids['admin']}]"
     figures = json.loads((artifacts / "viewer-frame-time.json").read_text())
     assert figures["frames"] > 5 and figures["painted_share"] > 0.05
     for shot in ("viewer-heatmap.png", "viewer-ema-candles.png", "registry-before.png", "registry-after.png"):

@@ -9,11 +9,12 @@
  *   QMACHINA_E2E_CHROMIUM   browser binary (default /usr/bin/chromium)
  *   QMACHINA_E2E_LIVE_FROM / QMACHINA_E2E_LIVE_TO   alias `live` points at FROM; a rollback returns it to TO
  *   QMACHINA_E2E_EMA        alias of an ema_ensemble version
+ *   QMACHINA_E2E_TOKEN      an admin's API token: the suite logs in once through login.html (HttpOnly cookie)
  */
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 function env(name: string, fallback?: string): string {
@@ -27,6 +28,7 @@ const ARTIFACTS = env('QMACHINA_E2E_ARTIFACTS');
 mkdirSync(ARTIFACTS, { recursive: true });
 
 let browser: Browser;
+let context: BrowserContext; // logged in (the session cookie), shared by the tests' pages
 
 beforeAll(async () => {
   browser = await chromium.launch({
@@ -34,6 +36,19 @@ beforeAll(async () => {
     headless: true,
     args: ['--no-sandbox', '--disable-dev-shm-usage'],
   });
+  context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  // Without a session a page goes to the login page; logging in there brings it back.
+  const page = await context.newPage();
+  await page.goto(`${BASE}/registry.html`);
+  await page.waitForURL(/\/login\.html\?next=/, { timeout: 30_000 });
+  await page.locator('[data-testid="login-token"]').fill(env('QMACHINA_E2E_TOKEN'));
+  await page.locator('[data-testid="login-submit"]').click();
+  await page.waitForURL(/\/registry\.html$/, { timeout: 30_000 });
+  const cookies = await context.cookies();
+  const session = cookies.find((c) => c.name === 'qm_session');
+  if (!session || !session.httpOnly || session.sameSite !== 'Strict') throw new Error(`no HttpOnly SameSite=Strict session cookie: ${JSON.stringify(cookies)}`);
+  if (session.value.includes(env('QMACHINA_E2E_TOKEN'))) throw new Error('the cookie holds the token itself');
+  await page.close();
 });
 
 afterAll(async () => {
@@ -43,7 +58,7 @@ afterAll(async () => {
 /** A page that records console errors, uncaught exceptions and failed HTTP responses (a test fails on any;
  * the browser's own favicon probe excepted). `expectHttp` lists statuses a test provokes on purpose. */
 async function openPage(path: string, expectHttp: number[] = []): Promise<{ page: Page; errors: string[] }> {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
   page.on('console', (m) => {

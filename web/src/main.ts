@@ -5,7 +5,7 @@
  */
 
 import './styles.css';
-import { Api, apiBase } from './pages/api';
+import { pageApi } from './pages/session';
 import { showError, ViewerApp } from './viewer/app';
 import { parseViewerParams } from './viewer/params';
 
@@ -22,7 +22,7 @@ window.addEventListener('unhandledrejection', (e) => showError(root, 'Viewer err
 async function showChooser(): Promise<void> {
   const box = root.querySelector<HTMLElement>('#chooser')!;
   const list = root.querySelector<HTMLElement>('#chooser-list')!;
-  const aliases = await new Api(apiBase(window.location.search, window.location.origin)).aliases();
+  const aliases = await pageApi().aliases();
   for (const a of aliases) {
     const li = document.createElement('li');
     const link = document.createElement('a');

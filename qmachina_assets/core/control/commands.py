@@ -161,9 +161,9 @@ def _dispatch(cp: Any, args: argparse.Namespace) -> int:
             _out(info.model_dump(mode="json"), j, f"token {info.token_id} revoked")
         else:
             ts = cp.tokens(args.workspace, args.user)
-            _out([{**t.model_dump(mode="json"), "state": t.state()} for t in ts], j,
-                 "\n".join(f"{t.token_id}  {t.user:<16} {t.state():<8} created {t.created_at:%Y-%m-%d} "
+            _out([{**t.model_dump(mode="json"), "state": t.state_at()} for t in ts], j,
+                 "\n".join(f"{t.token_id}  {t.user:<16} {t.state_at():<8} created {t.created_at:%Y-%m-%d} "
                            f"expires {t.expires_at:%Y-%m-%d}" if t.expires_at else
-                           f"{t.token_id}  {t.user:<16} {t.state():<8} created {t.created_at:%Y-%m-%d} no expiry"
+                           f"{t.token_id}  {t.user:<16} {t.state_at():<8} created {t.created_at:%Y-%m-%d} no expiry"
                            for t in ts) or "no tokens")
     return 0

@@ -29,6 +29,10 @@ from sqlalchemy import (
     Text,
 )
 
+from qmachina_assets.core.registry.models import DEFAULT_WORKSPACE
+
+__all__ = ["DEFAULT_WORKSPACE"]  # re-exported: the registry defines it (the lower stage)
+
 metadata = MetaData()
 
 ROLES: tuple[str, ...] = ("viewer", "editor", "admin", "owner")  # ascending power

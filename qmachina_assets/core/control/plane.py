@@ -165,7 +165,7 @@ class TokenInfo(_Record):
     revoked_at: dt.datetime | None
     revoked_by: str | None
 
-    def state(self, now: dt.datetime | None = None) -> Literal["active", "expired", "revoked"]:
+    def state_at(self, now: dt.datetime | None = None) -> Literal["active", "expired", "revoked"]:
         if self.revoked_at is not None:
             return "revoked"
         if self.expires_at is not None and self.expires_at <= (now or _now()):
@@ -548,6 +548,8 @@ class ControlPlane:
                                   .where(workspace_quotas.c.workspace == workspace)).first()
             if before is None:
                 raise NotFoundError(f"no workspace {workspace!r}")
+            if {k: getattr(before, k) for k in Quotas.model_fields} == quotas.model_dump():
+                return quotas  # unchanged: nothing to write, nothing to audit
             conn.execute(update(workspace_quotas).where(workspace_quotas.c.workspace == workspace)
                          .values(updated_at=_now(), updated_by=actor, **quotas.model_dump()))
             self.audit_row(conn, workspace=workspace, actor=actor, action="quota.set",

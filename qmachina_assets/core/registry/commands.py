@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from qmachina_assets.core.registry.models import DEFAULT_WORKSPACE
+
 ACTIONS = ("register", "promote", "list", "show", "history", "diff", "activate", "rollback", "reproduce", "verify")
 
 
@@ -37,6 +39,8 @@ def add_serving_parser(subparsers: Any, name: str = "serving") -> argparse.Argum
         c = sub.add_parser(cmd_name, help=help_text)
         c.add_argument("--url", help="registry database URL (default: QMACHINA_REGISTRY_URL, else SQLite in the lake)")
         c.add_argument("--lake", type=Path, help="lake directory (default: QMACHINA_LAKE_DIR or ./lake)")
+        c.add_argument("--workspace", default=DEFAULT_WORKSPACE,
+                       help=f"the workspace whose versions and aliases (default: {DEFAULT_WORKSPACE})")
         c.set_defaults(func=run)
         return c
 
@@ -121,19 +125,20 @@ def run(args: argparse.Namespace) -> int:
 
 def _dispatch(reg: Any, args: argparse.Namespace) -> int:
     c = args.serving_cmd
+    ws = args.workspace
     as_json = getattr(args, "json", False)
     if c in ("register", "promote"):
         if c == "register":
             res = reg.register(args.serving_yaml, alias=args.alias, actor=args.actor, reason=args.reason,
-                               configs_dir=args.configs_dir)
+                               configs_dir=args.configs_dir, workspace=ws)
         else:
             res = reg.promote_run(args.experiment, args.run_ids, alias=args.alias, actor=args.actor,
-                                  reason=args.reason, configs_dir=args.configs_dir)
+                                  reason=args.reason, configs_dir=args.configs_dir, workspace=ws)
         v = res.version
         _print(res, as_json, f"{'published' if res.created else 'already published'} {v.version_id} "
                              f"({v.serving['name']}, {v.lineage.kind})\n{_event_text(res.event)}")
     elif c == "list":
-        versions, aliases = reg.list_versions(), reg.list_aliases()
+        versions, aliases = reg.list_versions(ws), reg.list_aliases(ws)
         if as_json:
             print(json.dumps({"versions": [v.model_dump(mode="json") for v in versions],
                               "aliases": [a.model_dump(mode="json") for a in aliases]}, indent=2))
@@ -147,7 +152,7 @@ def _dispatch(reg: Any, args: argparse.Namespace) -> int:
                 tag = f"  [{', '.join(v.aliases)}]" if v.aliases else ""
                 print(f"  {v.version_id}  {v.created_at:%Y-%m-%d %H:%M}Z  {v.lineage_kind:<10} {v.serving_name}{tag}")
     elif c == "show":
-        v = reg.resolve(args.ref)
+        v = reg.resolve(args.ref, ws)
         snap = v.runtime_snapshot
         lin = v.lineage
         lines = [f"{v.version_id}{f'  (alias {v.alias})' if v.alias else ''}",
@@ -167,17 +172,17 @@ def _dispatch(reg: Any, args: argparse.Namespace) -> int:
                   for r in lin.runs]
         _print(v, as_json, "\n".join(lines))
     elif c == "history":
-        events = reg.history(args.alias)
+        events = reg.history(args.alias, ws)
         if as_json:
             print(json.dumps([e.model_dump(mode="json") for e in events], indent=2))
         else:
             print("\n".join(_event_text(e) for e in events) or "no alias changes")
     elif c == "diff":
-        d = reg.diff(args.a, args.b)
+        d = reg.diff(args.a, args.b, ws)
         _print(d, as_json, d.text())
     elif c in ("activate", "rollback"):
-        ev = (reg.activate(args.alias, args.version_id, actor=args.actor, reason=args.reason) if c == "activate"
-              else reg.rollback(args.alias, actor=args.actor, reason=args.reason))
+        ev = (reg.activate(args.alias, args.version_id, actor=args.actor, reason=args.reason, workspace=ws)
+              if c == "activate" else reg.rollback(args.alias, actor=args.actor, reason=args.reason, workspace=ws))
         if as_json:
             print(json.dumps(None if ev is None else ev.model_dump(mode="json"), indent=2))
         else:
@@ -185,7 +190,7 @@ def _dispatch(reg: Any, args: argparse.Namespace) -> int:
     elif c == "reproduce":
         from qmachina_assets.core.registry.reproduce import reproduce_version
 
-        report = reproduce_version(reg.resolve(args.ref), reg.lake, rebuild=not args.no_rebuild)
+        report = reproduce_version(reg.resolve(args.ref, ws), reg.lake, rebuild=not args.no_rebuild)
         _print(report, as_json, report.text())
         return 0 if report.match else 1
     elif c == "verify":

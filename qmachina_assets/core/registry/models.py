@@ -6,8 +6,12 @@ migrations in `migrations/versions`; `tests/registry/test_registry.py` checks th
   lineage without timestamps); `payload` is that canonical JSON text plus the timestamps, stored as text
   so the id can be re-derived from the stored bytes on every read. Never updated or deleted: there is no
   such code path, the engine refuses such statements, and database triggers refuse them.
-- `serving_aliases`: alias name -> version; `revision` counts the repoints.
-- `serving_alias_events`: the append-only audit of every repoint (who, when, from, to, why, how).
+- `serving_aliases`: (workspace, alias name) -> version; `revision` counts the repoints.
+- `serving_alias_events`: the append-only audit of every repoint (which workspace, who, when, from, to, why,
+  how).
+- `serving_version_workspaces`: which workspaces a version was published into (append-only). A version's id
+  is content-derived and global; a workspace sees, resolves and points its aliases at the versions published
+  into it only (0003).
 
 Departure from the design note: the alias tables are prefixed `serving_` so the registry can share a
 Postgres database with the control plane or Dagster storage without a name clash.
@@ -29,6 +33,9 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+#: The workspace of everything published outside the control plane (CLI, Dagster's promotion, the demo).
+DEFAULT_WORKSPACE = "default"
+
 VERSION_ID_LEN = 19  # "sv_" + 16 hex
 
 serving_versions = Table(
@@ -47,6 +54,7 @@ serving_versions = Table(
 serving_aliases = Table(
     "serving_aliases",
     metadata,
+    Column("workspace", String(64), primary_key=True),
     Column("name", String(64), primary_key=True),
     Column("version_id", String(32), ForeignKey("serving_versions.version_id"), nullable=False),
     Column("revision", Integer, nullable=False),
@@ -65,10 +73,20 @@ serving_alias_events = Table(
     Column("actor", String(128), nullable=False),
     Column("reason", Text, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
-    Index("ix_serving_alias_events_alias", "alias", "id"),
+    Column("workspace", String(64), nullable=False, server_default=DEFAULT_WORKSPACE),  # 0003
+    Index("ix_serving_alias_events_workspace_alias", "workspace", "alias", "id"),
+)
+
+serving_version_workspaces = Table(
+    "serving_version_workspaces",
+    metadata,
+    Column("version_id", String(32), ForeignKey("serving_versions.version_id"), primary_key=True),
+    Column("workspace", String(64), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(128), nullable=False),
 )
 
 #: Tables whose rows are never updated or deleted (code guard + database triggers).
-APPEND_ONLY_TABLES: tuple[str, ...] = ("serving_versions", "serving_alias_events")
+APPEND_ONLY_TABLES: tuple[str, ...] = ("serving_versions", "serving_alias_events", "serving_version_workspaces")
 #: Alembic's version table of the registry (its own name, so the database can be shared).
 ALEMBIC_VERSION_TABLE = "qmachina_registry_alembic_version"

@@ -18,6 +18,10 @@ Invariants and how they hold:
   per alias: Postgres takes a transaction-scoped advisory lock on the alias (and `FOR UPDATE` on its
   row); SQLite starts the transaction with `BEGIN IMMEDIATE`. A failure or crash anywhere before the
   commit leaves the previous state (old alias, no new version row); after it, the new state.
+- **Workspaces**: a version is published *into* a workspace (`serving_version_workspaces`; the same content
+  published into two workspaces is one version row with two links); aliases, their audit and every read are
+  per workspace (`workspace=`, default `DEFAULT_WORKSPACE`): a workspace cannot see, resolve or point an alias
+  at a version that was not published into it.
 - **Rollback** pops the alias's audit stack: promote/register/activate push the new version, rollback
   returns to the version that was active before the current one (repeated rollbacks walk further back).
 """
@@ -61,8 +65,10 @@ from qmachina_assets.core.registry.lineage import Lineage, lineage_for_register,
 from qmachina_assets.core.registry.models import (
     ALEMBIC_VERSION_TABLE,
     APPEND_ONLY_TABLES,
+    DEFAULT_WORKSPACE,
     serving_alias_events,
     serving_aliases,
+    serving_version_workspaces,
     serving_versions,
 )
 from qmachina_assets.core.registry.preflight import PreflightError, PreflightIssue, preflight
@@ -101,6 +107,7 @@ class _Record(BaseModel):
 
 class AliasEvent(_Record):
     id: int
+    workspace: str = DEFAULT_WORKSPACE
     alias: str
     action: str
     from_version: str | None
@@ -111,6 +118,7 @@ class AliasEvent(_Record):
 
 
 class AliasRecord(_Record):
+    workspace: str = DEFAULT_WORKSPACE
     name: str
     version_id: str
     revision: int
@@ -218,6 +226,12 @@ def check_alias(alias: str) -> str:
     return alias
 
 
+def check_workspace(workspace: str) -> str:
+    if not isinstance(workspace, str) or not re.fullmatch(NAME_PATTERN, workspace) or len(workspace) > 64:
+        raise RegistryError(f"workspace {workspace!r}: expected {NAME_PATTERN} (at most 64 characters)")
+    return workspace
+
+
 def _check_who(actor: str, reason: str) -> None:
     if not actor or not actor.strip() or len(actor) > 128:
         raise RegistryError("actor: required (who makes the change, at most 128 characters)")
@@ -227,8 +241,9 @@ def _check_who(actor: str, reason: str) -> None:
 
 def _event(row: Any) -> AliasEvent:
     m = row._mapping
-    return AliasEvent(id=m["id"], alias=m["alias"], action=m["action"], from_version=m["from_version"],
-                      to_version=m["to_version"], actor=m["actor"], reason=m["reason"], at=_utc(m["at"]))
+    return AliasEvent(id=m["id"], workspace=m["workspace"], alias=m["alias"], action=m["action"],
+                      from_version=m["from_version"], to_version=m["to_version"], actor=m["actor"],
+                      reason=m["reason"], at=_utc(m["at"]))
 
 
 # ---- the registry ----------------------------------------------------------------------------------
@@ -274,23 +289,38 @@ class Registry:
         return f"Registry({make_url(self.url).render_as_string()!r})"
 
     @contextlib.contextmanager
-    def _write(self, alias: str) -> Iterator[Connection]:
+    def _write(self, alias: str, workspace: str) -> Iterator[Connection]:
         """One write transaction holding the alias's lock."""
         with self.engine.connect() as conn:
             write_connection(conn)
             with conn.begin():
-                self._lock_alias(conn, alias)
+                self._lock_alias(conn, alias, workspace)
                 yield conn
 
-    def _lock_alias(self, conn: Connection, alias: str) -> None:
+    def _lock_alias(self, conn: Connection, alias: str, workspace: str) -> None:
         if self.dialect == "postgresql":
-            key = int(hashlib.sha256(f"qmachina.serving_alias:{alias}".encode()).hexdigest()[:15], 16)
+            key = int(hashlib.sha256(f"qmachina.serving_alias:{workspace}/{alias}".encode()).hexdigest()[:15], 16)
             conn.execute(select(func.pg_advisory_xact_lock(key)))
         # SQLite: BEGIN IMMEDIATE already holds the database's write lock
 
     def _insert_version(self, conn: Connection, version_id: str, sha: str, payload: str, serving_name: str,
-                        kind: str, at: dt.datetime, actor: str) -> bool:
-        """Insert the version unless that content is already published; True when inserted."""
+                        kind: str, at: dt.datetime, actor: str, workspace: str) -> bool:
+        """Insert the version unless that content is already published, and link it to `workspace`; True when
+        the version row was inserted."""
+        inserted = self._insert_version_row(conn, version_id, sha, payload, serving_name, kind, at, actor)
+        self._link(conn, version_id, workspace, at, actor)
+        return inserted
+
+    def _link(self, conn: Connection, version_id: str, workspace: str, at: dt.datetime, actor: str) -> None:
+        exists = conn.execute(select(serving_version_workspaces.c.version_id).where(
+            serving_version_workspaces.c.version_id == version_id,
+            serving_version_workspaces.c.workspace == workspace)).first()
+        if exists is None:
+            conn.execute(insert(serving_version_workspaces).values(version_id=version_id, workspace=workspace,
+                                                                   created_at=at, created_by=actor))
+
+    def _insert_version_row(self, conn: Connection, version_id: str, sha: str, payload: str, serving_name: str,
+                            kind: str, at: dt.datetime, actor: str) -> bool:
         if self._stored_sha(conn, version_id, sha):
             return False
         table = serving_versions
@@ -315,25 +345,35 @@ class Registry:
         return stored is not None
 
     def _repoint(self, conn: Connection, alias: str, version_id: str, actor: str, reason: str,
-                 action: Action) -> AliasEvent | None:
-        """Point `alias` at `version_id` and append the audit row; None when it already points there."""
-        cur = conn.execute(select(serving_aliases).where(serving_aliases.c.name == alias).with_for_update()).first()
+                 action: Action, workspace: str) -> AliasEvent | None:
+        """Point `alias` of `workspace` at `version_id` and append the audit row; None when it already points
+        there."""
+        mine = (serving_aliases.c.workspace == workspace) & (serving_aliases.c.name == alias)
+        cur = conn.execute(select(serving_aliases).where(mine).with_for_update()).first()
         if cur is not None and cur.version_id == version_id:
             return None
         at = _now()
         if cur is None:
-            conn.execute(insert(serving_aliases).values(name=alias, version_id=version_id, revision=1, updated_at=at,
-                                                        updated_by=actor))
+            conn.execute(insert(serving_aliases).values(workspace=workspace, name=alias, version_id=version_id,
+                                                        revision=1, updated_at=at, updated_by=actor))
         else:
-            conn.execute(update(serving_aliases).where(serving_aliases.c.name == alias)
+            conn.execute(update(serving_aliases).where(mine)
                          .values(version_id=version_id, revision=cur.revision + 1, updated_at=at, updated_by=actor))
-        values = {"alias": alias, "action": action, "from_version": None if cur is None else cur.version_id,
+        values = {"workspace": workspace, "alias": alias, "action": action,
+                  "from_version": None if cur is None else cur.version_id,
                   "to_version": version_id, "actor": actor, "reason": reason, "at": at}
         res = conn.execute(insert(serving_alias_events).values(**values))
         return AliasEvent(id=res.inserted_primary_key[0], **values)
 
-    def _load(self, conn: Connection, version_id: str, alias: str | None = None) -> PublishedVersion:
-        row = conn.execute(select(serving_versions).where(serving_versions.c.version_id == version_id)).first()
+    def _load(self, conn: Connection, version_id: str, alias: str | None = None,
+              workspace: str | None = None) -> PublishedVersion:
+        """A version (re-derived from its bytes); with `workspace`, only one published into it."""
+        q = select(serving_versions).where(serving_versions.c.version_id == version_id)
+        if workspace is not None:
+            q = q.where(serving_versions.c.version_id.in_(
+                select(serving_version_workspaces.c.version_id)
+                .where(serving_version_workspaces.c.workspace == workspace)))
+        row = conn.execute(q).first()
         if row is None:
             raise UnknownVersionError(f"no serving version {version_id!r}")
         payload = json.loads(row.payload)
@@ -351,7 +391,7 @@ class Registry:
 
     def promote(self, serving: ServingSpec, *, alias: str, lineage: Lineage, actor: str, reason: str,
                 gate: PromotionGate | None = None, pipeline: PipelineSpec | None = None,
-                action: Action = "promote") -> PromotionResult:
+                action: Action = "promote", workspace: str = DEFAULT_WORKSPACE) -> PromotionResult:
         """Preflight, then publish `serving` (if new) and point `alias` at it, with its audit row, in one
         transaction. Raises PreflightError (nothing written) when the spec may not be published."""
         check_alias(alias)
@@ -364,14 +404,16 @@ class Registry:
             except Exception as exc:
                 raise PreflightError(f"serving spec {serving.name!r}", [PreflightIssue(
                     kind="lineage", message=f"the lineage's pipeline spec does not validate: {exc}")]) from exc
-        with self._write(alias) as conn:
+        check_workspace(workspace)
+        with self._write(alias, workspace) as conn:
             snapshot = preflight(serving, pipeline, lineage, instrument=self.instrument, lake=self.lake, gate=gate)
             serving_dump = serving.model_dump(mode="json")
             vid, sha = content_hash(content_of(serving_dump, snapshot, lineage))
             payload = canonical_json({"serving": serving_dump, "runtime_snapshot": snapshot,
                                       "lineage": lineage.model_dump(mode="json")})
-            created = self._insert_version(conn, vid, sha, payload, serving.name, lineage.kind, _now(), actor)
-            ev = self._repoint(conn, alias, vid, actor, reason, action)
+            created = self._insert_version(conn, vid, sha, payload, serving.name, lineage.kind, _now(), actor,
+                                           workspace)
+            ev = self._repoint(conn, alias, vid, actor, reason, action, workspace)
             version = self._load(conn, vid, alias)
         return PromotionResult(version=version, created=created, event=ev)
 
@@ -382,7 +424,7 @@ class Registry:
                          lake=self.lake, gate=gate)
 
     def register(self, serving_yaml: str | os.PathLike[str], *, alias: str, actor: str, reason: str,
-                 configs_dir: Path | None = None) -> PromotionResult:
+                 configs_dir: Path | None = None, workspace: str = DEFAULT_WORKSPACE) -> PromotionResult:
         """Direct registration of a serving YAML (no experiment; still through preflight, no metrics gate)."""
         try:
             spec, pipeline = resolve_serving(serving_yaml, configs_dir=configs_dir, instrument=self.instrument)
@@ -391,11 +433,11 @@ class Registry:
             raise PreflightError(f"serving spec {os.fspath(serving_yaml)!r}",
                                  [PreflightIssue(kind=kind, message=str(e)) for e in err.errors]) from err
         return self.promote(spec, alias=alias, lineage=lineage_for_register(spec, pipeline), actor=actor,
-                            reason=reason, pipeline=pipeline, action="register")
+                            reason=reason, pipeline=pipeline, action="register", workspace=workspace)
 
     def promote_run(self, experiment: str | os.PathLike[str], run_ids: list[str] | str, *, alias: str, actor: str,
                     reason: str, gate: PromotionGate | None = None, configs_dir: Path | None = None,
-                    ) -> PromotionResult:
+                    workspace: str = DEFAULT_WORKSPACE) -> PromotionResult:
         """Promote one parameter set of an experiment from its results rows (the promotion sensor's call):
         the published spec is the base serving spec with that set applied; the experiment's gate applies."""
         exp, base, pipeline = resolve_experiment(experiment, configs_dir=configs_dir, instrument=self.instrument)
@@ -405,35 +447,36 @@ class Registry:
             raise PreflightError(f"experiment {exp.name!r} run(s) {run_ids}",
                                  [PreflightIssue(kind="lineage", message=str(err))]) from err
         return self.promote(promoted, alias=alias, lineage=lineage, actor=actor, reason=reason, gate=gate,
-                            pipeline=pipeline)
+                            pipeline=pipeline, workspace=workspace)
 
     # -- aliases --
 
-    def activate(self, alias: str, version_id: str, *, actor: str, reason: str) -> AliasEvent | None:
-        """Point `alias` at an existing version (audited); None when it already points there. The version's
-        snapshot must still match the instrument lock and the wire schema."""
+    def activate(self, alias: str, version_id: str, *, actor: str, reason: str,
+                 workspace: str = DEFAULT_WORKSPACE) -> AliasEvent | None:
+        """Point `alias` at an existing version of the workspace (audited); None when it already points there.
+        The version's snapshot must still match the instrument lock and the wire schema."""
         check_alias(alias)
         _check_who(actor, reason)
-        with self._write(alias) as conn:
-            version = self._load(conn, version_id)
+        with self._write(alias, workspace) as conn:
+            version = self._load(conn, version_id, workspace=workspace)
             self._servable(version)
-            return self._repoint(conn, alias, version.version_id, actor, reason, "activate")
+            return self._repoint(conn, alias, version.version_id, actor, reason, "activate", workspace)
 
-    def rollback(self, alias: str, *, actor: str, reason: str) -> AliasEvent:
+    def rollback(self, alias: str, *, actor: str, reason: str, workspace: str = DEFAULT_WORKSPACE) -> AliasEvent:
         """Repoint `alias` to the version active before the current one (see the module doc)."""
         check_alias(alias)
         _check_who(actor, reason)
-        with self._write(alias) as conn:
-            events = self._history(conn, alias)
+        with self._write(alias, workspace) as conn:
+            events = self._history(conn, alias, workspace)
             if not events:
                 raise UnknownVersionError(f"no alias {alias!r}")
             stack = _alias_stack(events)
             if len(stack) < 2:
                 raise RegistryError(f"alias {alias!r} has no earlier version to roll back to (history: "
                                     f"{' -> '.join(e.to_version for e in events)})")
-            target = self._load(conn, stack[-2])
+            target = self._load(conn, stack[-2], workspace=workspace)
             self._servable(target)
-            ev = self._repoint(conn, alias, target.version_id, actor, reason, "rollback")
+            ev = self._repoint(conn, alias, target.version_id, actor, reason, "rollback", workspace)
             assert ev is not None  # stack[-1] is the current version and differs from stack[-2]
             return ev
 
@@ -449,50 +492,60 @@ class Registry:
 
     # -- reading --
 
-    def resolve(self, alias_or_id: str) -> PublishedVersion:
-        """The version an alias points at, or a version by id; UnknownVersionError otherwise."""
+    def resolve(self, alias_or_id: str, workspace: str = DEFAULT_WORKSPACE) -> PublishedVersion:
+        """The version an alias of the workspace points at, or a version of the workspace by id;
+        UnknownVersionError otherwise (also for another workspace's alias or version)."""
         with self.engine.connect() as conn:
             vid = conn.execute(select(serving_aliases.c.version_id)
-                               .where(serving_aliases.c.name == alias_or_id)).scalar_one_or_none()
+                               .where(serving_aliases.c.workspace == workspace,
+                                      serving_aliases.c.name == alias_or_id)).scalar_one_or_none()
             if vid is not None:
-                return self._load(conn, vid, alias_or_id)
+                return self._load(conn, vid, alias_or_id, workspace=workspace)
             if _VERSION_RE.match(alias_or_id or ""):
-                return self._load(conn, alias_or_id)
+                return self._load(conn, alias_or_id, workspace=workspace)
         raise UnknownVersionError(f"no serving alias or version {alias_or_id!r}")
 
-    def list_versions(self) -> list[VersionSummary]:
+    def list_versions(self, workspace: str = DEFAULT_WORKSPACE) -> list[VersionSummary]:
         with self.engine.connect() as conn:
             aliases: dict[str, list[str]] = {}
-            for name, vid in conn.execute(select(serving_aliases.c.name, serving_aliases.c.version_id)):
+            for name, vid in conn.execute(select(serving_aliases.c.name, serving_aliases.c.version_id)
+                                          .where(serving_aliases.c.workspace == workspace)):
                 aliases.setdefault(vid, []).append(name)
             rows = conn.execute(select(serving_versions.c.version_id, serving_versions.c.serving_name,
                                        serving_versions.c.lineage_kind, serving_versions.c.created_at,
                                        serving_versions.c.created_by)
+                                .join(serving_version_workspaces,
+                                      serving_version_workspaces.c.version_id == serving_versions.c.version_id)
+                                .where(serving_version_workspaces.c.workspace == workspace)
                                 .order_by(serving_versions.c.created_at, serving_versions.c.version_id)).all()
         return [VersionSummary(version_id=r.version_id, serving_name=r.serving_name, lineage_kind=r.lineage_kind,
                                created_at=_utc(r.created_at), created_by=r.created_by,
                                aliases=sorted(aliases.get(r.version_id, []))) for r in rows]
 
-    def list_aliases(self) -> list[AliasRecord]:
+    def list_aliases(self, workspace: str = DEFAULT_WORKSPACE) -> list[AliasRecord]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(serving_aliases).order_by(serving_aliases.c.name)).all()
-        return [AliasRecord(name=r.name, version_id=r.version_id, revision=r.revision, updated_at=_utc(r.updated_at),
+            rows = conn.execute(select(serving_aliases).where(serving_aliases.c.workspace == workspace)
+                                .order_by(serving_aliases.c.name)).all()
+        return [AliasRecord(workspace=r.workspace, name=r.name, version_id=r.version_id, revision=r.revision,
+                            updated_at=_utc(r.updated_at),
                             updated_by=r.updated_by) for r in rows]
 
-    def history(self, alias: str | None = None) -> list[AliasEvent]:
-        """Audit rows of one alias (or all), oldest first."""
+    def history(self, alias: str | None = None, workspace: str | None = DEFAULT_WORKSPACE) -> list[AliasEvent]:
+        """Audit rows of one alias (or all) of a workspace (None: every workspace), oldest first."""
         with self.engine.connect() as conn:
-            return self._history(conn, alias)
+            return self._history(conn, alias, workspace)
 
-    def _history(self, conn: Connection, alias: str | None) -> list[AliasEvent]:
+    def _history(self, conn: Connection, alias: str | None, workspace: str | None) -> list[AliasEvent]:
         q = select(serving_alias_events).order_by(serving_alias_events.c.id)
+        if workspace is not None:
+            q = q.where(serving_alias_events.c.workspace == workspace)
         if alias is not None:
             q = q.where(serving_alias_events.c.alias == alias)
         return [_event(r) for r in conn.execute(q)]
 
-    def diff(self, a: str, b: str) -> SnapshotDiff:
+    def diff(self, a: str, b: str, workspace: str = DEFAULT_WORKSPACE) -> SnapshotDiff:
         """Field-by-field diff of two versions' (or aliases') runtime snapshots."""
-        va, vb = self.resolve(a), self.resolve(b)
+        va, vb = self.resolve(a, workspace), self.resolve(b, workspace)
         return diff_snapshots(va.runtime_snapshot, vb.runtime_snapshot, version_a=va.version_id,
                               version_b=vb.version_id)
 
@@ -505,9 +558,9 @@ class Registry:
                     self._load(conn, vid)
                 except RegistryIntegrityError as exc:
                     problems.append(str(exc))
-            events = self._history(conn, None)
+            events = self._history(conn, None, None)
             for a in conn.execute(select(serving_aliases)).all():
-                mine = [e for e in events if e.alias == a.name]
+                mine = [e for e in events if e.alias == a.name and e.workspace == a.workspace]
                 if not mine or mine[-1].to_version != a.version_id:
                     problems.append(f"alias {a.name}: points at {a.version_id}, the audit ends at "
                                     f"{mine[-1].to_version if mine else 'nothing'}")
@@ -520,7 +573,7 @@ class Registry:
     def count_rows(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
-                    for t in (serving_versions, serving_aliases, serving_alias_events)}
+                    for t in (serving_versions, serving_aliases, serving_alias_events, serving_version_workspaces)}
 
 
 def _alias_stack(events: list[AliasEvent]) -> list[str]:

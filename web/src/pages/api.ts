@@ -138,6 +138,25 @@ export interface RunEquity {
   reproduced: boolean;
 }
 
+export interface Me {
+  workspace: string;
+  user: string;
+  role: 'viewer' | 'editor' | 'admin' | 'owner';
+  token_id: string;
+  session_expires_at?: string | null;
+}
+
+/** The login page's URL for a page at `pathname + search` to come back to. */
+export function loginHref(pathname: string, search: string): string {
+  return `./login.html?next=${encodeURIComponent(pathname + search)}`;
+}
+
+/** Where the login page sends the browser back: a same-origin path only (no `//host`, no scheme). */
+export function safeNext(search: string): string {
+  const next = new URLSearchParams(search).get('next') ?? '';
+  return /^\/(?![/\\])[^\s]*$/.test(next) && !next.includes('login.html') ? next : './index.html';
+}
+
 export class ApiError extends Error {
   constructor(
     readonly status: number,
@@ -192,9 +211,11 @@ export function apiBase(search: string, origin: string): string {
 type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
 
 export class Api {
+  /** `onUnauthorized`: called on a 401 (no or an expired session), before the ApiError is thrown. */
   constructor(
     readonly base: string,
     private readonly fetchFn: FetchLike = (input, init) => fetch(input, init),
+    private readonly onUnauthorized: (() => void) | null = null,
   ) {}
 
   private async call<T>(path: string, init?: RequestInit): Promise<T> {
@@ -211,6 +232,7 @@ export class Api {
     } catch {
       // not JSON (a proxy's error page): keep the text
     }
+    if (res.status === 401 && this.onUnauthorized) this.onUnauthorized();
     if (!res.ok) throw new ApiError(res.status, errorText(res.status, body));
     return body as T;
   }
@@ -224,10 +246,15 @@ export class Api {
   aliases = (): Promise<AliasRecord[]> => this.call('/serving/aliases');
   history = (alias: string): Promise<AliasEvent[]> => this.call(`/serving/aliases/${encodeURIComponent(alias)}/history`);
   diff = (a: string, b: string): Promise<SnapshotDiff> => this.post('/serving/diff', { a, b });
-  activate = (alias: string, version_id: string, reason: string, actor: string): Promise<AliasChange> =>
-    this.post(`/serving/aliases/${encodeURIComponent(alias)}/activate`, { version_id, reason, actor });
-  rollback = (alias: string, reason: string, actor: string): Promise<AliasChange> =>
-    this.post(`/serving/aliases/${encodeURIComponent(alias)}/rollback`, { reason, actor });
+  activate = (alias: string, version_id: string, reason: string): Promise<AliasChange> =>
+    this.post(`/serving/aliases/${encodeURIComponent(alias)}/activate`, { version_id, reason });
+  rollback = (alias: string, reason: string): Promise<AliasChange> =>
+    this.post(`/serving/aliases/${encodeURIComponent(alias)}/rollback`, { reason });
+  me = (): Promise<Me> => this.call('/auth/me');
+  /** `POST /auth/login` (beside `/v1`): checks the token, the server sets the HttpOnly session cookie. */
+  login = (token: string): Promise<Me> =>
+    this.call('/../auth/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token }) });
+  logout = (): Promise<null> => this.call('/../auth/logout', { method: 'POST' });
   experiments = (): Promise<ExperimentSummary[]> => this.call('/experiments');
   runs = (name: string, query: string): Promise<RunList> =>
     this.call(`/experiments/${encodeURIComponent(name)}/runs${query ? `?${query}` : ''}`);

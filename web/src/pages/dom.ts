@@ -30,7 +30,7 @@ const PAGES = [
 ] as const;
 
 /** The top navigation shared by the pages, the current one marked with aria-current. */
-export function renderNav(host: HTMLElement, current: 'viewer' | 'registry' | 'experiments'): void {
+export function renderNav(host: HTMLElement, current: 'viewer' | 'registry' | 'experiments' | 'studio' | 'login'): void {
   const links = PAGES.map((p) => h('a', { href: p.href, 'aria-current': p.key === current ? 'page' : null, 'data-testid': `nav-${p.key}` }, p.label));
   host.replaceChildren(h('span', { class: 'brand' }, 'qMachina'), ...links);
 }

@@ -5,7 +5,8 @@
  */
 
 import './pages.css';
-import { Api, ApiError, apiBase, type ExperimentSummary, type RunDetail, type RunEquity } from './api';
+import { pageApi, showWho } from './session';
+import { ApiError, type ExperimentSummary, type RunDetail, type RunEquity } from './api';
 import { toSeries } from './curve';
 import { byId, h, renderNav, setStatus } from './dom';
 import { formatMetric, formatValue } from './format';
@@ -14,7 +15,7 @@ import {
   checkFilters, DEFAULT_QUERY, detailParams, metricPairs, pageInfo, paramsText, RUN_COLUMNS, runsQuery, sortMark, toggleSort, type RunQuery,
 } from './runs-model';
 
-const api = new Api(apiBase(location.search, location.origin));
+const api = pageApi();
 const status = byId<HTMLParagraphElement>('status');
 const expEl = byId<HTMLSelectElement>('experiment');
 const dateEl = byId<HTMLSelectElement>('f-test-date');
@@ -188,6 +189,7 @@ window.addEventListener('resize', () => plot());
 
 async function init(): Promise<void> {
   renderNav(byId('nav'), 'experiments');
+  void showWho(byId('nav'), api);
   renderHead();
   setStatus(status, 'loading experiments…', 'busy');
   try {

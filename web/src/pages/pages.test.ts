@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Api, ApiError, apiBase, errorText, type AliasChange, type SnapshotDiff, type VersionSummary } from './api';
+import { Api, ApiError, apiBase, errorText, loginHref, safeNext, type AliasChange, type SnapshotDiff, type VersionSummary } from './api';
 import { linear, niceTicks, plotLayout, TimeAxis, toSeries } from './curve';
 import { diffCounts, diffRows } from './diff';
 import { formatMetric, formatValue } from './format';
@@ -104,14 +104,14 @@ describe('registry decisions', () => {
     { version_id: 'sv_2222222222222222', serving_name: 'b', lineage_kind: 'register', created_at: '2026-01-02T00:00:00Z', created_by: 't', aliases: ['live'] },
     { version_id: 'sv_3333333333333333', serving_name: 'c', lineage_kind: 'experiment', created_at: '2026-01-03T00:00:00Z', created_by: 't', aliases: [] },
   ];
-  it('a confirmation needs a reason; the actor defaults to web; activate needs a version id', () => {
-    expect(checkConfirm({ kind: 'rollback', reason: '   ', actor: 'ops' })).toMatch(/reason is required/);
-    expect(checkConfirm({ kind: 'rollback', reason: ' worse fills ', actor: ' ' })).toEqual({ kind: 'rollback', reason: 'worse fills', actor: 'web' });
-    expect(checkConfirm({ kind: 'activate', reason: 'go', actor: 'ops', versionId: '' })).toMatch(/choose the version/);
-    expect(checkConfirm({ kind: 'activate', reason: 'go', actor: 'ops', versionId: 'live' })).toMatch(/choose the version/);
-    expect(checkConfirm({ kind: 'activate', reason: 'go', actor: 'ops', versionId: 'sv_3333333333333333' }))
-      .toEqual({ kind: 'activate', reason: 'go', actor: 'ops', versionId: 'sv_3333333333333333' });
-    expect(checkConfirm({ kind: 'rollback', reason: 'x'.repeat(2001), actor: 'ops' })).toMatch(/2000/);
+  it('a confirmation needs a reason; activate needs a version id; the actor is the token, not a field', () => {
+    expect(checkConfirm({ kind: 'rollback', reason: '   ' })).toMatch(/reason is required/);
+    expect(checkConfirm({ kind: 'rollback', reason: ' worse fills ' })).toEqual({ kind: 'rollback', reason: 'worse fills' });
+    expect(checkConfirm({ kind: 'activate', reason: 'go', versionId: '' })).toMatch(/choose the version/);
+    expect(checkConfirm({ kind: 'activate', reason: 'go', versionId: 'live' })).toMatch(/choose the version/);
+    expect(checkConfirm({ kind: 'activate', reason: 'go', versionId: 'sv_3333333333333333' }))
+      .toEqual({ kind: 'activate', reason: 'go', versionId: 'sv_3333333333333333' });
+    expect(checkConfirm({ kind: 'rollback', reason: 'x'.repeat(2001) })).toMatch(/2000/);
   });
   it('status text of a change', () => {
     const c: AliasChange = { alias: 'live', version_id: 'sv_1111111111111111', changed: true, event: null };
@@ -144,6 +144,17 @@ describe('api', () => {
     expect(errorText(502, '')).toBe('HTTP 502');
     expect(errorText(500, null)).toBe('HTTP 500');
   });
+  it('a 401 sends the page to the login page, which only returns to same-origin paths', async () => {
+    let sent = 0;
+    const api = new Api('http://h/v1', async () => new Response('{"detail":{"message":"authentication required"}}', { status: 401 }), () => { sent += 1; });
+    await expect(api.aliases()).rejects.toThrow(/authentication required/);
+    expect(sent).toBe(1);
+    expect(loginHref('/registry.html', '?x=1')).toBe('./login.html?next=%2Fregistry.html%3Fx%3D1');
+    expect(safeNext('?next=%2Fregistry.html%3Fx%3D1')).toBe('/registry.html?x=1');
+    for (const bad of ['//evil.test/x', 'https://evil.test', '/\\evil.test', 'javascript:alert(1)', '', '/login.html']) {
+      expect(safeNext(`?next=${encodeURIComponent(bad)}`)).toBe('./index.html');
+    }
+  });
   it('base URL: the page origin, or ?api= for a dev server', () => {
     expect(apiBase('', 'http://127.0.0.1:8002')).toBe('http://127.0.0.1:8002/v1');
     expect(apiBase('?api=http://localhost:9000/', 'http://x')).toBe('http://localhost:9000/v1');
@@ -155,12 +166,12 @@ describe('api', () => {
       calls.push({ url, init });
       return new Response(JSON.stringify({ detail: { message: 'no earlier version' } }), { status: 409 });
     });
-    const err = await api.rollback('live', 'why', 'web').catch((e: unknown) => e);
+    const err = await api.rollback('live', 'why').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ApiError);
     expect((err as ApiError).status).toBe(409);
     expect((err as ApiError).message).toBe('no earlier version (HTTP 409)');
     expect(calls[0]!.url).toBe('http://h/v1/serving/aliases/live/rollback');
-    expect(JSON.parse(String(calls[0]!.init!.body))).toEqual({ reason: 'why', actor: 'web' });
+    expect(JSON.parse(String(calls[0]!.init!.body))).toEqual({ reason: 'why' });
     const down = new Api('http://h/v1', async () => { throw new TypeError('Failed to fetch'); });
     await expect(down.aliases()).rejects.toThrow(/cannot reach http:\/\/h\/v1: Failed to fetch/);
   });

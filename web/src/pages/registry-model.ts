@@ -8,7 +8,6 @@ export type ChangeKind = 'activate' | 'rollback';
 export interface ConfirmInput {
   kind: ChangeKind;
   reason: string;
-  actor: string;
   /** the chosen version (activate only) */
   versionId?: string;
 }
@@ -16,26 +15,23 @@ export interface ConfirmInput {
 export interface ConfirmedChange {
   kind: ChangeKind;
   reason: string;
-  actor: string;
   versionId?: string;
 }
 
 const VERSION_ID_RE = /^sv_[0-9a-f]{16}$/;
 
-/** A confirmation's fields checked as the server will (reason and actor non-blank, a version id to activate);
- * returns the trimmed change or the message to show instead. */
+/** A confirmation's fields checked as the server will (a non-blank reason, a version id to activate); the
+ * actor is the caller's token, not a field. Returns the trimmed change or the message to show instead. */
 export function checkConfirm(input: ConfirmInput): ConfirmedChange | string {
   const reason = input.reason.trim();
-  const actor = input.actor.trim() || 'web';
   if (!reason) return 'a reason is required: it is kept in the audit history';
   if (reason.length > 2000) return 'the reason is longer than 2000 characters';
-  if (actor.length > 128) return 'the actor is longer than 128 characters';
   if (input.kind === 'activate') {
     const v = (input.versionId ?? '').trim();
     if (!VERSION_ID_RE.test(v)) return 'choose the version to activate';
-    return { kind: 'activate', reason, actor, versionId: v };
+    return { kind: 'activate', reason, versionId: v };
   }
-  return { kind: 'rollback', reason, actor };
+  return { kind: 'rollback', reason };
 }
 
 /** The status line after a successful change: "live → sv_…", or that nothing changed. */

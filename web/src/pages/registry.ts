@@ -5,18 +5,18 @@
  */
 
 import './pages.css';
-import { Api, ApiError, apiBase, type AliasRecord, type PublishedVersion, type VersionSummary } from './api';
+import { pageApi, showWho } from './session';
+import { ApiError, type AliasRecord, type PublishedVersion, type VersionSummary } from './api';
 import { diffCounts, diffRows } from './diff';
 import { byId, h, renderNav, setStatus } from './dom';
 import { formatIso } from './format';
 import { activationChoices, changeStatus, checkConfirm, modelOf, newestFirst, sourceRun, type ChangeKind } from './registry-model';
 
-const api = new Api(apiBase(location.search, location.origin));
+const api = pageApi();
 const status = byId<HTMLParagraphElement>('status');
 const dialog = byId<HTMLDialogElement>('confirm');
 const form = byId<HTMLFormElement>('confirm-form');
 const reasonEl = byId<HTMLTextAreaElement>('confirm-reason');
-const actorEl = byId<HTMLInputElement>('confirm-actor');
 const versionEl = byId<HTMLSelectElement>('confirm-version');
 const okBtn = byId<HTMLButtonElement>('confirm-ok');
 const confirmError = byId<HTMLParagraphElement>('confirm-error');
@@ -164,7 +164,7 @@ function openConfirm(kind: ChangeKind, alias: AliasRecord): void {
 
 async function submitConfirm(): Promise<void> {
   if (!pending) return;
-  const checked = checkConfirm({ kind: pending.kind, reason: reasonEl.value, actor: actorEl.value, versionId: versionEl.value });
+  const checked = checkConfirm({ kind: pending.kind, reason: reasonEl.value, versionId: versionEl.value });
   if (typeof checked === 'string') {
     confirmError.textContent = checked;
     return;
@@ -174,8 +174,8 @@ async function submitConfirm(): Promise<void> {
   setStatus(status, `${checked.kind === 'activate' ? 'activating' : 'rolling back'} ${alias}…`, 'busy');
   try {
     const change = checked.kind === 'activate'
-      ? await api.activate(alias, checked.versionId!, checked.reason, checked.actor)
-      : await api.rollback(alias, checked.reason, checked.actor);
+      ? await api.activate(alias, checked.versionId!, checked.reason)
+      : await api.rollback(alias, checked.reason);
     dialog.close();
     pending = null;
     selectedAlias = alias;
@@ -207,6 +207,7 @@ dialog.addEventListener('close', () => { pending = null; });
 byId('diff-btn').addEventListener('click', () => void showDiff());
 
 renderNav(byId('nav'), 'registry');
+void showWho(byId('nav'), api);
 setStatus(status, 'loading…', 'busy');
 reload().then(
   () => { if (status.dataset['tone'] === 'busy') setStatus(status, `${aliases.length} alias(es), ${versions.length} version(s)`, ''); },

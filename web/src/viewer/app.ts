@@ -7,7 +7,8 @@
 
 import type { RuntimeConfigMessage, StreamBin } from '../stream/contract';
 import { COLOR_SCHEMES, isColorScheme, type ColorScheme } from './colormap';
-import { StreamConnection, type ConnState } from './connection';
+import { ServerStreamError, StreamConnection, type ConnState } from './connection';
+import { toLogin, UNAUTHORIZED } from '../pages/session';
 import { PriceView } from './geometry';
 import { EMA_SIGNAL_FIELD } from './ema';
 import { createViewerModel, ingestBin, type ViewerModel } from './model';
@@ -83,7 +84,10 @@ export class ViewerApp {
       onState: (s, d) => this.onState(s, d),
       onConfig: (c) => this.onConfig(c),
       onBin: (b) => this.onBin(b),
-      onError: (e, src) => showError(root, src === 'contract' ? 'Stream contract violation (SPEC §7.2)' : src === 'server' ? 'Server error' : 'Connection error', e.message),
+      onError: (e, src) => {
+        if (e instanceof ServerStreamError && e.code === UNAUTHORIZED) toLogin(); // no session: log in, come back
+        showError(root, src === 'contract' ? 'Stream contract violation (SPEC §7.2)' : src === 'server' ? 'Server error' : 'Connection error', e.message);
+      },
       onEnd: () => this.note('end of stream'),
     });
     this.controls();

@@ -51,7 +51,7 @@ export class Backoff {
 }
 
 /** Close codes after which reconnecting cannot help (the request itself is wrong, or the stream ended). */
-export const FINAL_CLOSE_CODES: ReadonlySet<number> = new Set([1000, 4400, 4403, 4404, 4410, 4422, 4501]);
+export const FINAL_CLOSE_CODES: ReadonlySet<number> = new Set([1000, 4400, 4401, 4403, 4404, 4410, 4422, 4501]);
 
 export function shouldReconnect(code: number, ended: boolean): boolean {
   if (ended) return false;
