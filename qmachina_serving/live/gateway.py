@@ -584,9 +584,3 @@ def main_with(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s gateway %(levelname)s %(message)s", stream=sys.stderr)
     asyncio.run(serve(config_from_args(args)))
     return 0
-
-
-if __name__ == "__main__":
-    from qmachina_assets.cli import main
-
-    sys.exit(main(["live-gateway", *sys.argv[1:]]))
