@@ -3,6 +3,8 @@ planted optimum; through `run_fold` on two synthetic days its rows land in the r
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from qmachina_assets.core.research import advisor, search, sweeps
@@ -120,10 +122,18 @@ def test_tpe_sweep_through_run_fold(tmp_path_factory):
     assert len({r["threshold"] for r in rows_a}) > 2  # off the listed values: a range, not a grid
     # a replay of one sampled set through param_sets reproduces its row
     one = rows_a[3]
-    params = {**__import__("json").loads(one["params_json"]), "param_hash": one["param_hash"]}
+    params = {**json.loads(one["params_json"]), "param_hash": one["param_hash"]}
     again = sweeps.run_fold(w.lake, exp, srv, pipe, fold, param_sets=[params]).to_pylist()[0]
     assert again["oos_total_pnl_ticks"] == one["oos_total_pnl_ticks"]
     sweeps.append_results(w.lake, a)
     res = advisor.load_results(w.lake, "synth_tpe")
     sens = advisor.sensitivity(res, "threshold")
     assert sum(p.n_rows for p in sens.points) == 12
+    # the selected run replays to its stored trades: trade-level flags are assessed from real trades
+    rep = advisor.replay_trades(w.lake, res, w.configs)
+    assert rep.note is None and rep.is_candidate is not None
+    sel = res.candidate()
+    assert rep.oos[sel["test_date"]].pnl_ticks.size == sel["oos_n_trades"]
+    rob = advisor.robustness(res, oos_trades=rep.oos, is_trades=rep.is_candidate)
+    assert rob.trades_replayed and next(f for f in rob.flags if f.name == "deflated_sharpe").details["source"] \
+        == "replayed in-sample trades"

@@ -38,11 +38,12 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from qmachina_assets.core.research.specs import (
     BOUNDED_SIGNALS,
     TRADING_AXES,
+    ConfigError,
     ExperimentSpec,
     PipelineSpec,
     ServingSpec,
@@ -59,12 +60,15 @@ NY_TZ = "America/New_York"
 class Thresholds(BaseModel):
     """Every threshold a flag or a suggestion is judged by (the API takes them as query parameters)."""
 
-    min_edge_values: int = Field(3, ge=2, description="an axis needs this many values for 'edge' to mean anything")
+    min_edge_values: int = Field(3, ge=2, le=1000,
+                                 description="an axis needs this many values for 'edge' to mean anything")
     peak_keep: float = Field(0.5, gt=0, lt=1, description="narrow peak: neighbours keep less than this share "
                                                           "of the selected set's in-sample metric")
-    oos_is_ratio: float = Field(0.5, gt=0, description="OOS pnl per trade below this share of IS pnl per trade")
-    min_trades: int = Field(30, ge=1, description="out-of-sample trades needed for a hit rate to mean something")
-    confidence: float = Field(0.95, gt=0.5, lt=1, description="level of the confidence intervals")
+    oos_is_ratio: float = Field(0.5, gt=0, le=100,
+                                description="OOS pnl per trade below this share of IS pnl per trade")
+    min_trades: int = Field(30, ge=1, le=10**9,
+                            description="out-of-sample trades needed for a hit rate to mean something")
+    confidence: float = Field(0.95, ge=0.5, le=0.999, description="level of the confidence intervals")
     min_dsr: float = Field(0.95, gt=0, lt=1, description="deflated Sharpe ratio (a probability) below this fires")
     flat_share: float = Field(0.1, gt=0, lt=1, description="an axis is flat when its profile moves less than "
                                                           "this share of the metric's spread over all rows")
@@ -417,6 +421,7 @@ class Robustness(BaseModel):
     thresholds: Thresholds
     flags: list[Flag]
     trades_replayed: bool
+    note: str | None = Field(None, description="why trade-level figures fall back to the rows' counts")
 
 
 def _edge_flags(res: Results, cand: dict[str, Any], th: Thresholds) -> list[Flag]:
@@ -605,9 +610,11 @@ def _dsr_flag(res: Results, cand: dict[str, Any], th: Thresholds, cost: float,
 
 
 def robustness(res: Results, *, cost_ticks_per_trade: float = 0.0, thresholds: Thresholds | None = None,
-               oos_trades: dict[str, TradeSample] | None = None, is_trades: TradeSample | None = None) -> Robustness:
+               oos_trades: dict[str, TradeSample] | None = None, is_trades: TradeSample | None = None,
+               note: str | None = None) -> Robustness:
     """Every flag for the walk-forward's choices (see the module doc). `oos_trades`: replayed out-of-sample
-    trades of each fold's selected row by test date; `is_trades`: the candidate's replayed in-sample trades."""
+    trades of each fold's selected row by test date; `is_trades`: the candidate's replayed in-sample trades;
+    `note`: why they are missing, when they are."""
     th = thresholds or Thresholds()
     cand = res.candidate()
     flags: list[Flag] = []
@@ -628,14 +635,14 @@ def robustness(res: Results, *, cost_ticks_per_trade: float = 0.0, thresholds: T
         flags.append(concentration("hour_concentration", "hour", dict(sorted(by_hour.items()))))
     else:
         flags.append(Flag(name="hour_concentration", fired=None,
-                          message="not assessable without the selected runs' trades (replay)"))
+                          message=f"not assessable without the selected runs' trades ({note or 'not replayed'})"))
     if cand is not None:
         flags.append(_dsr_flag(res, cand, th, cost_ticks_per_trade, is_trades))
     return Robustness(
         experiment=cand.get("experiment") if cand else None, test_dates=res.test_dates,
         candidate={"run_id": cand["run_id"], "param_hash": cand["param_hash"], "params": res.params[id(cand)]}
         if cand else None, sets_tried=res.tried(res.last_day), thresholds=th, flags=flags,
-        trades_replayed=oos_trades is not None)
+        trades_replayed=oos_trades is not None, note=note)
 
 
 # ---- follow-up sweeps ------------------------------------------------------------------------------
@@ -723,7 +730,8 @@ def _refine(values: list[float], v: float, integral: bool) -> list[Any]:
 
 def suggest(res: Results, exp: ExperimentSpec, serving: ServingSpec, pipeline: PipelineSpec,
             thresholds: Thresholds | None = None, flags: Robustness | None = None) -> list[Suggestion]:
-    """Rule-based follow-up sweeps (module doc); each spec passes the same checks as a YAML file would."""
+    """Rule-based follow-up sweeps (module doc); each spec passes the same checks as a YAML file would (a rule
+    whose values the checks refuse offers nothing)."""
     th = thresholds or Thresholds()
     flags = flags or robustness(res, cost_ticks_per_trade=exp.eval.cost_ticks_per_trade, thresholds=th)
     cand = res.candidate()
@@ -737,8 +745,11 @@ def suggest(res: Results, exp: ExperimentSpec, serving: ServingSpec, pipeline: P
     def add(kind: str, axis: str, values: list[Any], reason: str) -> None:
         short = axis.rsplit(".", 1)[-1]
         name = f"{exp.name}_{kind.split('_')[0]}_{short}"[:64]
-        spec = with_axis(exp, serving, axis, values, name=name)
-        validate_experiment(spec, serving, pipeline)
+        try:
+            spec = with_axis(exp, serving, axis, values, name=name)
+            validate_experiment(spec, serving, pipeline)
+        except (ConfigError, ValidationError):  # the rule proposed values the specs refuse: not offered
+            return
         body = spec.model_dump(mode="json", exclude_none=True)
         out.append(Suggestion(kind=kind, axis=axis, reason=reason, values=values, n_sets=spec.n_sets(serving),
                               spec=body, yaml=yaml.safe_dump(body, sort_keys=False)))
@@ -852,6 +863,45 @@ def most_sensitive_pair(sens: Sequence[AxisSensitivity]) -> tuple[str, str] | No
     return (ranked[0].axis, ranked[1].axis) if len(ranked) >= 2 else None
 
 
+@dataclass(frozen=True)
+class Replayed:
+    """Trades of the walk-forward's selected rows, replayed (or why not: `note`)."""
+
+    oos: dict[str, TradeSample] | None  # by test date
+    is_candidate: TradeSample | None  # the candidate's in-sample trades
+    note: str | None = None
+
+
+def replay_trades(lake: Path, res: Results, configs_dir: Path | None = None) -> Replayed:
+    """Replay each fold's selected row (run_equity.replay_evaluations: the sweep's own code) for its trades.
+    Refused, with the reason in `note`, when a row cannot be replayed faithfully or its replay does not
+    reproduce the stored trade count and pnl."""
+    from qmachina_assets.core.research.run_equity import replay_evaluations
+
+    cand = res.candidate()
+    oos: dict[str, TradeSample] = {}
+    is_cand = None
+    for r in res.selected():
+        try:
+            ev = replay_evaluations(lake, r, configs_dir)
+        except (ValueError, OSError) as exc:  # ReplayError, a dataset that does not load
+            return Replayed(None, None, f"trades not replayed: {exc}")
+        for tag, (out, data) in ev.items():
+            stored_n, stored_pnl = _finite(r.get(f"{tag}_n_trades")), _finite(r.get(f"{tag}_total_pnl_ticks"))
+            m = out.metrics
+            if stored_n != m.n_trades or stored_pnl is None or not math.isclose(stored_pnl, m.total_pnl_ticks,
+                                                                               rel_tol=1e-9, abs_tol=1e-6):
+                return Replayed(None, None, f"trades not replayed: run {r['run_id']} replays to {m.n_trades} "
+                                            f"trades / {m.total_pnl_ticks:.4g} ticks, stored {stored_n} / "
+                                            f"{stored_pnl} (the code changed since the sweep)")
+            sample = TradeSample(out.trades["pnl_ticks"].copy(), data.ts_ns[out.trades["entry_bin"]])
+            if tag == "oos":
+                oos[r["test_date"]] = sample
+            elif cand is not None and r["run_id"] == cand["run_id"]:
+                is_cand = sample
+    return Replayed(oos, is_cand)
+
+
 def load_results(lake: Path, experiment: str) -> Results | None:
     from qmachina_assets.core.research.sweeps import read_results
 
@@ -859,8 +909,62 @@ def load_results(lake: Path, experiment: str) -> Results | None:
     return None if table is None else Results.from_table(table)
 
 
+class Advice(BaseModel):
+    """Everything above for one experiment (what the sweep asset's metadata shows)."""
+
+    experiment: str
+    metric: str
+    sensitivity: list[AxisSensitivity]
+    heatmap: Heatmap | None
+    robustness: Robustness
+    suggestions: list[Suggestion]
+    note: str | None = Field(None, description="why suggestions are missing, when the specs do not load")
+
+
+def spec_chain(experiment: str, configs_dir: Path | None = None,
+               ) -> tuple[tuple[ExperimentSpec, ServingSpec, PipelineSpec] | None, str | None]:
+    """The experiment's specs, or None and why (an experiment's results outlive its YAML file)."""
+    from qmachina_assets.core.research.specs import ConfigError, resolve_experiment
+
+    try:
+        return resolve_experiment(experiment, configs_dir=configs_dir), None
+    except (ConfigError, OSError) as exc:
+        return None, f"the specs of {experiment!r} do not load: {exc}"
+
+
+def advise(lake: Path, experiment: str, *, configs_dir: Path | None = None, metric: str = DEFAULT_METRIC,
+           thresholds: Thresholds | None = None, replay: bool = True) -> Advice | None:
+    """Sensitivity of every swept axis, the heatmap of the two most sensitive, the flags (with replayed trades
+    when `replay`) and the suggestions; None before any results."""
+    res = load_results(lake, experiment)
+    if res is None:
+        return None
+    th = thresholds or Thresholds()
+    chain, note = spec_chain(experiment, configs_dir)
+    cost = chain[0].eval.cost_ticks_per_trade if chain else 0.0
+    rep = replay_trades(lake, res, configs_dir) if replay else Replayed(None, None, "replay not asked for")
+    rob = robustness(res, cost_ticks_per_trade=cost, thresholds=th, oos_trades=rep.oos, is_trades=rep.is_candidate,
+                     note=rep.note or (f"{note}; cost taken as 0" if note else None))
+    sens = [sensitivity(res, a, metric, th) for a in res.axes]
+    pair = most_sensitive_pair(sens)
+    sugg = suggest(res, *chain, thresholds=th, flags=rob) if chain else []
+    return Advice(experiment=experiment, metric=metric, sensitivity=sens,
+                  heatmap=heatmap(res, *pair, metric) if pair else None, robustness=rob, suggestions=sugg, note=note)
+
+
+def advice_markdown(adv: Advice) -> tuple[str, str]:
+    """(flags table, suggestions list) as Markdown."""
+    head = "| flag | axis | fired | figure | threshold | why |\n|---|---|---|---|---|---|"
+    mark = {True: "**yes**", False: "no", None: "n/a"}
+    rows = [f"| {f.name} | {f.axis or ''} | {mark[f.fired]} | {'' if f.figure is None else f'{f.figure:.4g}'} | "
+            f"{'' if f.threshold is None else f'{f.threshold:.4g}'} | {f.message} |" for f in adv.robustness.flags]
+    sugg = [f"- **{s.kind}** `{s.axis}` → {s.values} ({s.n_sets} sets per test day): {s.reason}"
+            for s in adv.suggestions] or [f"- none{f' ({adv.note})' if adv.note else ''}"]
+    return "\n".join([head, *rows]), "\n".join(sugg)
+
+
 __all__ = [
-    "DEFAULT_METRIC", "AxisSensitivity", "Flag", "Heatmap", "Results", "Robustness",
-    "Suggestion", "Thresholds", "TradeSample", "deflated_sharpe", "expected_max_sharpe", "heatmap",
-    "load_results", "robustness", "sensitivity", "sensitivity_png", "suggest", "wilson", "with_axis",
+    "DEFAULT_METRIC", "Advice", "AxisSensitivity", "Flag", "Heatmap", "Results", "Robustness", "Suggestion",
+    "Thresholds", "TradeSample", "advice_markdown", "advise", "deflated_sharpe", "expected_max_sharpe", "heatmap",
+    "load_results", "replay_trades", "robustness", "sensitivity", "sensitivity_png", "suggest", "wilson", "with_axis",
 ]
