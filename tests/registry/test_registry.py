@@ -537,10 +537,10 @@ def _race(reg, jobs, *, inside_transaction: bool, monkeypatch) -> list:
     if inside_transaction:
         original = Registry._lock_alias
 
-        def lock_after_barrier(self, conn, alias):
+        def lock_after_barrier(self, conn, alias, workspace):
             conn.exec_driver_sql("SELECT txid_current()")  # the transaction is really open
             barrier.wait()
-            original(self, conn, alias)
+            original(self, conn, alias, workspace)
 
         monkeypatch.setattr(Registry, "_lock_alias", lock_after_barrier)
     results: list = [None] * len(jobs)

@@ -192,18 +192,13 @@ def test_promotion_candidate_sensor_and_job(world, monkeypatch):
 
 def test_run_equity_endpoint_replays_a_stored_row(world):
     """`GET .../runs/{id}/equity` replays one row: its final out-of-sample equity is the stored total."""
-    from fastapi import FastAPI
-    from fastapi.testclient import TestClient
-
-    from qmachina_serving.api import build_router
+    from tests.support.auth import rest_client
 
     lake, exp_path, exp, srv, pipe = world
     table = sweeps.run_fold(lake, exp, srv, pipe, sweeps.folds(pipe, exp)[0])
     sweeps.append_results(lake, table)
     rows = sorted(table.to_pylist(), key=lambda r: -r["oos_n_trades"])
-    app = FastAPI()
-    app.include_router(build_router(None, lake, exp_path.parent.parent))
-    with TestClient(app) as c:
+    with rest_client(lake, exp_path.parent.parent) as c:
         for row in (rows[0], next(r for r in rows if "2.0" in r["params_json"])):  # stored and recomputed gold
             r = c.get(f"/v1/experiments/{exp.name}/runs/{row['run_id']}/equity")
             assert r.status_code == 200, r.text
@@ -229,9 +224,7 @@ def test_run_equity_endpoint_replays_a_stored_row(world):
     shutil.copytree(exp_path.parent.parent, changed, dirs_exist_ok=True)
     edited = changed / "experiments" / "synth_sweep.yaml"
     edited.write_text(edited.read_text().replace("max_hold_bins: 600", "max_hold_bins: 700"))
-    app = FastAPI()
-    app.include_router(build_router(None, lake, changed))
-    with TestClient(app) as c:
+    with rest_client(lake, changed) as c:
         r = c.get(f"/v1/experiments/{exp.name}/runs/{rows[2]['run_id']}/equity")
         assert r.status_code == 409 and "experiment spec" in r.json()["detail"]["message"]
 

@@ -8,13 +8,11 @@ import shutil
 import pyarrow as pa
 import pytest
 import yaml
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.research import sweeps
 from qmachina_assets.core.research.specs import ExperimentSpec, resolve_experiment, validate_experiment
-from qmachina_serving.api import build_router
+from tests.support.auth import rest_client
 from tests.support.planted import BROAD, fold_rows, planted_day
 
 EXPERIMENT = {
@@ -38,9 +36,7 @@ def client(tmp_path_factory):
     data = {d: planted_day(d, BROAD, 4, 4, seed=i) for i, d in enumerate(days)}
     for train, test in itertools.pairwise(days):
         sweeps.append_results(lake, pa.Table.from_pylist(fold_rows(exp, serving, data[train], data[test], test)))
-    app = FastAPI()
-    app.include_router(build_router(None, lake, configs))
-    with TestClient(app) as c:
+    with rest_client(lake, configs) as c:
         yield c, configs
 
 

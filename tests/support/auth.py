@@ -55,3 +55,15 @@ def seed_access(lake: Path | None = None, *, url: str | None = None, workspace: 
 
 def _user(workspace: str, role: str) -> str:
     return role if workspace == DEFAULT_WORKSPACE else f"{workspace}_{role}"
+
+
+def rest_client(lake: Path, configs: Path | None = None, role: str = "viewer", registry_factory=None) -> TestClient:
+    """A TestClient of a bare app with the `/v1` router over `lake` (its registry and control plane), sending a
+    real `role` token of the default workspace (`seed_access`)."""
+    from fastapi import FastAPI
+
+    from qmachina_serving.api import build_router
+
+    app = FastAPI()
+    app.include_router(build_router(registry_factory, lake, configs, control_factory=lambda: ControlPlane(lake=lake)))
+    return seed_access(lake, roles=(role,)).client(app, role)
