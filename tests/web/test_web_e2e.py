@@ -55,11 +55,11 @@ def e2e_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | Path]
     world.serving("vp_stream_v2").write_text(second.replace("name: vp_stream_test", "name: vp_stream_v2", 1))
     with Registry(lake=world.lake, instrument=world.instrument) as reg:
         first = reg.register(world.serving("vp_stream_test"), alias="live", actor="tests", reason="e2e v1",
-                             configs_dir=world.configs).version.version_id
+                             configs_dir=world.configs, expected_version_id=None).version.version_id
         current = reg.register(world.serving("vp_stream_v2"), alias="live", actor="tests", reason="e2e v2",
-                               configs_dir=world.configs).version.version_id
+                               configs_dir=world.configs, expected_version_id=first).version.version_id
         reg.register(world.serving("ema_stream_test"), alias="ema", actor="tests", reason="e2e ema",
-                     configs_dir=world.configs)
+                     configs_dir=world.configs, expected_version_id=None)
         assert reg.resolve("live").version_id == current != first
     return {"lake": world.lake, "first": first, "current": current}
 
