@@ -1,4 +1,5 @@
-"""Gold benchmark: built-in set (batch and stream paths) and a DSL graph over a day of silver.
+"""Gold benchmark: built-in set (batch and stream paths) and DSL graphs (batch, and the 20-node example
+spec streamed one bin per `DslRuntime.step`, the serving path) over a day of silver.
 
 Usage: python bench/gold.py FILE [--start HH:MM --end HH:MM]   (UTC window; default 13:30-20:00, RTH)
 FILE is an MBO day (e.g. `qmachina synth /tmp/day.dbn.zst --events 20000000`); the engine turns it into
@@ -20,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qmachina_assets.core.engine.engine import Engine
 from qmachina_assets.core.gold import dsl as gold_dsl
+from qmachina_assets.core.gold import dsl_runtime
 from qmachina_assets.core.gold import features as gold
 from qmachina_assets.core.gold.partition import BIN_INPUTS
 from qmachina_assets.core.ingest import dbn
@@ -62,11 +64,21 @@ def timed(fn, *args) -> tuple[float, object]:
     return time.perf_counter() - t, out
 
 
+def stream_bins(spec: gold_dsl.GoldDslSpec, bins: dict, grid: dict, r: int, tick: int, cell_width_ms: int,
+                n: int) -> None:
+    """The serving path: one `DslRuntime.step` per bin, each given that bin's silver views."""
+    rt = dsl_runtime.DslRuntime(spec, r, tick, cell_width_ms)
+    w = 2 * r + 1
+    for b in range(n):
+        rt.step({c: v[b:b + 1] for c, v in bins.items()}, {c: v[b * w:(b + 1) * w] for c, v in grid.items()})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("file", type=Path)
     ap.add_argument("--start", default="13:30")
     ap.add_argument("--end", default="20:00")
+    ap.add_argument("--stream-bins", type=int, default=50_000, help="bins streamed one per step (DSL stream)")
     args = ap.parse_args()
     inst = locked_instrument()
     r, tick = inst.grid_radius_ticks, inst.tick_int
@@ -85,24 +97,29 @@ def main() -> None:
     small = ({c: v[:500] for c, v in bins.items()}, {c: v[:500 * w] for c, v in grid.items()})
     gold.compute_gold(*small, cfg, r, tick)
     gold.GoldRuntime(cfg, r, tick).step(*small)
-    gold_dsl.execute(dsl_spec, *small, r, tick, inst.cell_width_ms)
-    gold_dsl.execute(builtin_dsl, *small, r, tick, inst.cell_width_ms)
+    dsl_runtime.execute(dsl_spec, *small, r, tick, inst.cell_width_ms)
+    dsl_runtime.execute(builtin_dsl, *small, r, tick, inst.cell_width_ms)
 
     t_batch, _ = timed(gold.compute_gold, bins, grid, cfg, r, tick)
     print(f"built-in batch:  {t_batch:7.2f} s  {n_bins / t_batch:12,.0f} bins/s  {cells / t_batch:12,.0f} cells/s")
     t_stream, _ = timed(gold.GoldRuntime(cfg, r, tick).step, bins, grid)
     print(f"built-in stream: {t_stream:7.2f} s  {n_bins / t_stream:12,.0f} bins/s  {cells / t_stream:12,.0f} cells/s")
-    t_dsl, _ = timed(gold_dsl.execute, dsl_spec, bins, grid, r, tick, inst.cell_width_ms)
+    t_dsl, _ = timed(dsl_runtime.execute, dsl_spec, bins, grid, r, tick, inst.cell_width_ms)
     n_nodes = len(dsl_spec.nodes)
     print(f"DSL {dsl_spec.name} ({n_nodes} nodes): {t_dsl:7.2f} s  {n_bins / t_dsl:12,.0f} bins/s  "
           f"{cells / t_dsl:12,.0f} cells/s")
-    t_bdsl, _ = timed(gold_dsl.execute, builtin_dsl, bins, grid, r, tick, inst.cell_width_ms)
+    t_bdsl, _ = timed(dsl_runtime.execute, builtin_dsl, bins, grid, r, tick, inst.cell_width_ms)
     print(f"DSL builtin ({len(builtin_dsl.nodes)} nodes): {t_bdsl:7.2f} s  {n_bins / t_bdsl:12,.0f} bins/s  "
           f"{cells / t_bdsl:12,.0f} cells/s")
+    n_stream = min(n_bins, args.stream_bins)
+    t_step, _ = timed(stream_bins, dsl_spec, bins, grid, r, tick, inst.cell_width_ms, n_stream)
+    print(f"DSL {dsl_spec.name} stream, one bin per step: {n_stream:,} bins in {t_step:.2f} s  "
+          f"{n_stream / t_step:12,.0f} bins/s  (target >= 10,000)")
     print(json.dumps({"bins": n_bins, "cells": cells, "builtin_batch_s": round(t_batch, 3),
                       "builtin_stream_s": round(t_stream, 3), "dsl_nodes": n_nodes, "dsl_s": round(t_dsl, 3),
                       "dsl_builtin_s": round(t_bdsl, 3), "builtin_cells_per_s": round(cells / t_batch),
-                      "dsl_cells_per_s": round(cells / t_dsl)}))
+                      "dsl_cells_per_s": round(cells / t_dsl), "dsl_stream_bins": n_stream,
+                      "dsl_stream_bins_per_s": round(n_stream / t_step)}))
 
 
 if __name__ == "__main__":
