@@ -302,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serving_parser(sub)  # qmachina serving register|promote|list|show|history|diff|activate|rollback|...
 
+    from qmachina_assets.core.control.commands import add_control_parsers
+
+    add_control_parsers(sub)  # qmachina workspace create|list, member add|remove|role|list, token create|revoke|list
+
     v2 = sub.add_parser("serve", help="run the serving process (stream, REST) on uvicorn")
     v2.add_argument("--host", default=None, help="default: QMACHINA_SERVING_HOST or 127.0.0.1")
     v2.add_argument("--port", type=int, default=None, help="default: QMACHINA_SERVING_PORT")

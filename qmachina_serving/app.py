@@ -7,7 +7,8 @@ Endpoints:
 - `WS /v1/stream?serving=<alias|version id>[&date=YYYY-MM-DD][&start=HH:MM[:SS]][&end=HH:MM[:SS]][&speed=x]`
   — see `protocol` (messages, close codes) and `session` (sharing, pacing, slow clients). `start`/`end`
   are ET wall times on the (UTC) partition date, defaulting to the published pipeline's capture window
-  (none: first record / end of data); `date` defaults to its first capture date; `speed` to 1.
+  (none: first record / end of data); `date` defaults to the latest day with live records in that window
+  (`replay.plan_replay`); `speed` to 1.
 - `GET /v1/stream/stats` — live sessions (subscribers, direct writers, bins sent, skipped, dropped, pacer
   lateness = fan-out time - deadline, all_written = deadline -> last subscriber's frame written, over the
   bins every subscriber received) and totals of finished sessions.

@@ -37,6 +37,10 @@ class ServingSettings(BaseSettings):
     client_queue_bins: int = Field(64, ge=1, description="bins queued per client before skip-ahead")
     max_stall_s: float = Field(2.0, gt=0, description="a client with queued bins and no completed send for "
                                                         "this long is dropped (close 4429)")
+    close_grace_s: float = Field(1.0, gt=0, description="after a drop, time the client gets to read the 4429 "
+                                                        "close frame before its socket is aborted")
+    send_buffer_bytes: int = Field(1 << 20, ge=0, description="SO_SNDBUF of each stream socket (bounds the kernel "
+                                                              "memory one dead reader pins; 0: the OS default)")
     direct_write: bool = Field(True, description="write each bin's pre-built frames with one transport write "
                                                   "per client (wire.DirectWriter); False: two ASGI sends")
     max_sessions: int = Field(32, ge=1)

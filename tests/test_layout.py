@@ -16,7 +16,7 @@ from qmachina_assets.core.paths import PROJECT_ROOT
 
 CORE = PROJECT_ROOT / "qmachina_assets" / "core"
 # Bottom-up data flow: a stage may import itself, the shared root modules and the stages before it.
-STAGES = ("ingest", "engine", "gold", "research", "registry")
+STAGES = ("ingest", "engine", "gold", "research", "registry", "control")
 SHARED = {"instrument", "paths", "numba_cache"}
 
 

@@ -15,6 +15,14 @@ Endpoints (every one has a pydantic response model, so `/openapi.json` is comple
 - `GET  /v1/experiments/{name}/runs/{run_id}` — the full row: every is_/oos_ metric and the lineage fields.
 - `GET  /v1/experiments/{name}/runs/{run_id}/equity` — the run's in-sample and out-of-sample equity curves,
   replayed (run_equity.replay_run: results rows hold no trades); cached per run (results rows never change).
+- `GET  /v1/experiments/{name}/sensitivity?metric&axis` — per swept axis, the metric at each value with its spread
+  over the other axes and folds (median, quartiles, min/max, per-fold medians, best set), the selected value.
+- `GET  /v1/experiments/{name}/heatmap?x&y&metric` — median of the metric for each pair of values of two axes.
+- `GET  /v1/experiments/{name}/robustness?replay&<thresholds>` — robustness flags (edge, narrow peak, IS vs OOS,
+  few trades with intervals, fold/hour concentration, deflated Sharpe), each with its figure and threshold; the
+  selected runs are replayed for their trades (cached), or the figures fall back to the rows' counts (`note`).
+- `GET  /v1/experiments/{name}/suggestions?<thresholds>` — rule-based follow-up sweeps, each with its reason, the
+  validated ExperimentSpec and its YAML (409 when the experiment's specs no longer load).
 - `GET  /v1/datasets`, `GET /v1/datasets/{dataset_id}` — stored research datasets, a dataset's manifest.
 
 Errors: 404 unknown version/alias/experiment/run/dataset; 422 invalid input (names in paths are matched by a
@@ -36,7 +44,7 @@ from pathlib import Path
 
 from fastapi import APIRouter
 
-from qmachina_serving.api import datasets, experiments, serving
+from qmachina_serving.api import advisor, datasets, experiments, serving
 from qmachina_serving.api.common import ApiContext, RegistryFactory
 
 
@@ -45,7 +53,7 @@ def build_router(registry_factory: RegistryFactory | None = None, lake: Path | N
     """The `/v1` REST router. Without arguments the lake and registry come from the app's settings."""
     ctx = ApiContext(registry_factory, lake, configs)
     r = APIRouter(prefix="/v1")
-    for module in (serving, experiments, datasets):
+    for module in (serving, experiments, advisor, datasets):
         r.include_router(module.build(ctx))
     return r
 

@@ -53,10 +53,11 @@ CLOSE_CODES: dict[int, str] = {
 class StreamError(Exception):
     """A stream cannot be set up or continued; closes the socket with `code` after an error message."""
 
-    def __init__(self, code: CloseCode, message: str):
+    def __init__(self, code: CloseCode, message: str, detail: dict[str, Any] | None = None):
         super().__init__(message)
         self.code = CloseCode(code)
         self.message = message
+        self.detail = detail or {}  # extra machine-readable fields of the error message (e.g. dates_with_data)
 
     @property
     def reason(self) -> str:
@@ -65,7 +66,7 @@ class StreamError(Exception):
         return raw[:123].decode(errors="ignore") if len(raw) > 123 else self.message
 
     def message_json(self) -> str:
-        return dumps({"type": "error", "code": int(self.code), "message": self.message})
+        return dumps({"type": "error", "code": int(self.code), "message": self.message, **self.detail})
 
 
 def dumps(obj: Any) -> str:

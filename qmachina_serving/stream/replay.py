@@ -2,8 +2,10 @@
 
 - `parse_query` validates the WebSocket query (`serving`, `date`, `start`, `end`, `speed`; anything
   else is refused, 4400).
-- `plan_replay` resolves them against the version's snapshot (defaults: the pipeline capture's first
-  date and ET window) and the lake's bronze partition (4410 when there is no data).
+- `plan_replay` resolves them against the version's snapshot (default window: the pipeline capture's ET
+  window) and the lake's bronze partitions: without a date it picks the latest day of the symbol with live
+  records in that window (`days_with_data`); a day without them is refused with 4410, naming the days that
+  have some (also sent to every client as `replay.dates_with_data`).
 - `BinProducer` runs `qmachina_assets.core.engine.engine.Engine` with the snapshot's runtime over the bronze
   records and encodes every emitted bin once: a `grid_update` JSON prefix and the Arrow IPC bytes.
   A start time begins from an engine checkpoint (`checkpoints.engine_at`, cached in the lake), so a
@@ -35,6 +37,7 @@ from qmachina_assets.core.engine.checkpoints import checkpoint_path, engine_at
 from qmachina_assets.core.engine.engine import Engine, SilverChunk, checkpoint_key
 from qmachina_assets.core.ingest import dbn
 from qmachina_assets.core.ingest.bronze import load_bronze, read_manifest
+from qmachina_assets.core.ingest.lake import bronze_dir
 from qmachina_assets.core.instrument import InstrumentConfig
 from qmachina_serving.stream.protocol import CloseCode, StreamError
 from qmachina_serving.stream.source import ServedVersion
@@ -109,6 +112,8 @@ class ReplayPlan:
     end_ns: int | None  # emission end; None: to the end of the data
     speed: float
     cell_ns: int
+    #: Days of the symbol with live records in the same ET window, newest first (for the viewer's day picker).
+    dates_with_data: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         def et(ns: int | None) -> str | None:
@@ -117,38 +122,95 @@ class ReplayPlan:
         return {"symbol": self.symbol, "date": self.date.isoformat(), "speed": self.speed,
                 "start_ns": None if self.start_ns is None else str(self.start_ns),
                 "end_ns": None if self.end_ns is None else str(self.end_ns),
-                "start_et": et(self.start_ns), "end_et": et(self.end_ns), "end": "window" if self.end_ns else "data"}
+                "start_et": et(self.start_ns), "end_et": et(self.end_ns), "end": "window" if self.end_ns else "data",
+                "dates_with_data": list(self.dates_with_data)}
 
 
 def _et_ns(date: dt.date, t: dt.time) -> int:
     return int(dt.datetime.combine(date, t, tzinfo=ET).timestamp() * 1_000_000) * 1000
 
 
+#: (symbol, date, start, end) -> whether the partition has a live record in the window. Bronze partitions are
+#: immutable once written, so an answer stays true; the cache is bounded by the lake's partitions.
+_HAS_DATA: dict[tuple[str, str, dt.time | None, dt.time | None], bool] = {}
+_SCAN = 65_536
+
+
+def has_live_records(lake: Path, symbol: str, date: dt.date, start_t: dt.time | None, end_t: dt.time | None) -> bool:
+    """Whether a replay of the ET window on this bronze partition emits bins: a record that is not a snapshot
+    record comes before the window's end, and the data lasts into the window (the engine emits a bin per
+    cell from the window's start while records remain, so a quiet window after live events still has bins).
+
+    A snapshot-only day (the real 2023-12-24 sample: 8,725 snapshot Adds) yields no bins; a window outside the
+    day's records neither. Reads the memory-mapped records from the start and stops at the first live one,
+    so a full day costs a few pages."""
+    key = (symbol, date.isoformat(), start_t, end_t)
+    hit = _HAS_DATA.get(key)
+    if hit is not None:
+        return hit
+    manifest = read_manifest(lake, symbol, date)
+    found = False
+    if manifest is not None and manifest.record_count > manifest.snapshot_records:
+        last = manifest.last_ts_recv
+        if start_t is None or last is None or last >= _et_ns(date, start_t):
+            _, records = load_bronze(lake, symbol, date)
+            end_ns = None if end_t is None else _et_ns(date, end_t)
+            flags, ts = records["flags"], records["ts_recv"].view(np.int64)
+            for i in range(0, len(records), _SCAN):
+                live = np.flatnonzero((flags[i:i + _SCAN] & dbn.F_SNAPSHOT) == 0)
+                if len(live):
+                    found = end_ns is None or int(ts[i + live[0]]) < end_ns
+                    break
+    if len(_HAS_DATA) >= 8192:  # many distinct seek windows: start over rather than grow without bound
+        _HAS_DATA.clear()
+    _HAS_DATA[key] = found
+    return found
+
+
+def days_with_data(lake: Path, symbol: str, start_t: dt.time | None, end_t: dt.time | None,
+                   limit: int = 60) -> list[dt.date]:
+    """The symbol's bronze days with live records in the ET window, newest first (at most `limit`)."""
+    root = bronze_dir(lake, symbol, "x").parent
+    days = []
+    for d in sorted((p.name for p in root.iterdir() if p.is_dir()), reverse=True) if root.is_dir() else []:
+        try:
+            date = dt.date.fromisoformat(d)
+        except ValueError:
+            continue
+        if has_live_records(lake, symbol, date, start_t, end_t):
+            days.append(date)
+            if len(days) >= limit:
+                break
+    return days
+
+
 def plan_replay(version: ServedVersion, req: ReplayRequest, lake: Path) -> ReplayPlan:
-    """Defaults from the snapshot's capture (first date, ET window); 4400/4410 on a bad or empty window."""
-    date = req.date
-    if date is None:
-        if not version.dates:
-            raise StreamError(CloseCode.BAD_REQUEST, f"version {version.version_id} names no capture date: pass "
-                                                     "date=YYYY-MM-DD")
-        date = version.dates[0]
+    """Default date: the latest day with data in the window; 4400/4410 on a bad or empty window."""
     start_t = req.start or (dt.time.fromisoformat(version.start_et) if version.start_et else None)
     end_t = req.end or (dt.time.fromisoformat(version.end_et) if version.end_et else None)
+    if start_t is not None and end_t is not None and start_t >= end_t:
+        raise StreamError(CloseCode.BAD_REQUEST, f"start {start_t} must be before end {end_t} (ET)")
+    symbol = version.symbol
+    window = f"between {start_t or 'the start'} and {end_t or 'the end'} ET"
+    days = days_with_data(lake, symbol, start_t, end_t)
+    offer = {"dates_with_data": [d.isoformat() for d in days]}
+    listed = f"days with data: {', '.join(offer['dates_with_data'][:10])}" if days else "no day has any"
+    date = req.date
+    if date is None:
+        if not days:
+            raise StreamError(CloseCode.NO_DATA, f"no data: no bronze day of {symbol} in the lake has records "
+                                                 f"{window}", detail=offer)
+        date = days[0]
+    elif date not in days:
+        if read_manifest(lake, symbol, date) is None:
+            raise StreamError(CloseCode.NO_DATA, f"no data: bronze partition {date}|{symbol} is not in the lake "
+                                                 f"({listed})", detail=offer)
+        raise StreamError(CloseCode.NO_DATA, f"no data for {symbol} on {date} {window} ({listed})", detail=offer)
     start_ns = None if start_t is None else _et_ns(date, start_t)
     end_ns = None if end_t is None else _et_ns(date, end_t)
-    if start_ns is not None and end_ns is not None and start_ns >= end_ns:
-        raise StreamError(CloseCode.BAD_REQUEST, f"start {start_t} must be before end {end_t} (ET on {date})")
-    symbol = version.symbol
-    manifest = read_manifest(lake, symbol, date)
-    if manifest is None or not manifest.record_count:
-        raise StreamError(CloseCode.NO_DATA, f"no data: bronze partition {date}|{symbol} is not in the lake")
-    first, last = manifest.first_ts_recv, manifest.last_ts_recv
-    if (start_ns is not None and last is not None and start_ns > last) or (
-            end_ns is not None and first is not None and end_ns <= first):
-        raise StreamError(CloseCode.NO_DATA, f"no data for {symbol} on {date} between "
-                                             f"{start_t or 'the start'} and {end_t or 'the end'} ET")
     return ReplayPlan(symbol=symbol, date=date, start_ns=start_ns, end_ns=end_ns, speed=req.speed,
-                      cell_ns=int(version.runtime.cell_width_ms) * 1_000_000)
+                      cell_ns=int(version.runtime.cell_width_ms) * 1_000_000,
+                      dates_with_data=tuple(offer["dates_with_data"]))
 
 
 # ---- frames -----------------------------------------------------------------------------------------

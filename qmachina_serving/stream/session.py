@@ -21,9 +21,16 @@ Slow-client policy (per subscriber, never blocking the session or other clients)
 - Skip ahead: when a new bin finds the queue full, the oldest queued bin is discarded; the client
   keeps receiving the newest bins in order, with a gap in `bin_seq` (each grid_update is still
   followed by its binary frame: a bin is skipped whole).
-- Drop: a client that has bins waiting and has not completed a send for `max_stall_s` (its socket is
-  not being read) is removed from the session and closed with 4429 (best effort: a client that reads
-  nothing never sees the close frame; its connection then only holds the transport's bounded buffer).
+- Drop: a client that has something to send (bins, or the final messages) and has not completed a send
+  for `max_stall_s` (its socket is not being read) is removed from the session: its sender notices it
+  itself (it waits for a paused transport with that deadline), and so does the fan-out when it offers the
+  next bin. The close frame 4429 is queued behind the unread bytes at once (`wire.Connection.close_now`:
+  a client that resumes reading within `close_grace_s` gets it and closes cleanly); after `close_grace_s`
+  the socket is aborted (RST), freeing the transport buffer and the kernel send queue.
+- Memory one dead reader pins, at most, for `max_stall_s + close_grace_s` after its last completed write:
+  its queue (≤ `client_queue_bins` bins, bytes shared with the other clients), the transport buffer
+  (≤ asyncio's 64 KiB high-water mark + one bin) and the kernel send queue (≤ 2 × `send_buffer_bytes`,
+  SO_SNDBUF). `stats()` reports each session's largest `pinned_bytes` (transport + unsent kernel bytes).
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from qmachina_serving.settings import ServingSettings
 from qmachina_serving.stream.protocol import CLOSE_CODES, CloseCode, StreamError, dumps
 from qmachina_serving.stream.replay import BinProducer, Frame, ReplayPlan, plan_key, shaper_for, spawn_pool
 from qmachina_serving.stream.source import ServedVersion
-from qmachina_serving.stream.wire import DirectWriter, bin_wire
+from qmachina_serving.stream.wire import Connection, DirectWriter, bin_wire
 
 log = logging.getLogger("qmachina_serving.stream")
 
@@ -87,10 +94,14 @@ class FanOut:
 class Subscriber:
     """One client of a session: its queue of shared frame messages and its sender task."""
 
-    def __init__(self, ws: Any, hello: dict[str, Any], maxlen: int, max_stall_s: float, direct: bool = True):
+    def __init__(self, ws: Any, hello: dict[str, Any], maxlen: int, max_stall_s: float, direct: bool = True,
+                 on_stall: Any = None, send_buffer_bytes: int = 0):
         self.ws = ws
         self.hello = hello
         self.writer = DirectWriter.of(ws.send) if direct else None  # one write of the shared bin bytes
+        self.conn = Connection(ws.send)
+        self.conn.set_send_buffer(send_buffer_bytes)
+        self.on_stall = on_stall  # called (once) when the sender gives up on a client that stopped reading
         self.queue: deque[tuple[dict[str, Any], dict[str, Any], bytes, FanOut]] = deque()
         self.maxlen = maxlen
         self.max_stall_s = max_stall_s
@@ -102,6 +113,8 @@ class Subscriber:
         self.final: tuple[list[str], int, str] | None = None
         self.task: asyncio.Task[None] | None = None
         self.closed = False
+        self.stalled = False  # the sender gave up waiting for the transport
+        self.dropped = False
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -132,21 +145,46 @@ class Subscriber:
             self.final = (messages, int(code), reason)
             self._wake()
 
+    async def _ready(self) -> bool:
+        """Wait until the transport takes more bytes, at most until the stall deadline; False: stalled."""
+        gate = self.conn.writable
+        if gate is None or gate.is_set():
+            return True
+        left = self.last_progress + self.max_stall_s - clock()
+        if left > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gate.wait(), left)
+                return True
+        return False
+
+    async def _send(self, message: dict[str, Any]) -> bool:
+        if not await self._ready():
+            return False
+        if self.conn.writable is not None:
+            await self.ws.send(message)
+            return True
+        try:  # a protocol without a visible write gate: bound the send itself
+            await asyncio.wait_for(self.ws.send(message), max(self.last_progress + self.max_stall_s - clock(), 0))
+        except TimeoutError:
+            return False
+        return True
+
     async def _run(self) -> None:
-        send = self.ws.send
         writer = self.writer
         loop = asyncio.get_running_loop()
         try:
-            await send(self.hello)
+            if not await self._send(self.hello):
+                return self._stall()
             while True:
                 while self.queue:
                     text, data, wire, fan = self.queue.popleft()
                     self.sending = True
                     if writer is not None:
+                        if not await self._ready():
+                            return self._stall()
                         await writer.write(wire)
-                    else:
-                        await send(text)
-                        await send(data)
+                    elif not (await self._send(text) and await self._send(data)):
+                        return self._stall()
                     self.sending = False
                     self.sent += 1
                     self.last_progress = now = clock()
@@ -155,9 +193,11 @@ class Subscriber:
                         fan.done(now)
                 if self.final is not None:
                     messages, code, reason = self.final
+                    self.last_progress = clock()  # the final messages get their own stall allowance
                     for m in messages:
-                        await send(_send_text(m))
-                    await send({"type": "websocket.close", "code": code, "reason": reason})
+                        if not await self._send(_send_text(m)):
+                            return self._stall()
+                    await self._send({"type": "websocket.close", "code": code, "reason": reason})
                     return
                 self._waiter = loop.create_future()
                 await self._waiter
@@ -169,6 +209,12 @@ class Subscriber:
         finally:
             self.sending = False
             self.closed = True
+
+    def _stall(self) -> None:
+        self.stalled = True
+        self.closed = True
+        if self.on_stall is not None:
+            self.on_stall(self)
 
 
 class Session:
@@ -188,6 +234,7 @@ class Session:
         self.last_bin_seq: int | None = None
         self.skipped = 0  # of subscribers that left
         self.dropped = 0
+        self.pinned_max = 0  # the largest transport + kernel backlog of a subscriber seen (bytes)
         self.lateness_ms: deque[float] = deque(maxlen=4096)  # pacer: fan-out time - deadline
         self.written_ms: deque[float] = deque(maxlen=4096)  # deadline -> the last subscriber's frame written
         self.open_info: dict[str, Any] = {}
@@ -209,7 +256,8 @@ class Session:
 
     def subscribe(self, ws: Any) -> Subscriber:
         sub = Subscriber(ws, self.hello, self.settings.client_queue_bins, self.settings.max_stall_s,
-                         self.settings.direct_write)
+                         self.settings.direct_write, on_stall=self._drop,
+                         send_buffer_bytes=self.settings.send_buffer_bytes)
         self.subscribers.add(sub)
         sub.start()
         return sub
@@ -218,7 +266,7 @@ class Session:
         if sub in self.subscribers:
             self.subscribers.discard(sub)
             self.skipped += sub.skipped
-        if sub.task is not None and not sub.task.done():
+        if sub.task is not None and not sub.task.done() and sub.task is not asyncio.current_task():
             sub.task.cancel()
         if not self.subscribers and self.state != "ended":
             self.stop()  # nobody listens: stop the replay
@@ -231,13 +279,17 @@ class Session:
             self.task.cancel()
 
     def _drop(self, sub: Subscriber) -> None:
+        if sub.dropped:
+            return
+        sub.dropped = True
         self.dropped += 1
+        self.pinned_max = max(self.pinned_max, sub.conn.pinned_bytes())
         self.leave(sub)
         sub.queue.clear()
         log.info("session %s: dropped a client stalled > %.1f s (sent %d bins, skipped %d)", self.id,
                  self.settings.max_stall_s, sub.sent, sub.skipped)
         self.hub.spawn_close(sub.ws, CloseCode.SLOW_CONSUMER,
-                             f"slow consumer: no progress for {self.settings.max_stall_s:g} s")
+                             f"slow consumer: no progress for {self.settings.max_stall_s:g} s", conn=sub.conn)
 
     # ---- the replay --------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -327,6 +379,7 @@ class Session:
                 "direct_writers": sum(1 for s in subs if s.writer is not None), "bins_sent": self.bins_sent,
                 "last_bin_seq": self.last_bin_seq, "skipped": self.skipped + sum(s.skipped for s in subs),
                 "dropped": self.dropped, "open": self.open_info,
+                "pinned_bytes": max([self.pinned_max, *(s.conn.pinned_bytes() for s in subs)]),
                 "pacer_lateness_ms": pct(self.lateness_ms), "all_written_ms": pct(self.written_ms)}
 
 
@@ -343,7 +396,8 @@ class StreamHub:
         self._closing: set[asyncio.Task[None]] = set()
         self.ready = False
         self.started_sessions = 0
-        self.finished: dict[str, int] = {"sessions": 0, "bins_sent": 0, "skipped": 0, "dropped": 0}
+        self.finished: dict[str, int] = {"sessions": 0, "bins_sent": 0, "skipped": 0, "dropped": 0,
+                                         "aborted": 0}
 
     def pool(self) -> Executor:
         """Worker process for large checkpoint misses (spawned on first use)."""
@@ -381,11 +435,21 @@ class StreamHub:
         self.finished["skipped"] += session.skipped + sum(s.skipped for s in session.subscribers)
         self.finished["dropped"] += session.dropped
 
-    def spawn_close(self, ws: Any, code: int, reason: str, timeout: float = 5.0) -> None:
+    def spawn_close(self, ws: Any, code: int, reason: str, conn: Connection | None = None) -> None:
+        """Close a dropped client with `code` and cut its socket after `close_grace_s` (module docstring)."""
+        grace = self.settings.close_grace_s
+        conn = conn or Connection(ws.send)
+
         async def close() -> None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.send({"type": "websocket.close", "code": int(code), "reason": reason}),
-                                       timeout)
+            if not conn.close_now(int(code), reason):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.send({"type": "websocket.close", "code": int(code), "reason": reason}),
+                                           grace)
+            deadline = clock() + grace
+            while clock() < deadline and not conn.gone and not conn.handshake_done:
+                await asyncio.sleep(0.05)
+            if conn.cut() == "aborted":
+                self.finished["aborted"] += 1
 
         task = asyncio.get_running_loop().create_task(close())
         self._closing.add(task)

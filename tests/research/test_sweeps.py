@@ -126,6 +126,8 @@ def test_sweep_asset_materializes_a_test_day(world):
     assert meta["parameter_sets"].value == 8 and meta["train_dates"].value == "2024-03-14"
     assert Path(meta["results_file"].value).is_file() and meta["mlflow_run_id"].value
     assert "| **yes** |" in meta["top_in_sample"].value
+    assert "advice_error" not in meta and "data:image/png;base64," in meta["sensitivity"].value  # decision support
+    assert "| deflated_sharpe |" in meta["robustness_flags"].value and meta["sets_tried"].value == 8
     with dg.instance_for_test() as instance, pytest.raises(Exception, match="not a walk-forward test day"):
         instance.add_dynamic_partitions(symbol_partitions_def.name, ["ESH4"])
         dg.materialize([asset], partition_key=partition_key("2024-03-14", "ESH4"), instance=instance,

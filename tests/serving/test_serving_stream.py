@@ -8,6 +8,7 @@ The real ESH4 2023-12-25 sample is landed into a throw-away lake, bronze and sil
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -127,6 +128,7 @@ def test_contract_bin_by_bin_against_silver(request, which):
     assert {f["name"]: f["role"] for f in fields}["k"] == "grid_index" and all(f["role"] for f in fields)
     assert hello["gold_config"]["flow_windows"] == [5, 10, 20, 40] and hello["visualization"]["display_mode"]
     assert hello["replay"]["date"] == DATE and hello["replay"]["end"] == "window"
+    assert hello["replay"]["dates_with_data"] == [DATE]
     assert hello["projection_horizons_ms"] == [b * 100 for b in hello["projection_horizons_bins"]]
 
     s = silver_dir(server.lake, "ESH4", DATE)
@@ -295,6 +297,74 @@ def test_slow_client_does_not_delay_fast_one(server):
     assert np.percentile(gaps_ms, 99) < 50, np.percentile(gaps_ms, [50, 99, 100])
     assert after["dropped"] - before["dropped"] == 1  # the slow client, after > max_stall_s without reading
     assert after["skipped"] - before["skipped"] > 0  # and it was skipped ahead before that
+
+
+def _tcp_state(sock: socket.socket) -> int:
+    """Linux tcp_info.tcpi_state of a socket (7 = TCP_CLOSE: e.g. after the peer's RST)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
+async def _stalled_reader(server: Server, uri: str):
+    """A client that reads the handshake and then nothing (tiny receive buffer, websockets' queue of 1)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    ws = await connect(uri, sock=sock, max_size=None, compression=None, max_queue=1)
+    return ws, sock
+
+
+def test_dead_reader_is_dropped_and_its_socket_aborted_in_bounded_time(server):
+    """A client that stops reading: dropped (4429) after max_stall_s without progress, its socket aborted
+    close_grace_s later (the server's RST turns the client's TCP state to CLOSE), and what it pinned on the
+    server meanwhile (transport buffer + unsent kernel queue) stays under the documented bound."""
+    uri = f"{server.ws}?serving=live&start=18:00:10&end=18:04:50&speed=50"  # 27 KB every 2 ms
+    before = server.get("/v1/stream/stats")[2]["finished"]
+    settings = ServingSettings()  # the fixture sets max_stall_s=1.0 and leaves close_grace_s, send_buffer_bytes
+
+    async def scenario():
+        t0 = time.monotonic()
+        ws, sock = await _stalled_reader(server, uri)
+        pinned = 0
+        while _tcp_state(sock) != 7 and time.monotonic() - t0 < 15:
+            stats = (await asyncio.to_thread(server.get, "/v1/stream/stats"))[2]
+            pinned = max([pinned, *(s["pinned_bytes"] for s in stats["sessions"])])
+            await asyncio.sleep(0.05)
+        cut_s = time.monotonic() - t0
+        state = _tcp_state(sock)
+        ws.transport.abort()
+        return cut_s, state, pinned
+
+    cut_s, state, pinned = run(scenario())
+    assert state == 7, "the server never cut the connection of a client that stopped reading"
+    # stall (1.0 s) + grace (1.0 s) + the time to fill the buffers at ~13 MB/s and the polling step
+    assert cut_s < 1.0 + settings.close_grace_s + 1.5, cut_s
+    after = server.get("/v1/stream/stats")[2]["finished"]
+    assert after["dropped"] - before["dropped"] == 1 and after["aborted"] - before["aborted"] == 1
+    frame = 30_000  # one bin's two frames at ±50 ticks (~27 KB)
+    bound = 2 * settings.send_buffer_bytes + 64 * 1024 + 2 * frame
+    assert 0 < pinned <= bound, (pinned, bound)
+
+
+def test_slow_reader_that_resumes_gets_close_4429(server):
+    """A client stalled past max_stall_s that reads again within close_grace_s finds the 4429 close frame
+    behind the bytes that were already queued for it."""
+    uri = f"{server.ws}?serving=live&start=18:00:20&end=18:04:50&speed=50"
+    before = server.get("/v1/stream/stats")[2]["finished"]["dropped"]
+
+    async def scenario():
+        ws, _ = await _stalled_reader(server, uri)
+        t0 = time.monotonic()
+        while server.get("/v1/stream/stats")[2]["finished"]["dropped"] == before and time.monotonic() - t0 < 10:
+            await asyncio.sleep(0.05)
+        n = 0
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in ws:
+                n += 1
+        return n, ws.close_code, ws.close_reason
+
+    n, code, reason = run(scenario())
+    assert code == 4429 and "slow consumer" in reason, (code, reason)
+    assert n > 1  # the queued bins came first
 
 
 def test_pacing_tracks_absolute_deadlines(server):

@@ -36,14 +36,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
-from alembic import command
-from alembic.config import Config
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.engine import make_url
 
 from qmachina_assets.core.instrument import InstrumentConfig, locked_instrument
 from qmachina_assets.core.paths import lake_root
+from qmachina_assets.core.registry.database import (
+    append_only_guard,
+    ensure_sqlite_dir,
+    normalize_url,
+    schema_revision,
+    upgrade_schema,
+    write_connection,
+)
+from qmachina_assets.core.registry.database import make_engine as make_engine_with
 from qmachina_assets.core.registry.errors import (
     ImmutableVersionError,
     RegistryError,
@@ -81,10 +88,6 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 VERSION_PREFIX = "sv_"
 _VERSION_RE = re.compile(r"^sv_[0-9a-f]{16}$")
 _MIGRATION_LOCK = 0x514D_5245_4749  # pg advisory key of the schema upgrade ("QMREGI")
-_SQLITE_BEGIN = "qmachina_sqlite_begin"
-_MUTATION = re.compile(
-    r"^\s*(?:UPDATE|DELETE\s+FROM|TRUNCATE(?:\s+TABLE)?|DROP\s+TABLE(?:\s+IF\s+EXISTS)?)\s+"
-    rf"[\"`]?(?:\w+[\"`]?\.[\"`]?)?({'|'.join(APPEND_ONLY_TABLES)})\b", re.I)
 
 Action = Literal["promote", "register", "activate", "rollback"]
 
@@ -165,68 +168,21 @@ def default_url(lake: Path) -> str:
     return f"sqlite:///{(Path(lake) / 'registry' / 'serving_registry.sqlite').resolve()}"
 
 
-def normalize_url(url: str) -> str:
-    """`postgres://`/`postgresql://` -> the psycopg2 driver (SQLAlchemy 2.1 would pick psycopg 3)."""
-    u = make_url(url)
-    if u.drivername in ("postgres", "postgresql"):
-        u = u.set(drivername="postgresql+psycopg2")
-    return u.render_as_string(hide_password=False)
-
-
-def _guard(conn, cursor, statement, parameters, context, executemany) -> None:
-    m = _MUTATION.match(statement)
-    if m:
-        raise ImmutableVersionError(f"refused: {statement.split()[0].upper()} on {m.group(1)} — published versions "
-                                    "and the alias audit are append-only")
+_guard = append_only_guard(APPEND_ONLY_TABLES, ImmutableVersionError)
 
 
 def make_engine(url: str) -> Engine:
-    """An engine with the append-only guard; SQLite: FK checks, WAL, busy timeout, explicit BEGIN."""
-    url = normalize_url(url)
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn, _record) -> None:
-            dbapi_conn.isolation_level = None  # pysqlite's own BEGIN handling is off: we emit BEGIN below
-            cur = dbapi_conn.cursor()
-            for pragma in ("foreign_keys=ON", "busy_timeout=60000", "journal_mode=WAL", "synchronous=FULL"):
-                cur.execute(f"PRAGMA {pragma}")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get(_SQLITE_BEGIN, 'DEFERRED')}")
-    else:
-        engine = create_engine(url, pool_pre_ping=True)
-    event.listen(engine, "before_cursor_execute", _guard)
-    return engine
-
-
-def alembic_config() -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return cfg
+    """An engine with the registry's append-only guard (see `database.make_engine`)."""
+    return make_engine_with(url, _guard)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the registry schema (serialized: advisory lock on Postgres, BEGIN IMMEDIATE on SQLite)."""
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            conn.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"})
-        with conn.begin():
-            if engine.dialect.name == "postgresql":
-                conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
-            cfg = alembic_config()
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+    upgrade_schema(engine, MIGRATIONS_DIR, _MIGRATION_LOCK, revision)
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn, opts={"version_table": ALEMBIC_VERSION_TABLE}).get_current_revision()
+    return schema_revision(engine, ALEMBIC_VERSION_TABLE)
 
 
 # ---- content ---------------------------------------------------------------------------------------
@@ -287,10 +243,7 @@ class Registry:
         self.lake = Path(lake).resolve() if lake is not None else lake_root()
         raw = url or os.environ.get(ENV_URL) or default_url(self.lake)
         self.url = normalize_url(raw)
-        if self.url.startswith("sqlite"):
-            db = make_url(self.url).database
-            if db and db != ":memory:":
-                Path(db).parent.mkdir(parents=True, exist_ok=True)
+        ensure_sqlite_dir(self.url)
         self.engine = make_engine(self.url)
         self.dialect = self.engine.dialect.name
         if self.dialect not in ("sqlite", "postgresql"):
@@ -324,8 +277,7 @@ class Registry:
     def _write(self, alias: str) -> Iterator[Connection]:
         """One write transaction holding the alias's lock."""
         with self.engine.connect() as conn:
-            if self.dialect == "sqlite":
-                conn.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"})
+            write_connection(conn)
             with conn.begin():
                 self._lock_alias(conn, alias)
                 yield conn

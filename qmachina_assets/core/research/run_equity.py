@@ -23,8 +23,8 @@ from pydantic import BaseModel, Field
 
 from qmachina_assets.core.research import datasets as dsets
 from qmachina_assets.core.research import sweeps
-from qmachina_assets.core.research.evaluation import EvalParams, evaluate
-from qmachina_assets.core.research.signals.base import LabelSpec
+from qmachina_assets.core.research.evaluation import EvalParams, EvalResult, evaluate
+from qmachina_assets.core.research.signals.base import GridData, LabelSpec
 from qmachina_assets.core.research.specs import (
     ConfigError,
     ExperimentSpec,
@@ -101,8 +101,10 @@ def _check_specs(row: dict[str, Any], configs_dir: Path | None) -> tuple[Experim
     return exp, serving, pipeline
 
 
-def replay_run(lake: Path, row: dict[str, Any], configs_dir: Path | None = None) -> RunEquity:
-    """In-sample and out-of-sample equity curves of one results row (see the module doc)."""
+def replay_evaluations(lake: Path, row: dict[str, Any], configs_dir: Path | None = None,
+                       ) -> dict[str, tuple[EvalResult, GridData]]:
+    """The row's in-sample ("is") and out-of-sample ("oos") evaluations (trades, metrics, equity) replayed with
+    the data they ran on (see the module doc); ReplayError when the replay would not be the evaluated run."""
     exp, serving, pipeline = _check_specs(row, configs_dir)
     train_ids, test_ids = _split(row.get("train_dataset_ids")), _split(row.get("test_dataset_id"))
     missing = [d for d in (*train_ids, *test_ids) if dsets.read_dataset_manifest(dsets.dataset_dir(lake, d)) is None]
@@ -123,10 +125,15 @@ def replay_run(lake: Path, row: dict[str, Any], configs_dir: Path | None = None)
                         sl_ticks=float(row["sl_ticks"]), cooldown_bins=int(row["cooldown_bins"]),
                         max_hold_bins=ev.max_hold_bins, tick_size=runtime.tick_size, warmup_bins=ev.warmup_bins,
                         entry_mode=ev.entry_mode, cost_ticks_per_trade=ev.cost_ticks_per_trade)
+    return {tag: (evaluate(s, data.mid, data.best_bid, data.best_ask, data.ts_ns, data.valid, params), data)
+            for tag, (s, data) in scores.items()}
+
+
+def replay_run(lake: Path, row: dict[str, Any], configs_dir: Path | None = None) -> RunEquity:
+    """In-sample and out-of-sample equity curves of one results row (see the module doc)."""
     curves: dict[str, EquityCurve] = {}
     reproduced = True
-    for tag, (s, data) in scores.items():
-        res = evaluate(s, data.mid, data.best_bid, data.best_ask, data.ts_ns, data.valid, params)
+    for tag, (res, data) in replay_evaluations(lake, row, configs_dir).items():
         m = res.metrics
         curves[tag] = _curve(data.ts_ns, res.equity, m.n_trades, m.total_pnl_ticks)
         stored_n, stored_pnl = row.get(f"{tag}_n_trades"), row.get(f"{tag}_total_pnl_ticks")

@@ -868,16 +868,20 @@ class EvalConfig(StrictSpec):
 
 
 class SearchConfig(StrictSpec):
-    method: Literal["grid", "random"] = "grid"
+    """How parameter sets are chosen: every combination (grid), a seeded sample of them (random), or a seeded
+    TPE sampler (Optuna) that picks `n_samples` sets one after another from the in-sample results of the fold
+    (`search.py`; numeric axes become ranges between their lowest and highest value, others categorical)."""
+
+    method: Literal["grid", "random", "tpe"] = "grid"
     n_samples: int | None = Field(None, ge=1)
     seed: int = 0
 
     @model_validator(mode="after")
     def _check(self) -> SearchConfig:
-        if self.method == "random" and self.n_samples is None:
-            raise ValueError("n_samples: required by random search")
+        if self.method != "grid" and self.n_samples is None:
+            raise ValueError(f"n_samples: required by {self.method} search (the budget of parameter sets)")
         if self.method == "grid" and self.n_samples is not None:
-            raise ValueError("n_samples: only used by random search (grid evaluates every combination)")
+            raise ValueError("n_samples: only used by random and tpe search (grid evaluates every combination)")
         return self
 
 
@@ -1013,9 +1017,19 @@ class ExperimentSpec(_FileSpec):
     def n_combinations(self, serving: ServingSpec) -> int:
         return math.prod(len(v) for v in self.axes(serving).values())
 
-    def expand(self, serving: ServingSpec | None = None) -> list[dict[str, Any]]:
+    def n_sets(self, serving: ServingSpec) -> int:
+        """Parameter sets evaluated per test day: the grid's size, or the random/TPE budget."""
+        search = self.sweep.search
+        if search.method == "grid":
+            return self.n_combinations(serving)
+        assert search.n_samples is not None
+        return min(search.n_samples, self.n_combinations(serving)) if search.method == "random" else search.n_samples
+
+    def expand(self, serving: ServingSpec | None = None, *, full_grid: bool = False) -> list[dict[str, Any]]:
         """Parameter sets: grid = cartesian product over sorted keys (last key fastest); random = a seeded
-        sample without replacement. Each dict maps swept keys to values plus a stable `param_hash`."""
+        sample without replacement. Each dict maps swept keys to values plus a stable `param_hash`. A TPE
+        search has no fixed list (its sets depend on the results: `search.py`); `full_grid` gives the
+        product of the listed values whatever the method."""
         if serving is None:
             cdir = self._path.parent.parent if self._path is not None else None
             serving = load_serving(self.serving, configs_dir=cdir)
@@ -1026,7 +1040,10 @@ class ExperimentSpec(_FileSpec):
         keys = sorted(axes)
         sizes = [len(axes[k]) for k in keys]
         total = math.prod(sizes)
-        if self.sweep.search.method == "grid":
+        if self.sweep.search.method == "tpe" and not full_grid:
+            self._raise(_FieldError("sweep.search.method", "a TPE search chooses its sets during the sweep "
+                                                            "(search.TpeSampler), not up front"))
+        if self.sweep.search.method != "random" or full_grid:
             indices: Any = range(total)
         else:
             rng = random.Random(self.sweep.search.seed)
@@ -1222,34 +1239,52 @@ class _Loader:
     def _check_experiment(self, spec: ExperimentSpec) -> None:
         serving: ServingSpec = self._ref("serving", spec.serving, "serving")  # type: ignore[assignment]
         pipeline: PipelineSpec = self._ref("pipelines", serving.pipeline, "serving")  # type: ignore[assignment]
-        axes = spec.axes(serving)
-        wf = spec.walk_forward
-        need = wf.train_days + wf.test_days
-        if len(pipeline.days) < need:
-            raise _FieldError("walk_forward", f"one fold needs train_days + test_days = {need} days; pipeline "
-                                              f"{pipeline.name!r} captures {len(pipeline.days)}")
-        sig = serving.signal.name  # type: ignore[union-attr]
-        if sig in BOUNDED_SIGNALS:
-            for i, thr in enumerate(axes["threshold"]):
-                if thr > 1:
-                    raise _FieldError(f"sweep.thresholds[{i}]", f"{sig} is clipped to [-1, 1]; {thr} never fires")
-        inst = self.instrument()
+        _check_experiment_chain(spec, serving, pipeline, self.instrument())
 
-        def check(values: dict[str, Any], field: str) -> None:
-            try:
-                candidate = apply_params(serving, values)
-                if inst is not None:
-                    candidate.runtime(pipeline, inst)
-            except ConfigError as err:
-                raise _FieldError(field, f"gives an invalid serving spec ({err.field}: {err.reason})") from err
 
-        for key, values in axes.items():
-            for i, value in enumerate(values):
-                check({key: value}, f"{spec._axis_field(key, sig)}[{i}]")
-        if spec.n_combinations(serving) <= MAX_CHECKED_COMBINATIONS:
-            for combo in spec.expand(serving):
-                values = {k: v for k, v in combo.items() if k != "param_hash"}
-                check(values, f"sweep (combination {json.dumps(values, sort_keys=True)})")
+def _check_experiment_chain(spec: ExperimentSpec, serving: ServingSpec, pipeline: PipelineSpec,
+                            inst: InstrumentConfig | None) -> None:
+    """Cross-layer checks of an experiment against its serving spec and pipeline (raises _FieldError)."""
+    axes = spec.axes(serving)
+    wf = spec.walk_forward
+    need = wf.train_days + wf.test_days
+    if len(pipeline.days) < need:
+        raise _FieldError("walk_forward", f"one fold needs train_days + test_days = {need} days; pipeline "
+                                          f"{pipeline.name!r} captures {len(pipeline.days)}")
+    sig = serving.signal.name  # type: ignore[union-attr]
+    if sig in BOUNDED_SIGNALS:
+        for i, thr in enumerate(axes["threshold"]):
+            if thr > 1:
+                raise _FieldError(f"sweep.thresholds[{i}]", f"{sig} is clipped to [-1, 1]; {thr} never fires")
+
+    def check(values: dict[str, Any], field: str) -> None:
+        try:
+            candidate = apply_params(serving, values)
+            if inst is not None:
+                candidate.runtime(pipeline, inst)
+        except ConfigError as err:
+            raise _FieldError(field, f"gives an invalid serving spec ({err.field}: {err.reason})") from err
+
+    for key, values in axes.items():
+        for i, value in enumerate(values):
+            check({key: value}, f"{spec._axis_field(key, sig)}[{i}]")
+    if spec.n_combinations(serving) <= MAX_CHECKED_COMBINATIONS:
+        for combo in spec.expand(serving, full_grid=True):
+            values = {k: v for k, v in combo.items() if k != "param_hash"}
+            check(values, f"sweep (combination {json.dumps(values, sort_keys=True)})")
+
+
+def validate_experiment(spec: ExperimentSpec, serving: ServingSpec, pipeline: PipelineSpec,
+                        instrument: InstrumentConfig | None = None) -> None:
+    """The checks `load_experiment` runs on a file, for a spec built in code (a suggested follow-up sweep, an
+    AutoML template's experiment): ConfigError naming the experiment, the field and the reason."""
+    if spec.serving != serving.name or serving.pipeline != pipeline.name:
+        raise ConfigError(f"experiment {spec.name!r}", "serving", f"names {spec.serving!r}, not the given "
+                                                                  f"serving spec {serving.name!r} on {pipeline.name!r}")
+    try:
+        _check_experiment_chain(spec, serving, pipeline, instrument if instrument is not None else locked_instrument())
+    except _FieldError as err:
+        raise ConfigError(f"experiment {spec.name!r}", err.field, err.reason) from err
 
 
 def _resolve(kind: str, name_or_path: str | os.PathLike[str], configs_dir: Path | None) -> tuple[Path, Path]:
@@ -1389,5 +1424,5 @@ def validate_configs(root: Path) -> list[ConfigIssue]:
 __all__ = [
     "KNOWN_SIGNALS", "ConfigError", "ConfigIssue", "ExperimentSpec", "PipelineSpec", "ServingSpec",
     "apply_params", "load_experiment", "load_pipeline", "load_serving", "param_hash", "read_yaml",
-    "resolve_experiment", "resolve_serving", "validate_configs",
+    "resolve_experiment", "resolve_serving", "validate_configs", "validate_experiment",
 ]

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from qmachina_assets.core.gold import features as gold
 from qmachina_assets.core.research import datasets as dsets
+from qmachina_assets.core.research import search
 from qmachina_assets.core.research.evaluation import METRIC_NAMES, evaluate_grid
 from qmachina_assets.core.research.signals.base import GridData, LabelSpec
 from qmachina_assets.core.research.signals.catalog import make_signal
@@ -135,6 +136,8 @@ def run_fold(lake: Path, exp: ExperimentSpec, serving: ServingSpec, pipeline: Pi
              progress: Callable[[int, int], None] | None = None) -> pa.Table:
     """Evaluate every parameter set of `exp` on one fold; one row per parameter set (see module doc)."""
     t0 = time.perf_counter()
+    if param_sets is None and (sampler := search.sampler_for(exp, serving)) is not None:
+        return _run_sampled(sampler, lake, exp, serving, pipeline, fold, symbol, progress, t0)
     sets = param_sets if param_sets is not None else exp.expand(serving)
     runtime = pipeline.runtime()
     train_ids = [dsets.dataset_id_for(lake, pipeline, d, symbol) for d in fold.train]
@@ -188,6 +191,30 @@ def run_fold(lake: Path, exp: ExperimentSpec, serving: ServingSpec, pipeline: Pi
         if progress:
             progress(done, len(sets))
     return _finish(rows, exp, serving, pipeline, fold, train_ids, test_ids, time.perf_counter() - t0)
+
+
+def _run_sampled(sampler: search.Sampler, lake: Path, exp: ExperimentSpec, serving: ServingSpec,
+                 pipeline: PipelineSpec, fold: Fold, symbol: str | None,
+                 progress: Callable[[int, int], None] | None, t0: float) -> pa.Table:
+    """A sampler's sweep: each batch it asks for is evaluated like a grid, its in-sample rows told back; the
+    rows then form one sweep (one id, one in-sample winner)."""
+    rows: list[dict[str, Any]] = []
+    part: list[dict[str, Any]] = []
+    while batch := sampler.ask():
+        part = run_fold(lake, exp, serving, pipeline, fold, symbol, param_sets=batch).to_pylist()
+        sampler.tell(part)
+        rows += [{k: v for k, v in r.items() if k not in _SWEEP_META} for r in part]
+        if progress:
+            progress(len(rows), sampler.budget)
+    if not part:
+        raise ValueError(f"{exp.name}: the sampler proposed no parameter set")
+    return _finish(rows, exp, serving, pipeline, fold, part[0]["train_dataset_ids"].split(","),
+                   [part[0]["test_dataset_id"]], time.perf_counter() - t0)
+
+
+_SWEEP_META = frozenset(("sweep_id", "experiment", "experiment_hash", "serving", "serving_hash", "pipeline",
+                         "pipeline_hash", "test_date", "train_dates", "train_dataset_ids", "test_dataset_id",
+                         "code_version", "sweep_seconds", "created_at", "run_id", "selected"))
 
 
 def experiment_hash(exp: ExperimentSpec) -> str:

@@ -13,6 +13,7 @@ from qmachina_assets.core.research import sweeps
 from qmachina_assets.core.research.specs import load_experiment, resolve_experiment
 from qmachina_assets.defs.partitions import date_symbol_partitions_def
 from qmachina_assets.defs.resources import LakeResource
+from qmachina_assets.defs.sweeps.advice import advice_metadata
 
 EXPERIMENT_DIR = PROJECT_ROOT / "configs" / "experiments"
 SHOWN = ("oos_n_trades", "oos_hit_rate", "oos_total_pnl_ticks", "oos_profit_factor", "oos_max_drawdown_ticks",
@@ -40,7 +41,7 @@ def _sweep_asset(path: Path) -> dg.AssetsDefinition:
     @dg.asset(key=key, deps=[dg.AssetKey(f"dataset_{pipeline.name}")], partitions_def=date_symbol_partitions_def,
               group_name="experiments", kinds={"parquet", "mlflow"},
               description=f"Walk-forward sweep of {exp.name} ({serving.name} on {pipeline.name}): "
-                          f"{exp.n_combinations(serving)} parameter sets per test day.")
+                          f"{exp.n_sets(serving)} parameter sets per test day.")
     def _asset(context: dg.AssetExecutionContext, lake_res: LakeResource) -> dg.MaterializeResult:
         keys = context.partition_key.keys_by_dimension
         test, symbol = dt.date.fromisoformat(keys["date"]), keys["symbol"]
@@ -70,6 +71,7 @@ def _sweep_asset(path: Path) -> dg.AssetsDefinition:
             for k in ("oos_n_trades", "oos_hit_rate", "oos_total_pnl_ticks", "oos_profit_factor",
                       "oos_max_drawdown_ticks"):
                 meta[f"selected_{k}"] = dg.MetadataValue.float(float(best[k]))
+        meta.update(advice_metadata(lake_res.path, e.name, path.parent.parent, context.log))  # decision support
         return dg.MaterializeResult(metadata=meta)
 
     return _asset
