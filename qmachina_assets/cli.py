@@ -125,6 +125,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_live_gateway(args: argparse.Namespace) -> int:
+    """The loopback Live gateway (qmachina_serving/live/gateway.py): Databento's Live protocol over lake files."""
+    from qmachina_serving.live.gateway import main_with
+
+    return main_with(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Main job on the embedded default: synthetic day + real samples -> bronze -> silver, SQLite instance."""
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))
@@ -310,6 +317,20 @@ def build_parser() -> argparse.ArgumentParser:
     v2.add_argument("--host", default=None, help="default: QMACHINA_SERVING_HOST or 127.0.0.1")
     v2.add_argument("--port", type=int, default=None, help="default: QMACHINA_SERVING_PORT")
     v2.set_defaults(func=cmd_serve)
+
+    lg = sub.add_parser("live-gateway", help="loopback Databento Live gateway over DBN files (tests, demo market)")
+    lg.add_argument("files", nargs="+", type=Path, help="DBN MBO files (merged on ts_recv)")
+    lg.add_argument("--host", default="127.0.0.1")
+    lg.add_argument("--port", type=int, default=0, help="0: a free port (printed as JSON on stdout)")
+    lg.add_argument("--control-port", type=int, default=0, help="fault commands: reset, stall S, refuse_auth N, ...")
+    lg.add_argument("--speed", type=float, default=1.0, help="x real time; 0: as fast as the socket takes it")
+    lg.add_argument("--skip-idle-s", type=float, default=5.0, help="skip market-time gaps longer than this")
+    lg.add_argument("--start", default=None, help="open the market at this ts_recv (ns, or ISO time in UTC)")
+    lg.add_argument("--at-end", choices=("idle", "close"), default="idle",
+                    help="after the last record: heartbeats forever, or close the sessions cleanly")
+    lg.add_argument("--key", action="append", default=None,
+                    help="accepted API key (repeatable; default: $QMACHINA_GATEWAY_KEYS, else the demo key)")
+    lg.set_defaults(func=cmd_live_gateway)
 
     d = sub.add_parser("demo", help="end-to-end on the embedded default (sample data, SQLite instance)")
     d.add_argument("--records", type=int, default=2_000_000, help="size of the synthetic sample day")

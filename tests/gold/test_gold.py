@@ -53,11 +53,12 @@ def _silver(n_bins: int, radius: int, spot_ticks, inputs: dict[str, np.ndarray] 
 # ---- rolling primitives --------------------------------------------------------------------------
 
 
-def test_rolling_window_matches_numpy_median_mad() -> None:
+@pytest.mark.parametrize("cap", [7, 64, 301])
+def test_rolling_window_matches_numpy_median_mad(cap: int) -> None:
     rng = np.random.default_rng(3)
-    cap = 7
-    xs = np.round(rng.standard_normal(400), 1)  # rounding forces duplicates
-    xs[rng.random(400) < 0.15] = np.nan
+    xs = np.round(rng.standard_normal(400 + 3 * cap), 1)  # rounding forces duplicates
+    xs[100:100 + cap // 2] = 0.5  # a run of ties around the median
+    xs[rng.random(xs.size) < 0.15] = np.nan
     fifo = np.zeros(cap)
     srt = np.zeros(cap)
     head = length = n_sorted = 0
@@ -158,6 +159,30 @@ def test_invalid_bins_are_masked_and_break_series() -> None:
         assert np.all(rows(name)[3] == 0.0)
     assert np.all(rows("composite_d1")[4] == 0.0)  # the series restarted after the invalid bin
     assert np.all(rows("composite_d1")[5] != 0.0)
+
+
+def test_batch_equals_step_with_moves_gaps_and_invalid_bins() -> None:
+    """The slot-major parallel batch (`GoldRuntime.batch`) against the bin-by-bin stream order on a day
+    with spot jumps beyond the radius, a bin_seq gap and invalid bins, chunked differently, with the
+    state handed between the two in the middle."""
+    cfg = _cfg(flow_zscore_window_bins=9, flow_zscore_min_periods=4)
+    n, r = 400, 4
+    rng = np.random.default_rng(7)
+    spot = 1000 + np.cumsum(rng.choice([-12, -1, 0, 0, 0, 0, 1, 2], n))
+    inputs = {name: np.round(rng.standard_normal((n, 2 * r + 1)), 1) for name in GOLD_INPUTS}
+    valid = rng.random(n) > 0.05
+    bins, grid = _silver(n, r, spot, inputs, valid=valid, ask_sign=rng.integers(-1, 2, n),
+                         bid_sign=rng.integers(-1, 2, n))
+    bins["bin_seq"][250:] += 3  # a gap
+    w = 2 * r + 1
+    stream = GoldRuntime(cfg, r, TICK).step(bins, grid)
+    rt = GoldRuntime(cfg, r, TICK)
+    edges = [0, 1, 60, 200, 201, 330, n]
+    parts = [(rt.batch if i % 2 == 0 else rt.step)(*_slice(bins, grid, b0, b1, w))
+             for i, (b0, b1) in enumerate(itertools.pairwise(edges))]
+    for name, col in stream.items():
+        assert np.array_equal(np.concatenate([p[name] for p in parts]), col), name
+    assert (stream["composite_d3"] != 0).any() and (stream["flow_score"] != 0).any()
 
 
 def test_config_from_instrument_and_validation() -> None:

@@ -1,6 +1,6 @@
 """Gold partitions: a silver partition -> `gold.parquet` + manifest, per feature set.
 
-A feature set is either the hand-written built-in set (`builtin`, `gold.GoldRuntime`, streamed over
+A feature set is either the hand-written built-in set (`builtin`, `gold.GoldRuntime.batch`, streamed over
 silver row groups so memory stays bounded on any partition) or a Gold DSL spec (a YAML under
 `configs/gold/`, executed on the whole partition). Layout: `{lake}/gold/{feature_set}/{symbol}/{date}/`.
 A partition is immutable: it is rebuilt only if its silver input and its config hash are unchanged
@@ -139,7 +139,7 @@ def build_gold(
             if builtin_config is not None:
                 runtime = gold.GoldRuntime(builtin_config, radius, tick_int)
                 for b, g in _silver_batches(src, w):
-                    out = runtime.step(b, g)
+                    out = runtime.batch(b, g)
                     writer.write_table(pa.Table.from_pydict(out, schema=builtin_schema()))
                     bins += len(b["bin_seq"])
                     rows += len(g["k"])
