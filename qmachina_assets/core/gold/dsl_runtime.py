@@ -54,6 +54,7 @@ from qmachina_assets.core.gold.dsl import (
     TemporalWindow,
 )
 from qmachina_assets.core.gold.features import GoldFeatureConfig
+from qmachina_assets.core.gold.redundancy import RedundancyReport, redundancy
 from qmachina_assets.core.numba_cache import drop_stale_cache
 
 drop_stale_cache(__file__, ("rolling.py",))
@@ -879,7 +880,10 @@ class OutputPreview(BaseModel):
     corr_with_builtin: dict[str, float | None]
     max_abs_corr: float | None
     max_abs_corr_with: str | None
-    redundant_with: list[str]
+    redundant_with: list[str]  # built-ins with |Pearson| or |Spearman| >= REDUNDANT_CORR
+    rank_corr_with_builtin: dict[str, float | None] = {}
+    explained_r2: float | None = None  # R² of a least-squares fit on the built-ins and the other outputs
+    explained_by: list[str] = []  # its largest contributors, when explained_r2 >= the redundancy threshold
 
 
 class PreviewResult(BaseModel):
@@ -888,6 +892,7 @@ class PreviewResult(BaseModel):
     n_rows: int
     execution_time_ms: float
     outputs: list[OutputPreview]
+    redundancy: RedundancyReport | None = None  # outputs vs built-ins (`builtin:<name>`) and each other
 
 
 REDUNDANT_CORR = 0.95
@@ -906,7 +911,9 @@ def preview(spec: GoldDslSpec, bins: Mapping[str, np.ndarray], grid: Mapping[str
             tick_int: int, cell_width_ms: int, sample_bins: int = 2000, start_bin: int = 0,
             config: GoldFeatureConfig | None = None) -> PreviewResult:
     """Run a spec on `sample_bins` bins from `start_bin` and summarise every output; correlations are
-    against `gold.compute_gold(config)` on the same sample (config: the locked instrument's by default)."""
+    against `gold.compute_gold(config)` on the same sample (config: the locked instrument's by default), and
+    `redundancy` (core/gold/redundancy.py) flags outputs that duplicate a built-in or each other by rank
+    correlation or are explained by the rest (R²), each with its figure."""
     if config is None:
         from qmachina_assets.core.instrument import locked_instrument
 
@@ -921,19 +928,28 @@ def preview(spec: GoldDslSpec, bins: Mapping[str, np.ndarray], grid: Mapping[str
     ref = gold.compute_gold(dict(sb), dict(sg), config, radius, tick_int)
     valid = out["gold_valid"]
     gold_cols = (*gold.GOLD_FLOAT_COLUMNS, *gold.GOLD_CODE_COLUMNS)
+    names = [spec.nodes[o].name for o in spec.outputs]  # type: ignore[union-attr]
+    red = redundancy({**{n: out[n][valid] for n in names}, **{f"builtin:{g}": ref[g][valid] for g in gold_cols}},
+                     targets=names, rank_corr=REDUNDANT_CORR, r2=REDUNDANT_CORR)
+    explained = {e.name: e for e in red.explained}
     previews = []
-    for name in (spec.nodes[o].name for o in spec.outputs):  # type: ignore[union-attr]
+    for name in names:
         x = out[name][valid].astype(np.float64)
         fin = x[np.isfinite(x)]
         q = np.quantile(fin, [0.01, 0.25, 0.5, 0.75, 0.99]).tolist() if fin.size else [None] * 5
         corrs = {g: _corr(x, ref[g][valid].astype(np.float64)) for g in gold_cols}
         known = {g: abs(c) for g, c in corrs.items() if c is not None}
         best = max(known, key=known.__getitem__) if known else None
+        ranks = {g: red.rank_corr[name].get(f"builtin:{g}") for g in gold_cols}
+        by_rank = [g for g, c in ranks.items() if c is not None and abs(c) >= REDUNDANT_CORR]
         previews.append(OutputPreview(
             name=name, n=int(x.size), nan_share=nans[name] / x.size if x.size else 0.0,
             mean=float(fin.mean()) if fin.size else None, std=float(fin.std()) if fin.size else None,
             p01=q[0], p25=q[1], p50=q[2], p75=q[3], p99=q[4], corr_with_builtin=corrs,
             max_abs_corr=known[best] if best else None, max_abs_corr_with=best,
-            redundant_with=[g for g, c in known.items() if c >= REDUNDANT_CORR]))
+            redundant_with=sorted({*(g for g, c in known.items() if c >= REDUNDANT_CORR), *by_rank},
+                                  key=gold_cols.index),
+            rank_corr_with_builtin=ranks, explained_r2=red.r2.get(name),
+            explained_by=explained[name].by if name in explained else []))
     return PreviewResult(spec_hash=spec.spec_hash, n_bins_sampled=b1 - b0, n_rows=(b1 - b0) * w,
-                         execution_time_ms=elapsed, outputs=previews)
+                         execution_time_ms=elapsed, outputs=previews, redundancy=red)
