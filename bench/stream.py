@@ -81,7 +81,7 @@ def build_lake(root: Path) -> tuple[str, str]:
     (cfg / "serving" / "vp_bench.yaml").write_text(spec)
     with Registry(lake=lake, instrument=inst) as reg:
         reg.register(cfg / "serving" / "vp_bench.yaml", alias="bench", actor="bench/stream.py",
-                     reason="stream benchmark", configs_dir=cfg)
+                     reason="stream benchmark", configs_dir=cfg, expected_version_id=reg.current("bench"))
     from qmachina_assets.core.control import ControlPlane
 
     with ControlPlane(lake=lake) as cp:

@@ -246,10 +246,12 @@ export class Api {
   aliases = (): Promise<AliasRecord[]> => this.call('/serving/aliases');
   history = (alias: string): Promise<AliasEvent[]> => this.call(`/serving/aliases/${encodeURIComponent(alias)}/history`);
   diff = (a: string, b: string): Promise<SnapshotDiff> => this.post('/serving/diff', { a, b });
-  activate = (alias: string, version_id: string, reason: string): Promise<AliasChange> =>
-    this.post(`/serving/aliases/${encodeURIComponent(alias)}/activate`, { version_id, reason });
-  rollback = (alias: string, reason: string): Promise<AliasChange> =>
-    this.post(`/serving/aliases/${encodeURIComponent(alias)}/rollback`, { reason });
+  /** Alias changes are compare-and-swaps: `expected_version_id` is the version the page showed (409 if it moved).
+   * The actor is the logged-in token's user (the server records it), never a field. */
+  activate = (alias: string, version_id: string, reason: string, expected_version_id: string): Promise<AliasChange> =>
+    this.post(`/serving/aliases/${encodeURIComponent(alias)}/activate`, { version_id, reason, expected_version_id });
+  rollback = (alias: string, reason: string, expected_version_id: string): Promise<AliasChange> =>
+    this.post(`/serving/aliases/${encodeURIComponent(alias)}/rollback`, { reason, expected_version_id });
   me = (): Promise<Me> => this.call('/auth/me');
   /** `POST /auth/login` (beside `/v1`): checks the token, the server sets the HttpOnly session cookie. */
   login = (token: string): Promise<Me> =>

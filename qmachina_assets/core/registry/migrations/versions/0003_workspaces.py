@@ -6,7 +6,7 @@
 - `serving_alias_events.workspace` (existing rows: `default`) and its index by (workspace, alias, id).
 
 Revision ID: 0003_workspaces
-Revises: 0001_initial
+Revises: 0002_alias_guards
 Create Date: 2026-12-04
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 from qmachina_assets.core.registry.database import install_append_only_triggers
 
 revision = "0003_workspaces"
-down_revision = "0001_initial"
+down_revision = "0002_alias_guards"
 branch_labels = None
 depends_on = None
 
