@@ -192,7 +192,8 @@ def test_migration_to_workspaces_keeps_existing_rows_in_default(db_url, world, t
     with engine.begin() as conn:
         for name, rows in (("serving_versions", versions), ("serving_aliases", aliases),
                            ("serving_alias_events", events)):
-            conn.execute(sa.Table(name, old, autoload_with=conn).insert(), rows)
+            table = sa.Table(name, old, autoload_with=conn)  # the 0001 columns only
+            conn.execute(table.insert(), [{k: v for k, v in r.items() if k in table.c} for r in rows])
     engine.dispose()
     with Registry(url=db_url, lake=world.lake, instrument=world.instrument) as r:
         assert regmod.current_revision(r.engine) == HEAD
@@ -202,36 +203,39 @@ def test_migration_to_workspaces_keeps_existing_rows_in_default(db_url, world, t
         assert [e.actor for e in r.history("live")] == ["alice", "bob"]
         assert {e.workspace for e in r.history("live")} == {"default"} and r.history("live", "team_b") == []
         assert len(r.list_versions()) == 2 and r.list_versions("team_b") == [] and r.verify() == []
-        assert r.rollback("live", actor="carol", reason="after the migration").to_version == events[0]["to_version"]
+        back = r.rollback("live", actor="carol", reason="after the migration", expected_version_id=r.current("live"))
+        assert back.to_version == events[0]["to_version"]
 
 
 def test_workspaces_isolate_versions_and_aliases(reg, world):
     v = register(reg, world).version.version_id
     same = reg.register(world.configs / "serving" / "synth_flow.yaml", alias="live", actor="zed", reason="mine too",
-                        workspace="team_b")
+                        workspace="team_b", expected_version_id=None)
     assert not same.created and same.version.version_id == v  # one version row, linked into both workspaces
     vb = reg.register(world.configs / "serving" / "synth_flow_b.yaml", alias="live", actor="zed", reason="b's own",
-                      workspace="team_b").version.version_id
+                      workspace="team_b", expected_version_id=v).version.version_id
     assert reg.resolve("live").version_id == v and reg.resolve("live", "team_b").version_id == vb
     before = reg.count_rows()
     with pytest.raises(UnknownVersionError):  # default cannot see, resolve or activate team_b's version
         reg.resolve(vb)
     with pytest.raises(UnknownVersionError):
-        reg.activate("live", vb, actor="alice", reason="take theirs")
+        reg.activate("live", vb, actor="alice", reason="take theirs", expected_version_id=v)
     with pytest.raises(UnknownVersionError):
         reg.resolve("live", "team_c")
     with pytest.raises(UnknownVersionError):
-        reg.rollback("live", actor="x", reason="y", workspace="team_c")
+        reg.rollback("live", actor="x", reason="y", workspace="team_c", expected_version_id=v)
     with pytest.raises(RegistryError, match="workspace"):
         reg.register(world.configs / "serving" / "synth_flow.yaml", alias="x", actor="a", reason="b",
-                     workspace="../etc")
+                     workspace="../etc", expected_version_id=None)
     assert reg.count_rows() == before
+    assert reg.current("live", "team_b") == vb and reg.current("live", "team_c") is None
     assert [x.version_id for x in reg.list_versions()] == [v]
     assert {x.version_id for x in reg.list_versions("team_b")} == {v, vb}
     assert [(a.workspace, a.name, a.version_id) for a in reg.list_aliases("team_b")] == [("team_b", "live", vb)]
     assert [e.to_version for e in reg.history("live")] == [v]
     assert [e.to_version for e in reg.history("live", "team_b")] == [v, vb]
-    assert reg.rollback("live", actor="zed", reason="back", workspace="team_b").to_version == v
+    assert reg.rollback("live", actor="zed", reason="back", workspace="team_b",
+                        expected_version_id=vb).to_version == v
     assert reg.resolve("live").version_id == v and reg.verify() == []
     with pytest.raises(ImmutableVersionError), reg.engine.begin() as conn:
         conn.exec_driver_sql("DELETE FROM serving_version_workspaces")

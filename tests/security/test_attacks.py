@@ -87,11 +87,12 @@ class World:
         self.lake = root / "lake"
         with Registry(lake=self.lake) as reg:
             def reg_id(spec: str, reason: str) -> str:
-                return reg.register(SERVING / spec, alias="live", actor="t", reason=reason).version.version_id
+                return reg.register(SERVING / spec, alias="live", actor="t", reason=reason,
+                                    expected_version_id=reg.current("live")).version.version_id
 
             self.v1, self.v2 = reg_id("vp_flow_score.yaml", "a"), reg_id("vp_derivative.yaml", "b")
             self.vb = reg.register(SERVING / "ema_ensemble.yaml", alias="b_live", actor="t", reason="b's",
-                                   workspace="team_b").version.version_id
+                                   workspace="team_b", expected_version_id=None).version.version_id
         sweeps.append_results(self.lake, pa.Table.from_pylist(_rows("aaaa111122223333", EXP, 2)))
         sweeps.append_results(self.lake, pa.Table.from_pylist(_rows("bbbb111122223333", EXP_B, 2)))
         self.run_a, self.run_b = "aaaa111122223333-0", "bbbb111122223333-0"
@@ -177,6 +178,14 @@ def _fill(path: str, values: dict[str, str]) -> str:
     return path.replace("{", "x").replace("}", "x") if "{" in path else path
 
 
+ID_PARAMS = ("alias", "version_id", "name", "run_id", "dataset_id", "user", "token_id")
+
+
+def _names_an_id(path: str) -> bool:
+    """A route addressing one object of a workspace (global things such as AutoML templates are not)."""
+    return path == "/v1/serving/diff" or any("{" + p + "}" in path for p in ID_PARAMS)
+
+
 def _ids(world: World, access: Access) -> dict[str, str]:
     """Real ids of the default workspace (what another workspace's attacker would try)."""
     return {"alias": "live", "version_id": world.v1, "name": EXP, "run_id": world.run_a,
@@ -236,8 +245,9 @@ def test_another_workspace_is_not_found_with_real_ids(world, app, unchanged):
     """team_b's owner tries every route with default's real ids: 404, and list routes leak nothing."""
     ids = _ids(world, world.a)
     bodies = {"/v1/serving/diff": {"a": world.v1, "b": "live"},
-              "/v1/serving/aliases/{alias}/activate": {"version_id": world.v1, "reason": "take it"},
-              "/v1/serving/aliases/{alias}/rollback": {"reason": "take it"},
+              "/v1/serving/aliases/{alias}/activate": {"version_id": world.v1, "reason": "take it",
+                                                       "expected_version_id": world.v2},
+              "/v1/serving/aliases/{alias}/rollback": {"reason": "take it", "expected_version_id": world.v2},
               "/v1/workspace/members/{user}": {"role": "owner"},
               "/v1/workspace/tokens/{token_id}/revoke": {}}
     secrets = [world.v1, world.v2, world.run_a, "ds_default_only", world.a.token_ids["viewer"], "'viewer'"]
@@ -247,7 +257,7 @@ def test_another_workspace_is_not_found_with_real_ids(world, app, unchanged):
             url = _fill(path, ids)
             r = c.request(method, url, json=bodies.get(path, {}))
             n += 1
-            if "{" in path or path == "/v1/serving/diff":  # routes naming an id (in the path or the body)
+            if _names_an_id(path):  # routes naming a workspace's object (in the path or the body)
                 assert r.status_code == 404, (method, path, r.status_code, r.text)
             else:
                 assert r.status_code < 500, (method, path, r.text)
@@ -267,8 +277,8 @@ def test_another_workspace_is_not_found_with_real_ids(world, app, unchanged):
         assert c.get("/v1/serving/aliases/b_live").status_code == 404
         assert c.get(f"/v1/experiments/{EXP_B}/runs").status_code == 404
         assert c.get(f"/v1/experiments/{EXP_B}/runs/{world.run_b}").status_code == 404
-        assert c.post("/v1/serving/aliases/live/activate", json={"version_id": world.vb, "reason": "x"}).status_code \
-            == 404
+        assert c.post("/v1/serving/aliases/live/activate",
+                      json={"version_id": world.vb, "reason": "x", "expected_version_id": world.v2}).status_code == 404
         assert c.post(f"/v1/workspace/tokens/{world.b.token_ids['viewer']}/revoke").status_code == 404
         assert c.get("/v1/datasets/ds_default_only").status_code == 409  # it exists (and is broken) for default
         n += 8
@@ -285,8 +295,9 @@ OWNER_ROUTES = {("POST", "/v1/workspace/members"), ("PUT", "/v1/workspace/member
 
 
 def _escalation_bodies(world: World) -> dict[str, Any]:
-    return {"/v1/serving/aliases/{alias}/activate": {"version_id": world.v1, "reason": "escalate"},
-            "/v1/serving/aliases/{alias}/rollback": {"reason": "escalate"},
+    return {"/v1/serving/aliases/{alias}/activate": {"version_id": world.v1, "reason": "escalate",
+                                                     "expected_version_id": world.v2},
+            "/v1/serving/aliases/{alias}/rollback": {"reason": "escalate", "expected_version_id": world.v2},
             "/v1/workspace/quotas": {"max_concurrent_jobs": 1000, "max_param_sets_per_day": 10**8,
                                      "max_cpu_seconds_per_day": 1e9, "max_concurrent_streams": 1000},
             "/v1/workspace/members": {"user": "mallory", "role": "owner"},
@@ -325,7 +336,7 @@ def test_sql_injection_in_every_path_parameter_and_filter(world, app, unchanged)
             for method, path in _routes(app):
                 if "{" not in path:
                     continue
-                values = dict.fromkeys(("alias", "version_id", "name", "run_id", "dataset_id", "user", "token_id"), s)
+                values = dict.fromkeys((*ID_PARAMS, "template"), s)
                 r = c.request(method, _fill(path, values), json={"reason": s, "version_id": s, "role": "viewer"})
                 n += 1
                 assert r.status_code in (404, 405, 422), (s, method, path, r.status_code, r.text)
