@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from qmachina_assets.core.gold import dsl
+from qmachina_assets.core.gold import dsl, dsl_runtime
 from qmachina_assets.core.gold.features import GoldFeatureConfig
 from qmachina_assets.core.gold.fixtures import read_arrow
 from qmachina_assets.core.gold.redundancy import average_ranks, redundancy
@@ -54,7 +54,7 @@ def test_dsl_preview_flags_duplicates_of_the_builtins():
         "o_exp": {"type": "output", "source": "m", "name": "depth_exp"},
         "o_fresh": {"type": "output", "source": "fresh", "name": "depth_diff", "fill_nan": 0.0},
     }})
-    res = dsl.preview(spec, bins, grid, meta["grid_radius_ticks"], meta["tick_int"], cfg.cell_width_ms,
+    res = dsl_runtime.preview(spec, bins, grid, meta["grid_radius_ticks"], meta["tick_int"], cfg.cell_width_ms,
                       sample_bins=700, config=cfg)
     red = res.redundancy
     assert red is not None and red.features[:3] == ["depth", "depth_exp", "depth_diff"]

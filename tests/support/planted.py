@@ -9,8 +9,7 @@ flat), `NOISE` wins half the time everywhere (no edge). Trades exit at TP or SL 
 count-based moments of the advisor are exact here.
 
 `fold_rows` evaluates an ExperimentSpec's grid on a training day (in-sample) and a test day (out-of-sample)
-and writes rows with the results-store columns the advisor reads (selection: the in-sample total pnl among
-sets with at least `min_signals` trades, as the sweep does).
+and writes rows with the results-store columns the advisor reads (selected by the sweep's own `select`).
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ import numpy as np
 
 from qmachina_assets.core.research.evaluation import METRIC_NAMES, evaluate_grid
 from qmachina_assets.core.research.specs import ExperimentSpec, ServingSpec
+from qmachina_assets.core.research.sweeps import select
 
 TICK = 0.25
 GAP = 40  # bins between spikes
@@ -99,8 +99,7 @@ def fold_rows(exp: ExperimentSpec, serving: ServingSpec, train: dict[str, np.nda
         row.update({f"is_{m}": v for m, v in is_m[combo].items()})
         row.update({f"oos_{m}": v for m, v in oos_m[combo].items()})
         rows.append(row)
-    eligible = [r for r in rows if r["is_n_trades"] >= exp.eval.min_signals]
-    best = max(eligible, key=lambda r: (r["is_total_pnl_ticks"], r["is_hit_rate"]), default=None)
+    best = select(rows, exp.eval.min_signals)
     for r in rows:
         r["selected"] = r is best
     return rows

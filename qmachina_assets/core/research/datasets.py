@@ -430,15 +430,16 @@ def _write(plan: _Plan, tmp: Path, chunk_records: int) -> DatasetManifest:
 def _add_dsl(plan: _Plan, tmp: Path, builtin_path: Path, radius: int) -> list[str]:
     """Run the pipeline's Gold DSL over the written silver and append its outputs to the built-in gold."""
     from qmachina_assets.core.gold import dsl as gold_dsl
+    from qmachina_assets.core.gold import dsl_runtime
 
     assert plan.dsl is not None and plan.dsl_lineage is not None
     inst = plan.runtime
     fields = sorted({n.field for n in plan.dsl.nodes.values() if isinstance(n, gold_dsl.SilverRef)} - {"k"})
     bins = pq.read_table(tmp / BINS_NAME, columns=list(BIN_INPUTS))
     grid = pq.read_table(tmp / GRID_NAME, columns=["k", *fields])
-    out = gold_dsl.execute(plan.dsl, {c: bins[c].to_numpy() for c in BIN_INPUTS},
-                           {c: grid[c].to_numpy() for c in grid.column_names}, radius, inst.tick_int,
-                           inst.cell_width_ms)
+    out = dsl_runtime.execute(plan.dsl, {c: bins[c].to_numpy() for c in BIN_INPUTS},
+                              {c: grid[c].to_numpy() for c in grid.column_names}, radius, inst.tick_int,
+                              inst.cell_width_ms)
     del bins, grid
     names = plan.dsl_lineage.outputs
     src = pq.ParquetFile(builtin_path)
