@@ -174,3 +174,17 @@ describe('time candles', () => {
     expect(() => timeCandles(bins, 0)).toThrow(RangeError);
   });
 });
+
+describe('zoomed-out scalar series', () => {
+  it('one pass gives per-pixel min/max of spot, bid and ask; NaN bins do not count', async () => {
+    const { scalarLod } = await import('./renderer');
+    const r = new BinRing(8, 1, []);
+    const spots = [100, 102, 101, NaN, 99, 98];
+    spots.forEach((sp, k) => r.push({ ...sc(k, k * 100, sp), bidTick: sp - 1, askTick: sp + 1 }, {}));
+    const lod = scalarLod(r, 0, 5, (i) => Math.floor(i / 3) * 10); // 3 bins per pixel column
+    expect(lod.n).toBe(2);
+    expect(Array.from(lod.x.subarray(0, 2))).toEqual([0, 10]);
+    expect([lod.lo.spot[0], lod.hi.spot[0], lod.lo.bid[0], lod.hi.ask[0]]).toEqual([100, 102, 99, 103]);
+    expect([lod.lo.spot[1], lod.hi.spot[1]]).toEqual([98, 99]);
+  });
+});
