@@ -363,7 +363,7 @@ export class ViewerApp {
     if (!ingestBin(m, bin)) return;
     const ring = m.ring;
     const i = ring.size - 1;
-    if (this.field === BOOK_FIELD || ring.has(this.field)) this.normalizer.update(ring.column(this.field, i));
+    if (ring.has(this.field)) this.normalizer.update(ring.column(this.field, i));
     this.binsTotal++;
     const s = ring.scalarsAt(i);
     const mid = Number.isFinite(s.bidTick) && Number.isFinite(s.askTick) ? (s.bidTick + s.askTick) / 2 : s.spotTick;
