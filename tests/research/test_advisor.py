@@ -69,6 +69,8 @@ def test_planted_optimum_inside_the_grid_is_not_flagged(chain):
     lo, hi = few.details["hit_rate_ci"]
     assert lo < 0.75 < hi < 0.85  # threshold 0.5 fires on the levels above it only, each won 75% of the time
     assert flag(rob, "edge", "cooldown_bins").fired is None  # two values: not assessable, said so
+    dsr = flag(rob, "deflated_sharpe")
+    assert dsr.fired is False and dsr.details["sets_tried"] == 18  # a real edge survives the 18 sets tried
 
 
 def test_optimum_beyond_the_grid_fires_edge_and_suggests_extending(chain):

@@ -15,6 +15,11 @@ multiple-testing correction must count the attempts, not the survivors.
   (out-of-sample pnl per trade below a share of in-sample), `few_trades` (Wilson interval on the hit rate, a
   normal interval on the expectancy), `fold_concentration` / `hour_concentration` (the pnl left without the
   best fold / hour of the day), `deflated_sharpe` (Bailey & López de Prado 2014, for the sets tried).
+  The deflated Sharpe ratio's benchmark is the expected best of N *unskilled* sets, each a Sharpe estimate
+  over the candidate's T trades (variance 1/(T-1)): a multiple-testing correction for N independent tries
+  (conservative for a grid's correlated sets). The paper's variant, with the tried sets' own Sharpe dispersion,
+  is reported beside it; on a grid with real structure that dispersion is mostly not noise and the variant
+  rejects genuine optima (bench/advisor.py shows it on a planted one), so it does not decide the flag.
 - **Suggestions** (`suggest`): extend an edge axis, refine around an interior optimum, drop a flat axis;
   each one a validated ExperimentSpec with its YAML and the number of sets it would evaluate.
 
@@ -119,6 +124,8 @@ class Results:
                 values.setdefault(k, set()).add(v)
         self.axes = {k: sorted(vs, key=lambda x: (isinstance(x, str), x)) for k, vs in sorted(values.items())
                      if len(vs) >= 2}
+        self._dates = sorted({r["test_date"] for r in self.current})
+        self._cuts: dict[str, _Cut] = {}
 
     @classmethod
     def from_table(cls, table: Any) -> Results:
@@ -126,11 +133,11 @@ class Results:
 
     @property
     def test_dates(self) -> list[str]:
-        return sorted({r["test_date"] for r in self.current})
+        return self._dates
 
     @property
     def last_day(self) -> str:
-        return self.test_dates[-1]
+        return self._dates[-1]
 
     def fold(self, test_date: str) -> list[dict[str, Any]]:
         return [r for r in self.current if r["test_date"] == test_date]
@@ -141,7 +148,8 @@ class Results:
 
     def candidate(self) -> dict[str, Any] | None:
         """The set selected on the latest test day: what promotion would take."""
-        return next((r for r in self.current if r["test_date"] == self.last_day and r.get("selected")), None)
+        last = self.last_day
+        return next((r for r in self.current if r["test_date"] == last and r.get("selected")), None)
 
     def tried(self, test_date: str | None = None) -> int:
         """Distinct parameter sets ever evaluated (on `test_date`, else on any day), every sweep counted."""
@@ -222,6 +230,12 @@ class _Cut:
 
 
 def _cut(res: Results, axis: str) -> _Cut:
+    if axis not in res._cuts:
+        res._cuts[axis] = _make_cut(res, axis)
+    return res._cuts[axis]
+
+
+def _make_cut(res: Results, axis: str) -> _Cut:
     vals = res.axes[axis]
     if len(vals) <= MAX_POINTS or not res.numeric(axis):
         return _Cut(list(vals), list(vals), list(vals), False)
@@ -449,6 +463,13 @@ def _edge_flags(res: Results, cand: dict[str, Any], th: Thresholds) -> list[Flag
                             message=f"{axis}: {len(vals)} values tried; an edge needs at least "
                                     f"{th.min_edge_values} to mean anything", details=details))
             continue
+        flat = sensitivity(res, axis, SELECTION_METRIC, th)
+        if flat.flat:  # the selection does not depend on this axis: which end it picked means nothing
+            out.append(Flag(name="edge", fired=False, axis=axis, figure=v, threshold=None, details=details,
+                            message=f"{axis} = {v:g}: the in-sample profile is flat along this axis (moves "
+                                    f"{flat.profile_range:.3g}, under {th.flat_share:.0%} of the spread "
+                                    f"{flat.spread:.3g}), so an edge value means nothing"))
+            continue
         side = side_of(v)
         where = (f"in the {side} of {len(cut.values)} bins of the {len(vals)} values sampled" if cut.binned
                  else f"the {side} of {len(vals)} values tried")
@@ -612,15 +633,19 @@ def _dsr_flag(res: Results, cand: dict[str, Any], th: Thresholds, cost: float,
         return Flag(name="deflated_sharpe", fired=None, threshold=th.min_dsr,
                     message="not assessable: in-sample pnl has no variance", details={"sets_tried": n_trials})
     sr = mean / sd
-    dsr = deflated_sharpe(sr, n_obs, n_trials, var, skew, kurt)
-    sr0 = expected_max_sharpe(n_trials, var)
+    null_var = 1.0 / (n_obs - 1)  # spread of unskilled Sharpe estimates over n_obs trades
+    dsr = deflated_sharpe(sr, n_obs, n_trials, null_var, skew, kurt)
+    sr0 = expected_max_sharpe(n_trials, null_var)
+    dsr_dispersion = deflated_sharpe(sr, n_obs, n_trials, var, skew, kurt)
     fired = dsr < th.min_dsr
     msg = (f"in-sample Sharpe {sr:.3f}/trade over {n_obs} trades vs {sr0:.3f} expected from the best of "
            f"{n_trials} unskilled sets: deflated Sharpe {dsr:.3f}, {'below' if fired else 'at or above'} "
-           f"{th.min_dsr:g}")
+           f"{th.min_dsr:g} (with the tried sets' own Sharpe dispersion instead: {dsr_dispersion:.3f})")
     return Flag(name="deflated_sharpe", fired=fired, figure=dsr, threshold=th.min_dsr, message=msg,
-                details={"sharpe_per_trade": sr, "n_trades": n_obs, "sets_tried": n_trials, "sharpe_variance": var,
-                         "expected_max_sharpe": sr0, "skew": skew, "kurtosis": kurt, "source": source})
+                details={"sharpe_per_trade": sr, "n_trades": n_obs, "sets_tried": n_trials,
+                         "null_sharpe_variance": null_var, "expected_max_sharpe": sr0,
+                         "tried_sharpe_variance": var, "dsr_with_tried_variance": dsr_dispersion,
+                         "skew": skew, "kurtosis": kurt, "source": source})
 
 
 def robustness(res: Results, *, cost_ticks_per_trade: float = 0.0, thresholds: Thresholds | None = None,
