@@ -226,3 +226,29 @@ describe('HeatCache recolouring', () => {
     }
   });
 });
+
+describe('signal markers', () => {
+  it('entries become ▲/▼ at their price tick, exits ■ with outcome and P&L; scores are kept by bin time', async () => {
+    const { markersOf, SignalTrack } = await import('./signals');
+    const msg = {
+      bin_seq: 3, ts_ns: '1700000000300000000', score: 0.42,
+      events: [
+        { event: 'exit' as const, bin_seq: 3, ts_ns: '1700000000300000000', direction: 1, price: 4801, outcome: 'tp', pnl_ticks: 8 },
+        { event: 'entry' as const, bin_seq: 3, ts_ns: '1700000000300000000', direction: -1, price: 4800.25 },
+      ],
+    };
+    expect(markersOf(msg, 0.25)).toEqual([
+      { tsMs: 1_700_000_000_300, tick: 19204, kind: 'exit', label: 'tp +8t' },
+      { tsMs: 1_700_000_000_300, tick: 19201, kind: 'entry_short', label: 'short' },
+    ]);
+    const track = new SignalTrack(2);
+    track.add(msg, 0.25);
+    expect(track.position).toEqual({ direction: -1, since: 1_700_000_000_300 });
+    track.add({ bin_seq: 4, ts_ns: '1700000000400000000', score: -0.1, events: [] }, 0.25);
+    track.add({ bin_seq: 5, ts_ns: '1700000000500000000', score: null, events: [] }, 0.25);
+    track.add({ bin_seq: 6, ts_ns: '1700000000600000000', score: 0.3, events: [] }, 0.25);
+    expect([track.scoreAt(1_700_000_000_400), track.latest]).toEqual([-0.1, 0.3]);
+    expect(Number.isNaN(track.scoreAt(1_700_000_000_300))).toBe(true); // beyond the capacity of 2 scores
+    expect(track.markers).toHaveLength(2);
+  });
+});
