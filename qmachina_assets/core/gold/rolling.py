@@ -6,9 +6,10 @@ then one memmove of the elements between them: O(W), fast for W in the hundreds)
 split of the two sorted deviation runs on either side of the median (bracketed around the previous
 step's split, else counted), so no step sorts. Results equal numpy's `median` / `median(|x - median|)`
 bit for bit (tested), which is what lets the browser (sorted copies) match. Measured choices (W = 300,
-real d1..d3 series): counting beat binary search (whose loads race the memmove's stores), and a
-blocked sqrt(W) layout was not needed once the per-call reference counting was gone (`_nrt=False`:
-numba's atomic incref/decref on every array view cost a third of the gold kernel).
+real d1..d3 series): counting beat binary search (whose loads race the memmove's stores); the
+memmove itself is ~15 % of the gold cell, so a blocked sqrt(W) layout (shorter moves, but indirect
+median/MAD reads) was not pursued; `_nrt=False` everywhere, since numba's atomic incref/decref on
+every array view had cost a third of the gold cell.
 
 Undefined samples are NaN: they occupy a slot of the window (the window is the last W *bins*) but
 never enter the sorted copy, so statistics use the defined values only.
