@@ -80,7 +80,8 @@ def build_lake(root: Path) -> str:
     (cfg / "serving" / "vp_bench.yaml").write_text(spec)
     with Registry(lake=lake, instrument=inst) as reg:
         reg.register(cfg / "serving" / "vp_bench.yaml", alias="bench", actor="bench/stream.py",
-                     reason="stream benchmark", configs_dir=cfg)
+                     reason="stream benchmark", configs_dir=cfg,
+                     expected_version_id=reg.current("bench"))
     return "bench"
 
 

@@ -60,11 +60,15 @@ def cmd_silver(args: argparse.Namespace) -> int:
     from qmachina_assets.core.engine.engine import iter_file, write_silver
     from qmachina_assets.core.engine.silver_partition import SilverWindow
     from qmachina_assets.core.ingest import dbn
+    from qmachina_assets.core.ingest.lake import outright_symbols
     from qmachina_assets.core.instrument import locked_instrument
 
     instrument = locked_instrument()
     header = dbn.read_header(args.file)
     dbn.require_mbo(header)
+    outright_symbols(header, instrument)  # the instrument lock: dataset and every symbol of the file
+    if args.symbol:
+        instrument.check_lock(source=f"{args.file}: --symbol", symbols=[args.symbol])
     ids = header.instrument_ids(args.symbol) if args.symbol else None
     if args.symbol and not ids:
         raise ValueError(f"{args.file}: no instrument_id mapping for symbol {args.symbol!r}")
@@ -114,6 +118,20 @@ def cmd_online_sim(args: argparse.Namespace) -> int:
     report = run_online_sim(args.file, args.serving, start_et=args.start_et, end_et=args.end_et,
                             bin_budget_ms=args.bin_budget_ms)
     print(format_report(report))
+    return 0
+
+
+def cmd_lake_gc(args: argparse.Namespace) -> int:
+    """Remove the temporary files and directories that killed writers left in the lake."""
+    from qmachina_assets.core.ingest.tempfiles import gc
+
+    lake = Path(args.lake) if args.lake else lake_root()
+    found = gc(lake, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for o in found:
+        print(f"{verb} {o.path} ({o.bytes / 1e6:.1f} MB)")
+    print(f"lake gc: {verb} {len(found)} stale temporary entr{'y' if len(found) == 1 else 'ies'}, "
+          f"{sum(o.bytes for o in found) / 1e6:.1f} MB, under {lake}")
     return 0
 
 
@@ -217,7 +235,8 @@ def _register_demo_ema() -> str:
 
     with Registry() as reg:
         reg.register(PROJECT_ROOT / "configs" / "serving" / "ema_ensemble.yaml", alias="ema_ensemble",
-                     actor="qmachina demo", reason="the second serving model (SPEC §9) on the demo days")
+                     actor="qmachina demo", reason="the second serving model (SPEC §9) on the demo days",
+                     expected_version_id=reg.current("ema_ensemble"))
         promoted = any(a.name == DEMO_EXPERIMENT for a in reg.list_aliases())
     return f"{DEMO_EXPERIMENT}  (or ?serving=ema_ensemble)" if promoted else "ema_ensemble"
 
@@ -254,8 +273,11 @@ def _demo_experiment(instance, dg, quiet: dict) -> list[str]:
         return [*lines, "promotion:     no candidate (no parameter set had enough in-sample trades)"]
     if not cm["gate_passed"].value:
         return [*lines, f"promotion:     gate failed for {cm['params'].value}:", cm["gate_problems"].value]
+    with Registry() as reg:
+        expected = reg.current(DEMO_EXPERIMENT)
     config = {"ops": {"promote": {"config": {"experiment": DEMO_EXPERIMENT, "run_ids": cm["run_ids"].value,
-                                             "alias": DEMO_EXPERIMENT, "reason": "qmachina demo: gate passed"}}}}
+                                             "alias": DEMO_EXPERIMENT, "expected_version_id": expected,
+                                             "reason": "qmachina demo: gate passed"}}}}
     promote_job.execute_in_process(run_config={**config, **quiet}, instance=instance, resources=resources)
     with Registry() as reg:
         live = reg.resolve(DEMO_EXPERIMENT)
@@ -288,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--end-et", default=None, help="emission window end, HH:MM America/New_York")
     v.set_defaults(func=cmd_silver)
 
+    lk = sub.add_parser("lake", help="lake maintenance")
+    lk_sub = lk.add_subparsers(dest="lake_cmd", required=True)
+    gc = lk_sub.add_parser("gc", help="remove temporary files/directories left by killed writers (dead pids)")
+    gc.add_argument("--lake", default=None, help="lake root (default: QMACHINA_LAKE_DIR or ./lake)")
+    gc.add_argument("--dry-run", action="store_true", help="list what would be removed")
+    gc.set_defaults(func=cmd_lake_gc)
+
     g = sub.add_parser("gold-fixtures", help="write the gold parity golden vectors (silver in, gold out)")
     g.add_argument("--out", type=Path, default=PROJECT_ROOT / "tests" / "fixtures" / "gold_parity")
     g.add_argument("--source", type=Path, default=None, help="MBO file (default: the ESH4 2023-12-25 sample)")
@@ -308,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     from qmachina_assets.core.registry.commands import add_serving_parser
 
     add_serving_parser(sub)  # qmachina serving register|promote|list|show|history|diff|activate|rollback|...
+
+    from qmachina_assets.core.research.commands import add_research_parsers
+
+    add_research_parsers(sub)  # qmachina advise EXPERIMENT, automl list|expand
 
     from qmachina_assets.core.control.commands import add_control_parsers
 

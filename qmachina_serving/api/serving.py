@@ -35,8 +35,15 @@ class DiffRequest(_Body):
 class _Who(_Body):
     reason: str = Field(min_length=1, max_length=2000, pattern=r"\S", description="kept in the audit",
                         examples=["roll back: worse fills"])
-    actor: str = Field(min_length=1, max_length=128, pattern=r"\S", description="who makes the change",
-                       examples=["ops"])
+    actor: str = Field(min_length=1, max_length=128, pattern=r"\S",
+                       description="who makes the change, as the client claims it: the API has no authentication "
+                                   "yet, so the audit records this claim (issue 17 takes the actor from the "
+                                   "authenticated token instead)", examples=["ops"])
+    expected_version_id: str | None = Field(pattern=VERSION_ID_RE,
+                                            description="the version the alias points at as the client last read "
+                                                        "it (null: a new alias); the change is a compare-and-swap "
+                                                        "on it, 409 when another writer moved the alias",
+                                            examples=["sv_0123456789abcdef"])
 
 
 class ActivateRequest(_Who):
@@ -93,12 +100,14 @@ def build(ctx: ApiContext) -> APIRouter:
 
     @r.post("/serving/aliases/{alias}/activate", response_model=AliasChange, responses=REFUSED | DOWN, tags=["serving"])
     def activate(alias: Alias, body: Annotated[ActivateRequest, Body()], reg: Reg) -> AliasChange:
-        ev = registry_call(lambda: reg.activate(alias, body.version_id, actor=body.actor, reason=body.reason))
+        ev = registry_call(lambda: reg.activate(alias, body.version_id, actor=body.actor, reason=body.reason,
+                                                expected_version_id=body.expected_version_id))
         return AliasChange(alias=alias, version_id=body.version_id, changed=ev is not None, event=ev)
 
     @r.post("/serving/aliases/{alias}/rollback", response_model=AliasChange, responses=REFUSED | DOWN, tags=["serving"])
     def rollback(alias: Alias, body: Annotated[RollbackRequest, Body()], reg: Reg) -> AliasChange:
-        ev = registry_call(lambda: reg.rollback(alias, actor=body.actor, reason=body.reason))
+        ev = registry_call(lambda: reg.rollback(alias, actor=body.actor, reason=body.reason,
+                                                expected_version_id=body.expected_version_id))
         return AliasChange(alias=alias, version_id=ev.to_version, changed=True, event=ev)
 
     return r

@@ -298,4 +298,4 @@ def test_run_file_and_write_silver(instrument, tmp_path):
     assert grid.column_names[1:] == [name for name, _ in silver.SILVER_COLUMNS]
     for col in ("bin_start_ns", "bin_end_ns", "best_bid_price_int", "best_ask_price_int"):
         assert col in bins.column_names
-    assert not list((tmp_path / "silver").glob("*.tmp"))
+    assert not [p for p in (tmp_path / "silver").iterdir() if ".qmtmp-" in p.name]

@@ -5,6 +5,7 @@ its refusals, preview, and the shipped YAML specs."""
 from __future__ import annotations
 
 import copy
+import math
 import time
 import warnings
 from pathlib import Path
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 
 from qmachina_assets.core.engine import engine as eng
-from qmachina_assets.core.gold import dsl
+from qmachina_assets.core.gold import dsl, dsl_runtime
 from qmachina_assets.core.gold.features import GOLD_INPUTS, GoldFeatureConfig, compute_gold
 from qmachina_assets.core.instrument import locked_instrument
 from qmachina_assets.core.paths import PROJECT_ROOT
@@ -236,6 +237,11 @@ def test_unsafe_or_invalid_expressions_are_rejected(expr: str) -> None:
     assert errors and all(e.node == "e" and e.kind in ("expr_syntax", "expr_name") for e in errors), errors
 
 
+def libm(fn, x: np.ndarray) -> np.ndarray:
+    """fn element by element (NaN kept): the C library's result, which numba's kernels call too."""
+    return np.vectorize(lambda v: v if math.isnan(v) else fn(v), otypes=[np.float64])(x)
+
+
 def test_expression_semantics() -> None:
     rng = np.random.default_rng(0)
     n_bins, radius = 30, 2
@@ -248,8 +254,9 @@ def test_expression_semantics() -> None:
         "div": ("a / (abs(b) + 1) - -b", a / (np.abs(b) + 1) - -b),
         "cmp": ("(a > b) + 2 * (a <= 0) + 4 * (0 < a < 1)",
                 (a > b) + 2.0 * (a <= 0) + 4.0 * ((a > 0) & (a < 1))),
-        "fns": ("sign(a) + tanh(b) + exp(b) + log1p(abs(a)) + sqrt(abs(b))",
-                np.sign(a) + np.tanh(b) + np.exp(b) + np.log1p(np.abs(a)) + np.sqrt(np.abs(b))),
+        "fns": ("sign(a) + tanh(b) + exp(b) + log1p(abs(a)) + sqrt(abs(b))",  # libm, as CPython's math
+                np.sign(a) + libm(math.tanh, b) + libm(math.exp, b) + libm(math.log1p, np.abs(a))
+                + np.sqrt(np.abs(b))),
         "mm": ("min(a, b, 0.25) + max(a, b) + clip(a, -0.5, 0.5)",
                np.minimum(np.minimum(a, b), 0.25) + np.maximum(a, b) + np.clip(a, -0.5, 0.5)),
         "wh": ("where(a > 0, a, b) + nan_to_zero(a) * dt_s", np.where(a > 0, a, b) + np.nan_to_num(a) * 0.25),
@@ -260,8 +267,8 @@ def test_expression_semantics() -> None:
         nodes[f"o_{key}"] = {"type": "output", "source": f"e_{key}", "name": key, "dtype": "float64"}
     nodes["code"] = {"type": "expr", "inputs": {"a": "a"}, "expr": "a * 3", "dtype": "int8"}
     nodes["o_code"] = {"type": "output", "source": "code", "name": "code", "dtype": "int8"}
-    out = dsl.execute(dsl.validate_or_raise({"version": 1, "name": "e", "nodes": nodes}), bins, grid, radius,
-                      1, 250)
+    out = dsl_runtime.execute(dsl.validate_or_raise({"version": 1, "name": "e", "nodes": nodes}), bins, grid,
+                              radius, 1, 250)
     for key, (_, want) in cases.items():
         np.testing.assert_array_equal(out[key], want.reshape(-1), err_msg=key)
     want_code = np.trunc(np.nan_to_num(a * 3)).astype(np.int8).reshape(-1)
@@ -335,7 +342,7 @@ def test_rolling_kernels_match_pandas_per_series() -> None:
     valid[25] = False
     seqs = np.arange(n_bins) + np.where(np.arange(n_bins) >= 40, 3, 0)
     bins, grid = _synthetic(n_bins, radius, np.full(n_bins, 400), {"v_add": x}, valid=valid, seqs=seqs)
-    out = dsl.execute(dsl.validate_or_raise(_ops_spec()), bins, grid, radius, 1, 100)
+    out = dsl_runtime.execute(dsl.validate_or_raise(_ops_spec()), bins, grid, radius, 1, 100)
     for key, node in ROLLING_NODES.items():
         got = out[key].reshape(n_bins, 5)
         assert (got[25] == 0).all(), key  # invalid bin: no series, output 0
@@ -356,7 +363,7 @@ def test_series_follow_absolute_ticks_across_spot_moves() -> None:
     nodes = {"x": {"type": "silver_ref", "field": "v_add"},
              "l": {"type": "temporal_window", "source": "x", "agg": "lag"},
              "o": {"type": "output", "source": "l", "name": "lag1", "dtype": "float64"}}
-    got = dsl.execute(_spec(nodes), bins, grid, radius, TICK, 100)["lag1"].reshape(n_bins, 5)
+    got = dsl_runtime.execute(_spec(nodes), bins, grid, radius, TICK, 100)["lag1"].reshape(n_bins, 5)
     np.testing.assert_array_equal(got[1], x[0])
     np.testing.assert_array_equal(got[2, :4], x[1, 1:])
     assert np.isnan(got[2, 4])
@@ -385,8 +392,8 @@ def test_spatial_kernels_and_bin_shape() -> None:
     nodes["share"] = {"type": "expr", "inputs": {"x": "x", "t": "tot"}, "expr": "x / t"}
     nodes["o_tot"] = {"type": "output", "source": "tot_ewm", "name": "tot_ewm", "dtype": "float64"}
     nodes["o_share"] = {"type": "output", "source": "share", "name": "share", "dtype": "float64"}
-    out = dsl.execute(dsl.validate_or_raise({"version": 1, "name": "s", "nodes": nodes}), bins, grid, radius,
-                      1, 100)
+    out = dsl_runtime.execute(dsl.validate_or_raise({"version": 1, "name": "s", "nodes": nodes}), bins, grid,
+                              radius, 1, 100)
     ok = valid
     for agg in ("mean", "sum", "max", "min", "std"):
         want = np.full((n_bins, 7), np.nan)
@@ -422,9 +429,9 @@ def test_builtin_spec_equals_compute_gold_on_the_real_day(day) -> None:
     cfg = _shipped_cfg()
     spec = dsl.builtin_spec(cfg)
     assert dsl.validate(spec) == []
-    dsl.execute(spec, *_slice(day, 0, 50), inst.grid_radius_ticks, inst.tick_int, inst.cell_width_ms)  # compile
+    dsl_runtime.execute(spec, *_slice(day, 0, 50), inst.grid_radius_ticks, inst.tick_int, inst.cell_width_ms)  # compile
     t0 = time.perf_counter()
-    out = dsl.execute(spec, bins, grid, inst.grid_radius_ticks, inst.tick_int, inst.cell_width_ms)
+    out = dsl_runtime.execute(spec, bins, grid, inst.grid_radius_ticks, inst.tick_int, inst.cell_width_ms)
     elapsed = time.perf_counter() - t0
     ref = compute_gold(bins, grid, cfg, inst.grid_radius_ticks, inst.tick_int)
     print(f"\nbuiltin_spec: {len(out['k'])} rows in {elapsed:.2f} s = {len(out['k']) / elapsed:,.0f} rows/s")
@@ -439,14 +446,15 @@ def test_builtin_spec_with_invalid_bins_gaps_and_custom_config(day) -> None:
     bins["spot_ref_price_int"][500] = 0
     bins["bin_seq"][1000:] += 5
     cfg = _cfg()
-    out = dsl.execute(dsl.builtin_spec(cfg), bins, grid, inst.grid_radius_ticks, inst.tick_int, cfg.cell_width_ms)
+    out = dsl_runtime.execute(dsl.builtin_spec(cfg), bins, grid, inst.grid_radius_ticks, inst.tick_int,
+                              cfg.cell_width_ms)
     ref = compute_gold(bins, grid, cfg, inst.grid_radius_ticks, inst.tick_int)
     _compare_all(out, ref)
     w = 2 * inst.grid_radius_ticks + 1
     assert not out["gold_valid"][100 * w:110 * w].any()
     assert (out["composite"][100 * w:110 * w] == 0).all() and (out["composite"][500 * w:501 * w] == 0).all()
     bins["book_valid"][:] = False
-    out = dsl.execute(dsl.builtin_spec(cfg), bins, grid, inst.grid_radius_ticks, inst.tick_int, 100)
+    out = dsl_runtime.execute(dsl.builtin_spec(cfg), bins, grid, inst.grid_radius_ticks, inst.tick_int, 100)
     assert all((v == 0).all() for c, v in out.items() if c not in ("bin_seq", "k"))
 
 
@@ -456,7 +464,7 @@ def test_causality_changes_after_t_leave_outputs_up_to_t_unchanged(day) -> None:
     bins, grid = _slice(day, 40_000, 41_500)
     specs = [dsl.builtin_spec(_cfg()), dsl.load_spec(GOLD_DIR / "depth_imbalance.yaml"),
              dsl.validate_or_raise(_ops_spec("v_fill"))]
-    before = [dsl.execute(s, bins, grid, radius, inst.tick_int, 100) for s in specs]
+    before = [dsl_runtime.execute(s, bins, grid, radius, inst.tick_int, 100) for s in specs]
     rng = np.random.default_rng(5)
     for v in grid.values():
         if v.dtype.kind == "f":
@@ -466,7 +474,7 @@ def test_causality_changes_after_t_leave_outputs_up_to_t_unchanged(day) -> None:
     bins["ask_reprice_sign"][t + 1:] = 1
     grid["ask_reprice_sign"][(t + 1) * w:] = 1
     for s, b in zip(specs, before, strict=True):
-        after = dsl.execute(s, bins, grid, radius, inst.tick_int, 100)
+        after = dsl_runtime.execute(s, bins, grid, radius, inst.tick_int, 100)
         changed = False
         for col in b:
             np.testing.assert_array_equal(after[col][:(t + 1) * w], b[col][:(t + 1) * w], err_msg=f"{s.name}.{col}")
@@ -526,8 +534,8 @@ def test_preview(day) -> None:
     inst = locked_instrument()
     bins, grid = day
     spec = dsl.builtin_spec(_shipped_cfg())
-    res = dsl.preview(spec, bins, grid, inst.grid_radius_ticks, inst.tick_int, inst.cell_width_ms,
-                      sample_bins=1500, start_bin=40_000)
+    res = dsl_runtime.preview(spec, bins, grid, inst.grid_radius_ticks, inst.tick_int, inst.cell_width_ms,
+                              sample_bins=1500, start_bin=40_000)
     assert res.spec_hash == spec.spec_hash and res.n_bins_sampled == 1500
     assert res.n_rows == 1500 * (2 * inst.grid_radius_ticks + 1) and res.execution_time_ms > 0
     by_name = {o.name: o for o in res.outputs}
@@ -537,11 +545,11 @@ def test_preview(day) -> None:
         assert o.max_abs_corr == pytest.approx(1.0) and name in o.redundant_with
         assert o.p01 <= o.p25 <= o.p50 <= o.p75 <= o.p99 and o.n == res.n_rows
     assert by_name["composite_d3"].nan_share > 0  # warm-up NaN before the fill
-    di = dsl.preview(dsl.load_spec(GOLD_DIR / "depth_imbalance.yaml"), bins, grid, inst.grid_radius_ticks,
-                     inst.tick_int, inst.cell_width_ms, sample_bins=1500, start_bin=40_000)
+    di = dsl_runtime.preview(dsl.load_spec(GOLD_DIR / "depth_imbalance.yaml"), bins, grid, inst.grid_radius_ticks,
+                             inst.tick_int, inst.cell_width_ms, sample_bins=1500, start_bin=40_000)
     imb = {o.name: o for o in di.outputs}["local_depth_imbalance"]
     assert -1.0 <= imb.p01 <= imb.p99 <= 1.0 and imb.std > 0
-    assert all(c < dsl.REDUNDANT_CORR for c in imb.corr_with_builtin.values() if c is not None)
+    assert all(c < dsl_runtime.REDUNDANT_CORR for c in imb.corr_with_builtin.values() if c is not None)
 
 
 # ---- YAML ------------------------------------------------------------------------------------------

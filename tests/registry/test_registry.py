@@ -1,6 +1,7 @@
 """Serving registry on SQLite and on the real Postgres (127.0.0.1:5432): publish/resolve, idempotency, audited
 aliases, rollback, diff, every preflight refusal writing nothing, immutability in code and in the database,
-migrations, injected failures and crashes, concurrent promotions, the CLI, and reproduce.
+migrations, injected failures and crashes, concurrent promotions (compare-and-swap), the walk-forward's selection
+as the only promotable set, aliases owned by an experiment, dirty code, the CLI, and reproduce.
 
 Promotions with lineage use a real world: two synthetic days -> bronze -> datasets -> one walk-forward fold
 -> the append-only results store (as tests/research/test_sweeps.py)."""
@@ -26,6 +27,8 @@ from qmachina_assets.core.engine import silver
 from qmachina_assets.core.instrument import InstrumentConfig
 from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.registry import (
+    AliasConflictError,
+    AliasOwnedError,
     ImmutableVersionError,
     PreflightError,
     Registry,
@@ -37,9 +40,9 @@ from qmachina_assets.core.registry import (
     lineage_from_results,
 )
 from qmachina_assets.core.registry import registry as regmod
-from qmachina_assets.core.registry.lineage import RunLineage
+from qmachina_assets.core.registry.candidates import gate_failures
+from qmachina_assets.core.registry.lineage import read_runs
 from qmachina_assets.core.registry.models import metadata
-from qmachina_assets.core.registry.preflight import gate_problems
 from qmachina_assets.core.registry.reproduce import reproduce_version
 from qmachina_assets.core.research import sweeps
 from qmachina_assets.core.research.datasets import build_dataset_day
@@ -50,7 +53,7 @@ from qmachina_assets.core.research.specs import (
     StreamFieldSpec,
     resolve_experiment,
 )
-from tests.support.synth_days import DAYS, build_synth_days
+from tests.support.synth_days import DAYS, build_synth_days, pinned_code
 
 EXPERIMENT = """name: synth_registry
 description: two thresholds, walk-forward
@@ -62,6 +65,8 @@ walk_forward: {train_days: 1, test_days: 1}
 promotion: {min_oos_trades: 1, min_hit_rate: 0.0, min_profit_factor: 0.0, max_drawdown_ticks: 100000}
 tracking: {backend: none}
 """
+EXPERIMENT_B = EXPERIMENT.replace("name: synth_registry", "name: synth_registry_b").replace(
+    "thresholds: [0.1, 0.2]", "thresholds: [0.15, 0.3]")
 COUNTED = ("serving_versions", "serving_aliases", "serving_alias_events")
 
 
@@ -77,16 +82,26 @@ def world(tmp_path_factory):
                                                                           "display_name: ES flow score (b)"))
     exp_path = configs / "experiments" / "synth_registry.yaml"
     exp_path.write_text(EXPERIMENT)
+    (configs / "experiments" / "synth_registry_b.yaml").write_text(EXPERIMENT_B)
     exp, srv, pipe = resolve_experiment(exp_path)
-    for day in DAYS:
-        build_dataset_day(lake, pipe, day)
-    table = sweeps.run_fold(lake, exp, srv, pipe, sweeps.folds(pipe, exp)[0])
-    sweeps.append_results(lake, table)
-    rows = table.to_pylist()
-    passing = [r["run_id"] for r in rows if not gate_problems(RunLineage.from_row(r), exp.promotion, "test")]
-    assert len(passing) == 2, "both thresholds should trade and pass the loose gate"
-    return SimpleNamespace(root=root, lake=lake, configs=configs, exp_path=exp_path, exp=exp, serving=srv,
-                           pipeline=pipe, runs=passing, instrument=inst)
+    exp_b = resolve_experiment(configs / "experiments" / "synth_registry_b.yaml")[0]
+    with pinned_code():
+        for day in DAYS:
+            build_dataset_day(lake, pipe, day)
+        rows = {}
+        for e in (exp, exp_b):
+            table = sweeps.run_fold(lake, e, srv, pipe, sweeps.folds(pipe, e)[0])
+            sweeps.append_results(lake, table)
+            rows[e.name] = table.to_pylist()
+    a = rows[exp.name]
+    selected = next(r["run_id"] for r in a if r["selected"])
+    other = next(r["run_id"] for r in a if not r["selected"])
+    assert all(r["oos_n_trades"] >= 1 for r in a), "both thresholds should trade out of sample"
+    assert not gate_failures(lake, exp, read_runs(lake, exp.name, [selected])), "the selection passes the gate"
+    return SimpleNamespace(root=root, lake=lake, configs=configs, exp_path=exp_path, exp=exp, exp_b=exp_b,
+                           serving=srv, pipeline=pipe, selected=selected, other=other,
+                           selected_b=next(r["run_id"] for r in rows[exp_b.name] if r["selected"]),
+                           instrument=inst)
 
 
 def _pg_database(admin_url: str):
@@ -115,14 +130,19 @@ def reg(db_url, world):
     r.close()
 
 
-def promote_run(reg, world, run_id, alias="live", actor="sensor", reason="passed the gate", **kw):
-    lineage, promoted = lineage_from_results(world.lake, world.exp, world.serving, world.pipeline, run_id)
+def promote_run(reg, world, run_id=None, alias="live", actor="sensor", reason="passed the gate", exp=None, **kw):
+    """Publish an experiment's run(s) (default: experiment A's selection) onto `alias` from where it points now."""
+    exp = exp or world.exp
+    run_id = run_id or (world.selected if exp is world.exp else world.selected_b)
+    lineage, promoted = lineage_from_results(world.lake, exp, world.serving, world.pipeline, run_id)
+    kw.setdefault("expected_version_id", reg.current(alias))
     return reg.promote(promoted, alias=alias, lineage=lineage, actor=actor, reason=reason,
                        pipeline=world.pipeline, **kw)
 
 
 def register(reg, world, name="synth_flow", alias="live", actor="ops", reason="direct"):
-    return reg.register(world.configs / "serving" / f"{name}.yaml", alias=alias, actor=actor, reason=reason)
+    return reg.register(world.configs / "serving" / f"{name}.yaml", alias=alias, actor=actor, reason=reason,
+                        expected_version_id=reg.current(alias))
 
 
 def variant(world, i: int):
@@ -139,7 +159,7 @@ def test_migration_from_empty_to_head(db_url, world):
     assert regmod.current_revision(engine) is None
     assert not sa.inspect(engine).get_table_names()
     with Registry(url=db_url, lake=world.lake, instrument=world.instrument) as r:
-        assert regmod.current_revision(r.engine) == "0001_initial"
+        assert regmod.current_revision(r.engine) == "0002_alias_guards"
         assert set(COUNTED) <= set(sa.inspect(r.engine).get_table_names())
         from alembic.autogenerate import compare_metadata
         from alembic.migration import MigrationContext
@@ -149,13 +169,13 @@ def test_migration_from_empty_to_head(db_url, world):
                                                          "compare_type": True})
             assert compare_metadata(ctx, metadata) == []
     with Registry(url=db_url, lake=world.lake, instrument=world.instrument) as r:  # re-open: no-op
-        assert regmod.current_revision(r.engine) == "0001_initial"
+        assert regmod.current_revision(r.engine) == "0002_alias_guards"
         assert r.count_rows() == dict.fromkeys(COUNTED, 0)
     engine.dispose()
 
 
 def test_promote_resolve_round_trip(reg, world):
-    res = promote_run(reg, world, world.runs[0])
+    res = promote_run(reg, world)
     v = res.version
     assert res.created and res.event.from_version is None and res.event.to_version == v.version_id
     assert v.version_id.startswith("sv_") and len(v.version_id) == 19
@@ -192,20 +212,21 @@ def test_promote_resolve_round_trip(reg, world):
 
 
 def test_publish_is_idempotent(reg, world):
-    first = promote_run(reg, world, world.runs[0])
+    first = promote_run(reg, world)
     counts = reg.count_rows()
-    again = promote_run(reg, world, world.runs[0], reason="sensor fired twice")
+    again = promote_run(reg, world, reason="sensor fired twice")
     assert (again.created, again.event) == (False, None)
     assert again.version.version_id == first.version.version_id
     assert again.version.created_at == first.version.created_at  # the stored row, not a new one
     assert reg.count_rows() == counts
-    lineage, promoted = lineage_from_results(world.lake, world.exp, world.serving, world.pipeline, world.runs[0])
+    lineage, promoted = lineage_from_results(world.lake, world.exp, world.serving, world.pipeline, world.selected)
     later = lineage.model_copy(update={"recorded_at": "1999-01-01T00:00:00+00:00"})  # timestamps are not content
-    res = reg.promote(promoted, alias="live", lineage=later, actor="x", reason="y", pipeline=world.pipeline)
+    res = reg.promote(promoted, alias="live", lineage=later, actor="x", reason="y", pipeline=world.pipeline,
+                      expected_version_id=first.version.version_id)
     assert (res.version.version_id, res.created) == (first.version.version_id, False)
-    other_alias = promote_run(reg, world, world.runs[0], alias="canary")
+    other_alias = promote_run(reg, world, alias="canary")
     assert not other_alias.created and other_alias.event.to_version == first.version.version_id
-    a = register(reg, world)
+    a = register(reg, world, alias="direct")
     b = register(reg, world, alias="staging")
     assert a.created and not b.created and a.version.version_id == b.version.version_id
     assert reg.count_rows()["serving_versions"] == 2
@@ -213,44 +234,59 @@ def test_publish_is_idempotent(reg, world):
 
 def test_alias_repoint_audit_and_rollback(reg, world):
     v1 = register(reg, world, actor="alice", reason="first cut").version.version_id
-    v2 = promote_run(reg, world, world.runs[0], actor="sensor", reason="gate passed").version.version_id
-    v3 = promote_run(reg, world, world.runs[1], actor="sensor", reason="better run").version.version_id
+    v2 = register(reg, world, name="synth_flow_b", actor="bob", reason="second").version.version_id
+    spec, lin = variant(world, 1)
+    v3 = reg.promote(spec, alias="live", lineage=lin, actor="carl", reason="third", pipeline=world.pipeline,
+                     expected_version_id=v2).version.version_id
     assert len({v1, v2, v3}) == 3 and reg.resolve("live").version_id == v3
     hist = reg.history("live")
     assert [(e.from_version, e.to_version, e.actor, e.reason, e.action) for e in hist] == [
-        (None, v1, "alice", "first cut", "register"), (v1, v2, "sensor", "gate passed", "promote"),
-        (v2, v3, "sensor", "better run", "promote")]
+        (None, v1, "alice", "first cut", "register"), (v1, v2, "bob", "second", "register"),
+        (v2, v3, "carl", "third", "promote")]
     assert all(e.at.tzinfo is not None for e in hist) and hist[0].at <= hist[-1].at
-    ev = reg.rollback("live", actor="bob", reason="pnl dropped")
+    ev = reg.rollback("live", actor="bob", reason="pnl dropped", expected_version_id=v3)
     assert (ev.from_version, ev.to_version, ev.action) == (v3, v2, "rollback")
-    ev = reg.rollback("live", actor="bob", reason="still bad")
+    ev = reg.rollback("live", actor="bob", reason="still bad", expected_version_id=v2)
     assert (ev.from_version, ev.to_version) == (v2, v1) and reg.resolve("live").version_id == v1
     with pytest.raises(RegistryError, match="no earlier version to roll back to"):
-        reg.rollback("live", actor="bob", reason="again")
-    ev = reg.activate("live", v3, actor="carol", reason="re-enable")
+        reg.rollback("live", actor="bob", reason="again", expected_version_id=v1)
+    ev = reg.activate("live", v3, actor="carol", reason="re-enable", expected_version_id=v1)
     assert (ev.from_version, ev.to_version, ev.action, ev.actor) == (v1, v3, "activate", "carol")
-    assert reg.activate("live", v3, actor="carol", reason="twice") is None  # no change, no audit row
-    ev = reg.rollback("live", actor="bob", reason="undo the activation")
+    assert reg.activate("live", v3, actor="carol", reason="twice", expected_version_id=v3) is None  # no audit row
+    ev = reg.rollback("live", actor="bob", reason="undo the activation", expected_version_id=v3)
     assert ev.to_version == v1
     assert [a.revision for a in reg.list_aliases()] == [len(reg.history("live"))]
     assert reg.verify() == []
     counts = reg.count_rows()
     with pytest.raises(UnknownVersionError):
-        reg.activate("live", "sv_0000000000000000", actor="carol", reason="typo")
+        reg.activate("live", "sv_0000000000000000", actor="carol", reason="typo", expected_version_id=v1)
     with pytest.raises(RegistryError, match="reserved for version ids"):
-        reg.activate("sv_live", v1, actor="carol", reason="bad name")
+        reg.activate("sv_live", v1, actor="carol", reason="bad name", expected_version_id=None)
     with pytest.raises(RegistryError, match="alias 'Live!'"):
-        reg.activate("Live!", v1, actor="carol", reason="bad name")
+        reg.activate("Live!", v1, actor="carol", reason="bad name", expected_version_id=None)
     with pytest.raises(RegistryError, match="reason: required"):
-        reg.activate("live", v2, actor="carol", reason=" ")
+        reg.activate("live", v2, actor="carol", reason=" ", expected_version_id=v1)
     with pytest.raises(UnknownVersionError, match="no alias 'ghost'"):
-        reg.rollback("ghost", actor="bob", reason="nothing there")
-    assert reg.count_rows() == counts
+        reg.rollback("ghost", actor="bob", reason="nothing there", expected_version_id=None)
+    # compare-and-swap: a writer that read an older state gets a conflict and changes nothing
+    with pytest.raises(AliasConflictError, match=r"points at .* not at the expected"):
+        reg.activate("live", v2, actor="x", reason="stale", expected_version_id=v3)
+    with pytest.raises(AliasConflictError, match="not at the expected nothing"):
+        reg.activate("live", v2, actor="x", reason="stale", expected_version_id=None)
+    with pytest.raises(AliasConflictError):
+        reg.rollback("live", actor="x", reason="stale", expected_version_id=v2)
+    with pytest.raises(AliasConflictError):
+        reg.register(world.configs / "serving" / "synth_flow_b.yaml", alias="live", actor="x", reason="stale",
+                     expected_version_id=v3)
+    with pytest.raises(AliasConflictError):
+        reg.promote(variant(world, 2)[0], alias="live", lineage=variant(world, 2)[1], actor="x", reason="stale",
+                    pipeline=world.pipeline, expected_version_id=v3)
+    assert reg.count_rows() == counts and reg.resolve("live").version_id == v1
 
 
 def test_diff_of_two_versions(reg, world):
-    a = promote_run(reg, world, world.runs[0]).version
-    b = promote_run(reg, world, world.runs[1]).version
+    a = promote_run(reg, world).version
+    b = promote_run(reg, world, exp=world.exp_b, alias="b").version
     d = reg.diff(a.version_id, b.version_id)
     assert (d.version_a, d.version_b) == (a.version_id, b.version_id)
     assert set(d.changed) >= {"signal.threshold", "serving.spec_hash"}
@@ -261,17 +297,108 @@ def test_diff_of_two_versions(reg, world):
     as_json = json.loads(d.model_dump_json())
     assert as_json["changed"]["signal.threshold"] == {"a": a.runtime_snapshot["signal"]["threshold"],
                                                       "b": b.runtime_snapshot["signal"]["threshold"]}
-    assert reg.diff("live", b.version_id).identical
+    assert reg.diff("b", b.version_id).identical
     # keyed lists: a dropped stream field is one removed key group, not a shifted list
-    r = register(reg, world).version
+    r = register(reg, world, alias="direct").version
     fewer = world.serving.model_copy(update={"stream_schema": [f for f in world.serving.stream_schema
                                                                if f.name != "chase_down_flag"]})
     c = reg.promote(fewer, alias="other", lineage=lineage_for_register(fewer, world.pipeline), actor="t",
-                    reason="fewer fields", pipeline=world.pipeline).version
+                    reason="fewer fields", pipeline=world.pipeline, expected_version_id=None).version
     d2 = reg.diff(r.version_id, c.version_id)
     assert set(d2.removed) == {"stream_schema[chase_down_flag].arrow_type", "stream_schema[chase_down_flag].dtype",
                                "stream_schema[chase_down_flag].name", "stream_schema[chase_down_flag].role"}
     assert "stream_schema#order" in d2.changed
+
+
+# ---- the walk-forward's selection, owned aliases, dirty code ----------------------------------------
+
+
+def test_only_the_walk_forward_selection_is_promoted(reg, world):
+    register(reg, world)
+    before = reg.count_rows()
+    # the set the walk-forward did not select is refused on every path, naming what was selected
+    err = _refused(reg, {"selection"}, "is not the walk-forward's selection", promote_run, reg, world, world.other)
+    assert world.selected in str(err) and "highest in-sample total pnl" in str(err)
+    err = _refused(reg, {"selection"}, "is not the walk-forward's selection", reg.promote_run, world.exp_path,
+                   [world.other], alias="live", actor="t", reason="r", expected_version_id=reg.current("live"))
+    # a forged `selected` flag in the lineage is caught against the store as well
+    lineage, promoted = lineage_from_results(world.lake, world.exp, world.serving, world.pipeline, world.other)
+    forged = lineage.model_copy(update={"runs": [lineage.runs[0].model_copy(update={"selected": True})]})
+    err = _refused(reg, {"selection", "lineage"}, "not the walk-forward's selection", reg.promote, promoted,
+                   alias="live", lineage=forged, actor="t", reason="r", pipeline=world.pipeline,
+                   expected_version_id=reg.current("live"))
+    # another experiment's selection as the evidence of this one: not this experiment's walk-forward
+    err = _refused(reg, {"lineage"}, "not found in the results of experiment 'synth_registry'", reg.promote_run,
+                   world.exp_path, [world.selected_b], alias="live", actor="t", reason="r",
+                   expected_version_id=reg.current("live"))
+    assert reg.count_rows() == before
+    # without run ids, promote_run takes the candidate: the selection of every fold
+    res = reg.promote_run(world.exp_path, alias="champ", actor="t", reason="r", expected_version_id=None)
+    assert [r.run_id for r in res.version.lineage.runs] == [world.selected]
+    assert res.version.lineage.runs[0].selected and res.version.serving_spec().threshold == \
+        res.version.lineage.runs[0].params["threshold"]
+
+
+def test_an_owned_alias_accepts_only_its_experiments_gated_versions(world, tmp_path):
+    with Registry(url=f"sqlite:///{tmp_path / 'o.sqlite'}", lake=world.lake, instrument=world.instrument,
+                  configs_dir=world.configs) as reg:
+        champ = promote_run(reg, world, alias="champ").version.version_id
+        assert reg.list_aliases()[0].owner_experiment == "synth_registry"  # the first promotion claimed it
+        direct = register(reg, world, alias="direct").version.version_id
+        b = promote_run(reg, world, exp=world.exp_b, alias="b").version.version_id
+        before = reg.count_rows()
+        with pytest.raises(AliasOwnedError, match=r"owned by experiment 'synth_registry'.*registered directly"):
+            register(reg, world, alias="champ")
+        with pytest.raises(AliasOwnedError, match="registered directly"):
+            reg.activate("champ", direct, actor="t", reason="r", expected_version_id=champ)
+        with pytest.raises(AliasOwnedError, match="from experiment 'synth_registry_b'"):
+            reg.activate("champ", b, actor="t", reason="r", expected_version_id=champ)
+        with pytest.raises(AliasOwnedError, match="from experiment 'synth_registry_b'"):
+            promote_run(reg, world, exp=world.exp_b, alias="champ")
+        # an alias named after an experiment (the promotion sensor's) is owned before it exists
+        with pytest.raises(AliasOwnedError, match="owned by experiment 'synth_registry_b'"):
+            register(reg, world, alias="synth_registry_b")
+        with pytest.raises(AliasOwnedError, match="owned by experiment 'synth_registry'"):
+            reg.activate("synth_registry", direct, actor="t", reason="r", expected_version_id=None)
+        assert reg.count_rows() == before
+        # its own experiment's version goes through, and so does a rollback to an earlier gated version
+        assert reg.activate("synth_registry", champ, actor="t", reason="r", expected_version_id=None) is not None
+        # an alias that once held a register version and then a gated one cannot be rolled back to the former
+        reg.activate("mixed", direct, actor="t", reason="r", expected_version_id=None)
+        promote_run(reg, world, alias="mixed")
+        with pytest.raises(AliasOwnedError, match="registered directly"):
+            reg.rollback("mixed", actor="t", reason="r", expected_version_id=champ)
+        assert reg.resolve("mixed").version_id == champ and reg.verify() == []
+
+
+def test_dirty_code_is_refused_unless_allowed_and_reproduce_names_it(world, tmp_path):
+    dirty_exp = world.exp_path.parent / "synth_registry_dirty.yaml"
+    dirty_exp.write_text(EXPERIMENT.replace("name: synth_registry", "name: synth_registry_dirty"))
+    exp, srv, pipe = resolve_experiment(dirty_exp)
+    with pinned_code(dirty=True, diff="ab" * 32):
+        table = sweeps.run_fold(world.lake, exp, srv, pipe, sweeps.folds(pipe, exp)[0])
+    sweeps.append_results(world.lake, table)
+    row = next(r for r in table.to_pylist() if r["selected"])
+    assert row["code_dirty"] is True and row["code_diff_sha256"] == "ab" * 32
+    with Registry(url=f"sqlite:///{tmp_path / 'd.sqlite'}", lake=world.lake, instrument=world.instrument) as reg:
+        err = _refused(reg, {"code_version"}, "uncommitted changes", reg.promote_run, dirty_exp, alias="dirty",
+                       actor="t", reason="r", expected_version_id=None)
+        assert "abababababababab" in str(err) and "allow_dirty" in str(err)
+        res = reg.promote_run(dirty_exp, alias="dirty", actor="t", reason="r", expected_version_id=None,
+                              allow_dirty=True)
+        assert res.event.dirty_allowed and reg.history("dirty")[-1].dirty_allowed
+        assert res.version.lineage.code_dirty and res.version.lineage.runs[0].code_diff_sha256 == "ab" * 32
+        # reproduce from a clean checkout: the figures are compared and a mismatch is blamed on the code
+        run = res.version.lineage.runs[0]
+        forged = res.version.model_copy(update={"lineage": res.version.lineage.model_copy(update={"runs": [
+            run.model_copy(update={"metrics": {**run.metrics, "oos_hit_rate": 0.123456}})]})})
+        with pinned_code():
+            report = reproduce_version(forged, world.lake, rebuild=False)
+        assert not report.match and report.cause is not None and "code mismatch" in report.cause
+        assert "uncommitted changes" in report.cause and "cause:" in report.text()
+        with pinned_code(dirty=True, diff="ab" * 32):  # the same code: the cause is not the code
+            report = reproduce_version(forged, world.lake, rebuild=False)
+        assert not report.match and "code mismatch" not in (report.cause or "")
 
 
 # ---- preflight -------------------------------------------------------------------------------------
@@ -295,7 +422,7 @@ def test_preflight_refusals_write_nothing(reg, world, tmp_path):
     def direct(spec, target=None, **kw):
         lineage = kw.pop("lineage", None) or lineage_for_register(spec, pipe)
         return (target or reg).promote(spec, alias="live", lineage=lineage, actor="t", reason="r", pipeline=pipe,
-                                       **kw)
+                                       expected_version_id=reg.current("live"), **kw)
 
     # unknown model id
     err = _refused(reg, {"model_id"}, "unknown model 'mystery'", direct, srv.model_copy(update={"model_id": "mystery"}))
@@ -314,7 +441,8 @@ def test_preflight_refusals_write_nothing(reg, world, tmp_path):
     assert err.kinds == {"gold_config"}
     bad_pipe = pipe.model_copy(update={"engine": EngineOverrides(flow_windows=[5, 10], flow_rollup_weights=[1.0])})
     err = _refused(reg, {"gold_config"}, "engine.flow_rollup_weights", reg.promote, srv, alias="live",
-                   lineage=lineage_for_register(srv, bad_pipe), actor="t", reason="r", pipeline=bad_pipe)
+                   lineage=lineage_for_register(srv, bad_pipe), actor="t", reason="r", pipeline=bad_pipe,
+                   expected_version_id=reg.current("live"))
     assert err.kinds == {"gold_config"}
     # another instrument than the lock
     nq = InstrumentConfig.model_validate({**world.instrument.model_dump(), "symbol_root": "NQ", "symbol": "NQH4"})
@@ -322,11 +450,12 @@ def test_preflight_refusals_write_nothing(reg, world, tmp_path):
         _refused(other, {"instrument"}, "'ESH4' is not an outright contract of the locked root 'NQ'", direct, srv,
                  target=other)
         err = _refused(other, {"instrument"}, "locked root 'NQ'", other.register,
-                       world.configs / "serving" / "synth_flow.yaml", alias="live", actor="t", reason="r")
+                       world.configs / "serving" / "synth_flow.yaml", alias="live", actor="t", reason="r",
+                       expected_version_id=reg.current("live"))
         # an alias cannot be pointed at a stored version of another instrument either
         stored = reg.resolve("live").version_id
         _refused(other, {"instrument"}, "symbol_root: the version has 'ES', the instrument lock 'NQ'",
-                 other.activate, "other", stored, actor="t", reason="r")
+                 other.activate, "other", stored, actor="t", reason="r", expected_version_id=None)
     # a code version that cannot be resolved
     for code, match in (("unknown", "cannot be resolved"), ("0" * 40, "is not a commit of this checkout")):
         err = _refused(reg, {"code_version"}, match, direct, srv,
@@ -334,41 +463,42 @@ def test_preflight_refusals_write_nothing(reg, world, tmp_path):
         assert err.kinds == {"code_version"}
     # metrics below the caller's gate, and a register lineage cannot carry a gate
     strict = PromotionGate(min_oos_trades=10**6, min_hit_rate=0.99, min_profit_factor=50, max_drawdown_ticks=0.001)
-    err = _refused(reg, {"gate"}, "oos_n_trades", promote_run, reg, world, world.runs[0], gate=strict)
+    err = _refused(reg, {"gate"}, "oos_n_trades", promote_run, reg, world, gate=strict)
     assert err.kinds == {"gate"} and len(err.issues) == 4
     _refused(reg, {"gate"}, "needs experiment runs", direct, srv, gate=strict)
     # the experiment's own gate applies even when the caller passes none
-    lineage, promoted = lineage_from_results(world.lake, world.exp, srv, pipe, world.runs[0])
+    lineage, promoted = lineage_from_results(world.lake, world.exp, srv, pipe, world.selected)
     tight_exp = lineage.experiment | {"promotion": strict.model_dump()}
     forged = lineage.model_copy(update={"experiment": tight_exp})
+    cur = reg.current("live")
     _refused(reg, {"gate"}, "promotion gate of experiment", reg.promote, promoted, alias="live", lineage=forged,
-             actor="t", reason="r")
+             actor="t", reason="r", expected_version_id=cur)
     # lineage: metrics that are not the recorded ones; the base spec instead of the evaluated one
     run = lineage.runs[0]
     fake = run.model_copy(update={"metrics": {**run.metrics, "oos_total_pnl_ticks": 1e9}})
     _refused(reg, {"lineage"}, "differs from the results store", reg.promote, promoted, alias="live",
-             lineage=lineage.model_copy(update={"runs": [fake]}), actor="t", reason="r")
+             lineage=lineage.model_copy(update={"runs": [fake]}), actor="t", reason="r", expected_version_id=cur)
     base_lin = lineage.model_copy(update={"serving_spec_hash": srv.spec_hash})
     _refused(reg, {"lineage"}, "is not the evaluated one", reg.promote, srv, alias="live", lineage=base_lin,
-             actor="t", reason="r")
+             actor="t", reason="r", expected_version_id=cur)
     # datasets: missing from the lake; modified after it was built
     gone = run.model_copy(update={"test_dataset_id": run.test_dataset_id + "x"})
     _refused(reg, {"dataset"}, "not found in the lake", reg.promote, promoted, alias="live",
-             lineage=lineage.model_copy(update={"runs": [gone]}), actor="t", reason="r")
+             lineage=lineage.model_copy(update={"runs": [gone]}), actor="t", reason="r", expected_version_id=cur)
     lake2 = tmp_path / "lake2"
     shutil.copytree(world.lake / "research", lake2 / "research")
     grid = lake2 / "research" / "datasets" / run.test_dataset_id / "grid.parquet"
     grid.write_bytes(grid.read_bytes()[:-100] + bytes(100))
     with Registry(url=reg.url, lake=lake2, instrument=world.instrument) as other:
         _refused(other, {"dataset"}, "fails its checksums: grid.parquet: sha256", other.promote, promoted,
-                 alias="live", lineage=lineage, actor="t", reason="r")
+                 alias="live", lineage=lineage, actor="t", reason="r", expected_version_id=cur)
     # a broken YAML through register
     broken = world.configs / "serving" / "broken.yaml"
     broken.write_text((world.configs / "serving" / "synth_flow.yaml").read_text().replace("name: synth_flow",
                                                                                          "name: broken")
                       .replace("dtype: int32, role: grid_index", "dtype: int64, role: grid_index"))
     _refused(reg, {"spec"}, "k is int32 in silver, not int64", reg.register, broken, alias="live", actor="t",
-             reason="r")
+             reason="r", expected_version_id=cur)
     assert reg.resolve("live").lineage.kind == "register" and len(reg.history("live")) == 1
 
 
@@ -377,7 +507,7 @@ def test_preflight_refusals_write_nothing(reg, world, tmp_path):
 
 def test_versions_are_immutable_in_code_and_in_the_database(reg, world, db_url):
     v = register(reg, world).version
-    promote_run(reg, world, world.runs[0])
+    promote_run(reg, world)
     assert not [m for m in dir(Registry) if any(w in m.lower() for w in ("delete", "remove", "update", "edit"))]
     before = reg.count_rows()
     # code level: the registry's engine refuses the statements before they reach the database
@@ -429,12 +559,12 @@ def test_failure_between_version_insert_and_repoint_rolls_back_both(reg, world, 
     monkeypatch.setattr(Registry, "_insert_version", insert_then_note)
     monkeypatch.setattr(Registry, "_repoint", fail)
     with pytest.raises(RuntimeError, match="injected"):
-        promote_run(reg, world, world.runs[0])
+        promote_run(reg, world)
     assert inserted and inserted[0][1] is True  # the row was written inside the transaction ...
     assert reg.count_rows() == before  # ... and rolled back with it
     assert reg.resolve("live").version_id == v1 and reg.verify() == []
     monkeypatch.undo()
-    res = promote_run(reg, world, world.runs[0])  # the same promotion succeeds afterwards
+    res = promote_run(reg, world)  # the same promotion succeeds afterwards
     assert res.created and res.event.from_version == v1
 
 
@@ -448,7 +578,8 @@ def insert_then_die(self, conn, *a, **kw):
     os._exit(17)  # the process dies after the insert, before the alias repoint and the commit
 regmod.Registry._insert_version = insert_then_die
 reg = Registry(url=sys.argv[1], lake=sys.argv[2])
-reg.register(sys.argv[3], alias="live", actor="crash", reason="dies mid-transaction")
+reg.register(sys.argv[3], alias="live", actor="crash", reason="dies mid-transaction",
+             expected_version_id=reg.current("live"))
 """
 
 
@@ -463,7 +594,8 @@ def test_process_crash_mid_promotion_leaves_the_old_state(reg, world):
     with Registry(url=reg.url, lake=world.lake, instrument=world.instrument) as fresh:
         assert fresh.count_rows() == before
         assert fresh.resolve("live").version_id == v1 and fresh.verify() == []
-        res = fresh.register(world.configs / "serving" / "synth_flow_b.yaml", alias="live", actor="t", reason="r")
+        res = fresh.register(world.configs / "serving" / "synth_flow_b.yaml", alias="live", actor="t", reason="r",
+                             expected_version_id=v1)
         assert res.created and res.event.from_version == v1
 
 
@@ -496,8 +628,6 @@ def _race(reg, jobs, *, inside_transaction: bool, monkeypatch) -> list:
     for t in threads:
         t.join(120)
     monkeypatch.undo()
-    errors = [r for r in results if isinstance(r, BaseException)]
-    assert not errors, errors
     return results
 
 
@@ -510,28 +640,43 @@ def _assert_consistent(reg, alias: str, n_events: int) -> None:
     assert reg.verify() == []
 
 
+def _retrying(reg, spec, lin, alias: str):
+    """A writer that re-reads the alias after each conflict (what a client does with a 409)."""
+    for _ in range(50):
+        try:
+            return reg.promote(spec, alias=alias, lineage=lin, actor="t", reason="race", pipeline=lin.pipeline_spec(),
+                               expected_version_id=reg.current(alias))
+        except AliasConflictError:
+            continue
+    raise AssertionError("no progress after 50 conflicts")
+
+
 def test_concurrent_promotions_to_one_alias(reg, world, monkeypatch):
+    # two writers that read the same (absent) alias: one wins, the other gets a conflict and writes nothing
     specs = [variant(world, i) for i in range(2)]
     jobs = [lambda s=s, lin=lin: reg.promote(s, alias="live", lineage=lin, actor=f"t{s.display_name}",
-                                             reason="race", pipeline=world.pipeline) for s, lin in specs]
+                                             reason="race", pipeline=world.pipeline, expected_version_id=None)
+            for s, lin in specs]
     results = _race(reg, jobs, inside_transaction=reg.dialect == "postgresql", monkeypatch=monkeypatch)
-    assert all(r.created for r in results)
-    _assert_consistent(reg, "live", 2)
-    assert {e.to_version for e in reg.history("live")} == {r.version.version_id for r in results}
-    # many writers: the audit stays one unbroken chain and the alias ends where the audit ends
+    won = [r for r in results if not isinstance(r, BaseException)]
+    lost = [r for r in results if isinstance(r, BaseException)]
+    assert len(won) == 1 and len(lost) == 1 and isinstance(lost[0], AliasConflictError), results
+    assert won[0].created and reg.count_rows()["serving_versions"] == 1  # the loser's insert rolled back
+    _assert_consistent(reg, "live", 1)
+    # many writers that retry on conflict: the audit stays one unbroken chain, every write lands once
     more = [variant(world, i) for i in range(2, 8)]
-    jobs = [lambda s=s, lin=lin: reg.promote(s, alias="live", lineage=lin, actor="t", reason="race",
-                                             pipeline=world.pipeline) for s, lin in more]
-    _race(reg, jobs, inside_transaction=False, monkeypatch=monkeypatch)
-    _assert_consistent(reg, "live", 8)
+    jobs = [lambda s=s, lin=lin: _retrying(reg, s, lin, "live") for s, lin in more]
+    results = _race(reg, jobs, inside_transaction=False, monkeypatch=monkeypatch)
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    _assert_consistent(reg, "live", 7)
     # the same new content raced through two aliases: one version row, both aliases on it
     spec, lin = variant(world, 99)
     jobs = [lambda a=a: reg.promote(spec, alias=a, lineage=lin, actor="t", reason="same content",
-                                    pipeline=world.pipeline) for a in ("blue", "green")]
+                                    pipeline=world.pipeline, expected_version_id=None) for a in ("blue", "green")]
     results = _race(reg, jobs, inside_transaction=reg.dialect == "postgresql", monkeypatch=monkeypatch)
     assert sorted(r.created for r in results) == [False, True]
     assert reg.resolve("blue").version_id == reg.resolve("green").version_id
-    assert reg.count_rows()["serving_versions"] == 9
+    assert reg.count_rows()["serving_versions"] == 8
 
 
 # ---- CLI, configuration, reproduce -----------------------------------------------------------------
@@ -550,25 +695,38 @@ def test_cli_commands(world, tmp_path, capsys):
                     "--reason", "first", "--actor", "ops", "--json")
     assert code == 0
     v1 = json.loads(out)["version"]["version_id"]
-    code, out = cli("promote", str(world.exp_path), world.runs[0], "--alias", "live", "--reason", "gate passed")
+    code, out = cli("register", str(world.configs / "serving" / "synth_flow_b.yaml"), "--alias", "live",
+                    "--reason", "second", "--expect", v1)
+    assert code == 0
+    v3 = out.split()[1]
+    code, out = cli("promote", str(world.exp_path), world.other, "--alias", "champ", "--reason", "best oos")
+    assert code == 1 and "[selection]" in out and f"selected run {world.selected}" in out
+    code, out = cli("promote", str(world.exp_path), world.selected, "--alias", "champ", "--reason", "gate passed")
     assert code == 0 and "published sv_" in out and "[promote] by cli:" in out
     v2 = out.split()[1]
+    code, out = cli("promote", str(world.exp_path), "--alias", "champ", "--reason", "the candidate")
+    assert code == 0 and out.startswith(f"already published {v2}")  # no run ids: the walk-forward's selection
     code, out = cli("list", "--json")
     listed = json.loads(out)
-    assert {v["version_id"] for v in listed["versions"]} == {v1, v2}
-    assert listed["aliases"][0]["version_id"] == v2
-    code, out = cli("show", "live")
+    assert {v["version_id"] for v in listed["versions"]} == {v1, v2, v3}
+    assert {a["name"]: a["owner_experiment"] for a in listed["aliases"]} == {"champ": "synth_registry", "live": None}
+    code, out = cli("show", "champ")
     assert code == 0 and v2 in out and "experiment synth_registry" in out
     code, out = cli("diff", v1, v2, "--json")
     assert code == 0 and json.loads(out)["version_b"] == v2
     code, out = cli("diff", v1, v2)
     assert out.startswith(f"{v1} vs {v2}:") and "~ signal.threshold" in out
+    code, out = cli("rollback", "live", "--reason", "bad pnl", "--expect", v1)
+    assert code == 1 and "not at the expected" in out  # compare-and-swap: live points at v3
     code, out = cli("rollback", "live", "--reason", "bad pnl")
-    assert code == 0 and f"{v2} -> {v1} [rollback]" in out
+    assert code == 0 and f"{v3} -> {v1} [rollback]" in out
     code, out = cli("activate", "live", v2, "--reason", "fixed", "--json")
     assert json.loads(out)["to_version"] == v2
     code, out = cli("history", "live", "--json")
-    assert [e["action"] for e in json.loads(out)] == ["register", "promote", "rollback", "activate"]
+    assert [e["action"] for e in json.loads(out)] == ["register", "register", "rollback", "activate"]
+    code, out = cli("register", str(world.configs / "serving" / "synth_flow.yaml"), "--alias", "champ",
+                    "--reason", "bypass")
+    assert code == 1 and "owned by experiment 'synth_registry'" in out
     code, out = cli("verify")
     assert code == 0 and "registry verified" in out
     bad = world.configs / "serving" / "cli_bad.yaml"
@@ -597,8 +755,9 @@ def test_default_location_env_override_and_no_dagster(tmp_path, monkeypatch, wor
 
 def test_reproduce_rebuilds_and_matches_exactly(world, tmp_path):
     with Registry(url=f"sqlite:///{tmp_path / 'r.sqlite'}", lake=world.lake, instrument=world.instrument) as reg:
-        v = promote_run(reg, world, world.runs[0]).version
-        report = reproduce_version(reg.resolve(v.version_id), reg.lake)
+        v = promote_run(reg, world).version
+        with pinned_code():
+            report = reproduce_version(reg.resolve(v.version_id), reg.lake)
         assert report.match, report.text()
         assert report.rebuilt and len(report.datasets) == 2 and len(report.runs) == 1
         assert all(d.rebuilt_id == d.dataset_id and not d.files for d in report.datasets)
@@ -608,8 +767,10 @@ def test_reproduce_rebuilds_and_matches_exactly(world, tmp_path):
         run = v.lineage.runs[0]
         forged = v.model_copy(update={"lineage": v.lineage.model_copy(update={"runs": [run.model_copy(
             update={"metrics": {**run.metrics, "oos_hit_rate": 0.123456}})]})})
-        bad = reproduce_version(forged, world.lake, rebuild=False)
+        with pinned_code():
+            bad = reproduce_version(forged, world.lake, rebuild=False)
         assert not bad.match and set(bad.runs[0].mismatches) == {"oos_hit_rate"}
+        assert "code mismatch" not in bad.cause and "same code" in bad.cause
         assert bad.runs[0].mismatches["oos_hit_rate"].recorded == 0.123456
         r = register(reg, world, alias="direct").version
         with pytest.raises(RegistryError, match="registered directly"):

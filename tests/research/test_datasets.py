@@ -18,6 +18,7 @@ import pytest
 
 from qmachina_assets.core.engine.silver_partition import SilverWindow, build_silver, silver_dir
 from qmachina_assets.core.gold import dsl as gold_dsl
+from qmachina_assets.core.gold import dsl_runtime
 from qmachina_assets.core.gold import features as gold
 from qmachina_assets.core.gold.partition import BIN_INPUTS, builtin_schema
 from qmachina_assets.core.ingest import lake as lakemod
@@ -238,7 +239,7 @@ def test_gold_dsl_outputs_are_gold_columns(world, built):
     assert list(stored) == [*builtin_schema().names, *m.gold_dsl.outputs]
     spec = gold_dsl.load_spec(world["pipelines"].parent / "gold" / "depth_imbalance.yaml")
     inst = load_instrument(PROJECT_ROOT / "configs" / "instrument.yaml")
-    expected = gold_dsl.execute(spec, _read(path, BINS_NAME, list(BIN_INPUTS)), _read(path, GRID_NAME), R,
+    expected = dsl_runtime.execute(spec, _read(path, BINS_NAME, list(BIN_INPUTS)), _read(path, GRID_NAME), R,
                                 inst.tick_int, inst.cell_width_ms)
     for col in m.gold_dsl.outputs:
         assert np.array_equal(stored[col], expected[col]), col

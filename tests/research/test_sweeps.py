@@ -19,7 +19,7 @@ from qmachina_assets.core.research.specs import resolve_experiment
 from qmachina_assets.defs.partitions import partition_key, symbol_partitions_def
 from qmachina_assets.defs.resources import LakeResource
 from qmachina_assets.defs.sweeps.assets import sweep_assets
-from tests.support.synth_days import DAYS, build_synth_days
+from tests.support.synth_days import DAYS, build_synth_days, pinned_code
 
 EXPERIMENT = """name: synth_sweep
 description: small walk-forward grid
@@ -151,11 +151,12 @@ def test_promotion_candidate_sensor_and_job(world, monkeypatch):
     from qmachina_assets.defs.promotion.assets import candidate_assets, promote_job, promotion_sensor
 
     lake, exp_path, exp, srv, pipe = world
-    sweeps.append_results(lake, sweeps.run_fold(lake, exp, srv, pipe, sweeps.folds(pipe, exp)[0]))
     strict = exp_path.parent / "synth_strict.yaml"
     strict.write_text(EXPERIMENT.replace("name: synth_sweep", "name: synth_strict")
                       .replace("min_oos_trades: 1,", "min_oos_trades: 1000000,"))
-    sweeps.append_results(lake, sweeps.run_fold(lake, *resolve_experiment(strict), sweeps.folds(pipe, exp)[0]))
+    with pinned_code():  # a clean checkout (the registry refuses runs made from uncommitted code)
+        sweeps.append_results(lake, sweeps.run_fold(lake, exp, srv, pipe, sweeps.folds(pipe, exp)[0]))
+        sweeps.append_results(lake, sweeps.run_fold(lake, *resolve_experiment(strict), sweeps.folds(pipe, exp)[0]))
     assets = [a for a in candidate_assets(exp_path.parent) if a.key.path[0].endswith(("synth_sweep", "synth_strict"))]
     res_def = {"lake_res": LakeResource(root=str(lake))}
     with dg.instance_for_test() as instance:
@@ -169,7 +170,7 @@ def test_promotion_candidate_sensor_and_job(world, monkeypatch):
         sensor = promotion_sensor(assets)
         defs = dg.Definitions(assets=assets, jobs=[promote_job], sensors=[sensor], resources=res_def)
         ctx = dg.build_multi_asset_sensor_context(monitored_assets=[a.key for a in assets], instance=instance,
-                                                  definitions=defs)
+                                                  definitions=defs, resources=res_def)
         requests = list(sensor(ctx))
         assert len(requests) == 1 and requests[0].run_key == meta["candidate_key"].value
         run_config = requests[0].run_config

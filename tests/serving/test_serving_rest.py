@@ -52,8 +52,10 @@ def _rows(sweep_id: str, test_date: str, n: int, signal: str) -> list[dict]:
 def lake(tmp_path):
     lake = tmp_path / "lake"
     with Registry(lake=lake) as reg:
-        reg.register(SERVING / "vp_flow_score.yaml", alias="live", actor="tester", reason="first")
-        reg.register(SERVING / "vp_derivative.yaml", alias="live", actor="tester", reason="second")
+        first = reg.register(SERVING / "vp_flow_score.yaml", alias="live", actor="tester", reason="first",
+                             expected_version_id=None).version.version_id
+        reg.register(SERVING / "vp_derivative.yaml", alias="live", actor="tester", reason="second",
+                     expected_version_id=first)
     sweeps.append_results(lake, pa.Table.from_pylist(_rows("aaaa111122223333", "2024-01-03", 4, "flow_score")))
     sweeps.append_results(lake, pa.Table.from_pylist(_rows("bbbb111122223333", "2024-01-04", 3, "derivative")))
     return lake
@@ -97,28 +99,43 @@ def test_serving_versions_aliases_diff_activate_rollback(client, lake):
 
     # activate: a new alias, the same version again (no change), an unknown version, invalid bodies
     r = client.post("/v1/serving/aliases/staging/activate",
-                    json={"version_id": first, "reason": "try it", "actor": "alice"})
+                    json={"version_id": first, "reason": "try it", "actor": "alice", "expected_version_id": None})
     assert r.status_code == 200, r.text
     assert r.json()["changed"] and r.json()["event"]["action"] == "activate"
     again = client.post("/v1/serving/aliases/staging/activate",
-                        json={"version_id": first, "reason": "again", "actor": "alice"}).json()
+                        json={"version_id": first, "reason": "again", "actor": "alice",
+                              "expected_version_id": first}).json()
     assert again == {"alias": "staging", "version_id": first, "changed": False, "event": None}
     assert client.post("/v1/serving/aliases/staging/activate",
-                       json={"version_id": "sv_0000000000000000", "reason": "x", "actor": "a"}).status_code == 404
+                       json={"version_id": "sv_0000000000000000", "reason": "x", "actor": "a",
+                             "expected_version_id": first}).status_code == 404
     assert client.post("/v1/serving/aliases/staging/activate",
-                       json={"version_id": first, "reason": " ", "actor": "a"}).status_code == 422
+                       json={"version_id": first, "reason": " ", "actor": "a",
+                             "expected_version_id": first}).status_code == 422
     assert client.post("/v1/serving/aliases/staging/activate", json={"version_id": first}).status_code == 422
+    assert client.post("/v1/serving/aliases/staging/activate",  # the expected version is required
+                       json={"version_id": second, "reason": "x", "actor": "a"}).status_code == 422
     assert client.post(f"/v1/serving/aliases/{second}/activate",  # `sv_` is not an alias
-                       json={"version_id": first, "reason": "x", "actor": "a"}).status_code == 422
+                       json={"version_id": first, "reason": "x", "actor": "a",
+                             "expected_version_id": first}).status_code == 422
+    # compare-and-swap: a client that read a stale version gets a conflict and changes nothing
+    stale = client.post("/v1/serving/aliases/staging/activate",
+                        json={"version_id": second, "reason": "x", "actor": "a", "expected_version_id": second})
+    assert stale.status_code == 409 and "another writer" in stale.json()["detail"]["message"]
+    assert client.get("/v1/serving/aliases/staging").json()["version_id"] == first
 
     # rollback live: back to the first version; a second rollback has nothing earlier -> 409
-    r = client.post("/v1/serving/aliases/live/rollback", json={"reason": "bad model", "actor": "bob"})
+    assert client.post("/v1/serving/aliases/live/rollback",  # stale: live points at `second`
+                       json={"reason": "bad model", "actor": "bob", "expected_version_id": first}).status_code == 409
+    r = client.post("/v1/serving/aliases/live/rollback",
+                    json={"reason": "bad model", "actor": "bob", "expected_version_id": second})
     assert r.status_code == 200, r.text
     assert r.json()["version_id"] == first and r.json()["event"]["from_version"] == second
-    refused = client.post("/v1/serving/aliases/live/rollback", json={"reason": "again", "actor": "bob"})
+    refused = client.post("/v1/serving/aliases/live/rollback",
+                          json={"reason": "again", "actor": "bob", "expected_version_id": first})
     assert refused.status_code == 409 and "roll back" in refused.json()["detail"]["message"]
     assert client.post("/v1/serving/aliases/missing/rollback",
-                       json={"reason": "x", "actor": "bob"}).status_code == 404
+                       json={"reason": "x", "actor": "bob", "expected_version_id": None}).status_code == 404
 
     history = client.get("/v1/serving/aliases/live/history").json()
     assert [(e["action"], e["to_version"], e["actor"]) for e in history] == [
@@ -137,7 +154,9 @@ def test_activate_refused_by_preflight_is_409(client, lake, monkeypatch):
 
     first = client.get("/v1/serving/versions").json()[0]["version_id"]
     monkeypatch.setattr(registry_mod, "lock_problems", lambda snap, inst: ["tick_size differs from the lock"])
-    r = client.post("/v1/serving/aliases/live/activate", json={"version_id": first, "reason": "x", "actor": "a"})
+    live = client.get("/v1/serving/aliases/live").json()["version_id"]
+    r = client.post("/v1/serving/aliases/live/activate",
+                    json={"version_id": first, "reason": "x", "actor": "a", "expected_version_id": live})
     assert r.status_code == 409
     detail = r.json()["detail"]
     assert detail["issues"] == [{"kind": "instrument", "message": "tick_size differs from the lock"}]
@@ -199,7 +218,7 @@ def test_datasets(client, lake):
 def test_openapi_schema_is_complete(client):
     schema = client.get("/openapi.json").json()
     ops = [(p, m, op) for p, item in schema["paths"].items() for m, op in item.items()]
-    assert len(ops) == 18
+    assert len(ops) == 22
     for path, method, op in ops:
         ok = op["responses"]["200"]["content"]["application/json"]["schema"]
         ref = ok.get("$ref") or ok.get("items", {}).get("$ref")  # a model, or a list of a model
@@ -240,8 +259,10 @@ def test_unreachable_registry_is_503_not_500(tmp_path):
 def rest_schema(tmp_path_factory):
     lake = tmp_path_factory.mktemp("st") / "lake"
     with Registry(lake=lake) as reg:
-        reg.register(SERVING / "vp_flow_score.yaml", alias="live", actor="tester", reason="first")
-        reg.register(SERVING / "vp_derivative.yaml", alias="live", actor="tester", reason="second")
+        first = reg.register(SERVING / "vp_flow_score.yaml", alias="live", actor="tester", reason="first",
+                             expected_version_id=None).version.version_id
+        reg.register(SERVING / "vp_derivative.yaml", alias="live", actor="tester", reason="second",
+                     expected_version_id=first)
     sweeps.append_results(lake, pa.Table.from_pylist(_rows("cccc111122223333", "2024-01-03", 3, "flow_score")))
     return schemathesis.openapi.from_asgi("/openapi.json", _app(lake))
 

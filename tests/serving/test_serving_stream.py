@@ -41,9 +41,10 @@ def served_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     world = build_served_lake(tmp_path_factory.mktemp("serving"))
     with Registry(lake=world.lake, instrument=world.instrument) as reg:
         version = reg.register(world.serving("vp_stream_test"), alias="live", actor="tests",
-                               reason="stream contract", configs_dir=world.configs).version
+                               reason="stream contract", configs_dir=world.configs, expected_version_id=None).version
         reg.register(world.serving("ema_stream_test"), alias="ema", actor="tests",
-                     reason="the second serving model (SPEC §9)", configs_dir=world.configs)
+                     reason="the second serving model (SPEC §9)", configs_dir=world.configs,
+                     expected_version_id=None)
     return world.lake, version.version_id
 
 

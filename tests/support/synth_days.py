@@ -4,16 +4,22 @@ shared ground of the sweep and registry tests, which add their own experiments."
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from qmachina_assets.core.ingest import lake as lakemod
 from qmachina_assets.core.ingest.bronze import build_bronze
 from qmachina_assets.core.ingest.synth import SynthParams, write_synthetic_day
 from qmachina_assets.core.instrument import InstrumentConfig, load_instrument
 from qmachina_assets.core.paths import PROJECT_ROOT
+from qmachina_assets.core.research import datasets
+from qmachina_assets.core.research.datasets import CodeVersion
 
 DAYS = (dt.date(2024, 3, 14), dt.date(2024, 3, 15))
 PIPELINE = """name: synth_two_days
@@ -47,3 +53,15 @@ def build_synth_days(root: Path) -> SynthDays:
                                                                                   "pipeline: synth_two_days")
     (configs / "serving" / "synth_flow.yaml").write_text(serving)
     return SynthDays(root, lake, configs, inst, serving)
+
+
+@contextlib.contextmanager
+def pinned_code(dirty: bool = False, diff: str = "0" * 64):
+    """Sweeps and registrations record this checkout's HEAD as clean (or as dirty with `diff`), whatever the
+    working tree's state: the registry refuses runs made from uncommitted code, and a developer's tree is dirty."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    code = CodeVersion(commit=head, dirty=dirty, source="git", diff_sha256=diff if dirty else None)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(datasets, "git_code_version", lambda *a, **k: code)
+        yield code

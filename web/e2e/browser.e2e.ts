@@ -1,138 +1,179 @@
 /**
  * End-to-end: headless Debian Chromium (playwright-core, `executablePath`) against a real serving process on
- * loopback that serves this client's build, the stream and the REST API from one port.
+ * loopback that serves this client's build, the stream and the REST API from one port. Started by
+ * tests/web/test_web_e2e.py, which prepares a throw-away lake (real ESH4 sample, bronze), registers versions and
+ * passes the environment described in helpers.ts.
  *
- * Started by tests/web/test_web_e2e.py, which prepares a throw-away lake (real ESH4 sample, bronze), registers
- * versions and passes:
- *   QMACHINA_E2E_URL        http://127.0.0.1:<port>
- *   QMACHINA_E2E_ARTIFACTS  directory for screenshots and frame-time figures
- *   QMACHINA_E2E_CHROMIUM   browser binary (default /usr/bin/chromium)
- *   QMACHINA_E2E_LIVE_FROM / QMACHINA_E2E_LIVE_TO   alias `live` points at FROM; a rollback returns it to TO
- *   QMACHINA_E2E_EMA        alias of an ema_ensemble version
+ * The viewer figures (frame time at 16× on the ±50 grid with every layer) are printed and written to
+ * viewer-frame-time.json; one screenshot per mode lands in the artifacts directory.
  */
 
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-
-function env(name: string, fallback?: string): string {
-  const v = process.env[name] ?? fallback;
-  if (!v) throw new Error(`${name} is not set: run the browser tests through tests/web/test_web_e2e.py`);
-  return v;
-}
-
-const BASE = env('QMACHINA_E2E_URL');
-const ARTIFACTS = env('QMACHINA_E2E_ARTIFACTS');
-mkdirSync(ARTIFACTS, { recursive: true });
+import { ARTIFACTS, BASE, env, frameIntervals, launch, openPage as open, paintedPixels, plotBox, quantile, stats, waitForBins } from './helpers';
 
 let browser: Browser;
 
 beforeAll(async () => {
-  browser = await chromium.launch({
-    executablePath: env('QMACHINA_E2E_CHROMIUM', '/usr/bin/chromium'),
-    headless: true,
-    args: ['--no-sandbox', '--disable-dev-shm-usage'],
-  });
+  browser = await launch();
 });
 
 afterAll(async () => {
   await browser?.close();
 });
 
-/** A page that records console errors, uncaught exceptions and failed HTTP responses (a test fails on any;
- * the browser's own favicon probe excepted). `expectHttp` lists statuses a test provokes on purpose. */
-async function openPage(path: string, expectHttp: number[] = []): Promise<{ page: Page; errors: string[] }> {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-  const errors: string[] = [];
-  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-  page.on('console', (m) => {
-    // "Failed to load resource" repeats a failed response without its URL: the response handler reports it.
-    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) errors.push(`console: ${m.text()}`);
-  });
-  page.on('response', (r) => {
-    if (r.status() >= 400 && !r.url().endsWith('/favicon.ico') && !expectHttp.includes(r.status())) {
-      errors.push(`http ${r.status()}: ${r.request().method()} ${r.url()}`);
-    }
-  });
-  await page.goto(BASE + path);
-  return { page, errors };
-}
+const openPage = (path: string, expectHttp: number[] = []) => open(browser, path, expectHttp);
 
-/** Share of canvas pixels that differ from the background colour (the most common one) and distinct colours. */
-async function paintedPixels(page: Page): Promise<{ share: number; colours: number; width: number; height: number }> {
-  return page.evaluate(() => {
-    const c = document.querySelector<HTMLCanvasElement>('#viewer-canvas')!;
-    const d = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
-    const counts = new Map<number, number>();
-    for (let i = 0; i < d.length; i += 4) {
-      const key = ((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]) >>> 0;
-      counts.set(key, (counts.get(key) ?? 0) + 1);
-    }
-    const n = d.length / 4;
-    const background = Math.max(...counts.values());
-    return { share: (n - background) / n, colours: counts.size, width: c.width, height: c.height };
-  });
-}
-
-/** rAF intervals over `ms` of wall time while bins stream in (the page's own frame pacing). */
-async function frameIntervals(page: Page, ms: number): Promise<number[]> {
-  return page.evaluate(
-    (dur) =>
-      new Promise<number[]>((resolve) => {
-        const out: number[] = [];
-        let last = -1;
-        const t0 = performance.now();
-        const tick = (t: number) => {
-          if (last >= 0) out.push(t - last);
-          last = t;
-          if (t - t0 < dur) requestAnimationFrame(tick);
-          else resolve(out);
-        };
-        requestAnimationFrame(tick);
-      }),
-    ms,
-  );
-}
-
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.min(s.length - 1, Math.floor(q * s.length))] : NaN;
-}
-
-async function waitForBins(page: Page, n: number): Promise<void> {
-  await page.waitForFunction((k) => (window.__qmachinaStats?.bins ?? 0) >= k && (window.__qmachinaStats?.frames ?? 0) > 0, n, {
-    timeout: 60_000,
-  });
+/** Hover the plot at fractions (fx, fy) of its box. */
+async function hover(page: Page, fx: number, fy: number): Promise<void> {
+  const b = await plotBox(page);
+  await page.mouse.move(b.x + b.w * fx, b.y + b.h * fy);
 }
 
 describe('stream viewer', () => {
-  it('receives frames and paints the heatmap (vacuum_pressure, ±50 ticks, 100 ms bins); frame time reported', async () => {
-    const { page, errors } = await openPage('/?serving=live');
-    await waitForBins(page, 20);
-    const intervals = await frameIntervals(page, 4000);
-    const stats = await page.evaluate(() => window.__qmachinaStats!);
+  it('heatmap at 16x: book colours, trades, ladder, profiles, legend; tooltip; frame time reported', async () => {
+    const { page, errors } = await openPage('/?serving=live&speed=16');
+    await waitForBins(page, 200);
+    const intervals = await frameIntervals(page, 5000);
+    const st = await stats(page);
     const painted = await paintedPixels(page);
     await page.screenshot({ path: join(ARTIFACTS, 'viewer-heatmap.png') });
     const figures = {
-      bins: stats.bins, frames: stats.frames, draw_ms_mean: stats.drawMsMean, draw_ms_p95: stats.drawMsP95,
-      raf_interval_ms_p50: quantile(intervals, 0.5), raf_interval_ms_p95: quantile(intervals, 0.95),
+      speed: 16, bins: st.bins, held: st.held, frames: st.frames, draw_ms_mean: st.drawMsMean, draw_ms_p95: st.drawMsP95,
+      ingest_ms_mean: st.ingestMsMean, raf_interval_ms_p50: quantile(intervals, 0.5), raf_interval_ms_p95: quantile(intervals, 0.95),
       raf_intervals: intervals.length, fps: (1000 * intervals.length) / intervals.reduce((a, b) => a + b, 0),
-      painted_share: painted.share, colours: painted.colours,
+      painted_share: painted.share, colours: painted.colours, trades: st.trades, gaps: st.gaps,
     };
     writeFileSync(join(ARTIFACTS, 'viewer-frame-time.json'), JSON.stringify(figures, null, 2));
-    console.log(`viewer frame time: ${JSON.stringify(figures)}`);
+    console.log(`viewer frame time (16x, ±50 grid, all layers): ${JSON.stringify(figures)}`);
     expect(await page.locator('#error-panel').isHidden()).toBe(true);
     expect(await page.locator('#conn-state').getAttribute('data-state')).toBe('live');
-    expect(painted.share).toBeGreaterThan(0.05); // a heatmap, not a blank or placeholder canvas
-    expect(painted.colours).toBeGreaterThan(16);
-    expect(stats.frames).toBeGreaterThan(5);
+    expect(st.field).toBe('book'); // bid/ask depth in two colour families by default
+    expect(painted.share).toBeGreaterThan(0.3); // a filled heatmap, not a blank or placeholder canvas
+    expect(painted.colours).toBeGreaterThan(64);
+    expect(st.frames).toBeGreaterThan(5);
+    expect(st.trades).toBeGreaterThan(0); // trades derived from fill_mass are drawn as bubbles
+
+    // crosshair tooltip: the cell's time, price, book and gold values
+    await hover(page, 0.8, 0.5);
+    const tip = page.locator('[data-testid="tooltip"]');
+    await tip.waitFor({ state: 'visible' });
+    const text = await tip.innerText();
+    expect(text).toMatch(/\d\d:\d\d:\d\d\.\d{3}.* ET/);
+    expect(text).toMatch(/price 4\d{3}\.\d\d/);
+    expect(text).toContain('flow_score');
+    expect(text).toContain('book');
+    await page.screenshot({ path: join(ARTIFACTS, 'viewer-tooltip.png') });
     expect(errors).toEqual([]);
     await page.close();
   });
 
+  it('zoom, pan into history (bins keep arriving), follow live, hotkeys, help, candles', async () => {
+    const { page, errors } = await openPage('/?serving=live&speed=8');
+    await waitForBins(page, 400);
+    const b = await plotBox(page);
+    await page.mouse.move(b.x + b.w * 0.5, b.y + b.h * 0.5);
+    const span0 = (await stats(page)).viewSpanMs;
+    await page.mouse.wheel(0, 600); // zoom time out (the live edge stays while following) …
+    await expect.poll(async () => (await stats(page)).viewSpanMs).toBeGreaterThan(span0 * 1.5);
+    for (let k = 0; k < 3; k++) await page.mouse.wheel(0, -500); // … and in, to less than the history held
+    await expect.poll(async () => (await stats(page)).viewSpanMs).toBeLessThan(span0 / 2);
+    // drag right: back in time
+    await page.mouse.down();
+    await page.mouse.move(b.x + b.w * 0.9, b.y + b.h * 0.4, { steps: 8 });
+    await page.mouse.up();
+    const before = await stats(page);
+    expect(before.following).toBe(false);
+    await page.waitForTimeout(1500);
+    const after = await stats(page);
+    expect(after.bins).toBeGreaterThan(before.bins + 50); // 8x: ~80 bins/s keep being buffered while browsing
+    expect(after.held).toBe(before.held + (after.bins - before.bins)); // every bin received is held
+    expect(after.following).toBe(false);
+    await page.screenshot({ path: join(ARTIFACTS, 'viewer-history.png') });
+    await page.keyboard.press('f');
+    await expect.poll(async () => (await stats(page)).following).toBe(true);
+    // shift+wheel zooms the price axis; R resets both
+    await page.keyboard.down('Shift');
+    await page.mouse.wheel(0, -400);
+    await page.keyboard.up('Shift');
+    await page.keyboard.press('r');
+    // field cycling
+    const field0 = (await stats(page)).field;
+    await page.keyboard.press(']');
+    await expect.poll(async () => (await stats(page)).field).not.toBe(field0);
+    expect(await page.locator('#field').inputValue()).toBe((await stats(page)).field);
+    await page.keyboard.press('[');
+    await expect.poll(async () => (await stats(page)).field).toBe(field0);
+    // pause keeps buffering
+    await page.keyboard.press(' ');
+    const paused = await stats(page);
+    await page.waitForTimeout(800);
+    expect((await stats(page)).bins).toBeGreaterThan(paused.bins);
+    expect((await stats(page)).frames).toBe(paused.frames); // nothing redrawn while paused
+    await page.keyboard.press(' ');
+    // help overlay
+    await page.keyboard.press('?');
+    const help = page.locator('[data-testid="help"]');
+    await help.waitFor({ state: 'visible' });
+    expect(await help.innerText()).toContain('follow live');
+    await page.screenshot({ path: join(ARTIFACTS, 'viewer-help.png') });
+    await page.keyboard.press('Escape');
+    await help.waitFor({ state: 'hidden' });
+    // candles: C toggles, the interval select aggregates, the price scale fits the visible range
+    await page.keyboard.press('c');
+    await page.selectOption('#candle-interval', '5000');
+    await expect.poll(async () => (await stats(page)).mode).toBe('candle');
+    await page.waitForTimeout(500);
+    const painted = await paintedPixels(page);
+    expect(painted.share).toBeGreaterThan(0.02);
+    await page.screenshot({ path: join(ARTIFACTS, 'viewer-candles.png') });
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it('seek to a time of day replays from there; a speed change continues and keeps the history', async () => {
+    const { page, errors } = await openPage('/?serving=live&speed=8');
+    await waitForBins(page, 100);
+    await page.fill('#replay-start', '18:03:30');
+    await page.click('#seek button[type="submit"]');
+    await expect.poll(async () => page.locator('#replay-info').innerText(), { timeout: 30_000 }).toContain('18:03:30');
+    await waitForBins(page, 50);
+    expect(page.url()).toContain('start=18%3A03%3A30');
+    const held = (await stats(page)).held;
+    await page.selectOption('#replay-speed', '16');
+    await expect.poll(async () => page.locator('#replay-info').innerText(), { timeout: 30_000 }).toContain('16×');
+    await page.waitForTimeout(1500);
+    const st = await stats(page);
+    expect(st.held).toBeGreaterThan(held); // continued: the bins before the speed change are still there
+    expect(st.state).toBe('live');
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it('a dropped connection reconnects from the newest bin and keeps the history', async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    const urls: string[] = [];
+    await page.routeWebSocket(/\/v1\/stream/, (ws) => {
+      urls.push(ws.url());
+      ws.connectToServer(); // pass everything through ...
+      if (urls.length === 1) setTimeout(() => ws.close({ code: 1012, reason: 'test: dropped' }), 2500); // ... then drop
+    });
+    await page.goto(`${BASE}/?serving=live&speed=8`);
+    await expect.poll(() => urls.length, { timeout: 30_000 }).toBeGreaterThanOrEqual(2);
+    const before = await stats(page);
+    await waitForBins(page, before.bins + 40);
+    const after = await stats(page);
+    expect(urls[1]).toMatch(/start=18%3A0\d%3A\d\d/); // continues at the newest bin's ET time ...
+    expect(after.held).toBe(after.bins); // ... and nothing was thrown away or doubled (overlap skipped)
+    expect(after.held).toBeGreaterThan(before.held);
+    expect(after.state).toBe('live');
+    await page.close();
+  });
+
   it('draws the EMA ensemble in candle mode from one-row frames', async () => {
-    const { page, errors } = await openPage(`/?serving=${env('QMACHINA_E2E_EMA')}`);
+    const { page, errors } = await openPage(`/?serving=${env('QMACHINA_E2E_EMA')}&speed=4`);
     await waitForBins(page, 20);
     const painted = await paintedPixels(page);
     await page.screenshot({ path: join(ARTIFACTS, 'viewer-ema-candles.png') });
@@ -143,12 +184,28 @@ describe('stream viewer', () => {
     await page.close();
   });
 
-  it('shows a contract or server error instead of a blank screen', async () => {
+  it('an unknown alias shows one message', async () => {
     const { page } = await openPage('/?serving=no_such_alias');
     await page.locator('#error-panel').waitFor({ state: 'visible', timeout: 30_000 });
+    await expect.poll(async () => page.locator('#conn-state').getAttribute('data-state')).toBe('error');
     const text = await page.locator('#error-panel').innerText();
     await page.screenshot({ path: join(ARTIFACTS, 'viewer-unknown-alias.png') });
     expect(text).toContain('no_such_alias');
+    const everything = await page.locator('#app').innerText();
+    expect(everything.split('no_such_alias').length - 1).toBe(1); // the server's message once, not twice
+    await page.close();
+  });
+
+  it('a day without bins says so and offers the days with data', async () => {
+    const { page } = await openPage('/?serving=live&date=2023-12-24');
+    const panel = page.locator('#error-panel');
+    await panel.waitFor({ state: 'visible', timeout: 30_000 });
+    expect(await panel.innerText()).toContain('No data');
+    const link = panel.locator('.error-days a', { hasText: '2023-12-25' });
+    await page.screenshot({ path: join(ARTIFACTS, 'viewer-no-data.png') });
+    await link.click();
+    await waitForBins(page, 5);
+    expect(page.url()).toContain('date=2023-12-25');
     await page.close();
   });
 });

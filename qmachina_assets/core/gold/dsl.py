@@ -2,9 +2,9 @@
 
 A spec is a pydantic model (`GoldDslSpec`) whose `nodes` map names to one of seven node types
 (discriminator `type`, extra keys forbidden). `validate` returns every problem as a `DslError` naming
-the node; `execute` runs a valid spec over silver column dicts (the inputs of `gold.compute_gold`);
-`preview` summarises a sample; `builtin_spec` / `config_from_spec` map the built-in gold set to a
-graph and back (exactly, or refusing).
+the node; `builtin_spec` / `config_from_spec` map the built-in gold set to a graph and back (exactly,
+or refusing). `dsl_runtime` compiles a valid spec and executes it: `execute` over a partition (batch),
+`DslRuntime.step` bin by bin (stream), one kernel for both; `preview` summarises a sample.
 
 Departures from the seed's v1 (SPEC §10):
 - **Series, not relative k.** Temporal and norm nodes run per gold series (`gold.series_ids`: one
@@ -17,8 +17,8 @@ Departures from the seed's v1 (SPEC §10):
 - **Typed.** Each node has an inferred dtype (int / float) and shape (`scalar`, `bin`, `cell`);
   mismatches are validation errors rather than silent casts.
 - **`expr` replaces `arithmetic`**: a safe expression (parsed with `ast`, never evaluated by Python)
-  evaluated left to right with numpy, so `c1*a + c2*b` does the same float operations, in the same
-  order, as the hand-written kernel.
+  evaluated left to right with numpy's float semantics, so `c1*a + c2*b` does the same float
+  operations, in the same order, as the hand-written kernel.
 - **The built-in mapping applies c1..c7** and everything else in `GoldFeatureConfig`; rollup and
   derivative weights appear as their raw values plus a `*_sum` constant, and the graph divides
   (`w / total * x`, the kernel's operation order): the normalisation is visible and the reverse
@@ -37,7 +37,6 @@ import json
 import math
 import os
 import re
-import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,12 +44,10 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
-from numba import njit, prange
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from qmachina_assets.core.engine import silver
 from qmachina_assets.core.gold import features as gold
-from qmachina_assets.core.gold import rolling
 from qmachina_assets.core.gold.features import GoldFeatureConfig
 
 DSL_VERSION = 1
@@ -246,19 +243,19 @@ def parse_spec(data: Any) -> tuple[GoldDslSpec | None, list[DslError]]:
     return GoldDslSpec.model_validate(data), []
 
 
-def _refs(node: _Node) -> list[str]:
+def node_refs(node: _Node) -> list[str]:
     if isinstance(node, Expr):
         return list(node.inputs.values())
     src = getattr(node, "source", None)
     return [src] if src is not None else []
 
 
-def _topo(nodes: Mapping[str, _Node]) -> tuple[list[str], list[str]]:
+def topo_order(nodes: Mapping[str, _Node]) -> tuple[list[str], list[str]]:
     """Kahn's algorithm over existing references: (topological order, nodes left with in-degree > 0)."""
     indeg = {n: 0 for n in nodes}
     users: dict[str, list[str]] = {n: [] for n in nodes}
     for n, node in nodes.items():
-        for r in set(_refs(node)):
+        for r in set(node_refs(node)):
             if r in nodes:
                 indeg[n] += 1
                 users[r].append(n)
@@ -352,9 +349,8 @@ EXPR_FUNCTIONS: dict[str, tuple[int, int | None]] = {
     "nan_to_zero": (1, 1), "min": (2, None), "max": (2, None), "clip": (3, 3), "where": (3, 3),
 }
 EXPR_CONSTANTS = ("dt_s",)
-_BINOPS = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide}
-_CMPOPS = {ast.Lt: np.less, ast.LtE: np.less_equal, ast.Gt: np.greater, ast.GtE: np.greater_equal,
-           ast.Eq: np.equal, ast.NotEq: np.not_equal}
+_BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div)
+_CMPOPS = (ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq)
 _MAX_EXPR_NODES = 2000
 _MAX_EXPR_DEPTH = 100
 
@@ -428,52 +424,6 @@ def parse_expr(text: str, names: set[str]) -> tuple[ast.Expression | None, list[
     return (tree if not problems else None), problems
 
 
-def _truthy(c: Any) -> Any:
-    return np.not_equal(c, 0) & ~np.isnan(c)
-
-
-def _eval(node: ast.AST, env: Mapping[str, Any]) -> Any:
-    """Evaluate a checked expression tree with numpy, strictly left to right."""
-    if isinstance(node, ast.Expression):
-        return _eval(node.body, env)
-    if isinstance(node, ast.Constant):
-        return np.float64(node.value)
-    if isinstance(node, ast.Name):
-        return env[node.id]
-    if isinstance(node, ast.UnaryOp):
-        x = _eval(node.operand, env)
-        return np.negative(x) if isinstance(node.op, ast.USub) else x
-    if isinstance(node, ast.BinOp):
-        left = _eval(node.left, env)
-        return _BINOPS[type(node.op)](left, _eval(node.right, env))
-    if isinstance(node, ast.Compare):
-        left = _eval(node.left, env)
-        acc = None
-        for op, comp in zip(node.ops, node.comparators, strict=True):
-            right = _eval(comp, env)
-            c = _CMPOPS[type(op)](left, right)
-            acc = c if acc is None else acc & c
-            left = right
-        return np.asarray(acc, np.float64)
-    assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-    args = [_eval(a, env) for a in node.args]
-    fn = node.func.id
-    if fn in ("min", "max"):
-        ufunc = np.minimum if fn == "min" else np.maximum
-        acc = args[0]
-        for a in args[1:]:
-            acc = ufunc(acc, a)
-        return acc
-    if fn == "clip":
-        return np.minimum(np.maximum(args[0], args[1]), args[2])
-    if fn == "where":
-        return np.where(_truthy(args[0]), args[1], args[2])
-    if fn == "nan_to_zero":
-        return np.where(np.isnan(args[0]), 0.0, args[0])
-    return {"abs": np.abs, "sign": np.sign, "tanh": np.tanh, "exp": np.exp, "log1p": np.log1p,
-            "sqrt": np.sqrt}[fn](args[0])
-
-
 # ---- validation: graph, types, shapes --------------------------------------------------------------
 
 _SHAPE_RANK = {"scalar": 0, "bin": 1, "cell": 2}
@@ -529,13 +479,13 @@ def validate(spec: GoldDslSpec | Mapping[str, Any]) -> list[DslError]:
         errors += _params(name, node)
     dangling = False
     for name, node in nodes.items():
-        for r in _refs(node):
+        for r in node_refs(node):
             if r not in nodes:
                 dangling = True
                 errors.append(_err(name, "dangling_ref", f"references unknown node '{r}'"))
             elif isinstance(nodes[r], Output):
                 errors.append(_err(name, "output", f"consumes output node '{r}'; outputs cannot feed other nodes"))
-    order, left = _topo(nodes)
+    order, left = topo_order(nodes)
     for n in left:
         errors.append(_err(n, "cycle", f"is on or downstream of a cycle (nodes left by Kahn's algorithm: "
                                        f"{', '.join(left)})"))
@@ -561,7 +511,7 @@ def validate(spec: GoldDslSpec | Mapping[str, Any]) -> list[DslError]:
         info: dict[str, tuple[str, str]] = {}
         for n in order:
             node = nodes[n]
-            if any(r not in info for r in _refs(node)):
+            if any(r not in info for r in node_refs(node)):
                 continue
             res, errs = _infer(n, node, info, nodes)
             errors += errs
@@ -576,486 +526,6 @@ def validate_or_raise(spec: GoldDslSpec | Mapping[str, Any], source: str | None 
     if errors:
         raise DslValidationError(errors, source)
     return spec if isinstance(spec, GoldDslSpec) else GoldDslSpec.model_validate(spec)
-
-
-# ---- numba kernels (one segment = one series, contiguous and in time order) ------------------------
-
-_MEAN, _SUM, _STD, _MIN, _MAX = 0, 1, 2, 3, 4
-_AGG_CODES = {"mean": _MEAN, "sum": _SUM, "std": _STD, "min": _MIN, "max": _MAX}
-
-
-@njit(cache=True)
-def _agg(x, lo, hi, agg, minp):
-    """Aggregate of the defined values of x[lo..hi] (inclusive), summed oldest first; NaN if fewer than
-    minp defined values (std: also fewer than 2)."""
-    c = 0
-    s = 0.0
-    if agg >= _MIN:  # min or max
-        best = np.nan
-        for i in range(lo, hi + 1):
-            v = x[i]
-            if not math.isnan(v):
-                if c == 0 or (v < best if agg == _MIN else v > best):
-                    best = v
-                c += 1
-        return best if c >= minp else np.nan
-    for i in range(lo, hi + 1):
-        v = x[i]
-        if not math.isnan(v):
-            s += v
-            c += 1
-    if c < minp or c == 0:
-        return np.nan
-    if agg == _SUM:
-        return s
-    m = s / c
-    if agg == _MEAN:
-        return m
-    if c < 2:
-        return np.nan
-    ss = 0.0
-    for i in range(lo, hi + 1):
-        v = x[i]
-        if not math.isnan(v):
-            ss += (v - m) * (v - m)
-    return math.sqrt(ss / (c - 1))
-
-
-@njit(cache=True, parallel=True)
-def _k_window(x, starts, w, minp, agg):
-    y = np.empty(x.shape[0])
-    for g in prange(starts.shape[0] - 1):
-        a = starts[g]
-        for t in range(a, starts[g + 1]):
-            y[t] = _agg(x, max(a, t - w + 1), t, agg, minp)
-    return y
-
-
-@njit(cache=True)
-def _upper_bound(a, n, x):
-    lo = 0
-    hi = n
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if a[mid] <= x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@njit(cache=True, parallel=True)
-def _k_sorted(x, starts, w, minp, eps, method):
-    """Sorted-window methods: 0 median, 1 robust z-score (rolling.robust_z), 2 rank."""
-    y = np.empty(x.shape[0])
-    for g in prange(starts.shape[0] - 1):
-        fifo = np.zeros(w)
-        srt = np.zeros(w)
-        head = 0
-        length = 0
-        ns = 0
-        for t in range(starts[g], starts[g + 1]):
-            v = x[t]
-            head, length, ns = rolling.window_push(fifo, srt, head, length, ns, v)
-            if method == 1:
-                y[t] = rolling.robust_z(v, srt, ns, minp, eps)
-            elif ns < minp or ns == 0:
-                y[t] = np.nan
-            elif method == 0:
-                y[t] = rolling.sorted_median(srt, ns)
-            else:
-                y[t] = np.nan if math.isnan(v) else _upper_bound(srt, ns, v) / ns
-    return y
-
-
-@njit(cache=True)
-def _moments(x, lo, hi):
-    """(count, mean, sum of squared deviations) of the defined values of x[lo..hi], two passes."""
-    n = 0
-    s = 0.0
-    for i in range(lo, hi + 1):
-        if not math.isnan(x[i]):
-            s += x[i]
-            n += 1
-    if n == 0:
-        return 0, 0.0, 0.0
-    m = s / n
-    m2 = 0.0
-    for i in range(lo, hi + 1):
-        if not math.isnan(x[i]):
-            m2 += (x[i] - m) * (x[i] - m)
-    return n, m, m2
-
-
-@njit(cache=True, parallel=True)
-def _k_moments(x, starts, w, minp, eps, zscore):
-    """Rolling sample std (zscore false) or z-score (x - mean) / std (zscore true) over the last w samples.
-    Welford add/remove updates, recomputed exactly every w steps so rounding drift stays bounded: O(1)
-    per sample for any window. std: NaN below max(minp, 2) defined values; z: 0 there or when std <= eps."""
-    y = np.empty(x.shape[0])
-    for g in prange(starts.shape[0] - 1):
-        a = starts[g]
-        n = 0
-        m = 0.0
-        m2 = 0.0
-        for t in range(a, starts[g + 1]):
-            v = x[t]
-            if (t - a) % w == 0:
-                n, m, m2 = _moments(x, max(a, t - w + 1), t)
-            else:
-                if t - w >= a and not math.isnan(x[t - w]):
-                    old = x[t - w]
-                    n -= 1
-                    if n == 0:
-                        m = 0.0
-                        m2 = 0.0
-                    else:
-                        d = old - m
-                        m -= d / n
-                        m2 -= d * (old - m)
-                if not math.isnan(v):
-                    n += 1
-                    d = v - m
-                    m += d / n
-                    m2 += d * (v - m)
-            sd = math.sqrt(max(m2, 0.0) / (n - 1)) if n >= 2 and n >= minp else np.nan
-            if not zscore:
-                y[t] = sd
-            elif math.isnan(v):
-                y[t] = np.nan
-            else:
-                y[t] = (v - m) / sd if sd > eps else 0.0  # NaN sd (warm-up) compares false -> 0
-    return y
-
-
-@njit(cache=True, parallel=True)
-def _k_ewm(x, starts, alpha, minp):
-    y = np.empty(x.shape[0])
-    for g in prange(starts.shape[0] - 1):
-        m = np.nan
-        c = 0
-        for t in range(starts[g], starts[g + 1]):
-            v = x[t]
-            if not math.isnan(v):
-                m = v if c == 0 else alpha * v + (1.0 - alpha) * m
-                c += 1
-            y[t] = m if c >= minp else np.nan
-    return y
-
-
-@njit(cache=True, parallel=True)
-def _k_shift(x, starts, lag, diff):
-    y = np.empty(x.shape[0])
-    for g in prange(starts.shape[0] - 1):
-        a = starts[g]
-        for t in range(a, starts[g + 1]):
-            if t - lag < a:
-                y[t] = np.nan
-            else:
-                y[t] = x[t] - x[t - lag] if diff else x[t - lag]
-    return y
-
-
-@njit(cache=True)
-def _k_tanh(x, scale):
-    y = np.empty(x.shape[0])
-    for i in range(x.shape[0]):
-        y[i] = math.tanh(x[i] / scale)
-    return y
-
-
-@njit(cache=True, parallel=True)
-def _k_spatial(x2, r, agg, weights):
-    """Per bin and k over k-r..k+r clipped to the grid; r < 0: one value per bin over all k."""
-    nb, w = x2.shape
-    y = np.empty((nb, 1 if r < 0 else w))
-    for b in prange(nb):
-        row = x2[b]
-        if r < 0:
-            y[b, 0] = _agg(row, 0, w - 1, agg, 1)
-            continue
-        for j in range(w):
-            lo = max(0, j - r)
-            hi = min(w - 1, j + r)
-            if agg < 0:  # weighted, NaN propagates
-                s = 0.0
-                for i in range(lo, hi + 1):
-                    s += weights[i - j + r] * row[i]
-                y[b, j] = s
-            else:
-                y[b, j] = _agg(row, lo, hi, agg, 1)
-    return y
-
-
-# ---- execution -------------------------------------------------------------------------------------
-
-
-@njit(cache=True)
-def _series_order(sid):
-    """Rows grouped by series id (ids >= 0), in row order within a series (a stable counting sort), and
-    the segment starts (n_series + 1)."""
-    n_ids = 0
-    for s in sid:
-        n_ids = max(n_ids, s + 1)
-    starts = np.zeros(n_ids + 1, np.int64)
-    for s in sid:
-        if s >= 0:
-            starts[s + 1] += 1
-    for g in range(n_ids):
-        starts[g + 1] += starts[g]
-    pos = starts[:-1].copy()
-    order = np.empty(starts[n_ids], np.int64)
-    for i in range(sid.shape[0]):
-        s = sid[i]
-        if s >= 0:
-            order[pos[s]] = i
-            pos[s] += 1
-    return order, starts
-
-
-class _Frame:
-    """Row layout and series of one silver partition."""
-
-    def __init__(self, bins: Mapping[str, np.ndarray], grid: Mapping[str, np.ndarray], radius: int, tick_int: int):
-        w = 2 * radius + 1
-        n_bins = len(bins["bin_seq"])
-        if len(grid["k"]) != n_bins * w:
-            raise ValueError(f"grid: expected {n_bins} bins x {w} rows (radius {radius}), got {len(grid['k'])}")
-        k = np.asarray(grid["k"])
-        if n_bins and not (k.reshape(n_bins, w) == np.arange(-radius, radius + 1)).all():
-            raise ValueError("grid: rows must be ordered (bin_seq, k) with k = -R..R for every bin")
-        self.radius, self.width, self.n_bins, self.n_rows = radius, w, n_bins, n_bins * w
-        self.seqs = np.asarray(bins["bin_seq"], np.int64)
-        spot = np.asarray(bins["spot_ref_price_int"], np.int64)
-        self.valid = np.asarray(bins["book_valid"], np.bool_) & (spot > 0)
-        self.k = k
-        sid = gold.series_ids(self.seqs, self.valid, spot // tick_int, radius)
-        self.order, self.starts = _series_order(sid)  # = compute_gold's stable argsort, in O(rows)
-        self._bin_of_sorted: np.ndarray | None = None
-        self.valid_bins = np.flatnonzero(self.valid).astype(np.int64)
-        vb = self.valid_bins
-        brk = np.ones(len(vb), np.bool_)
-        brk[1:] = (np.diff(vb) != 1) | (np.diff(self.seqs[vb]) != 1)
-        self.bin_starts = np.append(np.flatnonzero(brk), len(vb)).astype(np.int64)
-
-    @property
-    def bin_of_sorted(self) -> np.ndarray:
-        if self._bin_of_sorted is None:
-            self._bin_of_sorted = self.order // self.width
-        return self._bin_of_sorted
-
-
-class _Val:
-    """A node's value: a scalar, a per-bin array, or a per-row array held in grid order (`nat`) and/or in
-    series order over valid rows (`srt`), converted lazily."""
-
-    def __init__(self, shape: str, *, scalar: float | None = None, nat: np.ndarray | None = None,
-                 srt: np.ndarray | None = None):
-        self.shape, self.scalar, self.nat, self.srt = shape, scalar, nat, srt
-
-    def natural(self, f: _Frame) -> np.ndarray:
-        if self.nat is None:
-            assert self.srt is not None
-            out = np.full(f.n_rows, np.nan)
-            out[f.order] = self.srt
-            self.nat = out
-        return self.nat
-
-    def sorted(self, f: _Frame) -> np.ndarray:
-        if self.srt is None:
-            self.srt = np.ascontiguousarray(self.natural(f)[f.order])
-        return self.srt
-
-
-def _series_apply(f: _Frame, v: _Val, fn: Any) -> _Val:
-    """Run a per-series kernel fn(x, starts) over a bin- or cell-shaped value."""
-    if v.shape == "cell":
-        return _Val("cell", srt=fn(v.sorted(f), f.starts))
-    x = np.ascontiguousarray(v.nat[f.valid_bins])
-    out = np.full(f.n_bins, np.nan)
-    out[f.valid_bins] = fn(x, f.bin_starts)
-    return _Val("bin", nat=out)
-
-
-def _run_temporal(node: TemporalWindow, f: _Frame, v: _Val) -> _Val:
-    if node.agg in ("diff", "lag"):
-        return _series_apply(f, v, lambda x, s: _k_shift(x, s, node.lag_bins, node.agg == "diff"))
-    if node.agg == "ewm":
-        return _series_apply(f, v, lambda x, s: _k_ewm(x, s, node.alpha, node.min_periods))
-    w = node.window_bins
-    if node.agg == "median":
-        return _series_apply(f, v, lambda x, s: _k_sorted(x, s, w, node.min_periods, 0.0, 0))
-    if node.agg == "std":
-        return _series_apply(f, v, lambda x, s: _k_moments(x, s, w, node.min_periods, 0.0, False))
-    return _series_apply(f, v, lambda x, s: _k_window(x, s, w, node.min_periods, _AGG_CODES[node.agg]))
-
-
-def _run_norm(node: Norm, f: _Frame, v: _Val) -> _Val:
-    if node.method == "tanh":
-        if v.shape == "cell" and v.srt is not None:
-            return _Val("cell", srt=_k_tanh(v.srt, node.scale))
-        return _Val(v.shape, nat=_k_tanh(np.ascontiguousarray(v.natural(f) if v.shape == "cell" else v.nat),
-                                         node.scale))
-    w, mp, eps = node.window_bins, node.min_periods, node.eps
-    if node.method == "zscore":
-        return _series_apply(f, v, lambda x, s: _k_moments(x, s, w, mp, eps, True))
-    method = 1 if node.method == "robust_zscore" else 2
-    return _series_apply(f, v, lambda x, s: _k_sorted(x, s, w, mp, eps, method))
-
-
-def _run_spatial(node: SpatialNeighborhood, f: _Frame, v: _Val) -> _Val:
-    x2 = np.ascontiguousarray(v.natural(f)).reshape(f.n_bins, f.width)
-    r = -1 if node.radius_ticks == "all" else int(node.radius_ticks)
-    agg = -1 if node.agg == "weighted" else _AGG_CODES[node.agg]
-    weights = np.asarray(node.weights if node.weights is not None else [0.0], np.float64)
-    y = _k_spatial(x2, r, agg, weights)
-    return _Val("bin", nat=y[:, 0].copy()) if r < 0 else _Val("cell", nat=y.reshape(-1))
-
-
-_CHUNK_ROWS = 1 << 15  # expressions run in cache-sized chunks (elementwise, so chunking changes no result)
-
-
-def _run_expr(node: Expr, f: _Frame, vals: Mapping[str, _Val], dt_s: float) -> _Val:
-    tree, problems = parse_expr(node.expr, set(node.inputs))
-    assert tree is not None, problems
-    ins = {local: vals[ref] for local, ref in node.inputs.items()}
-    shapes = {v.shape for v in ins.values()}
-    shape = "cell" if "cell" in shapes else "bin" if "bin" in shapes else "scalar"
-    cells = [v for v in ins.values() if v.shape == "cell"]
-    domain = "sorted" if cells and all(v.srt is not None for v in cells) else "natural"
-    env: dict[str, Any] = {"dt_s": np.float64(dt_s)}
-    env.update({local: np.float64(v.scalar) for local, v in ins.items() if v.shape == "scalar"})
-    arrays = {local: v for local, v in ins.items() if v.shape != "scalar"}
-
-    def run(chunk_env: dict[str, Any]) -> Any:
-        with np.errstate(all="ignore"):
-            res = np.asarray(_eval(tree, {**env, **chunk_env}), np.float64)
-            if node.dtype == "int8":
-                res = np.trunc(np.clip(np.where(np.isnan(res), 0.0, res), -128, 127))
-        return res
-
-    if shape == "scalar":
-        return _Val("scalar", scalar=float(run({})))
-    if shape == "bin":
-        out = np.empty(f.n_bins)
-        for lo in range(0, f.n_bins, _CHUNK_ROWS):
-            out[lo:lo + _CHUNK_ROWS] = run({k: v.nat[lo:lo + _CHUNK_ROWS] for k, v in arrays.items()})
-        return _Val("bin", nat=out)
-    if domain == "sorted":
-        n = len(f.order)
-        out = np.empty(n)
-        for lo in range(0, n, _CHUNK_ROWS):
-            hi = lo + _CHUNK_ROWS
-            out[lo:hi] = run({k: v.srt[lo:hi] if v.shape == "cell" else v.nat[f.bin_of_sorted[lo:hi]]
-                              for k, v in arrays.items()})
-        return _Val("cell", srt=out)
-    out = np.empty((f.n_bins, f.width))
-    nat = {k: v.natural(f).reshape(f.n_bins, f.width) if v.shape == "cell" else v.nat[:, None]
-           for k, v in arrays.items()}
-    step = max(1, _CHUNK_ROWS // f.width)
-    for lo in range(0, f.n_bins, step):
-        out[lo:lo + step] = run({k: x[lo:lo + step] for k, x in nat.items()})
-    return _Val("cell", nat=out.reshape(-1))
-
-
-_OUT_DTYPES = {"float32": np.float32, "float64": np.float64, "int8": np.int8}
-
-
-@njit(cache=True, parallel=True)
-def _k_output(x, per_bin, order, valid, width, fill, has_fill, out):
-    """Cast into `out` (grid order): x is per bin (per_bin), per row in series order over valid rows
-    (`order` given) or per row in grid order. NaN -> fill when has_fill; rows of invalid bins -> fill.
-    Returns the NaN count on valid rows."""
-    n_nan = 0
-    n_bins = valid.shape[0]
-    if order.shape[0] > 0 or x.shape[0] == 0:
-        for t in prange(order.shape[0]):
-            v = x[t]
-            if math.isnan(v):
-                n_nan += 1
-                if has_fill:
-                    v = fill
-            out[order[t]] = v
-        for b in prange(n_bins):
-            if not valid[b]:
-                for j in range(width):
-                    out[b * width + j] = fill
-        return n_nan
-    for b in prange(n_bins):
-        for j in range(width):
-            i = b * width + j
-            if not valid[b]:
-                out[i] = fill
-                continue
-            v = x[b] if per_bin else x[i]
-            if math.isnan(v):
-                n_nan += 1
-                if has_fill:
-                    v = fill
-            out[i] = v
-    return n_nan
-
-
-def _run_output(node: Output, f: _Frame, v: _Val) -> tuple[np.ndarray, int]:
-    """Stored column and the number of NaN values on valid rows before the fill."""
-    out = np.empty(f.n_rows, _OUT_DTYPES[node.dtype])
-    fill = 0.0 if node.fill_nan is None else float(node.fill_nan)
-    none = np.empty(0, np.int64)
-    if v.shape == "bin":
-        args = (np.ascontiguousarray(v.nat), True, none)
-    elif v.nat is None:
-        args = (v.srt, False, f.order)
-    else:
-        args = (np.ascontiguousarray(v.nat), False, none)
-    n_nan = _k_output(*args, f.valid, f.width, fill, node.fill_nan is not None, out)
-    return out, int(n_nan)
-
-
-def _execute(spec: GoldDslSpec, bins: Mapping[str, np.ndarray], grid: Mapping[str, np.ndarray], radius: int,
-             tick_int: int, cell_width_ms: int) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    spec = validate_or_raise(spec)
-    f = _Frame(bins, grid, radius, tick_int)
-    order, _ = _topo(spec.nodes)
-    uses = {n: 0 for n in spec.nodes}
-    for node in spec.nodes.values():
-        for r in _refs(node):
-            uses[r] += 1
-    vals: dict[str, _Val] = {}
-    cols: dict[str, np.ndarray] = {}
-    nans: dict[str, int] = {}
-    dt_s = cell_width_ms / 1000.0
-    for n in order:
-        node = spec.nodes[n]
-        if isinstance(node, SilverRef):
-            vals[n] = _Val("cell", nat=np.asarray(grid[node.field], np.float64))
-        elif isinstance(node, Const):
-            vals[n] = _Val("scalar", scalar=node.value)
-        elif isinstance(node, Expr):
-            vals[n] = _run_expr(node, f, vals, dt_s)
-        elif isinstance(node, TemporalWindow):
-            vals[n] = _run_temporal(node, f, vals[node.source])
-        elif isinstance(node, Norm):
-            vals[n] = _run_norm(node, f, vals[node.source])
-        elif isinstance(node, SpatialNeighborhood):
-            vals[n] = _run_spatial(node, f, vals[node.source])
-        else:
-            assert isinstance(node, Output)
-            cols[node.name], nans[node.name] = _run_output(node, f, vals[node.source])
-        for r in _refs(node):
-            uses[r] -= 1
-            if uses[r] == 0:
-                vals.pop(r, None)
-    out = {"bin_seq": np.repeat(f.seqs, f.width), "k": np.asarray(f.k, np.int32)}
-    out.update({spec.nodes[n].name: cols[spec.nodes[n].name] for n in spec.outputs})  # type: ignore[union-attr]
-    out["gold_valid"] = np.repeat(f.valid, f.width)
-    return out, nans
-
-
-def execute(spec: GoldDslSpec, bins: Mapping[str, np.ndarray], grid: Mapping[str, np.ndarray], radius: int,
-            tick_int: int, cell_width_ms: int) -> dict[str, np.ndarray]:
-    """Run a valid spec over a silver partition (numpy column dicts, as `gold.compute_gold`): bin_seq, k,
-    one column per output (spec order), gold_valid."""
-    return _execute(spec, bins, grid, radius, tick_int, cell_width_ms)[0]
 
 
 # ---- the built-in set as a graph, and back ---------------------------------------------------------
@@ -1171,85 +641,6 @@ def config_from_spec(spec: GoldDslSpec, cell_width_ms: int) -> GoldFeatureConfig
             want = "absent" if theirs is None else theirs.model_dump(mode="json")
             raise DslMappingError(f"node '{name}': differs from the built-in set (spec: {got}; built-in: {want})")
     raise DslMappingError(f"spec '{spec.name}': version differs from the built-in set")  # pragma: no cover
-
-
-# ---- preview ---------------------------------------------------------------------------------------
-
-
-class OutputPreview(BaseModel):
-    """Distribution of one output over the valid rows of the sample, and its overlap with built-in gold."""
-
-    name: str
-    n: int
-    nan_share: float  # before fill_nan
-    mean: float | None
-    std: float | None
-    p01: float | None
-    p25: float | None
-    p50: float | None
-    p75: float | None
-    p99: float | None
-    corr_with_builtin: dict[str, float | None]
-    max_abs_corr: float | None
-    max_abs_corr_with: str | None
-    redundant_with: list[str]
-
-
-class PreviewResult(BaseModel):
-    spec_hash: str
-    n_bins_sampled: int
-    n_rows: int
-    execution_time_ms: float
-    outputs: list[OutputPreview]
-
-
-REDUNDANT_CORR = 0.95
-
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
-    ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 2:
-        return None
-    x, y = a[ok] - a[ok].mean(), b[ok] - b[ok].mean()
-    den = math.sqrt(float(x @ x) * float(y @ y))
-    return float(x @ y) / den if den > 0 else None
-
-
-def preview(spec: GoldDslSpec, bins: Mapping[str, np.ndarray], grid: Mapping[str, np.ndarray], radius: int,
-            tick_int: int, cell_width_ms: int, sample_bins: int = 2000, start_bin: int = 0,
-            config: GoldFeatureConfig | None = None) -> PreviewResult:
-    """Run a spec on `sample_bins` bins from `start_bin` and summarise every output; correlations are
-    against `gold.compute_gold(config)` on the same sample (config: the locked instrument's by default)."""
-    if config is None:
-        from qmachina_assets.core.instrument import locked_instrument
-
-        config = GoldFeatureConfig.from_instrument(locked_instrument(), cell_width_ms=cell_width_ms)
-    w = 2 * radius + 1
-    b0, b1 = start_bin, min(start_bin + sample_bins, len(bins["bin_seq"]))
-    sb = {c: np.asarray(v)[b0:b1] for c, v in bins.items()}
-    sg = {c: np.asarray(v)[b0 * w:b1 * w] for c, v in grid.items()}
-    t0 = time.perf_counter()
-    out, nans = _execute(spec, sb, sg, radius, tick_int, cell_width_ms)
-    elapsed = (time.perf_counter() - t0) * 1000.0
-    ref = gold.compute_gold(sb, sg, config, radius, tick_int)
-    valid = out["gold_valid"]
-    gold_cols = (*gold.GOLD_FLOAT_COLUMNS, *gold.GOLD_CODE_COLUMNS)
-    previews = []
-    for name in (spec.nodes[o].name for o in spec.outputs):  # type: ignore[union-attr]
-        x = out[name][valid].astype(np.float64)
-        fin = x[np.isfinite(x)]
-        q = np.quantile(fin, [0.01, 0.25, 0.5, 0.75, 0.99]).tolist() if fin.size else [None] * 5
-        corrs = {g: _corr(x, ref[g][valid].astype(np.float64)) for g in gold_cols}
-        known = {g: abs(c) for g, c in corrs.items() if c is not None}
-        best = max(known, key=known.__getitem__) if known else None
-        previews.append(OutputPreview(
-            name=name, n=int(x.size), nan_share=nans[name] / x.size if x.size else 0.0,
-            mean=float(fin.mean()) if fin.size else None, std=float(fin.std()) if fin.size else None,
-            p01=q[0], p25=q[1], p50=q[2], p75=q[3], p99=q[4], corr_with_builtin=corrs,
-            max_abs_corr=known[best] if best else None, max_abs_corr_with=best,
-            redundant_with=[g for g, c in known.items() if c >= REDUNDANT_CORR]))
-    return PreviewResult(spec_hash=spec.spec_hash, n_bins_sampled=b1 - b0, n_rows=(b1 - b0) * w,
-                         execution_time_ms=elapsed, outputs=previews)
 
 
 # ---- YAML ------------------------------------------------------------------------------------------

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +18,9 @@ from types import SimpleNamespace
 import databento_dbn
 import numpy as np
 import zstandard
+
+from qmachina_assets.core.ingest.tempfiles import atomic_dir as atomic_dir  # re-exported: the lake writers use dbn.*
+from qmachina_assets.core.ingest.tempfiles import atomic_path
 
 MBO_DTYPE = np.dtype(databento_dbn.MBOMsg._dtypes)
 MBO_RECORD_SIZE = MBO_DTYPE.itemsize  # 56 bytes in DBN v1, v2 and v3
@@ -258,38 +258,6 @@ def _zstd_chunks(p: Path, read_size: int = 1 << 22) -> Iterator[bytes]:
                     chunk = b""
     if in_frame:
         raise DbnError(p, "truncated: the zstd stream ends inside a frame")
-
-
-@contextmanager
-def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a fresh temp directory beside `final`; rename it to `final` only if the block succeeds (the
-    rename fails if `final` appeared meanwhile: immutable partitions are never overwritten), remove it
-    otherwise. Readers see no partition or a complete one, never a half-written one."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield tmp
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-@contextmanager
-def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temp path beside `final`; rename it into place only if the block succeeds."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, final)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
 
 
 def encode_metadata(

@@ -43,6 +43,9 @@ def add_serving_parser(subparsers: Any, name: str = "serving") -> argparse.Argum
     def who(c: argparse.ArgumentParser) -> None:
         c.add_argument("--actor", default=_default_actor(), help="who makes the change (default: cli:$USER)")
         c.add_argument("--reason", required=True, help="why (kept in the alias audit)")
+        c.add_argument("--expect", default=None, metavar="VERSION_ID|none",
+                       help="the version the alias must point at now ('none': a new alias); the repoint is a "
+                            "compare-and-swap on it (default: the alias's version when the command starts)")
 
     c = cmd("register", "publish a serving YAML directly (preflight, no metrics gate) and point an alias at it")
     c.add_argument("serving_yaml", type=Path)
@@ -50,11 +53,14 @@ def add_serving_parser(subparsers: Any, name: str = "serving") -> argparse.Argum
     c.add_argument("--configs-dir", type=Path)
     who(c)
     c.add_argument("--json", action="store_true")
-    c = cmd("promote", "promote an experiment's parameter set from its results rows (preflight + gate)")
+    c = cmd("promote", "promote an experiment's walk-forward selection (preflight + gate)")
     c.add_argument("experiment", help="experiment name or YAML path")
-    c.add_argument("run_ids", nargs="+", help="results run id(s) of one parameter set (one per fold)")
+    c.add_argument("run_ids", nargs="*", help="the selected run of every fold (default: the experiment's current "
+                                              "candidate); anything but the walk-forward's selection is refused")
     c.add_argument("--alias", required=True)
     c.add_argument("--configs-dir", type=Path)
+    c.add_argument("--allow-dirty", action="store_true",
+                   help="publish runs made from uncommitted changes (recorded in the alias audit)")
     who(c)
     c.add_argument("--json", action="store_true")
     c = cmd("list", "published versions and aliases")
@@ -98,7 +104,7 @@ def _event_text(ev: Any) -> str:
     if ev is None:
         return "alias unchanged (it already points at this version)"
     return (f"#{ev.id} {ev.at:%Y-%m-%d %H:%M:%S}Z {ev.alias}: {ev.from_version or '-'} -> {ev.to_version} "
-            f"[{ev.action}] by {ev.actor}: {ev.reason}")
+            f"[{ev.action}{', uncommitted code allowed' if ev.dirty_allowed else ''}] by {ev.actor}: {ev.reason}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from qmachina_assets.core.research.specs import ConfigError
 
     try:
-        with Registry(url=args.url, lake=args.lake) as reg:
+        with Registry(url=args.url, lake=args.lake, configs_dir=getattr(args, "configs_dir", None)) as reg:
             return _dispatch(reg, args)
     except PreflightError as err:
         print(f"refused: {err.subject}", file=sys.stderr)
@@ -119,16 +125,24 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _expected(reg: Any, args: argparse.Namespace) -> str | None:
+    """`--expect` (`none`: a new alias), else the alias's version now (the CAS then guards the command)."""
+    if args.expect is None:
+        return reg.current(args.alias)
+    return None if args.expect.lower() == "none" else args.expect
+
+
 def _dispatch(reg: Any, args: argparse.Namespace) -> int:
     c = args.serving_cmd
     as_json = getattr(args, "json", False)
     if c in ("register", "promote"):
         if c == "register":
             res = reg.register(args.serving_yaml, alias=args.alias, actor=args.actor, reason=args.reason,
-                               configs_dir=args.configs_dir)
+                               configs_dir=args.configs_dir, expected_version_id=_expected(reg, args))
         else:
-            res = reg.promote_run(args.experiment, args.run_ids, alias=args.alias, actor=args.actor,
-                                  reason=args.reason, configs_dir=args.configs_dir)
+            res = reg.promote_run(args.experiment, args.run_ids or None, alias=args.alias, actor=args.actor,
+                                  reason=args.reason, configs_dir=args.configs_dir, allow_dirty=args.allow_dirty,
+                                  expected_version_id=_expected(reg, args))
         v = res.version
         _print(res, as_json, f"{'published' if res.created else 'already published'} {v.version_id} "
                              f"({v.serving['name']}, {v.lineage.kind})\n{_event_text(res.event)}")
@@ -140,8 +154,9 @@ def _dispatch(reg: Any, args: argparse.Namespace) -> int:
         else:
             print("aliases:" if aliases else "aliases: none")
             for a in aliases:
+                owned = f", owned by experiment {a.owner_experiment}" if a.owner_experiment else ""
                 print(f"  {a.name:<24} -> {a.version_id}  (rev {a.revision}, {a.updated_at:%Y-%m-%d %H:%M}Z, "
-                      f"{a.updated_by})")
+                      f"{a.updated_by}{owned})")
             print("versions:" if versions else "versions: none")
             for v in versions:
                 tag = f"  [{', '.join(v.aliases)}]" if v.aliases else ""
@@ -176,8 +191,10 @@ def _dispatch(reg: Any, args: argparse.Namespace) -> int:
         d = reg.diff(args.a, args.b)
         _print(d, as_json, d.text())
     elif c in ("activate", "rollback"):
-        ev = (reg.activate(args.alias, args.version_id, actor=args.actor, reason=args.reason) if c == "activate"
-              else reg.rollback(args.alias, actor=args.actor, reason=args.reason))
+        expected = _expected(reg, args)
+        ev = (reg.activate(args.alias, args.version_id, actor=args.actor, reason=args.reason,
+                           expected_version_id=expected) if c == "activate"
+              else reg.rollback(args.alias, actor=args.actor, reason=args.reason, expected_version_id=expected))
         if as_json:
             print(json.dumps(None if ev is None else ev.model_dump(mode="json"), indent=2))
         else:

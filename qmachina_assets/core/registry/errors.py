@@ -17,3 +17,11 @@ class ImmutableVersionError(RegistryError):
 
 class RegistryIntegrityError(RegistryError):
     """Stored rows do not match their content-derived ids."""
+
+
+class AliasConflictError(RegistryError):
+    """The alias no longer points where the caller expected (compare-and-swap lost to another writer)."""
+
+
+class AliasOwnedError(RegistryError):
+    """The alias is owned by an experiment and the version did not pass that experiment's gate."""

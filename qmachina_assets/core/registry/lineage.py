@@ -30,6 +30,10 @@ RUN_KEYS: tuple[str, ...] = (
 )
 
 
+#: RunLineage fields added after the first published versions (see `Lineage.content`).
+_LATER_RUN_FIELDS: tuple[str, ...] = ("code_dirty", "code_diff_sha256")
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -62,6 +66,10 @@ class RunLineage(_Model):
     selected: bool
     metrics: dict[str, float | None]  # is_* and oos_*
     created_at: str | None = None
+    #: The checkout had uncommitted changes (None: unknown, e.g. rows written before this was recorded) and
+    #: the sha256 of that diff; part of the version id only when known (older versions keep their ids).
+    code_dirty: bool | None = None
+    code_diff_sha256: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunLineage:
@@ -73,7 +81,15 @@ class RunLineage(_Model):
             train_dataset_ids=split(row["train_dataset_ids"]), selected=bool(row["selected"]),
             metrics={k: clean_metric(v) for k, v in sorted(row.items()) if k.startswith(("is_", "oos_"))},
             created_at=row.get("created_at"), **{k: str(row[k]) for k in RUN_KEYS},
+            code_dirty=None if row.get("code_dirty") is None else bool(row["code_dirty"]),
+            code_diff_sha256=row.get("code_diff_sha256") or None,
         )
+
+    def code_text(self) -> str:
+        """The run's code state in words (commit, and the diff hash when it ran on uncommitted changes)."""
+        if self.code_dirty:
+            return f"{self.code_version} + uncommitted changes (diff sha256 {(self.code_diff_sha256 or '?')[:16]})"
+        return self.code_version + ("" if self.code_dirty is False else " (dirty state not recorded)")
 
     @property
     def dataset_ids(self) -> list[str]:
@@ -98,8 +114,14 @@ class Lineage(_Model):
     recorded_at: str | None = None
 
     def content(self) -> dict[str, Any]:
-        """What the version id covers: everything but the timestamps."""
-        return self.model_dump(mode="json", exclude={"recorded_at": True, "runs": {"__all__": {"created_at"}}})
+        """What the version id covers: everything but the timestamps. Fields added after versions were
+        first published count only when set, so the stored versions keep their ids."""
+        out = self.model_dump(mode="json", exclude={"recorded_at": True, "runs": {"__all__": {"created_at"}}})
+        for run in out["runs"]:
+            for k in _LATER_RUN_FIELDS:
+                if run.get(k) is None:
+                    run.pop(k, None)
+        return out
 
     @property
     def dataset_ids(self) -> list[str]:
@@ -150,27 +172,26 @@ def read_runs(lake: Path, experiment: str, run_ids: list[str]) -> list[RunLineag
 
 def lineage_from_results(lake: Path, experiment: ExperimentSpec, base_serving: ServingSpec, pipeline: PipelineSpec,
                          run_ids: list[str] | str) -> tuple[Lineage, ServingSpec]:
-    """(lineage, promoted serving spec) of one parameter set from the experiment's results store.
+    """(lineage, promoted serving spec) of a walk-forward selection from the experiment's results store.
 
-    `run_ids`: the rows (one per fold) of the same parameter set; the promoted spec is `apply_params` of
-    that set on the base serving spec (what was evaluated is what is served)."""
+    `run_ids`: one results row per fold (the set each fold selected; `candidates` checks that they are);
+    the promoted spec is `apply_params` of the latest fold's set on the base serving spec (what was
+    evaluated is what is served)."""
     from qmachina_assets.core.research.sweeps import experiment_hash
 
     ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
     if not ids:
         raise ValueError("lineage_from_results: no run ids")
-    runs = read_runs(lake, experiment.name, ids)
-    hashes = {r.param_hash for r in runs}
-    if len(hashes) != 1:
-        raise ValueError(f"runs {', '.join(ids)} evaluated different parameter sets ({', '.join(sorted(hashes))}); "
-                         "one promotion publishes one parameter set")
-    params = runs[0].params
+    runs = sorted(read_runs(lake, experiment.name, ids), key=lambda r: r.test_date)
+    params = runs[-1].params
     promoted = apply_params(base_serving, params)
     codes = {r.code_version for r in runs}
+    dirty = {r.code_dirty for r in runs}
     lineage = Lineage(
         kind="experiment", serving_name=promoted.name, serving_spec_hash=promoted.spec_hash,
         pipeline=pipeline.model_dump(mode="json"), pipeline_spec_hash=pipeline.spec_hash,
         code_version=runs[0].code_version if len(codes) == 1 else ",".join(sorted(codes)),
+        code_dirty=True if True in dirty else (None if None in dirty else False),
         experiment=experiment.model_dump(mode="json"), experiment_name=experiment.name,
         experiment_hash=experiment_hash(experiment), base_serving=base_serving.model_dump(mode="json"),
         base_serving_hash=base_serving.spec_hash, params=params, runs=runs, recorded_at=_now(),

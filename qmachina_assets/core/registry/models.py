@@ -6,8 +6,10 @@ migrations in `migrations/versions`; `tests/registry/test_registry.py` checks th
   lineage without timestamps); `payload` is that canonical JSON text plus the timestamps, stored as text
   so the id can be re-derived from the stored bytes on every read. Never updated or deleted: there is no
   such code path, the engine refuses such statements, and database triggers refuse them.
-- `serving_aliases`: alias name -> version; `revision` counts the repoints.
-- `serving_alias_events`: the append-only audit of every repoint (who, when, from, to, why, how).
+- `serving_aliases`: alias name -> version; `revision` counts the repoints; `owner_experiment` the
+  experiment whose gate guards it (an owned alias accepts only that experiment's gated versions).
+- `serving_alias_events`: the append-only audit of every repoint (who, when, from, to, why, how, and
+  whether runs made from uncommitted code were explicitly allowed).
 
 Departure from the design note: the alias tables are prefixed `serving_` so the registry can share a
 Postgres database with the control plane or Dagster storage without a name clash.
@@ -16,6 +18,7 @@ Postgres database with the control plane or Dagster storage without a name clash
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -25,6 +28,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData()
@@ -52,6 +56,7 @@ serving_aliases = Table(
     Column("revision", Integer, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("updated_by", String(128), nullable=False),
+    Column("owner_experiment", String(128), nullable=True),  # 0002: the experiment whose gate guards the alias
 )
 
 serving_alias_events = Table(
@@ -65,6 +70,7 @@ serving_alias_events = Table(
     Column("actor", String(128), nullable=False),
     Column("reason", Text, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
+    Column("dirty_allowed", Boolean, nullable=False, server_default=false()),  # 0002
     Index("ix_serving_alias_events_alias", "alias", "id"),
 )
 

@@ -12,10 +12,14 @@ one `PreflightError` listing them, each with a `kind`:
 - `instrument`: the capture symbol or a dataset belongs to another instrument than the lock.
 - `dataset`: a lineage dataset is missing from the lake, fails its checksums, or was built from another
   pipeline/runtime/gold config than the one being published (stale).
-- `code_version`: the recorded code version is unknown or not a commit of this checkout.
+- `code_version`: the recorded code version is unknown or not a commit of this checkout, or a run was made
+  from uncommitted changes (refused unless `allow_dirty`; the alias audit records that it was allowed).
 - `lineage`: the lineage does not describe this spec (spec/pipeline/experiment hashes, the promoted
   parameters), or a run's row in the results store differs from the recorded one.
+- `selection`: the runs are not the walk-forward's selection (`candidates.gate_failures`: every fold's
+  selected run of the latest sweep, the promoted parameters being the latest fold's).
 - `gate`: an out-of-sample metric of a run is below the experiment's promotion gate (and the caller's).
+- `artifact`: an ML signal without its fitted model, or a model file missing or not matching its hash.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from qmachina_assets.core.gold.features import GoldFeatureConfig
 from qmachina_assets.core.instrument import InstrumentConfig, InstrumentLockError
 from qmachina_assets.core.paths import PROJECT_ROOT
-from qmachina_assets.core.registry.lineage import Lineage, RunLineage, clean_metric, read_runs
+from qmachina_assets.core.registry.candidates import gate_failures
+from qmachina_assets.core.registry.lineage import Lineage, clean_metric, read_runs
 from qmachina_assets.core.registry.snapshot import runtime_snapshot, stream_schema_problems
 from qmachina_assets.core.research.specs import (
     MODEL_FIELDS,
@@ -44,7 +49,7 @@ from qmachina_assets.core.research.specs import (
 )
 
 KINDS: tuple[str, ...] = ("spec", "model_id", "stream_schema", "runtime", "gold_config", "instrument", "dataset",
-                          "code_version", "lineage", "gate")
+                          "code_version", "lineage", "selection", "gate", "artifact")
 _GOLD_FIELDS = ("scoring.", "engine.c", "engine.flow_")
 
 
@@ -107,36 +112,6 @@ def code_version_problem(version: str, root: Path = PROJECT_ROOT) -> str | None:
         if has is False:
             return f"code version {v} is not a commit of this checkout ({root}); fetch it or re-run the experiment"
     return None
-
-
-# ---- gate ------------------------------------------------------------------------------------------
-
-
-def gate_problems(run: RunLineage, gate: PromotionGate, source: str) -> list[str]:
-    """Out-of-sample metrics of `run` below `gate` (SPEC §6.10; `source` names where the gate came from)."""
-    m = run.metrics
-    out = []
-
-    def low(name: str, value: Any, op: str, bound: float) -> None:
-        out.append(f"run {run.run_id}: oos_{name} {value} {op} {bound} ({source})")
-
-    n = m.get("oos_n_trades")
-    if n is None or n < gate.min_oos_trades:
-        low("n_trades", n, "<", gate.min_oos_trades)
-    hr = m.get("oos_hit_rate")
-    if hr is None or hr < gate.min_hit_rate:
-        low("hit_rate", hr, "<", gate.min_hit_rate)
-    pf = m.get("oos_profit_factor")
-    if pf is None:  # undefined without losing trades: infinite when the run made money, else failing
-        total = m.get("oos_total_pnl_ticks")
-        if not (n and total is not None and total > 0):
-            low("profit_factor", "undefined (no losing trade, no profit)", "<", gate.min_profit_factor)
-    elif pf < gate.min_profit_factor:
-        low("profit_factor", pf, "<", gate.min_profit_factor)
-    dd = m.get("oos_max_drawdown_ticks")
-    if dd is None or dd > gate.max_drawdown_ticks:
-        low("max_drawdown_ticks", dd, ">", gate.max_drawdown_ticks)
-    return out
 
 
 # ---- the checks ------------------------------------------------------------------------------------
@@ -252,20 +227,22 @@ def _check_datasets(lake: Path, ids: list[str], pipeline: PipelineSpec, inst: In
 
 
 def _check_experiment(serving: ServingSpec, pipeline: PipelineSpec, lineage: Lineage, lake: Path,
-                      snapshot: dict[str, Any] | None, issues: _Issues) -> list[tuple[PromotionGate, str]]:
-    """Lineage of an experiment promotion against the spec and the results store; returns its gate."""
+                      snapshot: dict[str, Any] | None, issues: _Issues, *, allow_dirty: bool,
+                      gate: PromotionGate | None) -> None:
+    """Lineage of an experiment promotion against the spec, the results store and the promotion gate
+    (`candidates.gate_failures`: the walk-forward's selection, the metric rules, dirty code)."""
     from qmachina_assets.core.research.sweeps import experiment_hash
 
     if lineage.experiment is None or lineage.base_serving is None or not lineage.runs:
         issues.add("lineage", "an experiment lineage needs the experiment, the base serving spec and at least one "
                               "run")
-        return []
+        return
     try:
         exp = lineage.experiment_spec()
         base = lineage.base_serving_spec()
     except ValidationError as exc:
         issues.add("lineage", f"recorded experiment/base serving spec does not validate: {exc.errors()[0]['msg']}")
-        return []
+        return
     assert exp is not None and base is not None
     exp_hash = experiment_hash(exp)
     if lineage.experiment_hash != exp_hash or lineage.experiment_name != exp.name:
@@ -289,11 +266,16 @@ def _check_experiment(serving: ServingSpec, pipeline: PipelineSpec, lineage: Lin
     except LookupError as err:
         issues.add("lineage", str(err))
         stored = {}
+    latest = max(lineage.runs, key=lambda r: r.test_date)
+    if latest.params != lineage.params:
+        issues.add("lineage", f"the promoted parameters {lineage.params} are not those of the latest fold's run "
+                              f"{latest.run_id} ({latest.test_date}: {latest.params})")
     gold_hash = snapshot["gold_config_hash"] if snapshot is not None else None
+    if gold_hash is not None and latest.gold_config_hash != gold_hash:
+        issues.add("lineage", f"run {latest.run_id} evaluated gold config {latest.gold_config_hash}; the published "
+                              f"one is {gold_hash}")
     for run in lineage.runs:
         where = f"run {run.run_id}"
-        if run.params != lineage.params:
-            issues.add("lineage", f"{where} evaluated {run.params}, not the promoted parameters {lineage.params}")
         if run.experiment_hash != exp_hash:
             issues.add("lineage", f"{where} ran experiment version {run.experiment_hash}; the recorded experiment is "
                                   f"{exp_hash} (stale)")
@@ -303,9 +285,6 @@ def _check_experiment(serving: ServingSpec, pipeline: PipelineSpec, lineage: Lin
         if run.pipeline_hash != pipeline.spec_hash:
             issues.add("lineage", f"{where} ran on pipeline version {run.pipeline_hash}; pipeline "
                                   f"{pipeline.name!r} is now {pipeline.spec_hash} (stale)")
-        if gold_hash is not None and run.gold_config_hash != gold_hash:
-            issues.add("lineage", f"{where} evaluated gold config {run.gold_config_hash}; the published one is "
-                                  f"{gold_hash}")
         row = stored.get(run.run_id)
         if row is None:
             continue
@@ -317,12 +296,18 @@ def _check_experiment(serving: ServingSpec, pipeline: PipelineSpec, lineage: Lin
             shown = ", ".join(f"{k} {run.metrics.get(k, a.get(k))!r} (stored {row.metrics.get(k, b.get(k))!r})"
                               for k in diff[:6])
             issues.add("lineage", f"{where} differs from the results store: {shown}")
-    return [(exp.promotion, f"promotion gate of experiment {exp.name!r}")]
+    for f in gate_failures(lake, exp, list(lineage.runs), allow_dirty=allow_dirty, gate=gate):
+        issues.add(_GATE_KINDS.get(f.rule, "gate"), f.message)
+
+
+#: Issue kind of each failed gate rule (`candidates.RULES`); the metric rules are `gate`.
+_GATE_KINDS: dict[str, str] = {"selection": "selection", "dirty_code": "code_version"}
 
 
 def preflight(serving: ServingSpec, pipeline: PipelineSpec, lineage: Lineage, *, instrument: InstrumentConfig,
-              lake: Path, gate: PromotionGate | None = None) -> dict[str, Any]:
-    """The runtime snapshot of `serving` when it may be published; else PreflightError with every problem."""
+              lake: Path, gate: PromotionGate | None = None, allow_dirty: bool = False) -> dict[str, Any]:
+    """The runtime snapshot of `serving` when it may be published; else PreflightError with every problem.
+    `allow_dirty` publishes runs made from uncommitted changes (the caller records that in the audit)."""
     issues = _Issues()
     snapshot = None
     if _check_spec(serving, pipeline, issues):
@@ -335,24 +320,19 @@ def preflight(serving: ServingSpec, pipeline: PipelineSpec, lineage: Lineage, *,
         issues.add("lineage", f"serving spec {serving.name!r} uses pipeline {serving.pipeline!r}; lineage and "
                               f"arguments name pipeline {pipeline.name!r} ({lineage.pipeline_spec_hash} / "
                               f"{pipeline.spec_hash})")
-    gates: list[tuple[PromotionGate, str]] = []
     if lineage.kind == "experiment":
-        gates = _check_experiment(serving, pipeline, lineage, Path(lake), snapshot, issues)
-    elif lineage.runs or lineage.experiment is not None:
-        issues.add("lineage", "a register lineage carries no experiment runs")
+        _check_experiment(serving, pipeline, lineage, Path(lake), snapshot, issues, allow_dirty=allow_dirty,
+                          gate=gate)
+    else:
+        if lineage.runs or lineage.experiment is not None:
+            issues.add("lineage", "a register lineage carries no experiment runs")
+        if gate is not None:
+            issues.add("gate", "a metrics gate needs experiment runs; this lineage has none (kind register)")
     _check_datasets(Path(lake), lineage.dataset_ids, pipeline, instrument, issues)
     versions = {v for v in lineage.code_version.split(",") if v} | {r.code_version for r in lineage.runs}
     for v in sorted(versions) or [""]:
         if (p := code_version_problem(v)) is not None:
             issues.add("code_version", p)
-    if gate is not None:
-        if lineage.kind != "experiment":
-            issues.add("gate", "a metrics gate needs experiment runs; this lineage has none (kind register)")
-        gates.append((gate, "caller's promotion gate"))
-    for g, source in gates:
-        for run in lineage.runs:
-            for p in gate_problems(run, g, source):
-                issues.add("gate", p)
     if issues:
         raise PreflightError(f"serving spec {serving.name!r}", list(issues))
     assert snapshot is not None

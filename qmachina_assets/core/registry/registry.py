@@ -20,6 +20,19 @@ Invariants and how they hold:
   commit leaves the previous state (old alias, no new version row); after it, the new state.
 - **Rollback** pops the alias's audit stack: promote/register/activate push the new version, rollback
   returns to the version that was active before the current one (repeated rollbacks walk further back).
+- **Compare-and-swap repoints**: promote, register, activate and rollback all take `expected_version_id`,
+  the version the caller believes the alias points at (None: the alias must not exist yet). Under the
+  alias's lock the registry compares it with the stored one; a mismatch raises `AliasConflictError` and
+  writes nothing, so of two racing writers one wins and the other gets a conflict, never a silent
+  overwrite. (An alias that already points at the requested version is left unchanged.)
+- **Owned aliases**: an alias named after an experiment (`configs/experiments/<alias>.yaml`, the promotion
+  sensor's alias), or first pointed by an experiment's promotion, is owned by that experiment
+  (`owner_experiment`, sticky). It accepts only versions published by that experiment's promotion, i.e.
+  versions that passed its gate (`candidates.gate_failures`, re-checked on activate and rollback); a
+  `register` or another experiment's version is refused with `AliasOwnedError`.
+- **Actors** are parameters: each caller passes the identity it established itself (the CLI the OS user,
+  Dagster "dagster", the REST API the client; issue 17 replaces the REST client's claim by its token's
+  subject). The registry records what it is given.
 """
 
 from __future__ import annotations
@@ -41,7 +54,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.engine import make_url
 
 from qmachina_assets.core.instrument import InstrumentConfig, locked_instrument
-from qmachina_assets.core.paths import lake_root
+from qmachina_assets.core.paths import configs_root, lake_root
 from qmachina_assets.core.registry.database import (
     append_only_guard,
     ensure_sqlite_dir,
@@ -52,6 +65,8 @@ from qmachina_assets.core.registry.database import (
 )
 from qmachina_assets.core.registry.database import make_engine as make_engine_with
 from qmachina_assets.core.registry.errors import (
+    AliasConflictError,
+    AliasOwnedError,
     ImmutableVersionError,
     RegistryError,
     RegistryIntegrityError,
@@ -108,6 +123,7 @@ class AliasEvent(_Record):
     actor: str
     reason: str
     at: dt.datetime
+    dirty_allowed: bool = False  # runs made from uncommitted code were published/pointed by explicit permission
 
 
 class AliasRecord(_Record):
@@ -116,6 +132,7 @@ class AliasRecord(_Record):
     revision: int
     updated_at: dt.datetime
     updated_by: str
+    owner_experiment: str | None = None  # the experiment whose gate guards the alias
 
 
 class VersionSummary(_Record):
@@ -228,7 +245,8 @@ def _check_who(actor: str, reason: str) -> None:
 def _event(row: Any) -> AliasEvent:
     m = row._mapping
     return AliasEvent(id=m["id"], alias=m["alias"], action=m["action"], from_version=m["from_version"],
-                      to_version=m["to_version"], actor=m["actor"], reason=m["reason"], at=_utc(m["at"]))
+                      to_version=m["to_version"], actor=m["actor"], reason=m["reason"], at=_utc(m["at"]),
+                      dirty_allowed=bool(m["dirty_allowed"]))
 
 
 # ---- the registry ----------------------------------------------------------------------------------
@@ -236,11 +254,15 @@ def _event(row: Any) -> AliasEvent:
 
 class Registry:
     """`Registry(url=None, lake=None)`: `url` > `QMACHINA_REGISTRY_URL` > SQLite under `lake` (default the
-    project lake). The schema is upgraded to Alembic head on open. `instrument` defaults to the lock."""
+    project lake). The schema is upgraded to Alembic head on open. `instrument` defaults to the lock;
+    `configs_dir` (default `configs_root()`) is where experiments are found by name (promote_run, alias
+    ownership)."""
 
     def __init__(self, url: str | None = None, lake: Path | str | None = None, *,
-                 instrument: InstrumentConfig | None = None, migrate: bool = True):
+                 instrument: InstrumentConfig | None = None, migrate: bool = True,
+                 configs_dir: Path | str | None = None):
         self.lake = Path(lake).resolve() if lake is not None else lake_root()
+        self.configs_dir = Path(configs_dir).resolve() if configs_dir is not None else configs_root()
         raw = url or os.environ.get(ENV_URL) or default_url(self.lake)
         self.url = normalize_url(raw)
         ensure_sqlite_dir(self.url)
@@ -314,23 +336,70 @@ class Registry:
                                          "(a 64-bit id collision or a tampered row)")
         return stored is not None
 
-    def _repoint(self, conn: Connection, alias: str, version_id: str, actor: str, reason: str,
-                 action: Action) -> AliasEvent | None:
-        """Point `alias` at `version_id` and append the audit row; None when it already points there."""
+    def _repoint(self, conn: Connection, alias: str, version: PublishedVersion, actor: str, reason: str,
+                 action: Action, expected: str | None, *, dirty_allowed: bool = False) -> AliasEvent | None:
+        """Compare-and-swap `alias` from `expected` to `version` (checking its owner) and append the audit row;
+        None when it already points there."""
         cur = conn.execute(select(serving_aliases).where(serving_aliases.c.name == alias).with_for_update()).first()
-        if cur is not None and cur.version_id == version_id:
+        version_id = version.version_id
+        actual = None if cur is None else cur.version_id
+        if actual == version_id:
             return None
+        if actual != expected:
+            raise AliasConflictError(
+                f"alias {alias!r} points at {actual or 'nothing (it does not exist)'}, not at the expected "
+                f"{expected or 'nothing (a new alias)'}: another writer changed it since it was read; re-read the "
+                "alias and retry")
+        owner = (cur.owner_experiment if cur is not None else None) or self.experiment_named(alias)
+        self._check_owner(alias, owner, version)
+        lin = version.lineage
+        if owner is None and action == "promote" and lin.kind == "experiment":
+            owner = lin.experiment_name  # the first gated promotion claims the alias for its experiment
         at = _now()
         if cur is None:
             conn.execute(insert(serving_aliases).values(name=alias, version_id=version_id, revision=1, updated_at=at,
-                                                        updated_by=actor))
+                                                        updated_by=actor, owner_experiment=owner))
         else:
             conn.execute(update(serving_aliases).where(serving_aliases.c.name == alias)
-                         .values(version_id=version_id, revision=cur.revision + 1, updated_at=at, updated_by=actor))
-        values = {"alias": alias, "action": action, "from_version": None if cur is None else cur.version_id,
-                  "to_version": version_id, "actor": actor, "reason": reason, "at": at}
+                         .values(version_id=version_id, revision=cur.revision + 1, updated_at=at, updated_by=actor,
+                                 owner_experiment=owner))
+        values = {"alias": alias, "action": action, "from_version": actual, "to_version": version_id,
+                  "actor": actor, "reason": reason, "at": at, "dirty_allowed": dirty_allowed}
         res = conn.execute(insert(serving_alias_events).values(**values))
         return AliasEvent(id=res.inserted_primary_key[0], **values)
+
+    def experiment_named(self, alias: str) -> str | None:
+        """The experiment an alias is named after (the promotion sensor's alias), if there is one."""
+        return alias if (self.configs_dir / "experiments" / f"{alias}.yaml").is_file() else None
+
+    @staticmethod
+    def _check_owner(alias: str, owner: str | None, version: PublishedVersion) -> None:
+        """An owned alias takes only versions its experiment's promotion published through its gate."""
+        if owner is None:
+            return
+        from qmachina_assets.core.registry.candidates import metric_failures
+
+        lin = version.lineage
+        what = (f"registered directly (kind {lin.kind}, no gate)" if lin.kind != "experiment"
+                else f"from experiment {lin.experiment_name!r}")
+        if lin.kind != "experiment" or lin.experiment_name != owner:
+            raise AliasOwnedError(f"alias {alias!r} is owned by experiment {owner!r}: it accepts only versions that "
+                                  f"passed that experiment's promotion gate; version {version.version_id} is {what}. "
+                                  f"Promote {owner}'s walk-forward selection (qmachina serving promote {owner}) or "
+                                  "use another alias")
+        exp = lin.experiment_spec()
+        assert exp is not None
+        failed = [f for r in lin.runs for f in metric_failures(r, exp.promotion, f"gate of {owner!r}")]
+        if failed:
+            raise AliasOwnedError(f"alias {alias!r} is owned by experiment {owner!r}; version {version.version_id} "
+                                  f"does not pass its recorded gate: {'; '.join(f.message for f in failed)}")
+
+    def current(self, alias: str) -> str | None:
+        """The version id `alias` points at now (None: no such alias): the `expected_version_id` of a caller
+        that wants to repoint whatever is there (its repoint still fails if the alias moves meanwhile)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(serving_aliases.c.version_id)
+                                .where(serving_aliases.c.name == alias)).scalar_one_or_none()
 
     def _load(self, conn: Connection, version_id: str, alias: str | None = None) -> PublishedVersion:
         row = conn.execute(select(serving_versions).where(serving_versions.c.version_id == version_id)).first()
@@ -350,10 +419,12 @@ class Registry:
     # -- publishing --
 
     def promote(self, serving: ServingSpec, *, alias: str, lineage: Lineage, actor: str, reason: str,
-                gate: PromotionGate | None = None, pipeline: PipelineSpec | None = None,
-                action: Action = "promote") -> PromotionResult:
-        """Preflight, then publish `serving` (if new) and point `alias` at it, with its audit row, in one
-        transaction. Raises PreflightError (nothing written) when the spec may not be published."""
+                expected_version_id: str | None, gate: PromotionGate | None = None,
+                pipeline: PipelineSpec | None = None, action: Action = "promote",
+                allow_dirty: bool = False) -> PromotionResult:
+        """Preflight, then publish `serving` (if new) and compare-and-swap `alias` from `expected_version_id`
+        to it, with its audit row, in one transaction. Raises PreflightError (nothing written) when the spec
+        may not be published, AliasConflictError / AliasOwnedError when the alias may not be repointed."""
         check_alias(alias)
         _check_who(actor, reason)
         if action not in ("promote", "register"):
@@ -365,25 +436,28 @@ class Registry:
                 raise PreflightError(f"serving spec {serving.name!r}", [PreflightIssue(
                     kind="lineage", message=f"the lineage's pipeline spec does not validate: {exc}")]) from exc
         with self._write(alias) as conn:
-            snapshot = preflight(serving, pipeline, lineage, instrument=self.instrument, lake=self.lake, gate=gate)
+            snapshot = preflight(serving, pipeline, lineage, instrument=self.instrument, lake=self.lake, gate=gate,
+                                 allow_dirty=allow_dirty)
             serving_dump = serving.model_dump(mode="json")
             vid, sha = content_hash(content_of(serving_dump, snapshot, lineage))
             payload = canonical_json({"serving": serving_dump, "runtime_snapshot": snapshot,
                                       "lineage": lineage.model_dump(mode="json")})
             created = self._insert_version(conn, vid, sha, payload, serving.name, lineage.kind, _now(), actor)
-            ev = self._repoint(conn, alias, vid, actor, reason, action)
             version = self._load(conn, vid, alias)
+            dirty = allow_dirty and any(r.code_dirty for r in lineage.runs)
+            ev = self._repoint(conn, alias, version, actor, reason, action, expected_version_id, dirty_allowed=dirty)
         return PromotionResult(version=version, created=created, event=ev)
 
     def dry_run(self, serving: ServingSpec, *, lineage: Lineage, gate: PromotionGate | None = None,
-                pipeline: PipelineSpec | None = None) -> dict[str, Any]:
+                pipeline: PipelineSpec | None = None, allow_dirty: bool = False) -> dict[str, Any]:
         """The preflight of `promote` without writing: the runtime snapshot, or PreflightError."""
         return preflight(serving, pipeline or lineage.pipeline_spec(), lineage, instrument=self.instrument,
-                         lake=self.lake, gate=gate)
+                         lake=self.lake, gate=gate, allow_dirty=allow_dirty)
 
     def register(self, serving_yaml: str | os.PathLike[str], *, alias: str, actor: str, reason: str,
-                 configs_dir: Path | None = None) -> PromotionResult:
-        """Direct registration of a serving YAML (no experiment; still through preflight, no metrics gate)."""
+                 expected_version_id: str | None, configs_dir: Path | None = None) -> PromotionResult:
+        """Direct registration of a serving YAML (no experiment; still through preflight, no metrics gate).
+        Refused on an alias owned by an experiment."""
         try:
             spec, pipeline = resolve_serving(serving_yaml, configs_dir=configs_dir, instrument=self.instrument)
         except ConfigError as err:
@@ -391,36 +465,57 @@ class Registry:
             raise PreflightError(f"serving spec {os.fspath(serving_yaml)!r}",
                                  [PreflightIssue(kind=kind, message=str(e)) for e in err.errors]) from err
         return self.promote(spec, alias=alias, lineage=lineage_for_register(spec, pipeline), actor=actor,
-                            reason=reason, pipeline=pipeline, action="register")
+                            reason=reason, pipeline=pipeline, action="register",
+                            expected_version_id=expected_version_id)
 
-    def promote_run(self, experiment: str | os.PathLike[str], run_ids: list[str] | str, *, alias: str, actor: str,
-                    reason: str, gate: PromotionGate | None = None, configs_dir: Path | None = None,
-                    ) -> PromotionResult:
-        """Promote one parameter set of an experiment from its results rows (the promotion sensor's call):
-        the published spec is the base serving spec with that set applied; the experiment's gate applies."""
-        exp, base, pipeline = resolve_experiment(experiment, configs_dir=configs_dir, instrument=self.instrument)
+    def promote_run(self, experiment: str | os.PathLike[str], run_ids: list[str] | str | None = None, *,
+                    alias: str, actor: str, reason: str, expected_version_id: str | None,
+                    gate: PromotionGate | None = None, configs_dir: Path | None = None,
+                    allow_dirty: bool = False) -> PromotionResult:
+        """Promote an experiment's walk-forward selection from its results rows (the promotion sensor's call):
+        `run_ids` one per fold (default: the current candidate's, `candidates.candidate`); the published spec
+        is the base serving spec with the latest fold's set applied; the experiment's gate applies."""
+        from qmachina_assets.core.registry.candidates import candidate
+
+        exp, base, pipeline = resolve_experiment(experiment, configs_dir=configs_dir or self._configs_for(experiment),
+                                                 instrument=self.instrument)
+        if run_ids is None:
+            cand = candidate(self.lake, exp)
+            if cand is None:
+                raise PreflightError(f"experiment {exp.name!r}", [PreflightIssue(
+                    kind="selection", message=f"experiment {exp.name!r} has no walk-forward selection yet (no sweep "
+                                              "of its current version, or no parameter set with enough in-sample "
+                                              "trades on the latest test day)")])
+            run_ids = cand.run_ids
         try:
             lineage, promoted = lineage_from_results(self.lake, exp, base, pipeline, run_ids)
         except (LookupError, ValueError) as err:
             raise PreflightError(f"experiment {exp.name!r} run(s) {run_ids}",
                                  [PreflightIssue(kind="lineage", message=str(err))]) from err
         return self.promote(promoted, alias=alias, lineage=lineage, actor=actor, reason=reason, gate=gate,
-                            pipeline=pipeline)
+                            pipeline=pipeline, expected_version_id=expected_version_id, allow_dirty=allow_dirty)
+
+    def _configs_for(self, experiment: str | os.PathLike[str]) -> Path | None:
+        """A bare experiment name resolves under this registry's configs tree; a path stands on its own."""
+        return self.configs_dir if not str(experiment).endswith((".yaml", ".yml")) else None
 
     # -- aliases --
 
-    def activate(self, alias: str, version_id: str, *, actor: str, reason: str) -> AliasEvent | None:
-        """Point `alias` at an existing version (audited); None when it already points there. The version's
-        snapshot must still match the instrument lock and the wire schema."""
+    def activate(self, alias: str, version_id: str, *, actor: str, reason: str,
+                 expected_version_id: str | None) -> AliasEvent | None:
+        """Compare-and-swap `alias` from `expected_version_id` to an existing version (audited); None when it
+        already points there. The version's snapshot must still match the instrument lock and the wire
+        schema, and an owned alias takes only its experiment's gated versions."""
         check_alias(alias)
         _check_who(actor, reason)
         with self._write(alias) as conn:
             version = self._load(conn, version_id)
             self._servable(version)
-            return self._repoint(conn, alias, version.version_id, actor, reason, "activate")
+            return self._repoint(conn, alias, version, actor, reason, "activate", expected_version_id)
 
-    def rollback(self, alias: str, *, actor: str, reason: str) -> AliasEvent:
-        """Repoint `alias` to the version active before the current one (see the module doc)."""
+    def rollback(self, alias: str, *, actor: str, reason: str, expected_version_id: str | None) -> AliasEvent:
+        """Compare-and-swap `alias` back to the version active before the current one (see the module doc);
+        `expected_version_id` is the current version the caller is rolling back from."""
         check_alias(alias)
         _check_who(actor, reason)
         with self._write(alias) as conn:
@@ -428,12 +523,16 @@ class Registry:
             if not events:
                 raise UnknownVersionError(f"no alias {alias!r}")
             stack = _alias_stack(events)
+            if stack[-1] != expected_version_id:
+                raise AliasConflictError(f"alias {alias!r} points at {stack[-1]}, not at the expected "
+                                         f"{expected_version_id}: another writer changed it since it was read; "
+                                         "re-read the alias and retry")
             if len(stack) < 2:
                 raise RegistryError(f"alias {alias!r} has no earlier version to roll back to (history: "
                                     f"{' -> '.join(e.to_version for e in events)})")
             target = self._load(conn, stack[-2])
             self._servable(target)
-            ev = self._repoint(conn, alias, target.version_id, actor, reason, "rollback")
+            ev = self._repoint(conn, alias, target, actor, reason, "rollback", expected_version_id)
             assert ev is not None  # stack[-1] is the current version and differs from stack[-2]
             return ev
 
@@ -477,7 +576,7 @@ class Registry:
         with self.engine.connect() as conn:
             rows = conn.execute(select(serving_aliases).order_by(serving_aliases.c.name)).all()
         return [AliasRecord(name=r.name, version_id=r.version_id, revision=r.revision, updated_at=_utc(r.updated_at),
-                            updated_by=r.updated_by) for r in rows]
+                            updated_by=r.updated_by, owner_experiment=r.owner_experiment) for r in rows]
 
     def history(self, alias: str | None = None) -> list[AliasEvent]:
         """Audit rows of one alias (or all), oldest first."""

@@ -13,13 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from qmachina_assets.core.ingest.tempfiles import temp_path
 from qmachina_assets.core.registry.errors import RegistryError
 from qmachina_assets.core.registry.lineage import clean_metric
 
@@ -63,10 +63,13 @@ class ReproduceReport(_Report):
     code_version_now: str
     notes: list[str]
     seconds: float
+    cause: str | None = None  # when it does not reproduce: the code, the datasets, or neither (named)
 
     def text(self) -> str:
         lines = [f"{self.version_id}: {'REPRODUCED' if self.match else 'NOT REPRODUCED'} "
                  f"({len(self.runs)} run(s), {len(self.datasets)} dataset(s), {self.seconds:.1f} s)"]
+        if self.cause:
+            lines.append(f"  cause: {self.cause}")
         for d in self.datasets:
             lines.append(f"  dataset {d.dataset_id}: {'ok' if d.match else 'DIFFERS'}"
                          + "".join(f"\n    {p}" for p in d.problems))
@@ -100,11 +103,9 @@ def reproduce_version(version, lake: Path, *, rebuild: bool = True, scratch_dir:
     lake = Path(lake).resolve()
     notes: list[str] = []
     now = dsets.git_code_version()
-    if now.commit not in lin.code_version.split(","):
-        notes.append(f"code version differs: recorded {lin.code_version}, now {now.commit}"
-                     + (" (dirty checkout)" if now.dirty else ""))
-    elif now.dirty:
-        notes.append(f"the checkout at {now.commit} has uncommitted changes")
+    code_diffs = [f"run {r.run_id} ran {r.code_text()}" for r in lin.runs if not _same_code(r, now)]
+    if code_diffs:
+        notes.append(f"code differs: {'; '.join(code_diffs)}; this checkout is {now.describe()}")
 
     dates: dict[str, str] = {}  # dataset id -> date
     for run in lin.runs:
@@ -116,7 +117,8 @@ def reproduce_version(version, lake: Path, *, rebuild: bool = True, scratch_dir:
         if rebuild:
             base_dir = Path(scratch_dir) if scratch_dir is not None else lake / "tmp"
             base_dir.mkdir(parents=True, exist_ok=True)
-            scratch = Path(tempfile.mkdtemp(prefix=f"reproduce-{version.version_id}-", dir=base_dir))
+            scratch = temp_path(base_dir / f"reproduce-{version.version_id}")  # swept by `lake gc` if killed
+            scratch.mkdir()
             (scratch / "bronze").symlink_to(lake / "bronze", target_is_directory=True)
             eval_lake = scratch
             for ds, day in dates.items():
@@ -175,6 +177,26 @@ def reproduce_version(version, lake: Path, *, rebuild: bool = True, scratch_dir:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     match = all(c.match for c in checks) and all(r.match for r in runs) and bool(runs)
+    cause = None
+    if not match:
+        bad_data = [c.dataset_id for c in checks if not c.match]
+        if code_diffs:
+            cause = (f"code mismatch: {'; '.join(code_diffs)}, but this checkout is {now.describe()}; check out "
+                     "the recorded code (a run made from uncommitted changes cannot be checked out again)")
+        elif bad_data:
+            cause = f"dataset mismatch: {', '.join(bad_data)} did not rebuild identically from bronze (same code)"
+        else:
+            cause = ("same code and the same datasets give other figures: the recorded metrics are not what "
+                     "this evaluation produces (non-determinism or an altered record)")
     return ReproduceReport(version_id=version.version_id, match=match, rebuilt=rebuild, datasets=checks, runs=runs,
-                           code_version_recorded=lin.code_version, code_version_now=now.commit, notes=notes,
-                           seconds=round(time.perf_counter() - t0, 3))
+                           code_version_recorded=lin.code_version, code_version_now=now.describe(), notes=notes,
+                           seconds=round(time.perf_counter() - t0, 3), cause=cause)
+
+
+def _same_code(run, now) -> bool:
+    """Whether this checkout is the code a run recorded: the commit, and the same uncommitted diff (if any)."""
+    if now.commit != run.code_version:
+        return False
+    if run.code_dirty is None:  # not recorded: only the commit can be compared
+        return True
+    return bool(now.dirty) == run.code_dirty and (not run.code_dirty or now.diff_sha256 == run.code_diff_sha256)

@@ -93,12 +93,20 @@ class _Model(BaseModel):
 
 
 class CodeVersion(_Model):
-    """The code that built a dataset: the checkout's commit (`git`) with its dirty flag (tracked files
-    modified), else the package's `code_version()` (`QMACHINA_CODE_VERSION` or "unknown")."""
+    """The code that built a dataset or ran a sweep: the checkout's commit (`git`) with its dirty flag
+    (tracked files differ from the commit) and, when dirty, the sha256 of `git diff HEAD --binary` (which
+    uncommitted changes: two runs with the same commit and diff hash ran the same code); else the package's
+    `code_version()` (`QMACHINA_CODE_VERSION` or "unknown", dirty unknown)."""
 
     commit: str
     dirty: bool | None
     source: str  # "git" | "package"
+    diff_sha256: str | None = None
+
+    def describe(self) -> str:
+        if self.dirty:
+            return f"{self.commit} + uncommitted changes (diff sha256 {(self.diff_sha256 or '?')[:16]})"
+        return self.commit + ("" if self.dirty is False else " (dirty state unknown)")
 
 
 class BronzeLineage(_Model):
@@ -174,14 +182,18 @@ def read_dataset_manifest(path: Path) -> DatasetManifest | None:
 
 
 def git_code_version(root: Path = PROJECT_ROOT) -> CodeVersion:
-    """`git rev-parse HEAD` of the checkout and whether tracked files differ from it; else the package's."""
+    """`git rev-parse HEAD` of the checkout, whether tracked files differ from it and the hash of that diff;
+    else the package's version."""
+
+    def git(*cmd: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["git", *cmd], cwd=root, capture_output=True, timeout=30, check=True)
+
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5,
-                              check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=10, check=True).stdout
+        head = git("rev-parse", "HEAD").stdout.decode().strip()
+        status = git("status", "--porcelain", "--untracked-files=no").stdout
         if head:
-            return CodeVersion(commit=head, dirty=bool(status.strip()), source="git")
+            diff = hashlib.sha256(git("diff", "HEAD", "--binary").stdout).hexdigest() if status.strip() else None
+            return CodeVersion(commit=head, dirty=bool(status.strip()), source="git", diff_sha256=diff)
     except (OSError, subprocess.SubprocessError):
         pass
     return CodeVersion(commit=package_code_version(), dirty=None, source="package")
@@ -418,15 +430,16 @@ def _write(plan: _Plan, tmp: Path, chunk_records: int) -> DatasetManifest:
 def _add_dsl(plan: _Plan, tmp: Path, builtin_path: Path, radius: int) -> list[str]:
     """Run the pipeline's Gold DSL over the written silver and append its outputs to the built-in gold."""
     from qmachina_assets.core.gold import dsl as gold_dsl
+    from qmachina_assets.core.gold import dsl_runtime
 
     assert plan.dsl is not None and plan.dsl_lineage is not None
     inst = plan.runtime
     fields = sorted({n.field for n in plan.dsl.nodes.values() if isinstance(n, gold_dsl.SilverRef)} - {"k"})
     bins = pq.read_table(tmp / BINS_NAME, columns=list(BIN_INPUTS))
     grid = pq.read_table(tmp / GRID_NAME, columns=["k", *fields])
-    out = gold_dsl.execute(plan.dsl, {c: bins[c].to_numpy() for c in BIN_INPUTS},
-                           {c: grid[c].to_numpy() for c in grid.column_names}, radius, inst.tick_int,
-                           inst.cell_width_ms)
+    out = dsl_runtime.execute(plan.dsl, {c: bins[c].to_numpy() for c in BIN_INPUTS},
+                              {c: grid[c].to_numpy() for c in grid.column_names}, radius, inst.tick_int,
+                              inst.cell_width_ms)
     del bins, grid
     names = plan.dsl_lineage.outputs
     src = pq.ParquetFile(builtin_path)
@@ -536,7 +549,7 @@ def check_dataset(path: str | os.PathLike[str]) -> dict[str, tuple[bool, dict]]:
 
 def lineage_markdown(m: DatasetManifest) -> str:
     """The manifest's lineage as a Markdown table (Dagster metadata, reports)."""
-    code = m.code_version.commit + (" (dirty)" if m.code_version.dirty else "")
+    code = m.code_version.describe()
     rows = [
         ("dataset_id", m.dataset_id),
         ("content_hash", m.content_hash),

@@ -48,9 +48,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -61,6 +59,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from qmachina_assets.core.ingest.tempfiles import atomic_path
 from qmachina_assets.core.research.datasets import BINS_NAME, GOLD_NAME, GRID_NAME, MANIFEST_NAME, dataset_dir
 
 if TYPE_CHECKING:
@@ -264,14 +263,8 @@ def export_feature_table(lake: Path, dataset_ids: Sequence[str], columns: Sequen
     table = table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / TABLE_NAME
-    fd, tmp = tempfile.mkstemp(prefix=f".{TABLE_NAME}.", suffix=".tmp", dir=out_dir)
-    os.close(fd)
-    try:
+    with atomic_path(final) as tmp:
         pq.write_table(table, tmp, compression="zstd", compression_level=1)
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return final
 
 

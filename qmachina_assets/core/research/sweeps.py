@@ -30,6 +30,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from qmachina_assets.core.gold import features as gold
+from qmachina_assets.core.ingest.tempfiles import atomic_path
 from qmachina_assets.core.research import datasets as dsets
 from qmachina_assets.core.research import search
 from qmachina_assets.core.research.evaluation import METRIC_NAMES, evaluate_grid
@@ -68,7 +69,7 @@ def fold_for(pipeline: PipelineSpec, exp: ExperimentSpec, test: dt.date) -> Fold
 def signal_kwargs(serving: ServingSpec) -> dict[str, Any]:
     """Constructor parameters of the serving spec's signal (weights map to `<key>_weight`)."""
     assert serving.signal is not None
-    return {**serving.signal.params, **{f"{k}_weight": v for k, v in serving.signal.weights.items()}}
+    return serving.signal.kwargs()
 
 
 def _group_key(serving: ServingSpec, gold_hash: str, is_ml: bool) -> str:
@@ -136,7 +137,7 @@ def run_fold(lake: Path, exp: ExperimentSpec, serving: ServingSpec, pipeline: Pi
              progress: Callable[[int, int], None] | None = None) -> pa.Table:
     """Evaluate every parameter set of `exp` on one fold; one row per parameter set (see module doc)."""
     t0 = time.perf_counter()
-    if param_sets is None and (sampler := search.sampler_for(exp, serving)) is not None:
+    if param_sets is None and (sampler := search.sampler_for(exp, serving, pipeline)) is not None:
         return _run_sampled(sampler, lake, exp, serving, pipeline, fold, symbol, progress, t0)
     sets = param_sets if param_sets is not None else exp.expand(serving)
     runtime = pipeline.runtime()
@@ -222,10 +223,23 @@ def experiment_hash(exp: ExperimentSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _select(rows: list[dict[str, Any]], min_signals: int) -> None:
-    """Flag the in-sample winner: the highest in-sample total pnl among sets with enough trades."""
+SELECTION_RULE = "highest in-sample total pnl among the sets with >= min_signals in-sample trades, ties by hit rate"
+
+
+def select(rows: list[dict[str, Any]], min_signals: int) -> dict[str, Any] | None:
+    """The walk-forward's choice among one fold's rows (SELECTION_RULE), or None when no set is eligible.
+    It sees in-sample columns only: what a researcher could have known before the test day."""
     eligible = [r for r in rows if r["is_n_trades"] >= min_signals]
-    best = max(eligible, key=lambda r: (r["is_total_pnl_ticks"], r["is_hit_rate"]), default=None)
+    return max(eligible, key=lambda r: (r["is_total_pnl_ticks"], _nan_low(r["is_hit_rate"]), r["param_hash"]),
+               default=None)
+
+
+def _nan_low(x: float | None) -> float:
+    return -1.0 if x is None or x != x else float(x)
+
+
+def _select(rows: list[dict[str, Any]], min_signals: int) -> None:
+    best = select(rows, min_signals)
     for r in rows:
         r["selected"] = r is best
 
@@ -240,7 +254,8 @@ def _finish(rows: list[dict[str, Any]], exp: ExperimentSpec, serving: ServingSpe
         "serving": serving.name, "serving_hash": serving.spec_hash, "pipeline": pipeline.name,
         "pipeline_hash": pipeline.spec_hash, "test_date": fold.test.isoformat(),
         "train_dates": ",".join(d.isoformat() for d in fold.train), "train_dataset_ids": ",".join(train_ids),
-        "test_dataset_id": test_ids[0], "code_version": code.commit, "sweep_seconds": round(seconds, 3),
+        "test_dataset_id": test_ids[0], "code_version": code.commit, "code_dirty": code.dirty,
+        "code_diff_sha256": code.diff_sha256 or "", "sweep_seconds": round(seconds, 3),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     return pa.Table.from_pylist([{**meta, "run_id": f"{sweep_id}-{r['param_hash']}", **r} for r in rows])
@@ -262,9 +277,8 @@ def append_results(lake: Path, table: pa.Table) -> Path:
     out = results_dir(lake, exp)
     out.mkdir(parents=True, exist_ok=True)
     final = out / f"{table['test_date'][0].as_py()}__{sweep}.parquet"
-    tmp = out / f".{final.name}.tmp"
-    pq.write_table(table, tmp)
-    tmp.rename(final)
+    with atomic_path(final) as tmp:
+        pq.write_table(table, tmp)
     return final
 
 
@@ -274,7 +288,10 @@ def read_results(lake: Path, experiment: str) -> pa.Table | None:
     files = sorted(p for p in path.glob("*.parquet")) if path.is_dir() else []
     if not files:
         return None
-    return pads.dataset(files, format="parquet").to_table()
+    # files written before a column existed lack it: read them under the union of every file's schema (the
+    # dataset would otherwise take the first file's and drop the newer columns)
+    schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+    return pads.dataset(files, schema=schema, format="parquet").to_table()
 
 
 # ---- MLflow ----------------------------------------------------------------------------------------
@@ -305,7 +322,7 @@ def log_to_mlflow(lake: Path, exp: ExperimentSpec, table: pa.Table) -> str:
     first = rows[0]
     lineage = {k: first[k] for k in ("sweep_id", "experiment_hash", "serving", "serving_hash", "pipeline",
                                        "pipeline_hash", "test_date", "train_dates", "test_dataset_id",
-                                       "train_dataset_ids", "code_version")}
+                                       "train_dataset_ids", "code_version", "code_dirty", "code_diff_sha256")}
     now = int(time.time() * 1000)
     parent = client.create_run(exp_id, run_name=f"{exp.name}:{first['test_date']}:{first['sweep_id'][:8]}",
                                tags={"qmachina.kind": "sweep"})
@@ -324,9 +341,12 @@ def log_to_mlflow(lake: Path, exp: ExperimentSpec, table: pa.Table) -> str:
         client.log_batch(child.info.run_id, params=[Param(k, str(v)[:500]) for k, v in params.items()],
                          metrics=metrics, tags=[RunTag("selected", str(r["selected"]))])
         client.set_terminated(child.info.run_id)
-    tmp = lake / "mlflow" / f".{first['sweep_id']}.parquet"
-    pq.write_table(table, tmp)
-    client.log_artifact(pid, str(tmp), artifact_path="results")
-    tmp.unlink()
+    staged = lake / "mlflow" / "staging" / f"{first['sweep_id']}.parquet"
+    with atomic_path(staged) as tmp:
+        pq.write_table(table, tmp)
+    try:
+        client.log_artifact(pid, str(staged), artifact_path="results")
+    finally:
+        staged.unlink(missing_ok=True)
     client.set_terminated(pid)
     return pid

@@ -11,6 +11,7 @@ import dagster as dg
 
 from qmachina_assets.core.engine.silver_partition import silver_dir
 from qmachina_assets.core.gold import dsl as gold_dsl
+from qmachina_assets.core.gold import dsl_runtime
 from qmachina_assets.core.gold.features import GoldFeatureConfig
 from qmachina_assets.core.gold.partition import BUILTIN, GOLD_RULES, build_gold, check_gold, gold_dir, summary
 from qmachina_assets.core.instrument import InstrumentConfig, locked_instrument
@@ -35,7 +36,7 @@ def _dsl(path: Path) -> Resolver:
         spec = gold_dsl.load_spec(path)  # validates; errors name the file and the node
 
         def run(bins: dict, grid: dict) -> dict:
-            return gold_dsl.execute(spec, bins, grid, inst.grid_radius_ticks, inst.tick_int, inst.cell_width_ms)
+            return dsl_runtime.execute(spec, bins, grid, inst.grid_radius_ticks, inst.tick_int, inst.cell_width_ms)
 
         fields = sorted({n.field for n in spec.nodes.values() if isinstance(n, gold_dsl.SilverRef)})
         return {"dsl": (run, fields)}, spec.model_dump(mode="json"), spec.spec_hash

@@ -52,11 +52,14 @@ def candidate_assets(spec_dir: Path = EXPERIMENT_DIR) -> list[dg.AssetsDefinitio
 
 
 class PromoteConfig(dg.Config):
-    """What to publish: an experiment's parameter set (its results run ids) and the alias to point at it."""
+    """What to publish: an experiment's walk-forward selection (its results run ids, one per fold) and the
+    alias to point at it, as a compare-and-swap from `expected_version_id` (None: a new alias)."""
 
     experiment: str  # name (configs/experiments/<name>.yaml) or path of the ExperimentSpec
     run_ids: list[str]
     alias: str
+    expected_version_id: str | None = None
+    allow_dirty: bool = False  # publish runs made from uncommitted code (recorded in the alias audit)
     reason: str = "promotion sensor: gate passed"
     actor: str = "dagster"
 
@@ -65,7 +68,8 @@ class PromoteConfig(dg.Config):
 def promote(context: dg.OpExecutionContext, config: PromoteConfig, lake_res: LakeResource) -> dg.Output:
     with Registry(lake=lake_res.path) as reg:
         result = reg.promote_run(config.experiment, config.run_ids, alias=config.alias, actor=config.actor,
-                                 reason=config.reason)
+                                 reason=config.reason, expected_version_id=config.expected_version_id,
+                                 allow_dirty=config.allow_dirty)
     v = result.version
     context.log.info(f"{config.alias} -> {v.version_id} (created={result.created})")
     return dg.Output(v.version_id, metadata={"version_id": v.version_id, "alias": config.alias,
@@ -79,11 +83,12 @@ def promote_job():
 
 def promotion_sensor(assets: list[dg.AssetsDefinition]) -> dg.SensorDefinition:
     """Evaluates each new candidate materialization: a passing one requests `promote_job` (run key = the
-    candidate's evidence, so it is promoted once); a failing one is a skip whose reason lists the gate."""
+    candidate's evidence, so it is promoted once) as a compare-and-swap from the alias's version at this
+    evaluation; a failing one is a skip whose reason lists the gate."""
 
     @dg.multi_asset_sensor(monitored_assets=[a.key for a in assets], job=promote_job, name="promotion_sensor",
                            default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
-    def _sensor(context: dg.MultiAssetSensorEvaluationContext):
+    def _sensor(context: dg.MultiAssetSensorEvaluationContext, lake_res: LakeResource):
         requests, skips = [], []
         for key, record in context.latest_materialization_records_by_key().items():
             if record is None:
@@ -96,10 +101,13 @@ def promotion_sensor(assets: list[dg.AssetsDefinition]) -> dg.SensorDefinition:
                 skips.append(f"{exp.value}: gate failed: {meta['gate_problems'].value}")
             else:
                 run_ids = meta["run_ids"].value
+                with Registry(lake=lake_res.path) as reg:
+                    expected = reg.current(exp.value)
                 requests.append(dg.RunRequest(
                     run_key=meta["candidate_key"].value,
                     run_config={"ops": {"promote": {"config": {
                         "experiment": meta["experiment_yaml"].value, "run_ids": run_ids, "alias": exp.value,
+                        "expected_version_id": expected,
                         "reason": f"promotion sensor: gate passed on {json.dumps(run_ids)}"}}}}))
         context.advance_all_cursors()
         if requests:

@@ -224,10 +224,11 @@ export class Api {
   aliases = (): Promise<AliasRecord[]> => this.call('/serving/aliases');
   history = (alias: string): Promise<AliasEvent[]> => this.call(`/serving/aliases/${encodeURIComponent(alias)}/history`);
   diff = (a: string, b: string): Promise<SnapshotDiff> => this.post('/serving/diff', { a, b });
-  activate = (alias: string, version_id: string, reason: string, actor: string): Promise<AliasChange> =>
-    this.post(`/serving/aliases/${encodeURIComponent(alias)}/activate`, { version_id, reason, actor });
-  rollback = (alias: string, reason: string, actor: string): Promise<AliasChange> =>
-    this.post(`/serving/aliases/${encodeURIComponent(alias)}/rollback`, { reason, actor });
+  /** Alias changes are compare-and-swaps: `expected_version_id` is the version the page showed (409 if it moved). */
+  activate = (alias: string, version_id: string, reason: string, actor: string, expected_version_id: string): Promise<AliasChange> =>
+    this.post(`/serving/aliases/${encodeURIComponent(alias)}/activate`, { version_id, reason, actor, expected_version_id });
+  rollback = (alias: string, reason: string, actor: string, expected_version_id: string): Promise<AliasChange> =>
+    this.post(`/serving/aliases/${encodeURIComponent(alias)}/rollback`, { reason, actor, expected_version_id });
   experiments = (): Promise<ExperimentSummary[]> => this.call('/experiments');
   runs = (name: string, query: string): Promise<RunList> =>
     this.call(`/experiments/${encodeURIComponent(name)}/runs${query ? `?${query}` : ''}`);

@@ -155,12 +155,12 @@ describe('api', () => {
       calls.push({ url, init });
       return new Response(JSON.stringify({ detail: { message: 'no earlier version' } }), { status: 409 });
     });
-    const err = await api.rollback('live', 'why', 'web').catch((e: unknown) => e);
+    const err = await api.rollback('live', 'why', 'web', 'sv_0123456789abcdef').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ApiError);
     expect((err as ApiError).status).toBe(409);
     expect((err as ApiError).message).toBe('no earlier version (HTTP 409)');
     expect(calls[0]!.url).toBe('http://h/v1/serving/aliases/live/rollback');
-    expect(JSON.parse(String(calls[0]!.init!.body))).toEqual({ reason: 'why', actor: 'web' });
+    expect(JSON.parse(String(calls[0]!.init!.body))).toEqual({ reason: 'why', actor: 'web', expected_version_id: 'sv_0123456789abcdef' });
     const down = new Api('http://h/v1', async () => { throw new TypeError('Failed to fetch'); });
     await expect(down.aliases()).rejects.toThrow(/cannot reach http:\/\/h\/v1: Failed to fetch/);
   });

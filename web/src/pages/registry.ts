@@ -24,7 +24,7 @@ const confirmError = byId<HTMLParagraphElement>('confirm-error');
 let versions: VersionSummary[] = [];
 let aliases: AliasRecord[] = [];
 let selectedAlias: string | null = null;
-let pending: { kind: ChangeKind; alias: string } | null = null;
+let pending: { kind: ChangeKind; alias: string; expected: string } | null = null;
 const details = new Map<string, PublishedVersion | Error>();
 
 function message(err: unknown): string {
@@ -148,7 +148,7 @@ async function showDiff(): Promise<void> {
 }
 
 function openConfirm(kind: ChangeKind, alias: AliasRecord): void {
-  pending = { kind, alias: alias.name };
+  pending = { kind, alias: alias.name, expected: alias.version_id };
   byId('confirm-title').textContent = kind === 'activate' ? `Activate a version on ${alias.name}` : `Roll back ${alias.name}`;
   byId('confirm-text').textContent = kind === 'activate'
     ? `${alias.name} points at ${alias.version_id}. Choose the version it should serve.`
@@ -169,13 +169,13 @@ async function submitConfirm(): Promise<void> {
     confirmError.textContent = checked;
     return;
   }
-  const { alias } = pending;
+  const { alias, expected } = pending;
   okBtn.disabled = true;
   setStatus(status, `${checked.kind === 'activate' ? 'activating' : 'rolling back'} ${alias}…`, 'busy');
   try {
     const change = checked.kind === 'activate'
-      ? await api.activate(alias, checked.versionId!, checked.reason, checked.actor)
-      : await api.rollback(alias, checked.reason, checked.actor);
+      ? await api.activate(alias, checked.versionId!, checked.reason, checked.actor, expected)
+      : await api.rollback(alias, checked.reason, checked.actor, expected);
     dialog.close();
     pending = null;
     selectedAlias = alias;

@@ -205,6 +205,8 @@ export interface GridUpdate {
   readonly best_bid_price_int: bigint;
   readonly best_ask_price_int: bigint;
   readonly book_valid: boolean;
+  /** The bin's deadline on the serving process's wall clock (qmachina_serving adds it; null when absent). */
+  readonly due_unix_ns: bigint | null;
 }
 
 /** Validate a decoded `grid_update` object (SPEC §7.2 item 2; 64-bit integers are decimal strings). */
@@ -225,6 +227,7 @@ export function parseGridUpdate(o: Obj): GridUpdate {
     best_bid_price_int: big('best_bid_price_int'),
     best_ask_price_int: big('best_ask_price_int'),
     book_valid: req(o, m, 'book_valid', isBool, 'a boolean'),
+    due_unix_ns: o.due_unix_ns === undefined ? null : big('due_unix_ns'),
   };
   if (u.bin_end_ns < u.bin_start_ns) fail(`${m}: bin_end_ns ${u.bin_end_ns} is before bin_start_ns ${u.bin_start_ns}`);
   return u;

@@ -1,28 +1,57 @@
 /**
- * The stream viewer page: wires StreamConnection → BinRing (+ GoldFeatureRuntime) → Renderer, the controls
- * (colour field, scheme, normalisation, heatmap/candle, pause, replay date/start/speed → reconnect) and the
- * indicator / error panel. Draws from a requestAnimationFrame loop only when new bins arrived or something
- * changed, and publishes frame-time stats on `window.__qmachinaStats`.
+ * The stream viewer page: StreamConnection → ViewerModel (BinRing + gold + trades) → HeatCache + Renderer, with
+ * the navigation (Viewport: wheel zoom on both axes, drag pan, follow live), the crosshair tooltip (overlay canvas
+ * + DOM, never a redraw of the main canvas), the controls and hotkeys (help overlay from hotkeys.ts), the replay
+ * controls (seek to a time of day, date with data, speed: a speed change continues from the current time and
+ * keeps the history), and the notices (a day without bins offers the days with data; a server error is shown
+ * once). Draws from a requestAnimationFrame loop only when bins arrived (and not paused), the view changed or the
+ * cache recoloured columns; `window.__qmachinaStats` carries the frame-time figures for the browser tests.
  */
 
-import type { RuntimeConfigMessage, StreamBin } from '../stream/contract';
-import { COLOR_SCHEMES, isColorScheme, type ColorScheme } from './colormap';
-import { StreamConnection, type ConnState } from './connection';
-import { PriceView } from './geometry';
+import { etDate, formatEt, formatPrice, priceDecimals } from './axes';
+import { CANDLE_INTERVALS_MS, timeCandles, type TimedCandle, type TimedCandleInput } from './candles';
+import { buildLut, COLOR_SCHEMES, isColorScheme, type ColorScheme } from './colormap';
+import { StreamConnection, ServerStreamError, type ConnState } from './connection';
 import { EMA_SIGNAL_FIELD } from './ema';
-import { createViewerModel, ingestBin, type ViewerModel } from './model';
+import { BOOK_FIELD, fieldInfo, type FieldInfo } from './fields';
+import { HeatCache, type Colouring } from './heatcache';
+import { actionFor, cycle, HOTKEYS, keyLabel, type Action } from './hotkeys';
+import { continueWith, createViewerModel, ingestBin, type ViewerModel } from './model';
 import { isNormalization, NORMALIZATIONS, Normalizer, type Normalization } from './normalize';
-import { buildStreamUrl, checkReplayParam, withReplay, type ReplayParam, type ReplayQuery, type ViewerParams } from './params';
-import { Renderer } from './renderer';
+import { buildStreamUrl, checkReplayParam, withReplay, type ReplayQuery, type ViewerParams } from './params';
+import { plotRect, Renderer, visibleBins, type Marker } from './renderer';
 import { RollingStats } from './stats';
+import type { RuntimeConfigMessage, StreamBin } from '../stream/contract';
+import { Viewport } from './viewport';
 import { parseVisualization, type Visualization } from './vizconfig';
 
 export interface QmachinaStats {
   frames: number;
+  /** Per drawn frame: cache upkeep + draw (ms). */
   drawMsP95: number;
   drawMsMean: number;
   bins: number;
   state: ConnState;
+  /** Bins held, and their time span (ms). */
+  held: number;
+  heldMs: number;
+  /** bin_seq gaps seen in this stream (bins the server skipped for this client). */
+  gaps: number;
+  lastSeq: number | null;
+  mode: 'heatmap' | 'candle';
+  field: string;
+  following: boolean;
+  viewSpanMs: number;
+  /** Columns the heat cache recoloured so far, and whether it is complete. */
+  repainted: number;
+  cacheComplete: boolean;
+  trades: number;
+  /** Mean time to ingest one bin (decode excluded: model, gold, trades, normaliser), ms. */
+  ingestMsMean: number;
+  /** How far the newest bin arrived behind its deadline, beyond the smallest lag seen (clock offset), ms. */
+  behindMs: number;
+  /** Frames skipped to catch up (the page draws ≤ 10 fps while more than CATCH_UP_MS behind). */
+  catchUpSkips: number;
 }
 
 declare global {
@@ -31,7 +60,18 @@ declare global {
   }
 }
 
-export const RING_BINS = 600;
+/** History kept: at least 30 minutes of bins (capped), every field for the last 3 minutes. */
+export const HISTORY_MS = 31 * 60_000;
+export const FULL_FIELDS_MS = 3 * 60_000;
+export const MAX_BINS = 40_000;
+/** Deep fields at once (book + drawn field + recent picks). */
+export const MAX_DEEP = 6;
+/** Frame budget for recolouring old cache columns (ms). */
+export const RECOLOUR_BUDGET_MS = 3;
+/** Behind the stream by more than this (ms), the page draws at most every CATCH_UP_FRAME_MS so the bins are taken
+ * in first (the server skips bins for a client that falls a queue behind). */
+export const CATCH_UP_MS = 250;
+export const CATCH_UP_FRAME_MS = 100;
 
 function el<T extends HTMLElement>(root: ParentNode, sel: string): T {
   const e = root.querySelector<T>(sel);
@@ -39,54 +79,96 @@ function el<T extends HTMLElement>(root: ParentNode, sel: string): T {
   return e;
 }
 
-/** Show an error in the panel (never a blank page). */
-export function showError(root: ParentNode, title: string, message: string): void {
+/** Show an error in the panel (never a blank page); `days` become links to the same stream on those dates. */
+export function showError(root: ParentNode, title: string, message: string, days: readonly string[] = []): void {
   const panel = root.querySelector<HTMLElement>('#error-panel');
   if (!panel) return;
   panel.hidden = false;
   el(panel, '.error-title').textContent = title;
   el(panel, '.error-message').textContent = message;
+  const list = panel.querySelector<HTMLElement>('.error-days');
+  if (list) dayLinks(list, days);
+}
+
+function dayLinks(list: HTMLElement, days: readonly string[]): void {
+  list.replaceChildren();
+  for (const d of days.slice(0, 12)) {
+    const li = document.createElement('li');
+    const a = document.createElement('a');
+    a.href = withReplay(window.location.href, { ...Object.fromEntries(new URL(window.location.href).searchParams), date: d, start: '' } as ReplayQuery);
+    a.textContent = d;
+    li.append(a);
+    list.append(li);
+  }
 }
 
 export class ViewerApp {
   private readonly conn: StreamConnection;
   private readonly renderer: Renderer;
+  private readonly overlay: HTMLCanvasElement;
+  private readonly octx: CanvasRenderingContext2D;
   private config: RuntimeConfigMessage | null = null;
   private viz: Visualization = parseVisualization(undefined);
   private model: ViewerModel | null = null;
-  private view = new PriceView(41);
-  private normalizer: Normalizer = new Normalizer('adaptive_running_max');
+  private cache: HeatCache | null = null;
+  private view: Viewport | null = null;
+  private normalizer = new Normalizer('p99_clamp');
   private field: string;
-  private scheme: ColorScheme = 'pressure_vacuum';
-  private normalization: Normalization = 'adaptive_running_max';
-  private gamma = 0.7;
+  private info: FieldInfo = fieldInfo(BOOK_FIELD);
+  private scheme: ColorScheme = 'bid_ask';
+  private normalization: Normalization = 'p99_clamp';
+  private gamma = 1;
+  private lut = buildLut('bid_ask', 1);
   private mode: 'heatmap' | 'candle' = 'heatmap';
+  private candleMs: number | 'auto' = 'auto';
+  private showTrades = true;
   private paused = false;
   private dirty = true;
   private drawnPushed = -1;
   private binsTotal = 0;
+  private gaps = 0;
   private lastSeq: number | null = null;
   private readonly frameStats = new RollingStats(240);
+  private readonly ingestStats = new RollingStats(1000);
+  private lagBase = Infinity;
+  private behindMs = 0;
+  private lastDraw = 0;
+  private catchUpSkips = 0;
+  private lastTip = 0;
+  private recolourOwed = false;
+  private lastPublish = 0;
   private frames = 0;
   private replay: ReplayQuery;
-  private fieldFromUrl: boolean;
-  private modeFromUrl: boolean;
+  private readonly fieldFromUrl: boolean;
+  private readonly modeFromUrl: boolean;
+  private keepHistory = false;
+  private ended = false;
+  private mouse: { x: number; y: number } | null = null;
+  private drag: { x: number; y: number; id: number } | null = null;
+  private tipFields = new Set<string>();
+  private markers: Marker[] = [];
+  private fields: string[] = [];
 
   constructor(private readonly root: HTMLElement, private readonly params: ViewerParams) {
-    this.field = params.field ?? 'rest_depth';
+    this.field = params.field ?? BOOK_FIELD;
     this.fieldFromUrl = params.field !== null;
     this.mode = params.mode ?? 'heatmap';
     this.modeFromUrl = params.mode !== null;
     this.replay = { ...params.replay };
     this.renderer = new Renderer(el(root, '#viewer-canvas'));
+    this.overlay = el<HTMLCanvasElement>(root, '#overlay-canvas');
+    this.octx = this.overlay.getContext('2d')!;
     this.conn = new StreamConnection(this.streamUrl(), {
       onState: (s, d) => this.onState(s, d),
       onConfig: (c) => this.onConfig(c),
       onBin: (b) => this.onBin(b),
-      onError: (e, src) => showError(root, src === 'contract' ? 'Stream contract violation (SPEC §7.2)' : src === 'server' ? 'Server error' : 'Connection error', e.message),
-      onEnd: () => this.note('end of stream'),
+      onError: (e, src) => this.onError(e, src),
+      onEnd: (info) => this.onEnd(info),
     });
     this.controls();
+    this.pointer();
+    this.help();
+    this.syncControls();
     this.publish();
     new ResizeObserver(() => {
       this.dirty = true;
@@ -109,33 +191,88 @@ export class ViewerApp {
   // ---- stream events ------------------------------------------------------------------------------------
 
   private onState(s: ConnState, detail: string): void {
+    if (s === 'reconnecting') this.continueOnReconnect();
     const ind = el(this.root, '#conn-state');
     ind.textContent = s;
     ind.dataset.state = s;
     ind.title = detail;
     el(this.root, '#conn-detail').textContent = detail;
+    this.dirty = true; // the placeholder names the state
     this.publish();
   }
 
+  private onError(e: Error, src: 'contract' | 'server' | 'socket'): void {
+    const days = e instanceof ServerStreamError ? e.datesWithData : [];
+    const title = src === 'contract' ? 'Stream contract violation (SPEC §7.2)'
+      : src === 'server' ? (e instanceof ServerStreamError && e.code === 4410 ? 'No data' : 'Server error') : 'Connection error';
+    showError(this.root, title, e.message + (days.length ? '\n\nDays with data for this stream:' : ''), days);
+  }
+
+  private onEnd(info: Readonly<Record<string, unknown>>): void {
+    this.ended = true;
+    const bins = Number(info.bins);
+    if (bins === 0 && this.binsTotal === 0) {
+      const r = (this.config?.raw.replay ?? {}) as Record<string, unknown>;
+      const days = Array.isArray(r.dates_with_data) ? (r.dates_with_data as string[]) : [];
+      this.notice('This window has no bins', `${String(r.symbol ?? '')} on ${String(r.date ?? '?')}`
+        + ` ${r.start_et ? `from ${String(r.start_et).slice(11, 19)}` : ''}${r.end_et ? ` to ${String(r.end_et).slice(11, 19)}` : ''} ET`
+        + ` produced no bins.${days.length ? ' Days with data:' : ''}`, days.filter((d) => d !== r.date));
+    }
+    el(this.root, '#conn-detail').textContent = `end of stream (${Number.isFinite(bins) ? bins : '?'} bins)`;
+    this.dirty = true;
+  }
+
+  private notice(title: string, message: string, days: readonly string[]): void {
+    const box = el(this.root, '#notice');
+    el(box, '.notice-title').textContent = title;
+    el(box, '.notice-message').textContent = message;
+    dayLinks(el(box, '.notice-days'), days);
+    box.hidden = false;
+  }
+
   private onConfig(c: RuntimeConfigMessage): void {
+    const prev = this.config;
+    const keep = this.keepHistory && this.model !== null && prev !== null
+      && (prev.raw.serving as { serving_id?: string } | undefined)?.serving_id === (c.raw.serving as { serving_id?: string } | undefined)?.serving_id
+      && (prev.raw.replay as { date?: string } | undefined)?.date === (c.raw.replay as { date?: string } | undefined)?.date;
+    this.keepHistory = false;
     this.config = c;
+    this.ended = false;
+    this.lagBase = Infinity; // a new session: a new deadline clock
+    this.behindMs = 0;
+    el(this.root, '#notice').hidden = true;
+    const replay = (c.raw.replay ?? {}) as Record<string, unknown>;
+    this.replayInfo(replay);
+    if (keep) {
+      continueWith(this.model!);
+      this.dirty = true;
+      return;
+    }
     this.viz = parseVisualization(c.raw.visualization);
-    this.model = createViewerModel(c, RING_BINS, this.viz);
-    const ring = this.model.ring;
-    this.view = new PriceView(c.grid_rows);
+    const cell = c.cell_width_ms;
+    const capacity = Math.max(600, Math.min(MAX_BINS, Math.ceil(HISTORY_MS / cell)));
+    const shallow = Math.min(capacity, Math.ceil(FULL_FIELDS_MS / cell));
+    const floats = c.grid_schema_fields.filter((f) => f.dtype === 'float64').map((f) => f.name);
+    const hasBook = floats.includes('bid_depth') && floats.includes('ask_depth');
     const shader = this.viz.cell_shader;
-    const floats = this.model.silverFields;
-    if (!this.fieldFromUrl) this.field = ring.has(shader.depth_field) ? shader.depth_field : ring.has('rest_depth') ? 'rest_depth' : floats[0] ?? 'rest_depth';
-    this.scheme = shader.color_scheme;
-    this.normalization = shader.normalization;
-    this.gamma = shader.gamma;
+    if (!this.fieldFromUrl) {
+      this.field = hasBook ? BOOK_FIELD : floats.includes(shader.depth_field) ? shader.depth_field : floats[0] ?? 'rest_depth';
+    }
+    this.model = createViewerModel(c, capacity, this.viz, { shallow, maxDeep: MAX_DEEP, pinned: [this.field] });
+    const ring = this.model.ring;
+    this.cache = new HeatCache(capacity, c.grid_radius_ticks);
+    const future = (Math.max(4, ...c.projection_horizons_bins) + 3) * cell;
+    this.view = new Viewport({ cellMs: cell, historyBins: capacity, spanMs: Math.min(120_000, 1200 * cell), rows: c.grid_rows + 10, futureMs: future });
     if (!this.modeFromUrl) this.mode = this.viz.display_mode;
-    this.normalizer = new Normalizer(this.normalization);
     this.binsTotal = 0;
+    this.gaps = 0;
     this.lastSeq = null;
+    this.markers = [];
     const derived = ring.has(EMA_SIGNAL_FIELD) ? [EMA_SIGNAL_FIELD] : []; // the EMA/SMA lines are prices: not offered
-    this.fillFieldOptions(floats, [...this.model.goldFields.filter((f) => f !== 'state5_code'), ...derived]);
-    this.syncControls();
+    this.fields = [...(hasBook ? [BOOK_FIELD] : []), ...floats, ...this.model.goldFields.filter((f) => f !== 'state5_code'), ...derived];
+    this.fillFieldOptions();
+    this.fillTipFields();
+    this.setField(this.field, shader);
     const unsupported = this.viz.overlays.filter((o) => !Renderer.SUPPORTED.has(o.type)).map((o) => o.type);
     el(this.root, '#title').textContent = `${c.display_name ?? this.params.serving} · ${c.symbol ?? ''} · ${c.cell_width_ms} ms bins · ±${c.grid_radius_ticks} ticks`;
     el(this.root, '#overlays').textContent = `overlays: ${this.viz.overlays.map((o) => `${o.label || o.type}(z${o.z_order})`).join(', ') || 'none'}`
@@ -146,74 +283,214 @@ export class ViewerApp {
     this.dirty = true;
   }
 
+  private replayInfo(r: Record<string, unknown>): void {
+    const days = Array.isArray(r.dates_with_data) ? (r.dates_with_data as string[]) : [];
+    const list = el(this.root, '#dates-with-data');
+    list.replaceChildren(...days.map((d) => new Option(d, d)));
+    const date = el<HTMLInputElement>(this.root, '#replay-date');
+    if (typeof r.date === 'string' && !this.replay.date) date.value = r.date;
+    const speed = el<HTMLSelectElement>(this.root, '#replay-speed');
+    const sp = String(r.speed ?? this.replay.speed ?? 1);
+    if (![...speed.options].some((o) => o.value === sp)) speed.append(new Option(`${sp}×`, sp));
+    speed.value = sp;
+    el(this.root, '#replay-info').textContent = `${String(r.symbol ?? '')} ${String(r.date ?? '')}`
+      + ` ${r.start_et ? String(r.start_et).slice(11, 19) : 'start'}–${r.end_et ? String(r.end_et).slice(11, 19) : 'end'} ET · ${sp}×`
+      + (days.length ? ` · ${days.length} day${days.length > 1 ? 's' : ''} with data` : '');
+  }
+
   private onBin(bin: StreamBin): void {
     const m = this.model;
-    if (!m) return;
-    ingestBin(m, bin);
+    const v = this.view;
+    if (!m || !v) return;
+    const seq = bin.update.bin_seq;
+    if (this.lastSeq !== null && seq > this.lastSeq + 1) this.gaps++;
+    this.lastSeq = seq;
+    const due = bin.update.due_unix_ns;
+    if (due !== null) {
+      const lag = Date.now() - Number(due / 1_000_000n);
+      this.lagBase = Math.min(this.lagBase, lag);
+      this.behindMs = lag - this.lagBase;
+    }
+    const t0 = performance.now();
+    if (!ingestBin(m, bin)) return;
     const ring = m.ring;
-    if (ring.has(this.field)) this.normalizer.update(ring.column(this.field, ring.size - 1));
+    const i = ring.size - 1;
+    if (this.field === BOOK_FIELD || ring.has(this.field)) this.normalizer.update(ring.column(this.field, i));
     this.binsTotal++;
-    this.lastSeq = bin.update.bin_seq;
-    const s = ring.newest()!;
+    const s = ring.scalarsAt(i);
     const mid = Number.isFinite(s.bidTick) && Number.isFinite(s.askTick) ? (s.bidTick + s.askTick) / 2 : s.spotTick;
-    if (this.view.track(mid)) this.dirty = true;
+    if (!this.paused) v.onBin(s.tsMs, ring.scalarsAt(0).tsMs, this.mode === 'heatmap' ? mid : NaN);
+    else v.oldestMs = ring.scalarsAt(0).tsMs;
+    this.ingestStats.add(performance.now() - t0);
   }
 
   // ---- drawing ------------------------------------------------------------------------------------------
 
+  private colouring(): Colouring {
+    const n = this.normalizer;
+    return { field: this.field, lut: this.lut, key: `${this.field}|${this.scheme}|${this.gamma}|${this.normalization}`, scale: n.scale, norm: (x) => n.apply(x) };
+  }
+
+  private candleInterval(): number {
+    if (this.candleMs !== 'auto') return this.candleMs;
+    const v = this.view!;
+    const pxPerMs = plotRect(this.renderer.canvas.width, this.renderer.canvas.height, window.devicePixelRatio || 1).w / v.spanMs;
+    return CANDLE_INTERVALS_MS.find((ms) => ms * pxPerMs >= 6 * (window.devicePixelRatio || 1)) ?? CANDLE_INTERVALS_MS[CANDLE_INTERVALS_MS.length - 1];
+  }
+
+  private candles(): TimedCandle[] {
+    const m = this.model!;
+    const v = this.view!;
+    const ring = m.ring;
+    const interval = this.candleInterval();
+    const [i0, i1] = visibleBins(ring, v.t0 - interval, v.t1, m.config.cell_width_ms);
+    const bins: TimedCandleInput[] = [];
+    for (let i = i0; i <= i1; i++) {
+      const s = ring.scalarsAt(i);
+      bins.push({ binSeq: s.binSeq, spot: s.spotTick, bid: s.bidTick, ask: s.askTick, tsMs: s.tsMs });
+    }
+    const prev = i0 > 0 ? ring.scalarsAt(i0 - 1).spotTick : NaN;
+    const out = timeCandles(bins, interval, prev);
+    if (v.priceAuto && out.length) {
+      let lo = Infinity;
+      let hi = -Infinity;
+      for (const c of out) {
+        if (c.t1 < v.t0 || c.t0 > v.t1) continue;
+        lo = Math.min(lo, c.low);
+        hi = Math.max(hi, c.high);
+      }
+      if (lo <= hi) v.fit(lo, hi);
+    }
+    return out;
+  }
+
   private frame(): void {
     const resized = this.renderer.resize(); // a resize clears the canvas: redraw even when paused
-    if (resized) this.dirty = true;
+    if (resized) {
+      this.dirty = true;
+      this.overlay.width = this.renderer.canvas.width;
+      this.overlay.height = this.renderer.canvas.height;
+    }
     const m = this.model;
-    if (!m || !this.config) {
-      if (resized) this.renderer.placeholder(`waiting for ${this.params.serving} …`);
+    const v = this.view;
+    if (!m || !this.config || !v) {
+      if (resized || this.dirty) {
+        const st = this.conn.state;
+        this.renderer.placeholder(st === 'error' ? 'no stream (see the message above)'
+          : st === 'ended' ? `${this.params.serving}: the stream ended without bins` : `waiting for ${this.params.serving} …`);
+        this.dirty = false;
+      }
       return;
     }
-    if (this.paused && !resized) return;
-    if (!this.dirty && m.ring.pushed === this.drawnPushed) return;
     const t0 = performance.now();
+    if (t0 - this.lastPublish > 250) this.publish(); // figures move while nothing is drawn (paused, catching up)
+    if (this.behindMs > CATCH_UP_MS && !resized && t0 - this.lastDraw < CATCH_UP_FRAME_MS) {
+      this.catchUpSkips++;
+      return; // behind the stream: take the bins in first, draw at ≤ 10 fps
+    }
+    const painted = this.mode === 'heatmap' && this.cache ? this.cache.sync(m.ring, this.colouring(), RECOLOUR_BUDGET_MS) : false;
+    const fresh = m.ring.pushed !== this.drawnPushed && !this.paused;
+    // paused: the picture stays as it was, unless the user changes it (then the recolouring it causes is shown)
+    if (this.paused && this.dirty) this.recolourOwed = true;
+    const showPaint = painted && (!this.paused || this.recolourOwed);
+    if (this.recolourOwed && this.cache?.complete(m.ring)) this.recolourOwed = false;
+    if (!this.dirty && !fresh && !showPaint) return;
+    this.lastDraw = t0;
     this.renderer.draw({
-      ring: m.ring, mode: this.mode, field: this.field, normalizer: this.normalizer, gamma: this.gamma,
-      scheme: this.scheme, view: this.view, radius: this.config.grid_radius_ticks, overlays: this.viz.overlays,
-      horizonsBins: this.config.projection_horizons_bins, tickDollars: Number(this.config.tick_int) * this.config.price_scale,
-      goldReady: m.gold?.ready ?? false, binsPerCandle: 1, lineSets: m.lineSets,
+      ring: m.ring, trades: m.trades, mode: this.mode, field: this.field, info: this.info, normalizer: this.normalizer,
+      gamma: this.gamma, scheme: this.scheme, view: v, cache: this.cache, radius: this.config.grid_radius_ticks,
+      cellMs: this.config.cell_width_ms, overlays: this.viz.overlays, horizonsBins: this.config.projection_horizons_bins,
+      tickDollars: Number(this.config.tick_int) * this.config.price_scale, goldReady: m.gold?.ready ?? false,
+      candles: this.mode === 'candle' ? this.candles() : [], lineSets: m.lineSets, showTrades: this.showTrades,
+      markers: this.markers, banner: this.banner(),
     });
     this.frameStats.add(performance.now() - t0);
     this.frames++;
     this.dirty = false;
-    this.drawnPushed = m.ring.pushed;
+    if (!this.paused) this.drawnPushed = m.ring.pushed;
+    if (this.mouse && t0 - this.lastTip > 100) this.crosshair(); // the cell under a still cursor changes with new bins
     this.publish();
   }
 
+  private banner(): string {
+    const v = this.view!;
+    if (this.paused) return 'PAUSED · bins keep buffering · Space resumes';
+    if (!v.following) return `HISTORY · ${formatEt(v.t1, 0)} ET · F follows live`;
+    if (this.ended) return 'END OF STREAM';
+    if (this.behindMs > CATCH_UP_MS) return `CATCHING UP · ${(this.behindMs / 1000).toFixed(1)} s behind`;
+    return '';
+  }
+
   private publish(): void {
+    this.lastPublish = performance.now();
+    const ring = this.model?.ring;
+    const held = ring?.size ?? 0;
+    const heldMs = held > 1 ? ring!.scalarsAt(held - 1).tsMs - ring!.scalarsAt(0).tsMs + (this.config?.cell_width_ms ?? 0) : 0;
     const st: QmachinaStats = {
       frames: this.frames,
       drawMsP95: this.frameStats.count ? this.frameStats.p95 : 0,
       drawMsMean: this.frameStats.count ? this.frameStats.mean : 0,
       bins: this.binsTotal,
       state: this.conn?.state ?? 'idle',
+      held, heldMs, gaps: this.gaps, lastSeq: this.lastSeq, mode: this.mode, field: this.field,
+      following: this.view?.following ?? true, viewSpanMs: this.view?.spanMs ?? 0,
+      repainted: this.cache?.repainted ?? 0, cacheComplete: ring && this.cache ? this.cache.complete(ring) : false,
+      trades: this.model?.trades.count ?? 0,
+      ingestMsMean: this.ingestStats.count ? this.ingestStats.mean : 0,
+      behindMs: this.behindMs, catchUpSkips: this.catchUpSkips,
     };
     window.__qmachinaStats = st;
     const out = this.root.querySelector('#frame-stats');
     if (out) {
-      out.textContent = `bins ${st.bins}${this.lastSeq !== null ? ` (seq ${this.lastSeq})` : ''} · frames ${st.frames} · draw ${st.drawMsMean.toFixed(2)} ms mean, ${st.drawMsP95.toFixed(2)} ms p95${this.paused ? ' · PAUSED (buffering)' : ''}`;
+      const mb = ring ? (ring.bytes / 1e6).toFixed(0) : '0';
+      out.textContent = `bins ${st.bins}${this.lastSeq !== null ? ` (seq ${this.lastSeq})` : ''}${st.gaps ? ` · ${st.gaps} gaps` : ''}`
+        + ` · history ${(heldMs / 60_000).toFixed(1)} min (${mb} MB) · frames ${st.frames} · draw ${st.drawMsMean.toFixed(2)} ms mean,`
+        + ` ${st.drawMsP95.toFixed(2)} ms p95${this.paused ? ' · PAUSED (buffering)' : ''}`;
     }
   }
 
-  private note(text: string): void {
-    el(this.root, '#conn-detail').textContent = text;
-  }
+  // ---- fields and colours -------------------------------------------------------------------------------
 
-  // ---- controls -----------------------------------------------------------------------------------------
-
-  private fillFieldOptions(silver: readonly string[], computed: readonly string[]): void {
+  private fillFieldOptions(): void {
     const sel = el<HTMLSelectElement>(this.root, '#field');
     sel.replaceChildren();
-    const ring = this.model!.ring;
-    const first = ['rest_depth', 'flow_score', 'composite'].filter((f) => ring.has(f));
-    const rest = [...silver, ...computed].filter((f) => !first.includes(f));
-    for (const f of [...first, ...rest]) sel.append(new Option(f, f));
-    if (!ring.has(this.field)) sel.append(new Option(`${this.field} (not streamed)`, this.field));
+    for (const f of this.fields) sel.append(new Option(f === BOOK_FIELD ? 'book (bid/ask depth)' : f, f));
+    if (!this.fields.includes(this.field)) sel.append(new Option(`${this.field} (not streamed)`, this.field));
+  }
+
+  private fillTipFields(): void {
+    const box = el(this.root, '#tip-fields');
+    box.replaceChildren();
+    const want = new Set(this.params.tip ?? []);
+    this.tipFields = new Set([...want].filter((f) => this.fields.includes(f)));
+    for (const f of this.fields) {
+      if (f === BOOK_FIELD) continue;
+      const label = document.createElement('label');
+      const cb = document.createElement('input');
+      cb.type = 'checkbox';
+      cb.value = f;
+      cb.checked = this.tipFields.has(f);
+      cb.addEventListener('change', () => {
+        if (cb.checked) this.tipFields.add(f);
+        else this.tipFields.delete(f);
+      });
+      label.append(cb, ` ${f}`);
+      box.append(label);
+    }
+  }
+
+  /** Switch the colour field: its natural scheme / normalisation (the config's shader for its own fields). */
+  private setField(field: string, shader = this.viz.cell_shader): void {
+    this.field = field;
+    this.info = fieldInfo(field, this.config?.grid_schema_fields.find((f) => f.name === field)?.role ?? null);
+    const own = field === shader.depth_field || field === shader.signal_field;
+    this.scheme = own && field !== BOOK_FIELD ? shader.color_scheme : this.info.scheme;
+    this.normalization = this.info.normalization ?? shader.normalization;
+    this.gamma = this.info.gamma ?? shader.gamma;
+    const ring = this.model?.ring;
+    if (ring?.has(field)) ring.promote(field); // the drawn field keeps the whole history from now on
+    this.syncControls();
+    this.renormalize();
   }
 
   private syncControls(): void {
@@ -222,15 +499,113 @@ export class ViewerApp {
     el<HTMLSelectElement>(this.root, '#normalization').value = this.normalization;
     el<HTMLSelectElement>(this.root, '#mode').value = this.mode;
     el<HTMLInputElement>(this.root, '#gamma').value = String(this.gamma);
+    el<HTMLInputElement>(this.root, '#trades').checked = this.showTrades;
+    const follow = el<HTMLButtonElement>(this.root, '#follow');
+    follow.setAttribute('aria-pressed', String(this.view?.following ?? true));
   }
 
-  /** Re-fold the whole buffer into a fresh normaliser (after a field or mode change). */
+  /** Re-fold the held history into a fresh normaliser (after a field or normalisation change). */
   private renormalize(): void {
     this.normalizer = new Normalizer(this.normalization);
+    this.lut = buildLut(this.scheme, this.gamma);
     const ring = this.model?.ring;
-    if (ring && ring.has(this.field)) for (let i = 0; i < ring.size; i++) this.normalizer.update(ring.column(this.field, i));
+    if (ring && ring.has(this.field)) {
+      const from = Math.max(0, ring.size - ring.depth(this.field));
+      for (let i = from; i < ring.size; i++) this.normalizer.update(ring.column(this.field, i));
+    }
     this.dirty = true;
   }
+
+  // ---- actions ------------------------------------------------------------------------------------------
+
+  private act(a: Action): void {
+    const v = this.view;
+    switch (a) {
+      case 'pause':
+        this.setPaused(!this.paused);
+        break;
+      case 'follow':
+        v?.follow();
+        break;
+      case 'reset':
+        v?.reset();
+        break;
+      case 'next_field':
+      case 'prev_field':
+        this.setField(cycle(this.fields, this.field, a === 'next_field' ? 1 : -1));
+        break;
+      case 'toggle_mode':
+        this.mode = this.mode === 'heatmap' ? 'candle' : 'heatmap';
+        if (this.mode === 'heatmap' && v) v.priceAuto = true;
+        break;
+      case 'toggle_trades':
+        this.showTrades = !this.showTrades;
+        break;
+      case 'zoom_in':
+      case 'zoom_out':
+        v?.zoomTime(a === 'zoom_in' ? 1 / 1.5 : 1.5, v.t1);
+        break;
+      case 'pan_back':
+      case 'pan_forward':
+        v?.pan((a === 'pan_back' ? -0.2 : 0.2) * v.spanMs, 0);
+        break;
+      case 'price_up':
+      case 'price_down':
+        v?.pan(0, (a === 'price_up' ? 0.1 : -0.1) * v.rows);
+        break;
+      case 'help':
+        el(this.root, '#help').hidden = !el(this.root, '#help').hidden;
+        break;
+      case 'close':
+        el(this.root, '#help').hidden = true;
+        break;
+    }
+    this.syncControls();
+    this.dirty = true;
+  }
+
+  private setPaused(p: boolean): void {
+    this.paused = p;
+    const pause = el<HTMLButtonElement>(this.root, '#pause');
+    pause.textContent = p ? 'Resume' : 'Pause';
+    pause.setAttribute('aria-pressed', String(p));
+    if (!p && this.view && this.model?.ring.size) {
+      const ring = this.model.ring;
+      this.view.onBin(ring.newest()!.tsMs, ring.scalarsAt(0).tsMs, NaN);
+    }
+    this.dirty = true;
+    this.publish();
+  }
+
+  /** The replay parameters that continue from the newest bin (same date, start = its ET time), or null when
+   * there is nothing to continue from (no bins yet, or the bins are not on the replayed partition date). */
+  private continuation(): ReplayQuery | null {
+    const newest = this.model?.ring.newest();
+    if (!newest || this.ended) return null;
+    const cfgDate = String((this.config?.raw.replay as { date?: string } | undefined)?.date ?? '');
+    if (cfgDate && etDate(newest.tsMs) !== cfgDate) return null; // start is an ET time on the (UTC) partition date
+    return { ...this.replay, start: formatEt(newest.tsMs, 0), ...(cfgDate ? { date: cfgDate } : {}) };
+  }
+
+  /** A dropped connection reopens from the newest bin's time, keeping the history (not from the page's start). */
+  private continueOnReconnect(): void {
+    const next = this.continuation();
+    if (!next) return;
+    this.keepHistory = true;
+    this.conn.url = buildStreamUrl(window.location.href, { serving: this.params.serving, replay: next, stream: this.params.stream });
+  }
+
+  /** Reopen the stream with `next` replay parameters; `keep` keeps the history (a continued replay). */
+  private reopen(next: ReplayQuery, keep: boolean): void {
+    this.replay = next;
+    this.keepHistory = keep;
+    history.replaceState(null, '', withReplay(window.location.href, next));
+    el<HTMLElement>(this.root, '#error-panel').hidden = true;
+    el<HTMLElement>(this.root, '#notice').hidden = true;
+    this.conn.start(this.streamUrl());
+  }
+
+  // ---- controls -----------------------------------------------------------------------------------------
 
   private controls(): void {
     const r = this.root;
@@ -238,12 +613,10 @@ export class ViewerApp {
     for (const s of COLOR_SCHEMES) scheme.append(new Option(s, s));
     const norm = el<HTMLSelectElement>(r, '#normalization');
     for (const s of NORMALIZATIONS) norm.append(new Option(s, s));
-    el<HTMLSelectElement>(r, '#field').addEventListener('change', (e) => {
-      this.field = (e.target as HTMLSelectElement).value;
-      this.renormalize();
-    });
+    el<HTMLSelectElement>(r, '#field').addEventListener('change', (e) => this.setField((e.target as HTMLSelectElement).value));
     scheme.addEventListener('change', () => {
       if (isColorScheme(scheme.value)) this.scheme = scheme.value;
+      this.lut = buildLut(this.scheme, this.gamma);
       this.dirty = true;
     });
     norm.addEventListener('change', () => {
@@ -255,59 +628,251 @@ export class ViewerApp {
       const g = Number(gamma.value);
       if (g > 0 && g <= 5) this.gamma = g;
       else gamma.value = String(this.gamma);
+      this.lut = buildLut(this.scheme, this.gamma);
       this.dirty = true;
     });
     const mode = el<HTMLSelectElement>(r, '#mode');
     mode.addEventListener('change', () => {
-      this.mode = mode.value === 'candle' ? 'candle' : 'heatmap';
+      if ((mode.value === 'candle') !== (this.mode === 'candle')) this.act('toggle_mode');
+    });
+    const interval = el<HTMLSelectElement>(r, '#candle-interval');
+    if (this.params.candle) {
+      const ms = String(this.params.candle);
+      if (![...interval.options].some((o) => o.value === ms)) interval.append(new Option(`${this.params.candle / 1000} s`, ms));
+      interval.value = ms;
+    }
+    this.candleMs = interval.value === 'auto' ? 'auto' : Number(interval.value);
+    interval.addEventListener('change', () => {
+      this.candleMs = interval.value === 'auto' ? 'auto' : Number(interval.value);
       this.dirty = true;
     });
-    const pause = el<HTMLButtonElement>(r, '#pause');
-    pause.addEventListener('click', () => {
-      this.paused = !this.paused;
-      pause.textContent = this.paused ? 'Resume' : 'Pause';
-      pause.setAttribute('aria-pressed', String(this.paused));
-      this.dirty = true;
-      this.publish();
-    });
-    // replay placeholder: date/start/speed become stream query params and the stream is reopened
-    const inputs: Record<ReplayParam, HTMLInputElement | HTMLSelectElement | null> = {
-      date: r.querySelector('#replay-date'), start: r.querySelector('#replay-start'),
-      end: null, speed: r.querySelector('#replay-speed'),
-    };
-    for (const [k, input] of Object.entries(inputs)) if (input && this.replay[k as ReplayParam]) input.value = this.replay[k as ReplayParam]!;
-    el<HTMLFormElement>(r, '#replay').addEventListener('submit', (e) => {
+    el<HTMLInputElement>(r, '#trades').addEventListener('change', () => this.act('toggle_trades'));
+    el<HTMLButtonElement>(r, '#pause').addEventListener('click', () => this.act('pause'));
+    el<HTMLButtonElement>(r, '#follow').addEventListener('click', () => this.act('follow'));
+    el<HTMLButtonElement>(r, '#zoom-reset').addEventListener('click', () => this.act('reset'));
+    el<HTMLButtonElement>(r, '#help-button').addEventListener('click', () => this.act('help'));
+    // replay: seek (date + time of day) reopens from there; speed continues from the current bin's time
+    const date = el<HTMLInputElement>(r, '#replay-date');
+    const start = el<HTMLInputElement>(r, '#replay-start');
+    const speed = el<HTMLSelectElement>(r, '#replay-speed');
+    if (this.replay.date) date.value = this.replay.date;
+    if (this.replay.start) start.value = this.replay.start;
+    if (this.replay.speed) {
+      if (![...speed.options].some((o) => o.value === this.replay.speed)) speed.append(new Option(`${this.replay.speed}×`, this.replay.speed));
+      speed.value = this.replay.speed;
+    } else speed.value = '1';
+    el<HTMLFormElement>(r, '#seek').addEventListener('submit', (e) => {
       e.preventDefault();
       const next: ReplayQuery = { ...this.replay };
-      for (const [k, input] of Object.entries(inputs)) {
-        if (!input) continue;
-        const v = input.value.trim();
-        const key = k as ReplayParam;
-        if (v === '') {
+      for (const [key, input] of [['date', date], ['start', start]] as const) {
+        const val = input.value.trim();
+        if (val === '') {
           delete next[key];
           continue;
         }
-        const err = checkReplayParam(key, v);
+        const err = checkReplayParam(key, val);
         if (err) {
           showError(r, 'Replay parameters', err);
           return;
         }
-        next[key] = v;
+        next[key] = val;
       }
-      this.replay = next;
-      history.replaceState(null, '', withReplay(window.location.href, next));
-      el<HTMLElement>(r, '#error-panel').hidden = true;
-      this.conn.start(this.streamUrl());
+      this.reopen(next, false);
+    });
+    speed.addEventListener('change', () => {
+      const cont = this.continuation();
+      this.reopen({ ...(cont ?? this.replay), speed: speed.value }, cont !== null);
     });
     window.addEventListener('keydown', (e) => {
       const t = e.target as HTMLElement | null;
-      if (e.key === ' ' && !(t && /^(INPUT|SELECT|TEXTAREA|BUTTON)$/.test(t.tagName))) {
-        e.preventDefault();
-        pause.click();
-      }
+      const a = actionFor(e, t?.tagName ?? '');
+      if (!a) return;
+      e.preventDefault();
+      this.act(a);
     });
     el<HTMLButtonElement>(r, '#error-dismiss').addEventListener('click', () => {
       el<HTMLElement>(r, '#error-panel').hidden = true;
     });
+  }
+
+  private help(): void {
+    const table = el(this.root, '#help-keys');
+    for (const h of HOTKEYS) {
+      const tr = document.createElement('tr');
+      const keys = document.createElement('td');
+      h.keys.forEach((k, i) => {
+        if (i) keys.append(' ');
+        const kbd = document.createElement('kbd');
+        kbd.textContent = keyLabel(k);
+        keys.append(kbd);
+      });
+      const what = document.createElement('td');
+      what.textContent = h.help;
+      tr.append(keys, what);
+      table.append(tr);
+    }
+  }
+
+  // ---- pointer: zoom, pan, crosshair --------------------------------------------------------------------
+
+  private plot(): { w: number; h: number; dpr: number } {
+    return plotRect(this.overlay.width, this.overlay.height, window.devicePixelRatio || 1);
+  }
+
+  private pointer(): void {
+    const o = this.overlay;
+    const pos = (e: MouseEvent) => {
+      const b = o.getBoundingClientRect();
+      const dpr = window.devicePixelRatio || 1;
+      return { x: (e.clientX - b.left) * dpr, y: (e.clientY - b.top) * dpr };
+    };
+    o.addEventListener('wheel', (e) => {
+      const v = this.view;
+      if (!v) return;
+      e.preventDefault();
+      const p = pos(e);
+      const P = this.plot();
+      const factor = Math.exp(Math.sign(e.deltaY) * Math.min(Math.abs(e.deltaY), 300) / 300);
+      if (e.shiftKey || p.x > P.w) v.zoomPrice(factor, v.tickAt(Math.min(p.y, P.h), P.h));
+      else v.zoomTime(factor, v.timeAt(p.x, P.w));
+      this.syncControls();
+      this.dirty = true;
+    }, { passive: false });
+    o.addEventListener('pointerdown', (e) => {
+      if (e.button !== 0) return;
+      const p = pos(e);
+      this.drag = { ...p, id: e.pointerId };
+      o.setPointerCapture(e.pointerId);
+      o.classList.add('dragging');
+    });
+    o.addEventListener('pointermove', (e) => {
+      const p = pos(e);
+      this.mouse = p;
+      const v = this.view;
+      if (this.drag && v && e.pointerId === this.drag.id) {
+        const P = this.plot();
+        const dx = p.x - this.drag.x;
+        const dy = p.y - this.drag.y;
+        this.drag = { ...p, id: e.pointerId };
+        v.pan(-(dx / P.w) * v.spanMs, (dy / P.h) * v.rows);
+        this.syncControls();
+        this.dirty = true;
+      }
+      this.crosshair();
+    });
+    const end = (e: PointerEvent) => {
+      if (this.drag && e.pointerId === this.drag.id) {
+        this.drag = null;
+        o.classList.remove('dragging');
+      }
+    };
+    o.addEventListener('pointerup', end);
+    o.addEventListener('pointercancel', end);
+    o.addEventListener('pointerleave', () => {
+      this.mouse = null;
+      this.crosshair();
+    });
+    o.addEventListener('dblclick', () => this.act('reset'));
+  }
+
+  /** Crosshair lines on the overlay canvas and the cell's tooltip (time, price, values at the cell). */
+  private crosshair(): void {
+    this.lastTip = performance.now();
+    const ctx = this.octx;
+    const o = this.overlay;
+    ctx.clearRect(0, 0, o.width, o.height);
+    const tip = el(this.root, '#tooltip');
+    const v = this.view;
+    const m = this.model;
+    const P = this.plot();
+    if (!this.mouse || !v || !m || !this.config || this.mouse.x > P.w || this.mouse.y > P.h) {
+      tip.hidden = true;
+      return;
+    }
+    const { x, y } = this.mouse;
+    const dpr = P.dpr;
+    const tick = v.tickAt(y, P.h);
+    const t = v.timeAt(x, P.w);
+    ctx.strokeStyle = 'rgba(255,255,255,0.5)';
+    ctx.lineWidth = 1;
+    ctx.setLineDash([4 * dpr, 3 * dpr]);
+    ctx.beginPath();
+    ctx.moveTo(Math.round(x) + 0.5, 0);
+    ctx.lineTo(Math.round(x) + 0.5, P.h);
+    const yy = Math.round(v.y(tick, P.h)) + 0.5;
+    ctx.moveTo(0, yy);
+    ctx.lineTo(P.w, yy);
+    ctx.stroke();
+    ctx.setLineDash([]);
+    const c = this.config;
+    const tickDollars = Number(c.tick_int) * c.price_scale;
+    const dec = priceDecimals(tickDollars);
+    const price = formatPrice(tick, tickDollars, dec);
+    ctx.font = `${11 * dpr}px ui-monospace, monospace`;
+    const label = (text: string, lx: number, ly: number) => {
+      const w = ctx.measureText(text).width + 8 * dpr;
+      ctx.fillStyle = '#e8e8f0';
+      ctx.fillRect(lx, ly - 8 * dpr, w, 16 * dpr);
+      ctx.fillStyle = '#0c0e14';
+      ctx.textBaseline = 'middle';
+      ctx.fillText(text, lx + 4 * dpr, ly);
+    };
+    label(price, P.w + 2 * dpr, yy);
+    label(formatEt(t, 1), Math.min(Math.max(0, x - 40 * dpr), P.w - 90 * dpr), P.h + 11 * dpr);
+    tip.textContent = this.tooltipText(t, tick, price);
+    tip.hidden = false;
+    const b = o.getBoundingClientRect();
+    const cx = x / dpr;
+    const cy = y / dpr;
+    const tw = tip.offsetWidth;
+    const th = tip.offsetHeight;
+    tip.style.left = `${cx + 16 + tw > b.width - 10 ? cx - tw - 16 : cx + 16}px`;
+    tip.style.top = `${Math.min(cy + 16, b.height - th - 8)}px`;
+  }
+
+  private tooltipText(t: number, tick: number, price: string): string {
+    const m = this.model!;
+    const ring = m.ring;
+    const c = this.config!;
+    const cell = c.cell_width_ms;
+    const i = ring.indexAtOrBefore(t + cell);
+    const rows: string[] = [];
+    if (i < 0 || ring.scalarsAt(i).tsMs - cell > t) return `${formatEt(t, 1)} ET · ${price}\nno bin here`;
+    const s = ring.scalarsAt(i);
+    const row = tick - s.spotTick + c.grid_radius_ticks;
+    rows.push(`${formatEt(s.tsMs - cell, 3)}–${formatEt(s.tsMs, 3).slice(6)} ET  bin ${s.binSeq}`);
+    rows.push(`price ${price}  (k ${Number.isFinite(row) ? row - c.grid_radius_ticks : '—'})`);
+    const fmt = (x: number) => (Number.isNaN(x) ? '—' : Math.abs(x) >= 1000 ? x.toFixed(0) : Math.abs(x) >= 1 ? x.toFixed(2) : x.toPrecision(3));
+    const val = (f: string) => (ring.has(f) && ring.holds(f, i) ? fmt(ring.value(f, i, row)) : '—');
+    const older = (f: string) => ring.has(f) && !ring.holds(f, i);
+    if (ring.has(BOOK_FIELD)) {
+      const b = ring.holds(BOOK_FIELD, i) ? ring.value(BOOK_FIELD, i, row) : NaN;
+      rows.push(`book   ${Number.isNaN(b) ? '—' : b > 0 ? `ask ${b.toFixed(0)}` : b < 0 ? `bid ${(-b).toFixed(0)}` : '0'}`);
+    }
+    let buy = 0;
+    let sell = 0;
+    const p = ring.seqOf(i);
+    m.trades.forEach(p, p + 1, (_p, tk, vol, side) => {
+      if (tk !== tick) return;
+      if (side > 0) buy += vol;
+      else sell += vol;
+    });
+    if (buy || sell) rows.push(`traded ${buy ? `${buy} buy` : ''}${buy && sell ? ' · ' : ''}${sell ? `${sell} sell` : ''}`);
+    const shown = new Set<string>([BOOK_FIELD]);
+    const add = (f: string) => {
+      if (shown.has(f)) return;
+      shown.add(f);
+      rows.push(`${f.padEnd(16)} ${val(f)}`);
+    };
+    if (this.field !== BOOK_FIELD) add(this.field);
+    for (const f of this.tipFields) add(f);
+    if (m.goldFields.length) {
+      if (m.goldFields.every(older)) rows.push(`gold: kept for the last ${FULL_FIELDS_MS / 60_000} min only`);
+      else {
+        rows.push('— gold —');
+        for (const f of m.goldFields) add(f);
+      }
+    }
+    return rows.join('\n');
   }
 }

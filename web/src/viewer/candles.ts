@@ -1,9 +1,9 @@
 /**
- * Candle mode (SPEC §9): open = previous close, close = spot, high = best ask, low = best bid. With
- * `binsPerCandle` > 1 the bins of a group fold into one candle (high = max ask, low = min bid, close = last
- * spot). high/low are widened to contain open and close so a candle is always well formed (an open from the
- * previous candle can be outside this bin's BBO). Bins with no spot are skipped (they break nothing: the next
- * candle opens at the last close).
+ * Candle mode (SPEC §9): open = previous close, close = spot, high = best ask, low = best bid; the bins of one
+ * wall-clock interval (1 s … 5 min) fold into one candle (high = max ask, low = min bid, close = last spot).
+ * high/low are widened to contain open and close so a candle is always well formed (an open from the previous
+ * candle can be outside this bin's BBO). Bins with no spot are skipped (they break nothing: the next candle
+ * opens at the last close).
  */
 
 export interface CandleInput {
@@ -22,23 +22,53 @@ export interface Candle {
   readonly close: number;
 }
 
-export function buildCandles(bins: readonly CandleInput[], binsPerCandle = 1): Candle[] {
-  if (!Number.isInteger(binsPerCandle) || binsPerCandle < 1) throw new RangeError(`binsPerCandle must be an integer >= 1, got ${binsPerCandle}`);
-  const out: Candle[] = [];
-  let prevClose = NaN;
-  for (let i = 0; i < bins.length; i += binsPerCandle) {
-    const group = bins.slice(i, i + binsPerCandle).filter((b) => Number.isFinite(b.spot));
-    if (group.length === 0) continue;
-    const close = group[group.length - 1].spot;
-    const open = Number.isFinite(prevClose) ? prevClose : group[0].spot;
-    let high = Math.max(open, close);
-    let low = Math.min(open, close);
-    for (const b of group) {
-      if (Number.isFinite(b.ask)) high = Math.max(high, b.ask);
-      if (Number.isFinite(b.bid)) low = Math.min(low, b.bid);
+export interface TimedCandleInput extends CandleInput {
+  /** Bin end time (epoch ms). */
+  readonly tsMs: number;
+}
+
+export interface TimedCandle extends Candle {
+  /** The interval's start and end (epoch ms): bins ending in (t0, t1] fold into it. */
+  readonly t0: number;
+  readonly t1: number;
+  readonly bins: number;
+}
+
+/** Candle intervals offered by the viewer (ms). */
+export const CANDLE_INTERVALS_MS = [1_000, 5_000, 15_000, 30_000, 60_000, 300_000] as const;
+
+/**
+ * SPEC §9 candles over wall-clock intervals of `intervalMs` (aligned on multiples of it since the epoch, i.e. on
+ * the ET clock for intervals up to an hour): a bin ending in (t0, t1] belongs to that interval's candle. Same
+ * rules as above: open = previous candle's close (the first: its first spot), high/low the max ask / min bid
+ * widened to the body, bins without a spot skipped. `prevClose` opens the first candle when known.
+ */
+export function timeCandles(bins: readonly TimedCandleInput[], intervalMs: number, prevClose = NaN): TimedCandle[] {
+  if (!(intervalMs > 0)) throw new RangeError(`intervalMs must be > 0, got ${intervalMs}`);
+  const out: TimedCandle[] = [];
+  let close = prevClose;
+  let cur: { t0: number; first: number; last: number; open: number; high: number; low: number; close: number; n: number } | null = null;
+  const flush = () => {
+    if (!cur) return;
+    out.push({ firstSeq: cur.first, lastSeq: cur.last, open: cur.open, high: Math.max(cur.high, cur.open, cur.close),
+      low: Math.min(cur.low, cur.open, cur.close), close: cur.close, t0: cur.t0, t1: cur.t0 + intervalMs, bins: cur.n });
+    close = cur.close;
+    cur = null;
+  };
+  for (const b of bins) {
+    if (!Number.isFinite(b.spot)) continue;
+    const t0 = Math.floor((b.tsMs - 1) / intervalMs) * intervalMs;
+    if (cur && cur.t0 !== t0) flush();
+    if (!cur) {
+      const open = Number.isFinite(close) ? close : b.spot;
+      cur = { t0, first: b.binSeq, last: b.binSeq, open, high: -Infinity, low: Infinity, close: b.spot, n: 0 };
     }
-    out.push({ firstSeq: group[0].binSeq, lastSeq: group[group.length - 1].binSeq, open, high, low, close });
-    prevClose = close;
+    cur.last = b.binSeq;
+    cur.close = b.spot;
+    cur.n++;
+    if (Number.isFinite(b.ask)) cur.high = Math.max(cur.high, b.ask);
+    if (Number.isFinite(b.bid)) cur.low = Math.min(cur.low, b.bid);
   }
+  flush();
   return out;
 }

@@ -1,10 +1,12 @@
 /**
  * Colour schemes of SPEC §5.3 CellShaderConfig.color_scheme. Input is a normalised value in [-1, 1]
  * (after gamma); output packed RGBA bytes. Signed scheme `pressure_vacuum`: negative → blue (vacuum),
- * positive → red/orange (pressure), 0 → the background. Unsigned schemes use |v|.
+ * positive → red/orange (pressure), 0 → the background. Unsigned schemes use |v|. `bid_ask` (viewer only, the
+ * order book's default): negative = bid depth in a cold family (blue → cyan → white), positive = ask depth in a
+ * warm one (brown → orange → pale yellow), so the two sides read apart at a glance.
  */
 
-export const COLOR_SCHEMES = ['pressure_vacuum', 'thermal', 'mono_green', 'mono_red'] as const;
+export const COLOR_SCHEMES = ['bid_ask', 'pressure_vacuum', 'thermal', 'mono_green', 'mono_red'] as const;
 export type ColorScheme = (typeof COLOR_SCHEMES)[number];
 
 export function isColorScheme(v: unknown): v is ColorScheme {
@@ -31,12 +33,16 @@ function gradient(stops: readonly Rgb[], t: number): [number, number, number] {
 const THERMAL: readonly Rgb[] = [BACKGROUND, [60, 20, 110], [180, 40, 90], [245, 130, 30], [255, 240, 160]];
 const PRESSURE: readonly Rgb[] = [BACKGROUND, [140, 40, 30], [235, 110, 40], [255, 220, 120]];
 const VACUUM: readonly Rgb[] = [BACKGROUND, [25, 60, 140], [50, 150, 235], [170, 235, 255]];
+const BIDS: readonly Rgb[] = [BACKGROUND, [16, 44, 96], [24, 104, 178], [40, 178, 230], [150, 236, 255], [240, 255, 255]];
+const ASKS: readonly Rgb[] = [BACKGROUND, [92, 30, 18], [186, 70, 26], [240, 142, 40], [255, 214, 110], [255, 250, 225]];
 
 /** RGB for a normalised value v ∈ [-1, 1]; NaN → background. */
 export function colorFor(scheme: ColorScheme, v: number): [number, number, number] {
   if (Number.isNaN(v)) return [...BACKGROUND];
   const c = Math.min(Math.max(v, -1), 1);
   switch (scheme) {
+    case 'bid_ask':
+      return c >= 0 ? gradient(ASKS, c) : gradient(BIDS, -c);
     case 'pressure_vacuum':
       return c >= 0 ? gradient(PRESSURE, c) : gradient(VACUUM, -c);
     case 'thermal':
@@ -48,11 +54,13 @@ export function colorFor(scheme: ColorScheme, v: number): [number, number, numbe
   }
 }
 
-/** A 256-entry lookup table over v ∈ [-1, 1] packed as little-endian RGBA uint32 (for ImageData writes). */
-export function buildLut(scheme: ColorScheme): Uint32Array {
+/** A 256-entry lookup table over v ∈ [-1, 1] packed as little-endian RGBA uint32 (for ImageData writes); with
+ * `gamma` the table applies sign(v)·|v|^gamma itself, so a cell costs one normalisation and one lookup. */
+export function buildLut(scheme: ColorScheme, gamma = 1): Uint32Array {
   const lut = new Uint32Array(256);
   for (let i = 0; i < 256; i++) {
-    const [r, g, b] = colorFor(scheme, (i / 255) * 2 - 1);
+    const v = (i / 255) * 2 - 1;
+    const [r, g, b] = colorFor(scheme, v === 0 ? 0 : Math.sign(v) * Math.pow(Math.abs(v), gamma));
     lut[i] = (255 << 24) | (b << 16) | (g << 8) | r;
   }
   return lut;

@@ -46,9 +46,14 @@ export interface ConnectionOptions {
 }
 
 export class ServerStreamError extends Error {
-  constructor(message: string, readonly code: number | null) {
+  /** `dates_with_data` of a 4410 (no data) error: the days the page can offer instead. */
+  readonly datesWithData: readonly string[];
+
+  constructor(message: string, readonly code: number | null, detail: Readonly<Record<string, unknown>> = {}) {
     super(message);
     this.name = 'ServerStreamError';
+    const d = detail.dates_with_data;
+    this.datesWithData = Array.isArray(d) ? d.filter((x): x is string => typeof x === 'string') : [];
   }
 }
 
@@ -75,6 +80,8 @@ export class StreamConnection {
   private ended = false;
   private stopped = false;
   private _connects = 0;
+  /** The server sent an `error` message on this socket (its close then needs no second message). */
+  private serverError = false;
   url: string;
 
   constructor(url: string, private readonly h: ConnectionHandlers, opts: ConnectionOptions = {}) {
@@ -135,6 +142,7 @@ export class StreamConnection {
   private open(): void {
     this.set('connecting', this.url);
     this.decoder = new StreamDecoder();
+    this.serverError = false;
     this._connects++;
     let ws: SocketLike;
     try {
@@ -196,13 +204,15 @@ export class StreamConnection {
         break;
       case 'server_error': {
         let code: number | null = null;
+        let detail: Record<string, unknown> = {};
         try {
-          const c = (JSON.parse(data as string) as { code?: unknown }).code;
-          if (typeof c === 'number') code = c;
+          detail = JSON.parse(data as string) as Record<string, unknown>;
+          if (typeof detail.code === 'number') code = detail.code;
         } catch {
           /* the decoder already parsed it; keep null */
         }
-        this.h.onError?.(new ServerStreamError(ev.message, code), 'server');
+        this.serverError = true;
+        this.h.onError?.(new ServerStreamError(ev.message, code, detail), 'server');
         break;
       }
       case 'grid_update':
@@ -214,7 +224,8 @@ export class StreamConnection {
     if (this.stopped) return;
     if (this.ended && code === 1000) return; // already 'ended'
     if (!shouldReconnect(code, this.ended)) {
-      this.set(code === 1000 ? 'ended' : 'error', `closed ${code}${reason ? `: ${reason}` : ''}`);
+      // after a server `error` message (already reported in full) the close only names its code
+      this.set(code === 1000 ? 'ended' : 'error', this.serverError ? `closed ${code}` : `closed ${code}${reason ? `: ${reason}` : ''}`);
       return;
     }
     const delay = this.backoff.next();

@@ -32,7 +32,8 @@ function config(model: string, fields: GridSchemaField[], extra: Record<string, 
 
 function update(seq: number, spot: bigint, over: Record<string, unknown> = {}) {
   return JSON.stringify({
-    type: 'grid_update', ts_ns: '1', bin_seq: seq, bin_start_ns: '1700000000000000000', bin_end_ns: '1700000000100000000',
+    type: 'grid_update', ts_ns: '1', bin_seq: seq, bin_start_ns: String(1700000000000000000n + BigInt(seq - 1) * 100_000_000n),
+    bin_end_ns: String(1700000000000000000n + BigInt(seq) * 100_000_000n),
     bin_event_count: 1, event_id: seq, mid_price: 1, spot_ref_price_int: String(spot),
     best_bid_price_int: String(spot - 250_000_000n), best_ask_price_int: String(spot + 250_000_000n), book_valid: true, ...over,
   });

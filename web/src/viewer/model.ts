@@ -5,6 +5,10 @@
  * pushed with its BBO/spot in price ticks, its GoldFeatureRuntime outputs (gold on) and its EmaLinesRuntime /
  * SMA values. The per-bin line values (dollars) and `ema_signal` are stored on the centre row (k = 0), which
  * is where the renderer's projection bands read their signal field.
+ *
+ * Beside the streamed and gold fields the model computes, per bin: the `book` field (ask_depth − bid_depth, when
+ * both are streamed) and the bin's trades (`trades.ts`: volume per tick from fill_mass, inferred aggressor side)
+ * into a TradeLog that follows the ring.
  */
 
 import { GOLD_CODE_COLUMNS, GOLD_FLOAT_COLUMNS } from '../gold/config';
@@ -13,7 +17,9 @@ import type { RuntimeConfigMessage, StreamBin } from '../stream/contract';
 import { createGoldRuntime, goldInput } from '../stream/gold';
 import { closeOfBin, EMA_SIGNAL_FIELD, EmaLinesRuntime, emaField, parseSmaLinesParams, SmaRuntime, smaField } from './ema';
 import { priceIntToTick } from './geometry';
-import { BinRing } from './ring';
+import { BOOK_FIELD, bookColumn } from './fields';
+import { BinRing, type RingOptions } from './ring';
+import { TradeLog, tradesOfBin, type TradeBinInput } from './trades';
 import { parseVisualization, type Visualization } from './vizconfig';
 
 export const GOLD_FIELDS = [...GOLD_FLOAT_COLUMNS, ...GOLD_CODE_COLUMNS] as const;
@@ -36,6 +42,26 @@ export interface ViewerModel {
   readonly derivedFields: readonly string[];
   /** Overlay problems (bad params, a second ema_lines); shown by the app, never fatal. */
   readonly lineNotes: readonly string[];
+  /** Trades derived from fill_mass (empty when fill_mass is not streamed). */
+  readonly trades: TradeLog;
+  /** fill_mass decay constant (s) of the runtime (tau_rest_decay). */
+  readonly tauS: number;
+  /** The previous bin's trade input (null before the first bin and after an invalid one). */
+  prevTrade: TradeBinInput | null;
+  /** Added to the stream's bin_seq (session-relative) so a continued replay (a speed change reopens the stream
+   * from the last bin's time) carries on the same series; set by `continueWith`. */
+  seqOffset: number;
+  /** When true, the next bin sets seqOffset from the held history (see continueWith). */
+  rebase: boolean;
+}
+
+/**
+ * Keep the history across a new stream of the same replay (a speed change reopens it from the last bin's time):
+ * bins already held (by end time) are skipped, and the first new one continues the bin_seq series when it is the
+ * next cell, so gold and trades carry on without a reset.
+ */
+export function continueWith(m: ViewerModel): void {
+  m.rebase = true;
 }
 
 export interface LineSet {
@@ -99,7 +125,7 @@ export function buildLines(viz: Visualization): Lines {
 }
 
 export function createViewerModel(config: RuntimeConfigMessage, capacity: number,
-  viz: Visualization = parseVisualization(config.raw.visualization)): ViewerModel {
+  viz: Visualization = parseVisualization(config.raw.visualization), ring: RingOptions = {}): ViewerModel {
   const silverFields = config.grid_schema_fields.filter((f) => f.dtype === 'float64').map((f) => f.name);
   let gold: GoldFeatureRuntime | null = null;
   let goldNote: string | null = null;
@@ -115,9 +141,14 @@ export function createViewerModel(config: RuntimeConfigMessage, capacity: number
   if (clash.length) {
     lines.lineNotes.push(`${clash.join(', ')}: also a streamed field; the browser-computed value is buffered`);
   }
+  const book = silverFields.includes('bid_depth') && silverFields.includes('ask_depth') ? [BOOK_FIELD] : [];
+  const tau = Number(config.raw.tau_rest_decay);
   return {
-    config, ring: new BinRing(capacity, config.grid_rows, [...silverFields, ...goldFields, ...lines.derivedFields]),
+    config, ring: new BinRing(capacity, config.grid_rows, [...book, ...silverFields, ...goldFields, ...lines.derivedFields], {
+      ...ring, pinned: [...book, ...(ring.pinned ?? [])],
+    }),
     gold, goldNote, silverFields, goldFields, ...lines,
+    trades: new TradeLog(capacity), tauS: tau > 0 ? tau : 30, prevTrade: null, seqOffset: 0, rebase: false,
   };
 }
 
@@ -128,14 +159,24 @@ function centre(v: number, radius: number, offset: number): Float64Array {
   return a;
 }
 
-/** Push one decoded bin (runs the gold step when gold is on, the EMA / SMA steps when lines are configured). */
-export function ingestBin(m: ViewerModel, bin: StreamBin): void {
+/** Push one decoded bin (runs the gold step when gold is on, the EMA / SMA steps when lines are configured);
+ * false when the bin is not newer than the held history (a continued stream's overlap) and was skipped. */
+export function ingestBin(m: ViewerModel, bin: StreamBin): boolean {
   const c = m.config;
   const u = bin.update;
+  const tsMs = Number(u.bin_end_ns / 1_000_000n);
+  const newest = m.ring.newest();
+  if (newest && tsMs <= newest.tsMs) return false;
+  if (m.rebase) {
+    m.rebase = false;
+    const next = newest !== undefined && Math.abs(tsMs - newest.tsMs - c.cell_width_ms) < c.cell_width_ms / 2;
+    m.seqOffset = newest === undefined ? 0 : newest.binSeq + (next ? 1 : 2) - u.bin_seq; // not the next cell: a gap
+  }
+  const seq = u.bin_seq + m.seqOffset;
   const values: Record<string, ArrayLike<number>> = {};
   for (const f of m.silverFields) if (bin.frame.has(f)) values[f] = bin.frame.column(f) as Float64Array;
   if (m.gold) {
-    const g = m.gold.step(goldInput(bin));
+    const g = m.gold.step({ ...goldInput(bin), binSeq: seq });
     for (const f of GOLD_FIELDS) values[f] = g[f];
   }
   const R = c.grid_radius_ticks;
@@ -153,12 +194,26 @@ export function ingestBin(m: ViewerModel, bin: StreamBin): void {
       m.sma.periods.forEach((p, i) => { values[smaField(p)] = centre(smas[i], R, offset); });
     }
   }
-  m.ring.push({
-    binSeq: u.bin_seq,
+  if (m.ring.has(BOOK_FIELD)) values[BOOK_FIELD] = bookColumn(values.bid_depth, values.ask_depth, bin.frame.numRows);
+  const scalars = {
+    binSeq: seq,
     spotTick: priceIntToTick(u.spot_ref_price_int, c.tick_int),
     bidTick: u.book_valid ? priceIntToTick(u.best_bid_price_int, c.tick_int) : NaN,
     askTick: u.book_valid ? priceIntToTick(u.best_ask_price_int, c.tick_int) : NaN,
     bookValid: u.book_valid,
-    tsMs: Number(u.bin_end_ns / 1_000_000n),
-  }, values, offset);
+    tsMs,
+  };
+  const p = m.ring.push(scalars, values, offset);
+  if (m.ring.has('fill_mass')) {
+    const cur: TradeBinInput | null = u.book_valid && Number.isFinite(scalars.spotTick)
+      ? { spotTick: scalars.spotTick, bidTick: scalars.bidTick, askTick: scalars.askTick, fill: Float64Array.from(m.ring.column('fill_mass', m.ring.size - 1)), seq }
+      : null;
+    // Diff consecutive bins of one session only, and not the session's first bin: it closes the warm-up and its
+    // fill_mass does not decay like the later boundaries (on the real ESH4 sample bin 0 → 1 shows spurious fills
+    // at 14 ticks, while every later pair matches the F records exactly).
+    const prev = m.prevTrade && m.prevTrade.seq === seq - 1 && u.bin_seq >= 2 ? m.prevTrade : null;
+    if (cur) m.trades.add(p, tradesOfBin(prev, cur, R, c.cell_width_ms, m.tauS));
+    m.prevTrade = cur;
+  }
+  return true;
 }

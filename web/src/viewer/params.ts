@@ -43,7 +43,13 @@ export interface ViewerParams {
   readonly stream: string | null;
   readonly field: string | null;
   readonly mode: 'heatmap' | 'candle' | null;
+  /** Extra tooltip fields (`tip=a,b`). */
+  readonly tip: readonly string[] | null;
+  /** Candle interval in ms (`candle=1s|5s|15s|30s|1m|5m`), null: auto. */
+  readonly candle: number | null;
 }
+
+const CANDLE_RE = /^(\d+)(s|m)$/;
 
 /** Parse the page's query; throws ViewerParamError naming the first problem. */
 export function parseViewerParams(search: string): ViewerParams {
@@ -61,7 +67,18 @@ export function parseViewerParams(search: string): ViewerParams {
   }
   const mode = q.get('mode');
   if (mode !== null && mode !== 'heatmap' && mode !== 'candle') throw new ViewerParamError(`mode ${JSON.stringify(mode)}: heatmap or candle`);
-  return { serving, replay, stream: q.get('stream') || null, field: q.get('field') || null, mode };
+  const tip = q.get('tip');
+  const candleRaw = q.get('candle');
+  let candle: number | null = null;
+  if (candleRaw) {
+    const cm = CANDLE_RE.exec(candleRaw);
+    if (!cm) throw new ViewerParamError(`candle ${JSON.stringify(candleRaw)}: an interval such as 1s, 5s, 1m or 5m`);
+    candle = Number(cm[1]) * (cm[2] === 's' ? 1000 : 60_000);
+  }
+  return {
+    serving, replay, stream: q.get('stream') || null, field: q.get('field') || null, mode,
+    tip: tip ? tip.split(',').map((x) => x.trim()).filter(Boolean) : null, candle,
+  };
 }
 
 /** The WebSocket URL: `ws(s)://<page host or stream override>/v1/stream?serving=..&<replay params>`. */

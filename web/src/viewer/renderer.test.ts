@@ -7,11 +7,13 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EMA_SIGNAL_FIELD } from './ema';
-import { PriceView } from './geometry';
+import { fieldInfo } from './fields';
 import { buildLines } from './model';
 import { Normalizer } from './normalize';
 import { Renderer, type DrawModel } from './renderer';
 import { BinRing } from './ring';
+import { TradeLog } from './trades';
+import { Viewport } from './viewport';
 import { parseVisualization } from './vizconfig';
 
 interface Call {
@@ -98,12 +100,13 @@ function emaDrawModel(): DrawModel {
     lines.ema!.params.sma_periods.forEach((p, j) => { values[`sma_${p}`] = at(st.smas[j]); });
     ring.push({ binSeq: i, spotTick, bidTick: spotTick - 1, askTick: spotTick + 1, bookValid: true, tsMs: i * 100 }, values, R);
   }
-  const view = new PriceView(2 * R + 1);
-  view.track(19211);
+  const view = new Viewport({ cellMs: 100, historyBins: 20, spanMs: 2000, rows: 2 * R + 1, futureMs: 1000 });
+  view.onBin(1100, 0, 19211);
   return {
-    ring, mode: 'candle', field: 'rest_depth', normalizer: new Normalizer('adaptive_running_max'), gamma: 0.7,
-    scheme: 'pressure_vacuum', view, radius: R, overlays: viz.overlays, horizonsBins: [1, 2, 4, 8], tickDollars,
-    goldReady: false, binsPerCandle: 1, lineSets: lines.lineSets,
+    ring, trades: new TradeLog(20), mode: 'candle', field: 'rest_depth', info: fieldInfo('rest_depth'),
+    normalizer: new Normalizer('adaptive_running_max'), gamma: 0.7, scheme: 'pressure_vacuum', view, cache: null,
+    radius: R, cellMs: 100, overlays: viz.overlays, horizonsBins: [1, 2, 4, 8], tickDollars, goldReady: false,
+    candles: [], lineSets: lines.lineSets, showTrades: true, markers: [], banner: '',
   };
 }
 
@@ -147,7 +150,6 @@ describe('Renderer (fake 2D context)', () => {
     const overlays = m.overlays.map((o) => (o.type === 'projection_bands' ? { ...o, params: { signal_field: 'flow_score' } } : o));
     r.draw({ ...m, overlays, mode: 'heatmap' });
     expect(calls.some((c) => c.name === 'fillRect' && c.state.fillStyle === 'rgba(160,120,255,0.22)')).toBe(false);
-    expect(calls.some((c) => c.name === 'drawImage')).toBe(true); // the heatmap image (put on the off-screen canvas)
     expect(calls.filter((c) => c.name === 'stroke' && c.state.lineWidth === 2.5)).toHaveLength(6);
   });
 

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { Backoff, shouldReconnect } from './backoff';
-import { buildCandles } from './candles';
+import { timeCandles } from './candles';
 import { buildLut, colorFor, COLOR_SCHEMES, BACKGROUND, lutIndex } from './colormap';
-import { columnX, PriceView, priceIntToTick, rowOfTick, tickOfRow } from './geometry';
+import { priceIntToTick } from './geometry';
 import { applyGamma, Normalizer } from './normalize';
 import { buildStreamUrl, parseViewerParams, ViewerParamError, withReplay } from './params';
 import { BinRing, type BinScalars } from './ring';
@@ -123,49 +123,25 @@ describe('colour maps', () => {
 });
 
 describe('price rows', () => {
-  it('maps grid rows to absolute ticks and back', () => {
-    expect(tickOfRow(1000, 0, 50)).toBe(950);
-    expect(tickOfRow(1000, 50, 50)).toBe(1000);
-    expect(rowOfTick(1000, 1003, 50)).toBe(53);
+  it('integer prices to ticks', () => {
     expect(priceIntToTick(21_000_250_000_000n, 250_000_000n)).toBe(84001);
     expect(priceIntToTick(0n, 250_000_000n)).toBeNaN();
     expect(priceIntToTick(375n, 250n)).toBe(1.5);
-  });
-
-  it('PriceView recentres only when the price leaves the inner band (the grid does not scroll every bin)', () => {
-    const v = new PriceView(21, 0.5); // half = 10, recentre beyond 5 ticks
-    expect(v.track(100)).toBe(true);
-    expect(v.center).toBe(100);
-    expect(v.topTick).toBe(110);
-    expect(v.track(104)).toBe(false);
-    expect(v.center).toBe(100);
-    expect(v.track(106)).toBe(true);
-    expect(v.center).toBe(106);
-    expect(v.track(NaN)).toBe(false);
-    // y: the top row's centre is half a row down; the centre tick is at mid-height
-    expect(v.yOf(116, 210)).toBe(5);
-    expect(v.yOf(106, 210)).toBe(105);
-    expect(v.tickAt(0, 210)).toBe(116);
-    expect(v.tickAt(209, 210)).toBe(96);
-    expect(() => new PriceView(2)).toThrow(RangeError);
-  });
-
-  it('columns fill from the right', () => {
-    expect(columnX(9, 10, 100, 200)).toEqual([198, 200]);
-    expect(columnX(0, 10, 100, 200)).toEqual([180, 182]);
   });
 });
 
 describe('candles (SPEC §9)', () => {
   const bins = [
-    { binSeq: 1, spot: 100, bid: 99, ask: 101 },
-    { binSeq: 2, spot: 102, bid: 101, ask: 103 },
-    { binSeq: 3, spot: NaN, bid: NaN, ask: NaN },
-    { binSeq: 4, spot: 98, bid: 97, ask: 99 },
+    { binSeq: 1, tsMs: 100, spot: 100, bid: 99, ask: 101 },
+    { binSeq: 2, tsMs: 200, spot: 102, bid: 101, ask: 103 },
+    { binSeq: 3, tsMs: 300, spot: NaN, bid: NaN, ask: NaN },
+    { binSeq: 4, tsMs: 400, spot: 98, bid: 97, ask: 99 },
   ];
+  const ohlc = (c: { firstSeq: number; lastSeq: number; open: number; high: number; low: number; close: number }) => (
+    { firstSeq: c.firstSeq, lastSeq: c.lastSeq, open: c.open, high: c.high, low: c.low, close: c.close });
 
   it('open = previous close, close = spot, high = ask, low = bid (widened to the body)', () => {
-    const c = buildCandles(bins);
+    const c = timeCandles(bins, 100).map(ohlc); // one bin per 100 ms candle
     expect(c).toEqual([
       { firstSeq: 1, lastSeq: 1, open: 100, high: 101, low: 99, close: 100 },
       { firstSeq: 2, lastSeq: 2, open: 100, high: 103, low: 100, close: 102 },
@@ -173,13 +149,13 @@ describe('candles (SPEC §9)', () => {
     ]);
   });
 
-  it('groups bins per candle', () => {
-    const c = buildCandles(bins, 2);
+  it('groups bins per candle interval', () => {
+    const c = timeCandles(bins, 200).map(ohlc); // (0, 200], (200, 400]
     expect(c).toEqual([
       { firstSeq: 1, lastSeq: 2, open: 100, high: 103, low: 99, close: 102 },
       { firstSeq: 4, lastSeq: 4, open: 102, high: 102, low: 97, close: 98 },
     ]);
-    expect(() => buildCandles(bins, 0)).toThrow(RangeError);
+    expect(() => timeCandles(bins, -1)).toThrow(RangeError);
   });
 });
 
