@@ -59,6 +59,8 @@ export interface DrawModel {
   readonly lineSets: ReadonlyMap<string, LineSet>;
   readonly showTrades: boolean;
   readonly markers: readonly Marker[];
+  /** Live feed gaps (ms): hatched bands, the book is invalid there. */
+  readonly gaps: readonly { readonly t0: number; readonly t1: number }[];
   /** A line of text over the plot (e.g. "PAUSED", "history"), or ''. */
   readonly banner: string;
 }
@@ -199,6 +201,7 @@ export class Renderer {
     for (const o of m.overlays) this.overlay(o, m, lod, x0, colW, yOf, P);
     if (m.showTrades) this.trades(m, i0, i1, xOf, yOf, P);
     this.markers(m, xOf, yOf, dpr);
+    this.gapBands(m, xOf, P);
     ctx.restore();
 
     this.timeAxis(m, P, H);
@@ -325,6 +328,31 @@ export class Renderer {
         ctx.arc(b.x, y, r, 0, 2 * Math.PI);
         ctx.stroke();
       }
+    }
+  }
+
+  private gapBands(m: DrawModel, xOf: (t: number) => number, P: PlotRect): void {
+    if (!m.gaps.length) return;
+    const ctx = this.ctx;
+    const dpr = P.dpr;
+    for (const g of m.gaps) {
+      if (g.t1 < m.view.t0 || g.t0 > m.view.t1) continue;
+      const x0 = xOf(g.t0);
+      const w = Math.max(xOf(g.t1) - x0, 3 * dpr);
+      ctx.fillStyle = 'rgba(255,80,80,0.12)';
+      ctx.fillRect(x0, 0, w, P.h);
+      ctx.strokeStyle = 'rgba(255,120,120,0.45)';
+      ctx.lineWidth = 1;
+      ctx.beginPath();
+      for (let y = -w; y < P.h; y += 8 * dpr) { // hatching
+        ctx.moveTo(x0, y + w);
+        ctx.lineTo(x0 + w, y);
+      }
+      ctx.stroke();
+      ctx.fillStyle = '#ff9a9a';
+      ctx.font = `${10 * dpr}px system-ui, sans-serif`;
+      ctx.textBaseline = 'top';
+      ctx.fillText('feed gap', x0 + 3 * dpr, 60 * dpr);
     }
   }
 
