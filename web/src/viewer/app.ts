@@ -436,7 +436,8 @@ export class ViewerApp {
       this.catchUpSkips++;
       return; // behind the stream: take the bins in first, draw at ≤ 10 fps
     }
-    const painted = this.mode === 'heatmap' && this.cache ? this.cache.sync(m.ring, this.colouring(), RECOLOUR_BUDGET_MS) : false;
+    const budget = this.behindMs > CATCH_UP_MS ? 1 : RECOLOUR_BUDGET_MS; // behind: bins first
+    const painted = this.mode === 'heatmap' && this.cache ? this.cache.sync(m.ring, this.colouring(), budget) : false;
     const fresh = m.ring.pushed !== this.drawnPushed && !this.paused;
     // paused: the picture stays as it was, unless the user changes it (then the recolouring it causes is shown)
     if (this.paused && this.dirty) this.recolourOwed = true;

@@ -181,9 +181,9 @@ describe('zoomed-out scalar series', () => {
     const r = new BinRing(8, 1, []);
     const spots = [100, 102, 101, NaN, 99, 98];
     spots.forEach((sp, k) => r.push({ ...sc(k, k * 100, sp), bidTick: sp - 1, askTick: sp + 1 }, {}));
-    const lod = scalarLod(r, 0, 5, (i) => Math.floor(i / 3) * 10); // 3 bins per pixel column
+    const lod = scalarLod(r, 0, 5, 0, 1 / 300); // bins end every 100 ms, a pixel is 300 ms: 3 bins per column
     expect(lod.n).toBe(2);
-    expect(Array.from(lod.x.subarray(0, 2))).toEqual([0, 10]);
+    expect(Array.from(lod.x.subarray(0, 2))).toEqual([0, 1]);
     expect([lod.lo.spot[0], lod.hi.spot[0], lod.lo.bid[0], lod.hi.ask[0]]).toEqual([100, 102, 99, 103]);
     expect([lod.lo.spot[1], lod.hi.spot[1]]).toEqual([98, 99]);
   });
