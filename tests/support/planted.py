@@ -30,15 +30,18 @@ LEVELS = tuple(round(0.05 + 0.1 * i, 2) for i in range(10))
 BROAD = {lv: (0.75 if lv > 0.5 else 0.25) for lv in LEVELS}
 NARROW = {lv: (0.95 if lv == 0.55 else 0.05 if lv == 0.45 else 0.5) for lv in LEVELS}
 NOISE = dict.fromkeys(LEVELS, 0.5)
+FINE_LEVELS = tuple(round(0.005 + 0.01 * i, 3) for i in range(100))  # for sampled (continuous) thresholds
+FINE_BROAD = {lv: (0.75 if lv > 0.5 else 0.25) for lv in FINE_LEVELS}
 
 
 def planted_day(date: dt.date, win_share: dict[float, float], tp: int, sl: int, per_level: int = 40,
-                seed: int = 0, bin_seconds: float = 1.0, exact: bool = True) -> dict[str, np.ndarray]:
+                seed: int = 0, bin_seconds: float = 1.0, exact: bool = True,
+                levels: tuple[float, ...] = LEVELS) -> dict[str, np.ndarray]:
     """One day of bins (`s`, `mid`, `best_bid`, `best_ask`, `ts_ns`, `valid`) from 09:30 ET (14:30 UTC).
     `exact`: each level wins exactly its share of the time; else each spike wins with that probability."""
     rng = np.random.default_rng(seed)
     events = []
-    for lv in LEVELS:
+    for lv in levels:
         wins = round(win_share[lv] * per_level)
         won = [k < wins for k in range(per_level)] if exact else list(rng.random(per_level) < win_share[lv])
         events += [(lv, w) for w in won]

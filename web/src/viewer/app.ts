@@ -22,7 +22,7 @@ import { isNormalization, NORMALIZATIONS, Normalizer, type Normalization } from 
 import { buildStreamUrl, checkReplayParam, withReplay, type ReplayQuery, type ViewerParams } from './params';
 import { plotRect, Renderer, visibleBins, type Marker } from './renderer';
 import { RollingStats } from './stats';
-import type { RuntimeConfigMessage, StreamBin } from '../stream/contract';
+import { isLiveConfig, type FeedGap, type RuntimeConfigMessage, type SourceStatus, type StreamBin } from '../stream/contract';
 import { Viewport } from './viewport';
 import { parseVisualization, type Visualization } from './vizconfig';
 
@@ -148,6 +148,9 @@ export class ViewerApp {
   private drag: { x: number; y: number; id: number } | null = null;
   private tipFields = new Set<string>();
   private markers: Marker[] = [];
+  /** Live feed gaps (ms; an open end while the book waits for a snapshot). */
+  private feedGaps: { t0: number; t1: number }[] = [];
+  private sourceDown: string | null = null;
   private fields: string[] = [];
 
   constructor(private readonly root: HTMLElement, private readonly params: ViewerParams) {
@@ -165,10 +168,13 @@ export class ViewerApp {
       onBin: (b) => this.onBin(b),
       onError: (e, src) => this.onError(e, src),
       onEnd: (info) => this.onEnd(info),
+      onGap: (g) => this.onGap(g),
+      onSourceStatus: (st) => this.onSourceStatus(st),
     });
     this.controls();
     this.pointer();
     this.help();
+    this.syncControls();
     this.publish();
     new ResizeObserver(() => {
       this.dirty = true;
@@ -191,11 +197,13 @@ export class ViewerApp {
   // ---- stream events ------------------------------------------------------------------------------------
 
   private onState(s: ConnState, detail: string): void {
+    if (s === 'reconnecting') this.continueOnReconnect();
     const ind = el(this.root, '#conn-state');
     ind.textContent = s;
     ind.dataset.state = s;
     ind.title = detail;
     el(this.root, '#conn-detail').textContent = detail;
+    this.dirty = true; // the placeholder names the state
     this.publish();
   }
 
@@ -221,6 +229,36 @@ export class ViewerApp {
     this.dirty = true;
   }
 
+  /** The LIVE / REPLAY badge; a live stream has no replay controls. */
+  private showSource(c: RuntimeConfigMessage): void {
+    const live = isLiveConfig(c);
+    const badge = el(this.root, '#source');
+    badge.hidden = false;
+    badge.dataset.source = live ? 'live' : 'replay';
+    badge.textContent = live ? 'LIVE' : 'REPLAY';
+    badge.title = live ? 'the market as it happens (source=live)' : 'a replay of the lake';
+    for (const sel of ['#seek button', '#replay-date', '#replay-start', '#replay-speed']) {
+      el<HTMLInputElement>(this.root, sel).disabled = live;
+    }
+  }
+
+  /** Live: a gap in the market feed (the book is invalid until the next snapshot): drawn as a hatched band. */
+  private onGap(g: FeedGap): void {
+    const newest = this.model?.ring.newest()?.tsMs ?? Date.now();
+    const t0 = g.start_ns !== null ? Number(g.start_ns / 1_000_000n) : newest;
+    const t1 = g.end_ns !== null ? Number(g.end_ns / 1_000_000n) : newest;
+    this.feedGaps.push({ t0, t1: Math.max(t1, t0 + (this.config?.cell_width_ms ?? 100)) });
+    if (this.feedGaps.length > 500) this.feedGaps.shift();
+    el(this.root, '#conn-detail').textContent = `feed gap ${formatEt(t0, 1)}–${formatEt(t1, 1)} ET: the book is invalid until the next snapshot`;
+    this.dirty = true;
+  }
+
+  private onSourceStatus(st: SourceStatus): void {
+    this.sourceDown = st.available ? null : st.reason ?? 'unavailable';
+    el(this.root, '#conn-detail').textContent = st.available ? 'live source available' : `live source unavailable: ${this.sourceDown}`;
+    this.dirty = true;
+  }
+
   private notice(title: string, message: string, days: readonly string[]): void {
     const box = el(this.root, '#notice');
     el(box, '.notice-title').textContent = title;
@@ -231,15 +269,27 @@ export class ViewerApp {
 
   private onConfig(c: RuntimeConfigMessage): void {
     const prev = this.config;
-    const keep = this.keepHistory && this.model !== null && prev !== null
-      && (prev.raw.serving as { serving_id?: string } | undefined)?.serving_id === (c.raw.serving as { serving_id?: string } | undefined)?.serving_id
-      && (prev.raw.replay as { date?: string } | undefined)?.date === (c.raw.replay as { date?: string } | undefined)?.date;
+    const sameVersion = prev !== null
+      && (prev.raw.serving as { serving_id?: string } | undefined)?.serving_id === (c.raw.serving as { serving_id?: string } | undefined)?.serving_id;
+    const sameGrid = prev !== null && prev.symbol === c.symbol && prev.grid_rows === c.grid_rows && prev.cell_width_ms === c.cell_width_ms
+      && prev.tick_int === c.tick_int && JSON.stringify(prev.grid_schema_fields) === JSON.stringify(c.grid_schema_fields);
+    // a continued replay (speed change, reconnect) of the same day, or a live stream's new runtime_config for the
+    // same version and grid (a new day, the live process restarted): the history stays
+    const keep = this.model !== null && sameVersion && sameGrid && (
+      (this.keepHistory && (prev!.raw.replay as { date?: string } | undefined)?.date === (c.raw.replay as { date?: string } | undefined)?.date)
+      || (isLiveConfig(prev) && isLiveConfig(c)));
+    if (prev && isLiveConfig(c) && !keep && this.model) {
+      this.notice('New live configuration', `${c.display_name ?? this.params.serving} now streams ${c.symbol ?? '?'}`
+        + ' (a contract roll, or a new version behind the alias): the history starts again.', []);
+    }
+    this.showSource(c);
     this.keepHistory = false;
     this.config = c;
     this.ended = false;
     this.lagBase = Infinity; // a new session: a new deadline clock
     this.behindMs = 0;
-    el(this.root, '#notice').hidden = true;
+    this.sourceDown = null;
+    if (keep || !isLiveConfig(c)) el(this.root, '#notice').hidden = true;
     const replay = (c.raw.replay ?? {}) as Record<string, unknown>;
     this.replayInfo(replay);
     if (keep) {
@@ -267,6 +317,7 @@ export class ViewerApp {
     this.gaps = 0;
     this.lastSeq = null;
     this.markers = [];
+    this.feedGaps = [];
     const derived = ring.has(EMA_SIGNAL_FIELD) ? [EMA_SIGNAL_FIELD] : []; // the EMA/SMA lines are prices: not offered
     this.fields = [...(hasBook ? [BOOK_FIELD] : []), ...floats, ...this.model.goldFields.filter((f) => f !== 'state5_code'), ...derived];
     this.fillFieldOptions();
@@ -314,7 +365,7 @@ export class ViewerApp {
     if (!ingestBin(m, bin)) return;
     const ring = m.ring;
     const i = ring.size - 1;
-    if (this.field === BOOK_FIELD || ring.has(this.field)) this.normalizer.update(ring.column(this.field, i));
+    if (ring.has(this.field)) this.normalizer.update(ring.column(this.field, i));
     this.binsTotal++;
     const s = ring.scalarsAt(i);
     const mid = Number.isFinite(s.bidTick) && Number.isFinite(s.askTick) ? (s.bidTick + s.askTick) / 2 : s.spotTick;
@@ -373,7 +424,12 @@ export class ViewerApp {
     const m = this.model;
     const v = this.view;
     if (!m || !this.config || !v) {
-      if (resized) this.renderer.placeholder(`waiting for ${this.params.serving} …`);
+      if (resized || this.dirty) {
+        const st = this.conn.state;
+        this.renderer.placeholder(st === 'error' ? 'no stream (see the message above)'
+          : st === 'ended' ? `${this.params.serving}: the stream ended without bins` : `waiting for ${this.params.serving} …`);
+        this.dirty = false;
+      }
       return;
     }
     const t0 = performance.now();
@@ -382,7 +438,8 @@ export class ViewerApp {
       this.catchUpSkips++;
       return; // behind the stream: take the bins in first, draw at ≤ 10 fps
     }
-    const painted = this.mode === 'heatmap' && this.cache ? this.cache.sync(m.ring, this.colouring(), RECOLOUR_BUDGET_MS) : false;
+    const budget = this.behindMs > CATCH_UP_MS ? 1 : RECOLOUR_BUDGET_MS; // behind: bins first
+    const painted = this.mode === 'heatmap' && this.cache ? this.cache.sync(m.ring, this.colouring(), budget) : false;
     const fresh = m.ring.pushed !== this.drawnPushed && !this.paused;
     // paused: the picture stays as it was, unless the user changes it (then the recolouring it causes is shown)
     if (this.paused && this.dirty) this.recolourOwed = true;
@@ -396,7 +453,7 @@ export class ViewerApp {
       cellMs: this.config.cell_width_ms, overlays: this.viz.overlays, horizonsBins: this.config.projection_horizons_bins,
       tickDollars: Number(this.config.tick_int) * this.config.price_scale, goldReady: m.gold?.ready ?? false,
       candles: this.mode === 'candle' ? this.candles() : [], lineSets: m.lineSets, showTrades: this.showTrades,
-      markers: this.markers, banner: this.banner(),
+      markers: this.markers, gaps: this.feedGaps, banner: this.banner(),
     });
     this.frameStats.add(performance.now() - t0);
     this.frames++;
@@ -408,6 +465,7 @@ export class ViewerApp {
 
   private banner(): string {
     const v = this.view!;
+    if (this.sourceDown) return `LIVE SOURCE UNAVAILABLE · ${this.sourceDown} · waiting`;
     if (this.paused) return 'PAUSED · bins keep buffering · Space resumes';
     if (!v.following) return `HISTORY · ${formatEt(v.t1, 0)} ET · F follows live`;
     if (this.ended) return 'END OF STREAM';
@@ -571,6 +629,24 @@ export class ViewerApp {
     this.publish();
   }
 
+  /** The replay parameters that continue from the newest bin (same date, start = its ET time), or null when
+   * there is nothing to continue from (no bins yet, or the bins are not on the replayed partition date). */
+  private continuation(): ReplayQuery | null {
+    const newest = this.model?.ring.newest();
+    if (!newest || this.ended) return null;
+    const cfgDate = String((this.config?.raw.replay as { date?: string } | undefined)?.date ?? '');
+    if (cfgDate && etDate(newest.tsMs) !== cfgDate) return null; // start is an ET time on the (UTC) partition date
+    return { ...this.replay, start: formatEt(newest.tsMs, 0), ...(cfgDate ? { date: cfgDate } : {}) };
+  }
+
+  /** A dropped connection reopens from the newest bin's time, keeping the history (not from the page's start). */
+  private continueOnReconnect(): void {
+    const next = this.continuation();
+    if (!next) return;
+    this.keepHistory = true;
+    this.conn.url = buildStreamUrl(window.location.href, { serving: this.params.serving, replay: next, stream: this.params.stream });
+  }
+
   /** Reopen the stream with `next` replay parameters; `keep` keeps the history (a continued replay). */
   private reopen(next: ReplayQuery, keep: boolean): void {
     this.replay = next;
@@ -656,19 +732,8 @@ export class ViewerApp {
       this.reopen(next, false);
     });
     speed.addEventListener('change', () => {
-      const newest = this.model?.ring.newest();
-      const next: ReplayQuery = { ...this.replay, speed: speed.value };
-      let keep = false;
-      if (newest && !this.ended) {
-        const day = etDate(newest.tsMs);
-        const cfgDate = String((this.config?.raw.replay as { date?: string } | undefined)?.date ?? '');
-        if (day === cfgDate || !cfgDate) { // the partition date is UTC; a start time is ET on it
-          next.start = formatEt(newest.tsMs, 0);
-          if (cfgDate) next.date = cfgDate;
-          keep = true;
-        }
-      }
-      this.reopen(next, keep);
+      const cont = this.continuation();
+      this.reopen({ ...(cont ?? this.replay), speed: speed.value }, cont !== null);
     });
     window.addEventListener('keydown', (e) => {
       const t = e.target as HTMLElement | null;
@@ -830,7 +895,8 @@ export class ViewerApp {
     rows.push(`${formatEt(s.tsMs - cell, 3)}–${formatEt(s.tsMs, 3).slice(6)} ET  bin ${s.binSeq}`);
     rows.push(`price ${price}  (k ${Number.isFinite(row) ? row - c.grid_radius_ticks : '—'})`);
     const fmt = (x: number) => (Number.isNaN(x) ? '—' : Math.abs(x) >= 1000 ? x.toFixed(0) : Math.abs(x) >= 1 ? x.toFixed(2) : x.toPrecision(3));
-    const val = (f: string) => (ring.has(f) ? (ring.holds(f, i) ? fmt(ring.value(f, i, row)) : '(older than the full-field buffer)') : '—');
+    const val = (f: string) => (ring.has(f) && ring.holds(f, i) ? fmt(ring.value(f, i, row)) : '—');
+    const older = (f: string) => ring.has(f) && !ring.holds(f, i);
     if (ring.has(BOOK_FIELD)) {
       const b = ring.holds(BOOK_FIELD, i) ? ring.value(BOOK_FIELD, i, row) : NaN;
       rows.push(`book   ${Number.isNaN(b) ? '—' : b > 0 ? `ask ${b.toFixed(0)}` : b < 0 ? `bid ${(-b).toFixed(0)}` : '0'}`);
@@ -853,8 +919,11 @@ export class ViewerApp {
     if (this.field !== BOOK_FIELD) add(this.field);
     for (const f of this.tipFields) add(f);
     if (m.goldFields.length) {
-      rows.push('— gold —');
-      for (const f of m.goldFields) add(f);
+      if (m.goldFields.every(older)) rows.push(`gold: kept for the last ${FULL_FIELDS_MS / 60_000} min only`);
+      else {
+        rows.push('— gold —');
+        for (const f of m.goldFields) add(f);
+      }
     }
     return rows.join('\n');
   }

@@ -174,3 +174,81 @@ describe('time candles', () => {
     expect(() => timeCandles(bins, 0)).toThrow(RangeError);
   });
 });
+
+describe('zoomed-out scalar series', () => {
+  it('one pass gives per-pixel min/max of spot, bid and ask; NaN bins do not count', async () => {
+    const { scalarLod } = await import('./renderer');
+    const r = new BinRing(8, 1, []);
+    const spots = [100, 102, 101, NaN, 99, 98];
+    spots.forEach((sp, k) => r.push({ ...sc(k, k * 100, sp), bidTick: sp - 1, askTick: sp + 1 }, {}));
+    const lod = scalarLod(r, 0, 5, 0, 1 / 300); // bins end every 100 ms, a pixel is 300 ms: 3 bins per column
+    expect(lod.n).toBe(2);
+    expect(Array.from(lod.x.subarray(0, 2))).toEqual([0, 1]);
+    expect([lod.lo.spot[0], lod.hi.spot[0], lod.lo.bid[0], lod.hi.ask[0]]).toEqual([100, 102, 99, 103]);
+    expect([lod.lo.spot[1], lod.hi.spot[1]]).toEqual([98, 99]);
+  });
+});
+
+describe('HeatCache recolouring', () => {
+  const g = globalThis as Record<string, unknown>;
+  it('a scale that keeps drifting still gets every column recoloured (passes run to the end)', async () => {
+    const saved = g.ImageData;
+    g.ImageData = class {
+      readonly data: Uint8ClampedArray;
+      constructor(readonly width: number, readonly height: number) {
+        this.data = new Uint8ClampedArray(width * height * 4);
+      }
+    };
+    try {
+      const { HeatCache } = await import('./heatcache');
+      const puts: number[] = [];
+      const canvas = () => ({ width: 0, height: 0, getContext: () => ({ fillRect() {}, drawImage() {}, putImageData: (_i: unknown, x: number) => puts.push(x) }) }) as unknown as HTMLCanvasElement;
+      const ring = new BinRing(640, 7, ['f']);
+      for (let s = 0; s < 640; s++) ring.push(sc(s), { f: [1, 2, 3, 4, 5, 6, 7] });
+      const cache = new HeatCache(640, R, canvas);
+      const lut = buildLut('thermal');
+      let scale = 10;
+      let clock = 0;
+      const now = () => (clock += 1); // every block of 64 columns costs 1 ms: a 1.5 ms budget paints one or two
+      cache.sync(ring, { field: 'f', lut, key: 'f', scale, norm: (v) => v / scale }, 1e9, now);
+      expect(cache.complete(ring)).toBe(true);
+      let syncs = 0;
+      do { // the scale drifts 10 % before every sync
+        scale *= 1.1;
+        cache.sync(ring, { field: 'f', lut, key: 'f', scale, norm: (v) => v / scale }, 1.5, now);
+        syncs++;
+      } while (!cache.complete(ring) && syncs < 100);
+      expect(cache.complete(ring)).toBe(true);
+      expect(syncs).toBeLessThanOrEqual(11); // 640 columns in blocks of 64
+      expect(puts.length).toBeGreaterThan(10);
+    } finally {
+      g.ImageData = saved;
+    }
+  });
+});
+
+describe('signal markers', () => {
+  it('entries become ▲/▼ at their price tick, exits ■ with outcome and P&L; scores are kept by bin time', async () => {
+    const { markersOf, SignalTrack } = await import('./signals');
+    const msg = {
+      bin_seq: 3, ts_ns: '1700000000300000000', score: 0.42,
+      events: [
+        { event: 'exit' as const, bin_seq: 3, ts_ns: '1700000000300000000', direction: 1, price: 4801, outcome: 'tp', pnl_ticks: 8 },
+        { event: 'entry' as const, bin_seq: 3, ts_ns: '1700000000300000000', direction: -1, price: 4800.25 },
+      ],
+    };
+    expect(markersOf(msg, 0.25)).toEqual([
+      { tsMs: 1_700_000_000_300, tick: 19204, kind: 'exit', label: 'tp +8t' },
+      { tsMs: 1_700_000_000_300, tick: 19201, kind: 'entry_short', label: 'short' },
+    ]);
+    const track = new SignalTrack(2);
+    track.add(msg, 0.25);
+    expect(track.position).toEqual({ direction: -1, since: 1_700_000_000_300 });
+    track.add({ bin_seq: 4, ts_ns: '1700000000400000000', score: -0.1, events: [] }, 0.25);
+    track.add({ bin_seq: 5, ts_ns: '1700000000500000000', score: null, events: [] }, 0.25);
+    track.add({ bin_seq: 6, ts_ns: '1700000000600000000', score: 0.3, events: [] }, 0.25);
+    expect([track.scoreAt(1_700_000_000_400), track.latest]).toEqual([-0.1, 0.3]);
+    expect(Number.isNaN(track.scoreAt(1_700_000_000_300))).toBe(true); // beyond the capacity of 2 scores
+    expect(track.markers).toHaveLength(2);
+  });
+});

@@ -59,6 +59,8 @@ export interface DrawModel {
   readonly lineSets: ReadonlyMap<string, LineSet>;
   readonly showTrades: boolean;
   readonly markers: readonly Marker[];
+  /** Live feed gaps (ms): hatched bands, the book is invalid there. */
+  readonly gaps: readonly { readonly t0: number; readonly t1: number }[];
   /** A line of text over the plot (e.g. "PAUSED", "history"), or ''. */
   readonly banner: string;
 }
@@ -92,8 +94,57 @@ export function visibleBins(ring: BinRing, t0: number, t1: number, cellMs: numbe
   return [i0, i1];
 }
 
+/** Per pixel column (zoomed out): min / max of the spot, bid and ask ticks of the bins drawn there. */
+export interface ScalarLod {
+  readonly x: Float64Array;
+  readonly n: number;
+  readonly lo: Record<Series, Float64Array>;
+  readonly hi: Record<Series, Float64Array>;
+}
+
+export type Series = 'spot' | 'bid' | 'ask';
+
+/** One pass over bins i0..i1: the per-pixel min/max of the three scalar series (a pixel column whose bins are all
+ * NaN keeps NaN: the trail breaks there). A bin's left edge is at x = xa + xb·tsMs px; its column is floor(x). */
+export function scalarLod(ring: BinRing, i0: number, i1: number, xa: number, xb: number): ScalarLod {
+  const cap = Math.max(0, i1 - i0 + 1);
+  const lo = { spot: new Float64Array(cap), bid: new Float64Array(cap), ask: new Float64Array(cap) };
+  const hi = { spot: new Float64Array(cap), bid: new Float64Array(cap), ask: new Float64Array(cap) };
+  const [los, lob, loa, his, hib, hia] = [lo.spot, lo.bid, lo.ask, hi.spot, hi.bid, hi.ask];
+  const x = new Float64Array(cap);
+  let n = -1;
+  let px = NaN;
+  for (let i = i0; i <= i1; i++) {
+    const xi = Math.floor(xa + xb * ring.tsAt(i));
+    if (xi !== px) {
+      n++;
+      px = xi;
+      x[n] = xi;
+      los[n] = lob[n] = loa[n] = his[n] = hib[n] = hia[n] = NaN;
+    }
+    const s = ring.spotAt(i);
+    const b = ring.bidAt(i);
+    const a = ring.askAt(i);
+    if (s === s) { // not NaN; comparisons with a NaN start take the first value
+      if (!(s >= los[n])) los[n] = s;
+      if (!(s <= his[n])) his[n] = s;
+    }
+    if (b === b) {
+      if (!(b >= lob[n])) lob[n] = b;
+      if (!(b <= hib[n])) hib[n] = b;
+    }
+    if (a === a) {
+      if (!(a >= loa[n])) loa[n] = a;
+      if (!(a <= hia[n])) hia[n] = a;
+    }
+  }
+  return { x, n: n + 1, lo, hi };
+}
+
 export class Renderer {
   private readonly ctx: CanvasRenderingContext2D;
+  /** This frame's per-pixel scalar series when zoomed out (null when a bin is ≥ 1 px wide). */
+  private lod: ScalarLod | null = null;
   /** Overlay types this renderer draws; the app lists the others. */
   static readonly SUPPORTED = new Set(['vp_gold', 'spot_trail', 'bbo_spread', 'bbo_trail', 'projection_bands', 'ema_lines', 'sma_lines']);
   /** The last frame's volume profile (the tooltip reads it). */
@@ -151,9 +202,12 @@ export class Renderer {
     this.grid(m, P);
     if (m.mode === 'candle') this.candles(m, xOf, yOf, dpr);
     const lod = { i0: Math.max(0, i0 - 1), i1: Math.min(m.ring.size - 1, i1 + 1) };
+    const pxPerMs = P.w / (v.t1 - v.t0);
+    this.lod = colW < 1 && lod.i1 >= lod.i0 ? scalarLod(m.ring, lod.i0, lod.i1, -(v.t0 + m.cellMs) * pxPerMs, pxPerMs) : null;
     for (const o of m.overlays) this.overlay(o, m, lod, x0, colW, yOf, P);
     if (m.showTrades) this.trades(m, i0, i1, xOf, yOf, P);
     this.markers(m, xOf, yOf, dpr);
+    this.gapBands(m, xOf, P);
     ctx.restore();
 
     this.timeAxis(m, P, H);
@@ -283,6 +337,31 @@ export class Renderer {
     }
   }
 
+  private gapBands(m: DrawModel, xOf: (t: number) => number, P: PlotRect): void {
+    if (!m.gaps.length) return;
+    const ctx = this.ctx;
+    const dpr = P.dpr;
+    for (const g of m.gaps) {
+      if (g.t1 < m.view.t0 || g.t0 > m.view.t1) continue;
+      const x0 = xOf(g.t0);
+      const w = Math.max(xOf(g.t1) - x0, 3 * dpr);
+      ctx.fillStyle = 'rgba(255,80,80,0.12)';
+      ctx.fillRect(x0, 0, w, P.h);
+      ctx.strokeStyle = 'rgba(255,120,120,0.45)';
+      ctx.lineWidth = 1;
+      ctx.beginPath();
+      for (let y = -w; y < P.h; y += 8 * dpr) { // hatching
+        ctx.moveTo(x0, y + w);
+        ctx.lineTo(x0 + w, y);
+      }
+      ctx.stroke();
+      ctx.fillStyle = '#ff9a9a';
+      ctx.font = `${10 * dpr}px system-ui, sans-serif`;
+      ctx.textBaseline = 'top';
+      ctx.fillText('feed gap', x0 + 3 * dpr, 60 * dpr);
+    }
+  }
+
   private markers(m: DrawModel, xOf: (t: number) => number, yOf: (t: number) => number, dpr: number): void {
     if (!m.markers.length) return;
     const ctx = this.ctx;
@@ -325,10 +404,25 @@ export class Renderer {
    * becomes one vertical min–max segment, so the path has at most ~2 points per pixel.
    */
   private trail(lod: { i0: number; i1: number }, x0: (i: number) => number, colW: number,
-    y: (t: number) => number, pick: (i: number) => number, step: boolean): void {
+    y: (t: number) => number, pick: (i: number) => number, step: boolean, series?: Series): void {
     const ctx = this.ctx;
     ctx.beginPath();
-    if (colW >= 1) {
+    if (series && this.lod) { // zoomed out: the frame's per-pixel min/max of a scalar series
+      const { x, n } = this.lod;
+      const lo = this.lod.lo[series];
+      const hi = this.lod.hi[series];
+      let pen = false;
+      for (let k = 0; k < n; k++) {
+        if (Number.isNaN(lo[k])) {
+          pen = false;
+          continue;
+        }
+        if (pen) ctx.lineTo(x[k], y(lo[k]));
+        else ctx.moveTo(x[k], y(lo[k]));
+        ctx.lineTo(x[k], y(hi[k]));
+        pen = true;
+      }
+    } else if (colW >= 1) {
       let pen = false;
       for (let i = lod.i0; i <= lod.i1; i++) {
         const t = pick(i);
@@ -392,14 +486,14 @@ export class Renderer {
       case 'spot_trail':
         ctx.strokeStyle = 'rgba(255,230,120,0.95)';
         ctx.lineWidth = 1.5 * dpr;
-        this.trail(lod, x0, colW, y, (i) => ring.spotAt(i), false);
+        this.trail(lod, x0, colW, y, (i) => ring.spotAt(i), false, 'spot');
         break;
       case 'bbo_trail':
         ctx.lineWidth = 1.25 * dpr;
         ctx.strokeStyle = BID_COLOR;
-        this.trail(lod, x0, colW, y, (i) => ring.bidAt(i), true);
+        this.trail(lod, x0, colW, y, (i) => ring.bidAt(i), true, 'bid');
         ctx.strokeStyle = ASK_COLOR;
-        this.trail(lod, x0, colW, y, (i) => ring.askAt(i), true);
+        this.trail(lod, x0, colW, y, (i) => ring.askAt(i), true, 'ask');
         break;
       case 'bbo_spread':
         if (colW < 1) break; // sub-pixel bins: the BBO trail shows the spread
@@ -460,15 +554,18 @@ export class Renderer {
     const half = PROJECTION_HALF_ROWS;
     const rowH = y(0) - y(1);
     const signalAt = (i: number) => ring.value(field, i, m.radius);
-    // historical: the first horizon's centre as drawn from each past bin
+    // historical: the first horizon's centre as drawn from each past bin (not when zoomed out past 2 bins per
+    // pixel, where it is noise and costs a pass over every bin)
     const h0 = Math.min(...m.horizonsBins);
-    ctx.strokeStyle = 'rgba(160,120,255,0.55)';
-    ctx.lineWidth = 1 * dpr;
-    this.trail(lod, (i) => x0(i) + h0 * colW, colW, y, (i) => {
-      const s = ring.spotAt(i);
-      const sig = signalAt(i);
-      return Number.isFinite(s) && Number.isFinite(sig) ? projectionCenterTick(s, sig, scale, h0) : NaN;
-    }, false);
+    if (colW >= 0.5) {
+      ctx.strokeStyle = 'rgba(160,120,255,0.55)';
+      ctx.lineWidth = 1 * dpr;
+      this.trail(lod, (i) => x0(i) + h0 * colW, colW, y, (i) => {
+        const s = ring.spotAt(i);
+        const sig = signalAt(i);
+        return Number.isFinite(s) && Number.isFinite(sig) ? projectionCenterTick(s, sig, scale, h0) : NaN;
+      }, false);
+    }
     // forward: bands from the newest bin
     const last = ring.size - 1;
     const spot = ring.scalarsAt(last).spotTick;
