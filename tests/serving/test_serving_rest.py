@@ -230,6 +230,7 @@ def test_openapi_schema_is_complete(client):
     schema = client.get("/openapi.json").json()
     ops = [(p, m, op) for p, item in schema["paths"].items() for m, op in item.items()]
     assert len(ops) == 37  # 22 serving, experiments, datasets, advisor, AutoML; 15 auth, workspace, audit
+    ops = [(p, m, op) for p, m, op in ops if p != "/auth/logout"]  # 204, no body
     for path, method, op in ops:
         ok = op["responses"]["200"]["content"]["application/json"]["schema"]
         ref = ok.get("$ref") or ok.get("items", {}).get("$ref")  # a model, or a list of a model
