@@ -266,7 +266,7 @@ export class ViewerApp {
     this.lastSeq = null;
     this.markers = [];
     const derived = ring.has(EMA_SIGNAL_FIELD) ? [EMA_SIGNAL_FIELD] : []; // the EMA/SMA lines are prices: not offered
-    this.fields = [...(hasBook ? [BOOK_FIELD] : []), ...floats, ...this.model.goldFields.filter((f) => f !== 'state5_code'), ...derived];
+    this.fields = [...(hasBook ? [BOOK_FIELD] : []), ...floats, ...this.model.goldFields.filter((f) => f !== 'state5_code'), ...this.model.dslFields, ...derived];
     this.fillFieldOptions();
     this.fillTipFields();
     this.setField(this.field, shader);
@@ -276,7 +276,8 @@ export class ViewerApp {
       + (unsupported.length ? ` · not drawn: ${unsupported.join(', ')}` : '')
       + (this.model.lineNotes.length ? ` · ${this.model.lineNotes.join('; ')}` : '')
       + (this.viz.warnings.length ? ` · config warnings: ${this.viz.warnings.join('; ')}` : '')
-      + (this.model.goldNote && this.viz.overlays.some((o) => o.type === 'vp_gold') ? ` · ${this.model.goldNote}` : '');
+      + (this.model.goldNote && this.viz.overlays.some((o) => o.type === 'vp_gold') ? ` · ${this.model.goldNote}` : '')
+      + (this.model.dslNote ? ` · ${this.model.dslNote}` : '');
     this.dirty = true;
   }
 
@@ -853,6 +854,10 @@ export class ViewerApp {
     if (m.goldFields.length) {
       rows.push('— gold —');
       for (const f of m.goldFields) add(f);
+    }
+    if (m.dslFields.length) {
+      rows.push('— gold DSL —');
+      for (const f of m.dslFields) add(f);
     }
     return rows.join('\n');
   }

@@ -228,3 +228,40 @@ describe('viewer model (stream → ring)', () => {
     });
   });
 });
+
+describe('viewer model: Gold DSL outputs as fields', () => {
+  const spec = {
+    version: 1, name: 'tiny', nodes: {
+      x: { type: 'silver_ref', field: 'v_add' },
+      e: { type: 'temporal_window', source: 'x', agg: 'ewm', alpha: 0.5 },
+      pv: { type: 'silver_ref', field: 'v_pull' },
+      o1: { type: 'output', source: 'e', name: 'v_add_ewm', dtype: 'float64' },
+      o2: { type: 'output', source: 'pv', name: 'v_pull', dtype: 'float64' },
+    },
+  };
+
+  it('computes every output per bin into the ring (a name taken by a streamed field becomes dsl:<name>)', () => {
+    const d = new StreamDecoder();
+    d.push(config('vacuum_pressure', VP_SCHEMA, { gold_dsl: { name: 'tiny', spec } }));
+    const m = createViewerModel(d.config!, 4);
+    expect(m.dslNote).toBeNull();
+    expect(m.dslFields).toEqual(['v_add_ewm', 'dsl:v_pull']);
+    expect(m.ring.fields).toEqual([...FLOATS, ...GOLD_FIELDS, 'v_add_ewm', 'dsl:v_pull']);
+    const spot = 4_800_000_000_000n;
+    const bins = decodeAll(d, [update(1, spot), vpFrame(1), update(2, spot), vpFrame(2)]);
+    for (const b of bins) ingestBin(m, b);
+    // v_add at row j of bin s is (j + 1) * 1 + s: ewm(0.5) of [j + 2, j + 3] = 0.5 * (j + 3) + 0.5 * (j + 2)
+    expect(Array.from(m.ring.column('v_add_ewm', 1))).toEqual([0, 1, 2, 3, 4].map((j) => 0.5 * (j + 3) + 0.5 * (j + 2)));
+    expect(Array.from(m.ring.column('dsl:v_pull', 1))).toEqual(Array.from(m.ring.column('v_pull', 1)));
+  });
+
+  it('a spec reading an unstreamed column is switched off with a note, not a crash', () => {
+    const d = new StreamDecoder();
+    const bad = { ...spec, nodes: { ...spec.nodes, x: { type: 'silver_ref', field: 'bid_depth' } } };
+    d.push(config('vacuum_pressure', VP_SCHEMA, { gold_dsl: { name: 'tiny', spec: bad } }));
+    const m = createViewerModel(d.config!, 4);
+    expect(m.dsl).toBeNull();
+    expect(m.dslFields).toEqual([]);
+    expect(m.dslNote).toMatch(/bid_depth/);
+  });
+});
