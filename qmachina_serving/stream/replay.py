@@ -233,6 +233,7 @@ class Frame:
     json_prefix: str
     arrow: bytes
     gold: dict[str, np.ndarray] | None = None  # the bin's Gold DSL outputs (2R+1 rows), when the version has one
+    dsl_in: tuple[np.ndarray, ...] | None = None  # its DslRuntime.step_raw input (the session's per-client state)
 
     def grid_update(self, due_unix_ns: int) -> str:
         return f'{self.json_prefix},"due_unix_ns":"{due_unix_ns}"}}'
@@ -355,6 +356,16 @@ class DslFollower:
     @property
     def start_ns(self) -> int | None:
         return self._start_ns
+
+    def raw_inputs(self, bins: dict[str, np.ndarray], grid: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+        """(bin_seq, valid, spot tick, inputs) as `DslRuntime.step_raw` takes them (copies, not engine views)."""
+        p = self.runtime.program
+        spot = np.asarray(bins["spot_ref_price_int"], np.int64)
+        valid = np.asarray(bins["book_valid"], np.bool_) & (spot > 0)
+        inp = np.empty((len(p.fields), len(grid["k"])), np.float64)
+        for i, f in enumerate(p.fields):
+            inp[i] = grid[f]
+        return np.asarray(bins["bin_start_ns"], np.int64) // self.cell_ns, valid, spot // p.tick_int, inp
 
     def feed(self, bins: dict[str, np.ndarray], grid: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         seq = np.asarray(bins["bin_start_ns"], np.int64) // self.cell_ns
@@ -487,8 +498,10 @@ class BinProducer:
                 gold = self.dsl.feed(chunk.bins, chunk.grid)
                 w = self.shaper.rows_per_bin
                 names = [c for c in gold if c not in ("bin_seq", "k")]
+                seq, valid, spot, inp = self.dsl.raw_inputs(chunk.bins, chunk.grid)
                 for b, f in enumerate(frames):
                     f.gold = {c: gold[c][b * w:(b + 1) * w] for c in names}
+                    f.dsl_in = (seq[b:b + 1], valid[b:b + 1], spot[b:b + 1], inp[:, b * w:(b + 1) * w])
             out.extend(frames)
         self.bins += len(out)
         return out

@@ -87,5 +87,5 @@ def test_dsl_fixtures_are_regenerated_identically(tmp_path) -> None:
         assert fresh.keys() == committed.keys()
         for col in fresh:
             assert np.array_equal(fresh[col], committed[col], equal_nan=True), (path.name, col)
-    for path in DSL_FIXTURES.glob("*.spec.json"):
+    for path in [*DSL_FIXTURES.glob("*.spec.json"), *DSL_FIXTURES.glob("*.state.json")]:
         assert (tmp_path / path.name).read_text() == path.read_text()

@@ -5,13 +5,17 @@ refuses a spec the browser could not run (naming the node)."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import datetime as dt
 import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from websockets.asyncio.client import connect
 
 from qmachina_assets.core.engine.silver_partition import silver_dir
 from qmachina_assets.core.gold import dsl, dsl_runtime
@@ -19,7 +23,7 @@ from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.registry import PreflightError, Registry
 from qmachina_serving.stream.replay import BinProducer, ReplayRequest, plan_replay
 from qmachina_serving.stream.source import RegistrySource
-from tests.support.serving import DATE, build_served_lake
+from tests.support.serving import DATE, build_served_lake, serve
 
 SPEC = PROJECT_ROOT / "configs" / "gold" / "depth_imbalance.yaml"
 
@@ -147,3 +151,55 @@ def test_the_browser_capabilities_name_only_what_the_dsl_has() -> None:
     assert set(caps["expr_functions"]) == set(dsl.EXPR_FUNCTIONS)
     assert dsl.browser_problems(dsl.load_spec(SPEC), {"k", "bid_depth", "ask_depth"}) == []
     assert Path(dsl.BROWSER_CAPABILITIES_PATH).is_file()
+
+
+async def _stream(uri: str, limit_bins: int) -> tuple[dict, list]:
+    out: list = []
+    hello = None
+    pending = None
+    async with connect(uri, max_size=None, compression=None) as ws:
+        async for msg in ws:
+            if isinstance(msg, bytes):
+                out.append((pending, msg))
+                if len(out) >= limit_bins:
+                    break
+                continue
+            d = json.loads(msg)
+            if d["type"] == "runtime_config":
+                hello = d
+            elif d["type"] == "grid_update":
+                pending = d
+    return hello, out
+
+
+def _state(msg: dict) -> dict[str, np.ndarray]:
+    return {name: np.frombuffer(base64.b64decode(msg[name]["b64"]), np.dtype(msg[name]["dtype"]).newbyteorder("<"))
+            for name in dsl_runtime.STATE_ARRAYS}
+
+
+def test_a_midday_client_gets_the_session_state_and_reproduces_the_served_outputs(world) -> None:
+    """Over the wire: the hello carries the DSL state (the worker-built checkpoint's), and a runtime resumed from it
+    on the received silver gives the outputs of a replay from the session start, bin for bin."""
+    _, full = _frames(world)
+    by_end = {f.bin_end_ns: f for f in full}
+    version = RegistrySource(lake=world.lake, instrument=world.instrument).resolve("dsl")
+    spec = dsl.GoldDslSpec.model_validate(version.snapshot["gold_dsl"]["spec"])
+    inst = world.instrument
+    with serve(world.lake, version.version_id, QMACHINA_SERVING_LEAD_IN_S="0.05", QMACHINA_SERVING_MAX_STALL_S="30",
+               QMACHINA_SERVING_INLINE_WARMUP_RECORDS="1000") as srv:
+        hello, got = asyncio.run(_stream(f"{srv.ws}?serving=dsl&start=18:02:10&end=18:03:00&speed=50", 300))
+    state = hello["replay"]["gold_dsl_state"]
+    rt = dsl_runtime.DslRuntime(spec, inst.grid_radius_ticks, inst.tick_int, inst.cell_width_ms)
+    assert state["key"] == rt.state_key()
+    rt.load_state(_state(state))
+    assert len(got) == 300
+    cell_ns = inst.cell_width_ms * 1_000_000
+    for upd, frame in got:
+        t = pa.ipc.open_stream(frame).read_all()
+        out = rt.step({"bin_seq": np.array([int(upd["bin_start_ns"]) // cell_ns]),
+                       "spot_ref_price_int": np.array([int(upd["spot_ref_price_int"])]),
+                       "book_valid": np.array([upd["book_valid"]])},
+                      {c: t.column(c).to_numpy() for c in ("k", "bid_depth", "ask_depth")})
+        ref = by_end[int(upd["bin_end_ns"])]
+        for c, v in ref.gold.items():
+            assert np.array_equal(out[c], v, equal_nan=True), (upd["bin_seq"], c)

@@ -99,8 +99,9 @@ def write_dsl_fixtures(source: Path, out_dir: Path, instrument: InstrumentConfig
                        n_bins: int = DSL_FIXTURE_BINS, radius: int = FIXTURE_RADIUS) -> dict:
     """Golden vectors of Gold DSL specs for the browser's executor: one cut of real silver (`bins.arrow`,
     `grid.arrow`: every column the specs read) and per spec `<name>.spec.json` + `<name>.expected.arrow`
-    (`dsl_runtime.execute` on exactly that cut: the outputs and gold_valid per grid row). `config.json` lists the
-    specs, the geometry and the tolerance."""
+    (`dsl_runtime.execute` on exactly that cut: the outputs and gold_valid per grid row), and `<name>.state.json`,
+    the runtime's state after the first half of the bins (what the server hands a browser that starts mid-day).
+    `config.json` lists the specs, the geometry and the tolerance."""
     from qmachina_assets.core.gold import dsl, dsl_runtime
 
     specs = {p.stem: dsl.load_spec(p) for p in spec_paths}
@@ -119,7 +120,13 @@ def write_dsl_fixtures(source: Path, out_dir: Path, instrument: InstrumentConfig
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_arrow(out_dir / "bins.arrow", cut_bins)
     _write_arrow(out_dir / "grid.arrow", cut_grid)
+    half = n_bins // 2
     for name, spec in specs.items():
+        rt = dsl_runtime.DslRuntime(spec, radius, instrument.tick_int, instrument.cell_width_ms)
+        rt.step({c: v[:half] for c, v in cut_bins.items()},
+                {c: v[:half * (2 * radius + 1)] for c, v in cut_grid.items()})
+        state = {"after_bins": half, **rt.state_json()}
+        (out_dir / f"{name}.state.json").write_text(json.dumps(state, indent=1) + "\n")
         expected = dsl_runtime.execute(spec, cut_bins, cut_grid, radius, instrument.tick_int, instrument.cell_width_ms)
         _write_arrow(out_dir / f"{name}.expected.arrow",
                      {c: v for c, v in expected.items() if c not in ("bin_seq", "k")})

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { tableFromIPC, type Table } from 'apache-arrow';
 import { describe, expect, it } from 'vitest';
 import { compileProgram, DSL_CAPABILITIES, DslSpecError, outputNames, parseDslSpec, parseExpr } from './dsl';
-import { DslRuntime } from './dslRuntime';
+import { decodeDslState, DslRuntime } from './dslRuntime';
 
 const FIXTURES = fileURLToPath(new URL('../../../tests/fixtures/gold_dsl/', import.meta.url));
 const meta = JSON.parse(readFileSync(FIXTURES + 'config.json', 'utf8'));
@@ -67,6 +67,37 @@ describe('Gold DSL parity with the Python golden vectors (tests/fixtures/gold_ds
         expect(maxDiff[c], c).toBeLessThanOrEqual(isInt ? 0 : meta.tolerance);
         expect(nonZero[c], `${c} is exercised`).toBeGreaterThan(0);
       }
+    });
+  }
+
+  for (const name of Object.keys(meta.specs)) {
+    it(`${name}: resumes from the Python runtime's state mid-way and matches the rest (same state layout)`, () => {
+      const st = JSON.parse(readFileSync(`${FIXTURES}${name}.state.json`, 'utf8'));
+      const rt = new DslRuntime(spec(name), radius, BigInt(meta.tick_int), meta.cell_width_ms);
+      rt.setState(decodeDslState(st));
+      const expected = readTable(`${name}.expected.arrow`);
+      const outs: string[] = meta.specs[name].outputs;
+      const seqs = bins.getChild('bin_seq')!.toArray() as BigInt64Array;
+      const spots = bins.getChild('spot_ref_price_int')!.toArray() as BigInt64Array;
+      const valid = bins.getChild('book_valid')!;
+      let worst = 0;
+      for (let b = st.after_bins; b < nBins; b++) {
+        const g: Record<string, ArrayLike<number>> = {};
+        for (const [c, v] of Object.entries(gridCols)) g[c] = (v as Float64Array).subarray(b * rows, (b + 1) * rows);
+        const out = rt.step({ binSeq: seqs[b], spotRefPriceInt: spots[b], bookValid: valid.get(b) as boolean, grid: g as never });
+        for (const c of outs) {
+          for (let j = 0; j < rows; j++) {
+            const want = Number(expected.getChild(c)!.get(b * rows + j));
+            const got = out.values[c][j];
+            const d = Number.isNaN(want) && Number.isNaN(got) ? 0 : Math.abs(got - want);
+            worst = Math.max(worst, Number.isNaN(d) ? Infinity : d);
+          }
+        }
+      }
+      expect(worst).toBeLessThanOrEqual(meta.tolerance);
+      // a cold runtime would not match: the state carries real warm-up
+      const cold = new DslRuntime(spec(name), radius, BigInt(meta.tick_int), meta.cell_width_ms);
+      expect(Array.from(cold.getState().stateF).some((x, i) => x !== rt.getState().stateF[i])).toBe(true);
     });
   }
 

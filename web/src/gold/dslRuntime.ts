@@ -453,6 +453,31 @@ function stepMoments(v: number, si: Float64Array, i0: number, sf: Float64Array, 
   return sd > eps ? (v - m) / sd : 0.0;
 }
 
+/** The server's `DslRuntime.state_json()` (little-endian arrays in base64) as a DslState; `key` must match. */
+export function decodeDslState(msg: unknown, expectKey?: string): DslState {
+  const m = msg as Record<string, { dtype: string; b64: string } | string>;
+  if (expectKey !== undefined && m.key !== expectKey) throw new RangeError(`DSL state is for ${String(m.key)}, this runtime is ${expectKey}`);
+  const arr = (name: string): Float64Array => {
+    const a = m[name];
+    if (typeof a !== 'object' || a === null) throw new RangeError(`DSL state: ${name} missing`);
+    const bin = atob(a.b64);
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    const view = new DataView(bytes.buffer);
+    const n = bytes.length / 8;
+    const out = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      if (a.dtype === 'float64') out[i] = view.getFloat64(8 * i, true);
+      else if (a.dtype === 'int64') {
+        const v = view.getBigInt64(8 * i, true);
+        out[i] = v === -(2n ** 63n) ? NaN : Number(v); // an empty slot's tick
+      } else throw new RangeError(`DSL state: ${name} has dtype ${a.dtype}`);
+    }
+    return out;
+  };
+  return { slotTick: arr('slot_tick'), slotSeq: arr('slot_seq'), binState: arr('bin_state'), stateI: arr('state_i'), stateF: arr('state_f') };
+}
+
 function emptyState(p: Program): DslState {
   return {
     slotTick: new Float64Array(p.width).fill(NaN), slotSeq: new Float64Array(p.width), binState: new Float64Array(2),

@@ -7,7 +7,9 @@
  * is where the renderer's projection bands read their signal field.
  *
  * A version whose pipeline has a Gold DSL (`runtime_config.gold_dsl`) also gets a DslRuntime: every DSL output is a
- * ring field (`dslFields`, the output names; `dsl:<name>` when a name is already a streamed or gold field).
+ * ring field (`dslFields`, the output names; `dsl:<name>` when a name is already a streamed or gold field). It starts
+ * from the server's state (`replay.gold_dsl_state`), so a mid-day start shows what a replay from the session start
+ * would.
  *
  * Beside the streamed and gold fields the model computes, per bin: the `book` field (ask_depth − bid_depth, when
  * both are streamed) and the bin's trades (`trades.ts`: volume per tick from fill_mass, inferred aggressor side)
@@ -17,7 +19,7 @@
 import { GOLD_CODE_COLUMNS, GOLD_FLOAT_COLUMNS } from '../gold/config';
 import type { GoldFeatureRuntime } from '../gold/runtime';
 import type { RuntimeConfigMessage, StreamBin } from '../stream/contract';
-import type { DslRuntime } from '../gold/dslRuntime';
+import { decodeDslState, type DslRuntime } from '../gold/dslRuntime';
 import { createDslRuntime, createGoldRuntime, dslInput, goldInput } from '../stream/gold';
 import { closeOfBin, EMA_SIGNAL_FIELD, EmaLinesRuntime, emaField, parseSmaLinesParams, SmaRuntime, smaField } from './ema';
 import { priceIntToTick } from './geometry';
@@ -150,6 +152,14 @@ export function createViewerModel(config: RuntimeConfigMessage, capacity: number
     dsl = createDslRuntime(config);
   } catch (e) {
     dslNote = `gold DSL off: ${(e as Error).message}`;
+  }
+  const handed = (config.raw.replay as Record<string, unknown> | undefined)?.gold_dsl_state;
+  if (dsl && handed) {
+    try {
+      dsl.setState(decodeDslState(handed)); // the server's state just before this client's first bin
+    } catch (e) {
+      dslNote = `gold DSL warms up from this bin: ${(e as Error).message}`;
+    }
   }
   const dslFields = (dsl?.outputNames ?? []).map((n) => (silverFields.includes(n) || (goldFields as readonly string[]).includes(n) ? `dsl:${n}` : n));
   const lines = buildLines(viz);
