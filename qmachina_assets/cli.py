@@ -346,6 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serving_parser(sub)  # qmachina serving register|promote|list|show|history|diff|activate|rollback|...
 
+    from qmachina_assets.core.research.commands import add_research_parsers
+
+    add_research_parsers(sub)  # qmachina advise EXPERIMENT, automl list|expand
+
     from qmachina_assets.core.control.commands import add_control_parsers
 
     add_control_parsers(sub)  # qmachina workspace create|list, member add|remove|role|list, token create|revoke|list

@@ -23,6 +23,11 @@ Endpoints (every one has a pydantic response model, so `/openapi.json` is comple
   selected runs are replayed for their trades (cached), or the figures fall back to the rows' counts (`note`).
 - `GET  /v1/experiments/{name}/suggestions?<thresholds>` — rule-based follow-up sweeps, each with its reason, the
   validated ExperimentSpec and its YAML (409 when the experiment's specs no longer load).
+- `GET  /v1/datasets/{dataset_id}/redundancy/gold?rank_corr&r2` — near-duplicate gold outputs of a dataset.
+- `GET  /v1/datasets/{dataset_id}/redundancy/signals?signals=..&rank_corr&r2` — near-duplicate signal scores and
+  ML features on a dataset.
+- `GET  /v1/automl/templates`, `GET /v1/automl/templates/{template}/expand?like=EXPERIMENT` — named AutoML
+  templates and the validated serving + experiment specs one expands to (the studio submits them).
 - `GET  /v1/datasets`, `GET /v1/datasets/{dataset_id}` — stored research datasets, a dataset's manifest.
 
 Errors: 404 unknown version/alias/experiment/run/dataset; 422 invalid input (names in paths are matched by a

@@ -8,15 +8,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi import Path as PathParam
 from pydantic import BaseModel
 
 from qmachina_assets.core.gold.redundancy import RedundancyReport
 from qmachina_assets.core.instrument import locked_instrument
-from qmachina_assets.core.research import advisor
+from qmachina_assets.core.research import advisor, search
 from qmachina_assets.core.research import datasets as dsets
 from qmachina_assets.core.research import redundancy as red
 from qmachina_assets.core.research.evaluation import METRIC_NAMES
-from qmachina_assets.core.research.specs import KNOWN_SIGNALS
+from qmachina_assets.core.research.specs import KNOWN_SIGNALS, ConfigError, resolve_experiment
 from qmachina_serving.api.common import (
     NAME_RE,
     NOT_FOUND,
@@ -164,6 +165,29 @@ def build(ctx: ApiContext) -> APIRouter:
             return red.signal_redundancy(lake_dir, [dataset_id], signals, locked_instrument().tick_size,
                                          rank_corr=rank_corr, r2=r2)
         except (OSError, ValueError) as exc:  # a signal without named features, a dataset that does not load
+            raise refused(exc) from exc
+
+    @r.get("/automl/templates", response_model=list[search.AutoMLTemplate])
+    def templates() -> list[search.AutoMLTemplate]:
+        """Named AutoML templates: a signal family and a parameter regime each."""
+        return list(search.TEMPLATES.values())
+
+    @r.get("/automl/templates/{template}/expand", response_model=list[search.Expanded], responses=REFUSED)
+    def expand(template: Annotated[str, PathParam(pattern=NAME_RE, max_length=64, examples=["thresholds_grid"])],
+               like: Annotated[str, Query(pattern=NAME_RE, max_length=64, examples=["flow_score_sweep"],
+                                          description="experiment whose evaluation, walk-forward and gate to copy")],
+               ) -> list[search.Expanded]:
+        """The template's experiments (one per signal, with its serving spec), validated, as specs and YAML."""
+        t = search.TEMPLATES.get(template)
+        if t is None:
+            raise not_found(f"unknown template {template!r} (known: {', '.join(search.TEMPLATES)})")
+        try:
+            chain = resolve_experiment(like, configs_dir=ctx.get_configs())
+        except (ConfigError, OSError) as exc:
+            raise not_found(f"experiment {like!r}: {exc}") from exc
+        try:
+            return search.expand_template(t, *chain)
+        except (ConfigError, ValueError) as exc:  # the like experiment's settings refuse a template's spec
             raise refused(exc) from exc
 
     return r

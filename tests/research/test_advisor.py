@@ -13,8 +13,8 @@ import yaml
 
 from qmachina_assets.core.research import advisor
 from qmachina_assets.core.research.advisor import Results, Thresholds, TradeSample
-from qmachina_assets.core.research.specs import ExperimentSpec, resolve_serving, validate_experiment
-from tests.support.planted import BROAD, NARROW, NOISE, fold_rows, planted_day
+from qmachina_assets.core.research.specs import ExperimentSpec, param_hash, resolve_serving, validate_experiment
+from tests.support.planted import BROAD, FINE_BROAD, FINE_LEVELS, NARROW, NOISE, fold_rows, planted_day
 
 D1, D2, D3 = dt.date(2024, 3, 13), dt.date(2024, 3, 14), dt.date(2024, 3, 15)
 THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
@@ -69,6 +69,8 @@ def test_planted_optimum_inside_the_grid_is_not_flagged(chain):
     lo, hi = few.details["hit_rate_ci"]
     assert lo < 0.75 < hi < 0.85  # threshold 0.5 fires on the levels above it only, each won 75% of the time
     assert flag(rob, "edge", "cooldown_bins").fired is None  # two values: not assessable, said so
+    dsr = flag(rob, "deflated_sharpe")
+    assert dsr.fired is False and dsr.details["sets_tried"] == 18  # a real edge survives the 18 sets tried
 
 
 def test_optimum_beyond_the_grid_fires_edge_and_suggests_extending(chain):
@@ -193,3 +195,42 @@ def test_sensitivity_png_is_a_png(chain):
     sens = [advisor.sensitivity(res, a) for a in res.axes]
     png = advisor.sensitivity_png(sens, advisor.heatmap(res, *advisor.most_sensitive_pair(sens)))
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def sampled(chain, lo: float, hi: float, n: int = 40) -> tuple[Results, ExperimentSpec]:
+    """Two folds of `n` thresholds drawn in [lo, hi] (as a TPE search would: off any grid) on the fine plant."""
+    serving, _ = chain
+    exp = ExperimentSpec.model_validate({**experiment().model_dump(mode="json"),
+                                         "eval": {**experiment().eval.model_dump(), "cooldown_bins": [10]},
+                                         "sweep": {"thresholds": [lo, hi],
+                                                   "search": {"method": "tpe", "n_samples": n, "seed": 0}}})
+    rng = np.random.default_rng(5)
+    sets = []
+    for thr in np.round(rng.uniform(lo, hi, n), 4):
+        values = {"cooldown_bins": 10, "sl_ticks": 4, "threshold": float(thr), "tp_ticks": 4}
+        sets.append({**values, "param_hash": param_hash("flow_score", values)})
+    days = {d: planted_day(d, FINE_BROAD, 4, 4, per_level=4, seed=i, levels=FINE_LEVELS)
+            for i, d in enumerate((D1, D2, D3))}
+    rows = fold_rows(exp, serving, days[D1], days[D2], D2, sets) + fold_rows(exp, serving, days[D2], days[D3], D3,
+                                                                               sets)
+    return Results(rows), exp
+
+
+def test_sampled_axis_edge_and_range_suggestions(chain):
+    serving, pipeline = chain
+    res, exp = sampled(chain, 0.1, 0.45)
+    sens = advisor.sensitivity(res, "threshold")
+    assert sens.binned and len(sens.points) == advisor.MAX_POINTS
+    edge = flag(advisor.robustness(res), "edge", "threshold")
+    assert edge.fired is True and edge.details["binned"] and "bins" in edge.message
+    ext = next(s for s in advisor.suggest(res, exp, serving, pipeline) if s.kind == "extend_edge")
+    assert ext.values == [0.1, 0.8]  # the range pushed past its top by its own width
+    validate_experiment(ExperimentSpec.model_validate(ext.spec), serving, pipeline)
+
+    res, exp = sampled(chain, 0.1, 0.9)
+    v = res.params[id(res.candidate())]["threshold"]
+    assert 0.45 < v <= 0.55  # the planted optimum, found on a sampled axis
+    assert flag(advisor.robustness(res), "edge", "threshold").fired is False
+    refine = next(s for s in advisor.suggest(res, exp, serving, pipeline) if s.kind == "refine_peak")
+    assert refine.values[0] == pytest.approx(v - 0.1) and refine.values[1] == pytest.approx(v + 0.1)
+    assert refine.n_sets == 40

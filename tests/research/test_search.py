@@ -4,12 +4,22 @@ planted optimum; through `run_fold` on two synthetic days its rows land in the r
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
+from qmachina_assets.cli import main
+from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.research import advisor, search, sweeps
 from qmachina_assets.core.research.datasets import build_dataset_day
-from qmachina_assets.core.research.specs import ConfigError, ExperimentSpec, resolve_experiment, resolve_serving
+from qmachina_assets.core.research.signals.catalog import make_signal
+from qmachina_assets.core.research.specs import (
+    ConfigError,
+    ExperimentSpec,
+    resolve_experiment,
+    resolve_serving,
+    validate_configs,
+)
 from tests.support.synth_days import DAYS, build_synth_days
 
 
@@ -137,3 +147,53 @@ def test_tpe_sweep_through_run_fold(tmp_path_factory):
     rob = advisor.robustness(res, oos_trades=rep.oos, is_trades=rep.is_candidate)
     assert rob.trades_replayed and next(f for f in rob.flags if f.name == "deflated_sharpe").details["source"] \
         == "replayed in-sample trades"
+
+
+def test_sets_the_specs_refuse_are_never_evaluated(serving):
+    exp = ExperimentSpec.model_validate({
+        **tpe_experiment().model_dump(mode="json"), "serving": "vp_derivative",
+        "sweep": {"thresholds": [0.05, 0.5], "per_signal": {"derivative": {"zscore_window_bins": [10, 400]}},
+                  "search": {"method": "tpe", "n_samples": 20, "seed": 2}}})
+    deriv = resolve_serving("vp_derivative")[0]
+    sampler = search.TpeSampler(exp, deriv)
+    sets = drive(sampler, lambda s: -abs(s["signal.params.zscore_window_bins"] - 200))
+    assert len(sets) == 20 and sampler.invalid > 0  # windows below zscore_min_periods (60) were drawn ...
+    assert all(s["signal.params.zscore_window_bins"] >= 60 for s in sets)  # ... and never handed out
+
+
+def test_templates_expand_to_valid_experiments(tmp_path):
+    shutil.copytree(PROJECT_ROOT / "configs", tmp_path / "configs")
+    like, serving, pipeline = resolve_experiment("flow_score_sweep")
+    written = []
+    for t in search.TEMPLATES.values():
+        out = search.expand_template(t, like, serving, pipeline)
+        fams = {"statistical": "statistical", "ml": "ml"}
+        assert out and all(t.family == "all" or make_signal(e.signal).kind == fams[t.family] for e in out)
+        for e in out:
+            assert e.experiment["promotion"] == like.promotion.model_dump(mode="json")  # gated like `like`
+            if t.method == "tpe":
+                assert e.n_sets == t.n_samples and e.experiment["sweep"]["search"]["seed"] == t.seed
+        written += search.write_specs(tmp_path / "configs", [
+            (kind, e.experiment["name"], text) for e in out
+            for kind, text in (("serving", e.serving_yaml), ("experiments", e.experiment_yaml))])
+    assert len(written) == 2 * (10 + 10 + 6 + 16)
+    assert validate_configs(tmp_path) == []  # every written file passes the CI check, references included
+    exp, srv, _ = resolve_experiment("statistical_default_ads", configs_dir=tmp_path / "configs")
+    assert srv.signal.name == "ads" and exp.sweep.per_signal["ads"]["zscore_window"] == [100, 400]
+    assert exp.n_sets(srv) == 200
+    grid = resolve_experiment("thresholds_grid_erd", configs_dir=tmp_path / "configs")[0]
+    assert grid.sweep.thresholds == sorted(make_signal("erd").default_thresholds)
+    again = search.expand_template(search.TEMPLATES["thresholds_grid"], like, serving, pipeline)
+    assert search.write_specs(tmp_path / "configs", [("experiments", again[0].experiment["name"],
+                                                      again[0].experiment_yaml)])  # same content: a no-op
+    with pytest.raises(FileExistsError, match="other content"):
+        search.write_specs(tmp_path / "configs", [("experiments", "thresholds_grid_erd", "name: other\n")])
+
+
+def test_automl_cli(tmp_path, capsys):
+    shutil.copytree(PROJECT_ROOT / "configs", tmp_path / "configs")
+    assert main(["automl", "list"]) == 0 and "statistical_default" in capsys.readouterr().out
+    assert main(["automl", "expand", "ml_default", "--like", "flow_score_sweep", "--configs-dir",
+                 str(tmp_path / "configs"), "--write"]) == 0
+    assert (tmp_path / "configs" / "experiments" / "ml_default_gbm_mf.yaml").is_file()
+    assert main(["automl", "expand", "nope", "--like", "flow_score_sweep"]) == 2

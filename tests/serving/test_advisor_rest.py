@@ -3,6 +3,7 @@ synthetic days (tests/support/planted.py): what the studio's compare step draws,
 
 import datetime as dt
 import itertools
+import json
 import shutil
 
 import pyarrow as pa
@@ -11,6 +12,7 @@ import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from qmachina_assets.cli import main
 from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.research import sweeps
 from qmachina_assets.core.research.specs import ExperimentSpec, resolve_experiment, validate_experiment
@@ -41,11 +43,11 @@ def client(tmp_path_factory):
     app = FastAPI()
     app.include_router(build_router(None, lake, configs))
     with TestClient(app) as c:
-        yield c, configs
+        yield c, configs, lake
 
 
 def test_sensitivity_and_heatmap(client):
-    c, _ = client
+    c, *_ = client
     r = c.get("/v1/experiments/planted/sensitivity")
     assert r.status_code == 200, r.text
     body = r.json()
@@ -63,7 +65,7 @@ def test_sensitivity_and_heatmap(client):
 
 
 def test_robustness_flags_with_figures(client):
-    c, _ = client
+    c, *_ = client
     body = c.get("/v1/experiments/planted/robustness").json()
     flags = {(f["name"], f["axis"]): f for f in body["flags"]}
     edge = flags[("edge", "threshold")]
@@ -78,7 +80,7 @@ def test_robustness_flags_with_figures(client):
 
 
 def test_suggestions_are_valid_experiments(client):
-    c, configs = client
+    c, configs, _ = client
     body = c.get("/v1/experiments/planted/suggestions").json()
     kinds = {(s["kind"], s["axis"]) for s in body["suggestions"]}
     assert ("extend_edge", "threshold") in kinds and ("drop_flat_axis", "cooldown_bins") in kinds
@@ -92,3 +94,35 @@ def test_suggestions_are_valid_experiments(client):
         assert c.get("/v1/experiments/planted/suggestions").status_code == 409
     finally:
         (configs / "planted.yaml.bak").rename(configs / "experiments" / "planted.yaml")
+
+
+def test_advise_cli(client, capsys):
+    _, configs, lake = client
+    assert main(["advise", "planted", "--lake", str(lake), "--configs-dir", str(configs), "--no-replay"]) == 0
+    out = capsys.readouterr().out
+    assert "[FIRED] edge (threshold)" in out and "suggest extend_edge threshold" in out
+    assert main(["advise", "planted", "--lake", str(lake), "--configs-dir", str(configs), "--json", "--write"]) == 0
+    body, _, wrote = capsys.readouterr().out.partition("\nwrote ")
+    assert wrote
+    names = [s["spec"]["name"] for s in json.loads(body)["suggestions"]]
+    try:
+        for name in names:
+            exp, serving, _ = resolve_experiment(name, configs_dir=configs)  # a loadable experiment file
+            assert exp.name == name and serving.name == "vp_flow_score"
+    finally:
+        for name in names:
+            (configs / "experiments" / f"{name}.yaml").unlink()
+    assert main(["advise", "missing", "--lake", str(lake)]) == 2
+
+
+def test_automl_templates(client):
+    c, *_ = client
+    names = [t["name"] for t in c.get("/v1/automl/templates").json()]
+    assert {"statistical_default", "ml_default", "thresholds_grid"} <= set(names)
+    r = c.get("/v1/automl/templates/ml_default/expand", params={"like": "planted"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert {e["signal"] for e in body} >= {"gbm_mf", "knn_cl"} and all(e["n_sets"] == 40 for e in body)
+    assert all(yaml.safe_load(e["experiment_yaml"])["serving"] == e["serving"]["name"] for e in body)
+    assert c.get("/v1/automl/templates/nope/expand", params={"like": "planted"}).status_code == 404
+    assert c.get("/v1/automl/templates/ml_default/expand", params={"like": "missing"}).status_code == 404

@@ -218,7 +218,7 @@ def test_datasets(client, lake):
 def test_openapi_schema_is_complete(client):
     schema = client.get("/openapi.json").json()
     ops = [(p, m, op) for p, item in schema["paths"].items() for m, op in item.items()]
-    assert len(ops) == 20
+    assert len(ops) == 22
     for path, method, op in ops:
         ok = op["responses"]["200"]["content"]["application/json"]["schema"]
         ref = ok.get("$ref") or ok.get("items", {}).get("$ref")  # a model, or a list of a model

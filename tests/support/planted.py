@@ -9,8 +9,7 @@ flat), `NOISE` wins half the time everywhere (no edge). Trades exit at TP or SL 
 count-based moments of the advisor are exact here.
 
 `fold_rows` evaluates an ExperimentSpec's grid on a training day (in-sample) and a test day (out-of-sample)
-and writes rows with the results-store columns the advisor reads (selection: the in-sample total pnl among
-sets with at least `min_signals` trades, as the sweep does).
+and writes rows with the results-store columns the advisor reads (selected by the sweep's own `select`).
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ import numpy as np
 
 from qmachina_assets.core.research.evaluation import METRIC_NAMES, evaluate_grid
 from qmachina_assets.core.research.specs import ExperimentSpec, ServingSpec
+from qmachina_assets.core.research.sweeps import select
 
 TICK = 0.25
 GAP = 40  # bins between spikes
@@ -30,15 +30,18 @@ LEVELS = tuple(round(0.05 + 0.1 * i, 2) for i in range(10))
 BROAD = {lv: (0.75 if lv > 0.5 else 0.25) for lv in LEVELS}
 NARROW = {lv: (0.95 if lv == 0.55 else 0.05 if lv == 0.45 else 0.5) for lv in LEVELS}
 NOISE = dict.fromkeys(LEVELS, 0.5)
+FINE_LEVELS = tuple(round(0.005 + 0.01 * i, 3) for i in range(100))  # for sampled (continuous) thresholds
+FINE_BROAD = {lv: (0.75 if lv > 0.5 else 0.25) for lv in FINE_LEVELS}
 
 
 def planted_day(date: dt.date, win_share: dict[float, float], tp: int, sl: int, per_level: int = 40,
-                seed: int = 0, bin_seconds: float = 1.0, exact: bool = True) -> dict[str, np.ndarray]:
+                seed: int = 0, bin_seconds: float = 1.0, exact: bool = True,
+                levels: tuple[float, ...] = LEVELS) -> dict[str, np.ndarray]:
     """One day of bins (`s`, `mid`, `best_bid`, `best_ask`, `ts_ns`, `valid`) from 09:30 ET (14:30 UTC).
     `exact`: each level wins exactly its share of the time; else each spike wins with that probability."""
     rng = np.random.default_rng(seed)
     events = []
-    for lv in LEVELS:
+    for lv in levels:
         wins = round(win_share[lv] * per_level)
         won = [k < wins for k in range(per_level)] if exact else list(rng.random(per_level) < win_share[lv])
         events += [(lv, w) for w in won]
@@ -99,8 +102,7 @@ def fold_rows(exp: ExperimentSpec, serving: ServingSpec, train: dict[str, np.nda
         row.update({f"is_{m}": v for m, v in is_m[combo].items()})
         row.update({f"oos_{m}": v for m, v in oos_m[combo].items()})
         rows.append(row)
-    eligible = [r for r in rows if r["is_n_trades"] >= exp.eval.min_signals]
-    best = max(eligible, key=lambda r: (r["is_total_pnl_ticks"], r["is_hit_rate"]), default=None)
+    best = select(rows, exp.eval.min_signals)
     for r in rows:
         r["selected"] = r is best
     return rows

@@ -152,6 +152,26 @@ describe('stream viewer', () => {
     await page.close();
   });
 
+  it('a dropped connection reconnects from the newest bin and keeps the history', async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    const urls: string[] = [];
+    await page.routeWebSocket(/\/v1\/stream/, (ws) => {
+      urls.push(ws.url());
+      ws.connectToServer(); // pass everything through ...
+      if (urls.length === 1) setTimeout(() => ws.close({ code: 1012, reason: 'test: dropped' }), 2500); // ... then drop
+    });
+    await page.goto(`${BASE}/?serving=live&speed=8`);
+    await expect.poll(() => urls.length, { timeout: 30_000 }).toBeGreaterThanOrEqual(2);
+    const before = await stats(page);
+    await waitForBins(page, before.bins + 40);
+    const after = await stats(page);
+    expect(urls[1]).toMatch(/start=18%3A0\d%3A\d\d/); // continues at the newest bin's ET time ...
+    expect(after.held).toBe(after.bins); // ... and nothing was thrown away or doubled (overlap skipped)
+    expect(after.held).toBeGreaterThan(before.held);
+    expect(after.state).toBe('live');
+    await page.close();
+  });
+
   it('draws the EMA ensemble in candle mode from one-row frames', async () => {
     const { page, errors } = await openPage(`/?serving=${env('QMACHINA_E2E_EMA')}&speed=4`);
     await waitForBins(page, 20);

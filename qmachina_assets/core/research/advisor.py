@@ -15,6 +15,11 @@ multiple-testing correction must count the attempts, not the survivors.
   (out-of-sample pnl per trade below a share of in-sample), `few_trades` (Wilson interval on the hit rate, a
   normal interval on the expectancy), `fold_concentration` / `hour_concentration` (the pnl left without the
   best fold / hour of the day), `deflated_sharpe` (Bailey & López de Prado 2014, for the sets tried).
+  The deflated Sharpe ratio's benchmark is the expected best of N *unskilled* sets, each a Sharpe estimate
+  over the candidate's T trades (variance 1/(T-1)): a multiple-testing correction for N independent tries
+  (conservative for a grid's correlated sets). The paper's variant, with the tried sets' own Sharpe dispersion,
+  is reported beside it; on a grid with real structure that dispersion is mostly not noise and the variant
+  rejects genuine optima (bench/advisor.py shows it on a planted one), so it does not decide the flag.
 - **Suggestions** (`suggest`): extend an edge axis, refine around an interior optimum, drop a flat axis;
   each one a validated ExperimentSpec with its YAML and the number of sets it would evaluate.
 
@@ -119,6 +124,8 @@ class Results:
                 values.setdefault(k, set()).add(v)
         self.axes = {k: sorted(vs, key=lambda x: (isinstance(x, str), x)) for k, vs in sorted(values.items())
                      if len(vs) >= 2}
+        self._dates = sorted({r["test_date"] for r in self.current})
+        self._cuts: dict[str, _Cut] = {}
 
     @classmethod
     def from_table(cls, table: Any) -> Results:
@@ -126,11 +133,11 @@ class Results:
 
     @property
     def test_dates(self) -> list[str]:
-        return sorted({r["test_date"] for r in self.current})
+        return self._dates
 
     @property
     def last_day(self) -> str:
-        return self.test_dates[-1]
+        return self._dates[-1]
 
     def fold(self, test_date: str) -> list[dict[str, Any]]:
         return [r for r in self.current if r["test_date"] == test_date]
@@ -141,7 +148,8 @@ class Results:
 
     def candidate(self) -> dict[str, Any] | None:
         """The set selected on the latest test day: what promotion would take."""
-        return next((r for r in self.current if r["test_date"] == self.last_day and r.get("selected")), None)
+        last = self.last_day
+        return next((r for r in self.current if r["test_date"] == last and r.get("selected")), None)
 
     def tried(self, test_date: str | None = None) -> int:
         """Distinct parameter sets ever evaluated (on `test_date`, else on any day), every sweep counted."""
@@ -222,6 +230,12 @@ class _Cut:
 
 
 def _cut(res: Results, axis: str) -> _Cut:
+    if axis not in res._cuts:
+        res._cuts[axis] = _make_cut(res, axis)
+    return res._cuts[axis]
+
+
+def _make_cut(res: Results, axis: str) -> _Cut:
     vals = res.axes[axis]
     if len(vals) <= MAX_POINTS or not res.numeric(axis):
         return _Cut(list(vals), list(vals), list(vals), False)
@@ -425,6 +439,8 @@ class Robustness(BaseModel):
 
 
 def _edge_flags(res: Results, cand: dict[str, Any], th: Thresholds) -> list[Flag]:
+    """Per numeric axis: is the candidate's value the lowest or highest tried? On a sampled axis (cut into
+    quantile bins, `_cut`), does it fall in the lowest or highest bin?"""
     out = []
     sel_rows = res.selected()
     for axis, vals in res.axes.items():
@@ -432,19 +448,38 @@ def _edge_flags(res: Results, cand: dict[str, Any], th: Thresholds) -> list[Flag
             continue
         v = res.params[id(cand)][axis]
         lo, hi = vals[0], vals[-1]
-        at_edge = sum(res.params[id(r)][axis] in (lo, hi) for r in sel_rows)
-        details = {"value": v, "lowest": lo, "highest": hi, "n_values": len(vals),
+        cut = _cut(res, axis)
+        last = len(cut.values) - 1
+
+        def side_of(x: float | str, cut: _Cut = cut, last: int = last) -> str | None:
+            i = cut.index(x)
+            return "lowest" if i == 0 else "highest" if i == last else None
+
+        at_edge = sum(side_of(res.params[id(r)][axis]) is not None for r in sel_rows)
+        details = {"value": v, "lowest": lo, "highest": hi, "n_values": len(vals), "binned": cut.binned,
                    "folds_selecting_an_edge": at_edge, "folds": len(sel_rows)}
         if len(vals) < th.min_edge_values:
             out.append(Flag(name="edge", fired=None, axis=axis, figure=v, threshold=float(th.min_edge_values),
                             message=f"{axis}: {len(vals)} values tried; an edge needs at least "
                                     f"{th.min_edge_values} to mean anything", details=details))
             continue
-        side = "lowest" if v == lo else "highest" if v == hi else None
-        msg = (f"{axis} = {v:g} is the {side} of {len(vals)} values tried ({lo:g} … {hi:g}): the optimum may lie "
-               f"beyond it" if side else f"{axis} = {v:g} is inside the values tried ({lo:g} … {hi:g})")
-        out.append(Flag(name="edge", fired=side is not None, axis=axis, figure=v, threshold=lo if side == "lowest"
-                        else hi, message=msg + f"; {at_edge} of {len(sel_rows)} folds selected an edge value",
+        flat = sensitivity(res, axis, SELECTION_METRIC, th)
+        if flat.flat:  # the selection does not depend on this axis: which end it picked means nothing
+            out.append(Flag(name="edge", fired=False, axis=axis, figure=v, threshold=None, details=details,
+                            message=f"{axis} = {v:g}: the in-sample profile is flat along this axis (moves "
+                                    f"{flat.profile_range:.3g}, under {th.flat_share:.0%} of the spread "
+                                    f"{flat.spread:.3g}), so an edge value means nothing"))
+            continue
+        side = side_of(v)
+        where = (f"in the {side} of {len(cut.values)} bins of the {len(vals)} values sampled" if cut.binned
+                 else f"the {side} of {len(vals)} values tried")
+        msg = (f"{axis} = {v:g} is {where} ({lo:g} … {hi:g}): the optimum may lie beyond" if side
+               else f"{axis} = {v:g} is inside the values tried ({lo:g} … {hi:g})")
+        edge = (cut.hi[0] if side == "lowest" else cut.lo[-1]) if cut.binned else (lo if side == "lowest" else hi)
+        details["side"] = side
+        out.append(Flag(name="edge", fired=side is not None, axis=axis, figure=v,
+                        threshold=edge if side else None,
+                        message=msg + f"; {at_edge} of {len(sel_rows)} folds selected an edge value",
                         details=details))
     return out
 
@@ -598,15 +633,19 @@ def _dsr_flag(res: Results, cand: dict[str, Any], th: Thresholds, cost: float,
         return Flag(name="deflated_sharpe", fired=None, threshold=th.min_dsr,
                     message="not assessable: in-sample pnl has no variance", details={"sets_tried": n_trials})
     sr = mean / sd
-    dsr = deflated_sharpe(sr, n_obs, n_trials, var, skew, kurt)
-    sr0 = expected_max_sharpe(n_trials, var)
+    null_var = 1.0 / (n_obs - 1)  # spread of unskilled Sharpe estimates over n_obs trades
+    dsr = deflated_sharpe(sr, n_obs, n_trials, null_var, skew, kurt)
+    sr0 = expected_max_sharpe(n_trials, null_var)
+    dsr_dispersion = deflated_sharpe(sr, n_obs, n_trials, var, skew, kurt)
     fired = dsr < th.min_dsr
     msg = (f"in-sample Sharpe {sr:.3f}/trade over {n_obs} trades vs {sr0:.3f} expected from the best of "
            f"{n_trials} unskilled sets: deflated Sharpe {dsr:.3f}, {'below' if fired else 'at or above'} "
-           f"{th.min_dsr:g}")
+           f"{th.min_dsr:g} (with the tried sets' own Sharpe dispersion instead: {dsr_dispersion:.3f})")
     return Flag(name="deflated_sharpe", fired=fired, figure=dsr, threshold=th.min_dsr, message=msg,
-                details={"sharpe_per_trade": sr, "n_trades": n_obs, "sets_tried": n_trials, "sharpe_variance": var,
-                         "expected_max_sharpe": sr0, "skew": skew, "kurtosis": kurt, "source": source})
+                details={"sharpe_per_trade": sr, "n_trades": n_obs, "sets_tried": n_trials,
+                         "null_sharpe_variance": null_var, "expected_max_sharpe": sr0,
+                         "tried_sharpe_variance": var, "dsr_with_tried_variance": dsr_dispersion,
+                         "skew": skew, "kurtosis": kurt, "source": source})
 
 
 def robustness(res: Results, *, cost_ticks_per_trade: float = 0.0, thresholds: Thresholds | None = None,
@@ -718,6 +757,43 @@ def _is_geometric(v: list[float]) -> bool:
     return np.std(ratios) / np.mean(ratios) < np.std(steps) / (np.mean(steps) or 1.0)
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _log_scale(lo: float, hi: float) -> bool:
+    """The sampler's rule (search.search_space): a positive range spanning 10x or more is searched in logs."""
+    return lo > 0 and hi / lo >= 10
+
+
+def _extend_range(values: list[float], side: str, integral: bool, upper: float | None) -> list[Any] | None:
+    """A sampled range [lo, hi] pushed past its edge by its own width (its own ratio on a log scale)."""
+    lo, hi = min(values), max(values)
+    if side == "highest":
+        new_hi = hi * (hi / lo) if _log_scale(lo, hi) else hi + (hi - lo)
+        new = [lo, min(new_hi, upper) if upper is not None else new_hi]
+    else:
+        new_lo = lo / (hi / lo) if _log_scale(lo, hi) else lo - (hi - lo)
+        new = [new_lo if new_lo > 0 else lo / 2, hi]
+    if integral:
+        new = [max(1, round(new[0])), round(new[1])]
+    return [_fmt(x) for x in new] if new[0] < new[1] else None
+
+
+def _refine_range(values: list[float], v: float, integral: bool) -> list[Any] | None:
+    """A quarter of the sampled range (in its scale) centred on the selected value, inside the range."""
+    lo, hi = min(values), max(values)
+    if _log_scale(lo, hi):
+        f = (hi / lo) ** 0.125
+        new = [max(lo, v / f), min(hi, v * f)]
+    else:
+        w = (hi - lo) / 8
+        new = [max(lo, v - w), min(hi, v + w)]
+    if integral:
+        new = [math.floor(new[0]), math.ceil(new[1])]
+    return [_fmt(x) for x in new] if new[0] < new[1] else None
+
+
 def _refine(values: list[float], v: float, integral: bool) -> list[Any]:
     s = sorted(values)
     i = s.index(v)
@@ -754,35 +830,45 @@ def suggest(res: Results, exp: ExperimentSpec, serving: ServingSpec, pipeline: P
         out.append(Suggestion(kind=kind, axis=axis, reason=reason, values=values, n_sets=spec.n_sets(serving),
                               spec=body, yaml=yaml.safe_dump(body, sort_keys=False)))
 
+    ranges = exp.sweep.search.method == "tpe"  # numeric axes are [low, high] ranges, not value lists
     for f in flags.flags:
         if f.name != "edge" or not f.fired or f.axis not in spec_axes:
             continue
         axis = f.axis
         vals = spec_axes[axis]
-        if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in vals):
+        if not all(_number(x) for x in vals):
             continue
-        side = "lowest" if f.details["value"] == f.details["lowest"] else "highest"
+        side = f.details["side"]
         bound = upper if axis == "threshold" else None
-        new = _extend([float(x) for x in vals], side, _integral(vals), bound)
-        if sorted(new) != sorted(float(x) for x in vals) and len(new) > 2:
+        fv = [float(x) for x in vals]
+        new = _extend_range(fv, side, _integral(vals), bound) if ranges else _extend(fv, side, _integral(vals), bound)
+        if new is not None and sorted(new) != sorted(fv) and (ranges or len(new) > 2):
             add("extend_edge", axis, new, f"{f.message}; extend the axis past its {side} value")
     for axis in res.axes:
         if axis not in spec_axes:
             continue
         s = sensitivity(res, axis, thresholds=th)
         vals = spec_axes[axis]
+        v = sel.get(axis)
         if s.flat:
-            keep = [x for x in vals if _value(x) == sel.get(axis)] or vals[:1]
+            keep = [x for x in vals if _value(x) == v]  # a listed value, else a sampled one
+            if not keep:
+                keep = [round(v) if _integral(vals) else _fmt(v)] if isinstance(v, float) else vals[:1]
             add("drop_flat_axis", axis, keep,
                 f"{axis}: the out-of-sample profile moves {s.profile_range:.3g} ticks across its values, less than "
                 f"{th.flat_share:.0%} of the metric's spread ({s.spread:.3g}); fix it at {keep[0]} and spend the "
                 f"budget elsewhere")
             continue
-        numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x in vals)
-        v = sel.get(axis)
+        if not all(_number(x) for x in vals) or not isinstance(v, float):
+            continue
         fv = sorted(float(x) for x in vals)
-        if numeric and len(fv) >= 3 and v in fv and fv[0] < v < fv[-1]:
-            new = _refine(fv, float(v), _integral(vals))
+        if ranges and fv[0] < v < fv[-1]:
+            new = _refine_range(fv, v, _integral(vals))
+            if new is not None:
+                add("refine_peak", axis, new, f"{axis}: the selected value {v:g} is inside the range searched "
+                                              f"({fv[0]:g} … {fv[-1]:g}); search a quarter of it around {v:g}")
+        elif not ranges and len(fv) >= 3 and v in fv and fv[0] < v < fv[-1]:
+            new = _refine(fv, v, _integral(vals))
             if len(new) > 3:
                 add("refine_peak", axis, new,
                     f"{axis}: the selected value {v:g} is inside the values tried; refine between its neighbours "

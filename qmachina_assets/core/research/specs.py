@@ -534,6 +534,10 @@ class SignalSpec(StrictSpec):
                                  f"(allowed: {', '.join(wallowed) or 'none'})")
         return self
 
+    def kwargs(self) -> dict[str, Any]:
+        """Constructor parameters of the signal implementation (weights map to `<key>_weight`)."""
+        return {**self.params, **{f"{k}_weight": v for k, v in self.weights.items()}}
+
     def runtime_fields(self) -> dict[str, Any]:
         """`derivative` params/weights as the instrument's `state_model_*` fields; {} for other signals."""
         if self.name != "derivative":

@@ -69,7 +69,7 @@ def fold_for(pipeline: PipelineSpec, exp: ExperimentSpec, test: dt.date) -> Fold
 def signal_kwargs(serving: ServingSpec) -> dict[str, Any]:
     """Constructor parameters of the serving spec's signal (weights map to `<key>_weight`)."""
     assert serving.signal is not None
-    return {**serving.signal.params, **{f"{k}_weight": v for k, v in serving.signal.weights.items()}}
+    return serving.signal.kwargs()
 
 
 def _group_key(serving: ServingSpec, gold_hash: str, is_ml: bool) -> str:
@@ -137,7 +137,7 @@ def run_fold(lake: Path, exp: ExperimentSpec, serving: ServingSpec, pipeline: Pi
              progress: Callable[[int, int], None] | None = None) -> pa.Table:
     """Evaluate every parameter set of `exp` on one fold; one row per parameter set (see module doc)."""
     t0 = time.perf_counter()
-    if param_sets is None and (sampler := search.sampler_for(exp, serving)) is not None:
+    if param_sets is None and (sampler := search.sampler_for(exp, serving, pipeline)) is not None:
         return _run_sampled(sampler, lake, exp, serving, pipeline, fold, symbol, progress, t0)
     sets = param_sets if param_sets is not None else exp.expand(serving)
     runtime = pipeline.runtime()

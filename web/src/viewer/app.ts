@@ -168,6 +168,7 @@ export class ViewerApp {
     this.controls();
     this.pointer();
     this.help();
+    this.syncControls();
     this.publish();
     new ResizeObserver(() => {
       this.dirty = true;
@@ -190,11 +191,13 @@ export class ViewerApp {
   // ---- stream events ------------------------------------------------------------------------------------
 
   private onState(s: ConnState, detail: string): void {
+    if (s === 'reconnecting') this.continueOnReconnect();
     const ind = el(this.root, '#conn-state');
     ind.textContent = s;
     ind.dataset.state = s;
     ind.title = detail;
     el(this.root, '#conn-detail').textContent = detail;
+    this.dirty = true; // the placeholder names the state
     this.publish();
   }
 
@@ -372,7 +375,12 @@ export class ViewerApp {
     const m = this.model;
     const v = this.view;
     if (!m || !this.config || !v) {
-      if (resized) this.renderer.placeholder(`waiting for ${this.params.serving} …`);
+      if (resized || this.dirty) {
+        const st = this.conn.state;
+        this.renderer.placeholder(st === 'error' ? 'no stream (see the message above)'
+          : st === 'ended' ? `${this.params.serving}: the stream ended without bins` : `waiting for ${this.params.serving} …`);
+        this.dirty = false;
+      }
       return;
     }
     const t0 = performance.now();
@@ -570,6 +578,24 @@ export class ViewerApp {
     this.publish();
   }
 
+  /** The replay parameters that continue from the newest bin (same date, start = its ET time), or null when
+   * there is nothing to continue from (no bins yet, or the bins are not on the replayed partition date). */
+  private continuation(): ReplayQuery | null {
+    const newest = this.model?.ring.newest();
+    if (!newest || this.ended) return null;
+    const cfgDate = String((this.config?.raw.replay as { date?: string } | undefined)?.date ?? '');
+    if (cfgDate && etDate(newest.tsMs) !== cfgDate) return null; // start is an ET time on the (UTC) partition date
+    return { ...this.replay, start: formatEt(newest.tsMs, 0), ...(cfgDate ? { date: cfgDate } : {}) };
+  }
+
+  /** A dropped connection reopens from the newest bin's time, keeping the history (not from the page's start). */
+  private continueOnReconnect(): void {
+    const next = this.continuation();
+    if (!next) return;
+    this.keepHistory = true;
+    this.conn.url = buildStreamUrl(window.location.href, { serving: this.params.serving, replay: next, stream: this.params.stream });
+  }
+
   /** Reopen the stream with `next` replay parameters; `keep` keeps the history (a continued replay). */
   private reopen(next: ReplayQuery, keep: boolean): void {
     this.replay = next;
@@ -655,19 +681,8 @@ export class ViewerApp {
       this.reopen(next, false);
     });
     speed.addEventListener('change', () => {
-      const newest = this.model?.ring.newest();
-      const next: ReplayQuery = { ...this.replay, speed: speed.value };
-      let keep = false;
-      if (newest && !this.ended) {
-        const day = etDate(newest.tsMs);
-        const cfgDate = String((this.config?.raw.replay as { date?: string } | undefined)?.date ?? '');
-        if (day === cfgDate || !cfgDate) { // the partition date is UTC; a start time is ET on it
-          next.start = formatEt(newest.tsMs, 0);
-          if (cfgDate) next.date = cfgDate;
-          keep = true;
-        }
-      }
-      this.reopen(next, keep);
+      const cont = this.continuation();
+      this.reopen({ ...(cont ?? this.replay), speed: speed.value }, cont !== null);
     });
     window.addEventListener('keydown', (e) => {
       const t = e.target as HTMLElement | null;
@@ -829,7 +844,8 @@ export class ViewerApp {
     rows.push(`${formatEt(s.tsMs - cell, 3)}–${formatEt(s.tsMs, 3).slice(6)} ET  bin ${s.binSeq}`);
     rows.push(`price ${price}  (k ${Number.isFinite(row) ? row - c.grid_radius_ticks : '—'})`);
     const fmt = (x: number) => (Number.isNaN(x) ? '—' : Math.abs(x) >= 1000 ? x.toFixed(0) : Math.abs(x) >= 1 ? x.toFixed(2) : x.toPrecision(3));
-    const val = (f: string) => (ring.has(f) ? (ring.holds(f, i) ? fmt(ring.value(f, i, row)) : '(older than the full-field buffer)') : '—');
+    const val = (f: string) => (ring.has(f) && ring.holds(f, i) ? fmt(ring.value(f, i, row)) : '—');
+    const older = (f: string) => ring.has(f) && !ring.holds(f, i);
     if (ring.has(BOOK_FIELD)) {
       const b = ring.holds(BOOK_FIELD, i) ? ring.value(BOOK_FIELD, i, row) : NaN;
       rows.push(`book   ${Number.isNaN(b) ? '—' : b > 0 ? `ask ${b.toFixed(0)}` : b < 0 ? `bid ${(-b).toFixed(0)}` : '0'}`);
@@ -852,8 +868,11 @@ export class ViewerApp {
     if (this.field !== BOOK_FIELD) add(this.field);
     for (const f of this.tipFields) add(f);
     if (m.goldFields.length) {
-      rows.push('— gold —');
-      for (const f of m.goldFields) add(f);
+      if (m.goldFields.every(older)) rows.push(`gold: kept for the last ${FULL_FIELDS_MS / 60_000} min only`);
+      else {
+        rows.push('— gold —');
+        for (const f of m.goldFields) add(f);
+      }
     }
     if (m.dslFields.length) {
       rows.push('— gold DSL —');

@@ -174,3 +174,55 @@ describe('time candles', () => {
     expect(() => timeCandles(bins, 0)).toThrow(RangeError);
   });
 });
+
+describe('zoomed-out scalar series', () => {
+  it('one pass gives per-pixel min/max of spot, bid and ask; NaN bins do not count', async () => {
+    const { scalarLod } = await import('./renderer');
+    const r = new BinRing(8, 1, []);
+    const spots = [100, 102, 101, NaN, 99, 98];
+    spots.forEach((sp, k) => r.push({ ...sc(k, k * 100, sp), bidTick: sp - 1, askTick: sp + 1 }, {}));
+    const lod = scalarLod(r, 0, 5, (i) => Math.floor(i / 3) * 10); // 3 bins per pixel column
+    expect(lod.n).toBe(2);
+    expect(Array.from(lod.x.subarray(0, 2))).toEqual([0, 10]);
+    expect([lod.lo.spot[0], lod.hi.spot[0], lod.lo.bid[0], lod.hi.ask[0]]).toEqual([100, 102, 99, 103]);
+    expect([lod.lo.spot[1], lod.hi.spot[1]]).toEqual([98, 99]);
+  });
+});
+
+describe('HeatCache recolouring', () => {
+  const g = globalThis as Record<string, unknown>;
+  it('a scale that keeps drifting still gets every column recoloured (passes run to the end)', async () => {
+    const saved = g.ImageData;
+    g.ImageData = class {
+      readonly data: Uint8ClampedArray;
+      constructor(readonly width: number, readonly height: number) {
+        this.data = new Uint8ClampedArray(width * height * 4);
+      }
+    };
+    try {
+      const { HeatCache } = await import('./heatcache');
+      const puts: number[] = [];
+      const canvas = () => ({ width: 0, height: 0, getContext: () => ({ fillRect() {}, drawImage() {}, putImageData: (_i: unknown, x: number) => puts.push(x) }) }) as unknown as HTMLCanvasElement;
+      const ring = new BinRing(640, 7, ['f']);
+      for (let s = 0; s < 640; s++) ring.push(sc(s), { f: [1, 2, 3, 4, 5, 6, 7] });
+      const cache = new HeatCache(640, R, canvas);
+      const lut = buildLut('thermal');
+      let scale = 10;
+      let clock = 0;
+      const now = () => (clock += 1); // every block of 64 columns costs 1 ms: a 1.5 ms budget paints one or two
+      cache.sync(ring, { field: 'f', lut, key: 'f', scale, norm: (v) => v / scale }, 1e9, now);
+      expect(cache.complete(ring)).toBe(true);
+      let syncs = 0;
+      do { // the scale drifts 10 % before every sync
+        scale *= 1.1;
+        cache.sync(ring, { field: 'f', lut, key: 'f', scale, norm: (v) => v / scale }, 1.5, now);
+        syncs++;
+      } while (!cache.complete(ring) && syncs < 100);
+      expect(cache.complete(ring)).toBe(true);
+      expect(syncs).toBeLessThanOrEqual(11); // 640 columns in blocks of 64
+      expect(puts.length).toBeGreaterThan(10);
+    } finally {
+      g.ImageData = saved;
+    }
+  });
+});

@@ -4,7 +4,7 @@
  * signed, and the colour scheme / normalisation it reads best with.
  *
  * `book` is the viewer's order-book field, computed per bin as ask_depth − bid_depth: asks positive, bids
- * negative, drawn with the two-family `bid_ask` scheme, scaled to the recent largest level (p99_clamp, linear).
+ * negative, drawn with the two-family `bid_ask` scheme, scaled to the recent largest level (p99_clamp, γ 1.5: typical levels dim).
  */
 
 import type { ColorScheme } from './colormap';
@@ -48,7 +48,7 @@ const KNOWN: Readonly<Record<string, Partial<FieldInfo>>> = {
 
 export function fieldInfo(name: string, role: string | null = null): FieldInfo {
   if (name === BOOK_FIELD) {
-    return { name, units: 'contracts resting', signed: true, scheme: 'bid_ask', normalization: 'p99_clamp', gamma: 1,
+    return { name, units: 'contracts resting', signed: true, scheme: 'bid_ask', normalization: 'p99_clamp', gamma: 1.5,
       note: 'bids (cold) · asks (warm)' };
   }
   const k = KNOWN[name] ?? {};

@@ -4,8 +4,8 @@
  * Colouring 30 min of ±50-tick bins (18 000 × 101 cells) every frame costs tens of ms; drawing cached columns
  * costs one scaled drawImage per visible run of columns. A bin's column is coloured once when it arrives; when the
  * colouring changes (field, scheme, gamma, normalisation, or the normaliser's scale drifting by more than
- * `DRIFT`), the whole cache is recoloured progressively, newest bins first, within a time budget per frame
- * (stale columns stay on screen meanwhile). Rows are absolute ticks from `top` down; when the newest bin's grid
+ * `DRIFT` — checked between passes), the whole cache is recoloured progressively, newest bins first, within a time
+ * budget per frame (stale columns stay on screen meanwhile). Rows are absolute ticks from `top` down; when the newest bin's grid
  * leaves the cached rows the tiles are shifted (drawn onto themselves), so nothing is recoloured for it.
  *
  * The cell loop (`paintColumn`) and the run split (`visibleRuns`) are pure and unit-tested.
@@ -153,7 +153,10 @@ export class HeatCache {
   sync(ring: BinRing, c: Colouring, budgetMs: number, now: () => number = () => performance.now()): boolean {
     const t0 = now();
     if (ring.size === 0) return false;
-    if (c.key !== this.key || !(Math.abs(c.scale - this.scale) <= DRIFT * Math.max(Math.abs(this.scale), 1e-12))) {
+    const drift = !(Math.abs(c.scale - this.scale) <= DRIFT * Math.max(Math.abs(this.scale), 1e-12));
+    // a new colouring restarts the pass from the newest bin; a drifting scale only starts a new pass once the running
+    // one is done (restarting it at every drift would starve the oldest columns while the scale keeps moving)
+    if (c.key !== this.key || (drift && this.lo <= ring.first)) {
       this.key = c.key;
       this.scale = c.scale;
       this.gen++;

@@ -92,8 +92,52 @@ export function visibleBins(ring: BinRing, t0: number, t1: number, cellMs: numbe
   return [i0, i1];
 }
 
+/** Per pixel column (zoomed out): min / max of the spot, bid and ask ticks of the bins drawn there. */
+export interface ScalarLod {
+  readonly x: Float64Array;
+  readonly n: number;
+  readonly lo: Record<Series, Float64Array>;
+  readonly hi: Record<Series, Float64Array>;
+}
+
+export type Series = 'spot' | 'bid' | 'ask';
+
+/** One pass over bins i0..i1: the per-pixel min/max of the three scalar series (NaN bins end a segment: a pixel
+ * column whose bins are all NaN keeps NaN). x0(i) is the bin's left edge in px. */
+export function scalarLod(ring: BinRing, i0: number, i1: number, x0: (i: number) => number): ScalarLod {
+  const cap = Math.max(0, i1 - i0 + 1);
+  const mk = () => ({ spot: new Float64Array(cap), bid: new Float64Array(cap), ask: new Float64Array(cap) });
+  const lo = mk();
+  const hi = mk();
+  const x = new Float64Array(cap);
+  let n = -1;
+  let px = NaN;
+  const get = { spot: (i: number) => ring.spotAt(i), bid: (i: number) => ring.bidAt(i), ask: (i: number) => ring.askAt(i) };
+  for (let i = i0; i <= i1; i++) {
+    const xi = Math.round(x0(i));
+    if (xi !== px) {
+      n++;
+      px = xi;
+      x[n] = xi;
+      for (const k of ['spot', 'bid', 'ask'] as const) {
+        lo[k][n] = NaN;
+        hi[k][n] = NaN;
+      }
+    }
+    for (const k of ['spot', 'bid', 'ask'] as const) {
+      const t = get[k](i);
+      if (!Number.isFinite(t)) continue;
+      if (!(t >= lo[k][n])) lo[k][n] = t;
+      if (!(t <= hi[k][n])) hi[k][n] = t;
+    }
+  }
+  return { x, n: n + 1, lo, hi };
+}
+
 export class Renderer {
   private readonly ctx: CanvasRenderingContext2D;
+  /** This frame's per-pixel scalar series when zoomed out (null when a bin is ≥ 1 px wide). */
+  private lod: ScalarLod | null = null;
   /** Overlay types this renderer draws; the app lists the others. */
   static readonly SUPPORTED = new Set(['vp_gold', 'spot_trail', 'bbo_spread', 'bbo_trail', 'projection_bands', 'ema_lines', 'sma_lines']);
   /** The last frame's volume profile (the tooltip reads it). */
@@ -151,6 +195,7 @@ export class Renderer {
     this.grid(m, P);
     if (m.mode === 'candle') this.candles(m, xOf, yOf, dpr);
     const lod = { i0: Math.max(0, i0 - 1), i1: Math.min(m.ring.size - 1, i1 + 1) };
+    this.lod = colW < 1 && lod.i1 >= lod.i0 ? scalarLod(m.ring, lod.i0, lod.i1, x0) : null;
     for (const o of m.overlays) this.overlay(o, m, lod, x0, colW, yOf, P);
     if (m.showTrades) this.trades(m, i0, i1, xOf, yOf, P);
     this.markers(m, xOf, yOf, dpr);
@@ -325,10 +370,25 @@ export class Renderer {
    * becomes one vertical min–max segment, so the path has at most ~2 points per pixel.
    */
   private trail(lod: { i0: number; i1: number }, x0: (i: number) => number, colW: number,
-    y: (t: number) => number, pick: (i: number) => number, step: boolean): void {
+    y: (t: number) => number, pick: (i: number) => number, step: boolean, series?: Series): void {
     const ctx = this.ctx;
     ctx.beginPath();
-    if (colW >= 1) {
+    if (series && this.lod) { // zoomed out: the frame's per-pixel min/max of a scalar series
+      const { x, n } = this.lod;
+      const lo = this.lod.lo[series];
+      const hi = this.lod.hi[series];
+      let pen = false;
+      for (let k = 0; k < n; k++) {
+        if (Number.isNaN(lo[k])) {
+          pen = false;
+          continue;
+        }
+        if (pen) ctx.lineTo(x[k], y(lo[k]));
+        else ctx.moveTo(x[k], y(lo[k]));
+        ctx.lineTo(x[k], y(hi[k]));
+        pen = true;
+      }
+    } else if (colW >= 1) {
       let pen = false;
       for (let i = lod.i0; i <= lod.i1; i++) {
         const t = pick(i);
@@ -392,14 +452,14 @@ export class Renderer {
       case 'spot_trail':
         ctx.strokeStyle = 'rgba(255,230,120,0.95)';
         ctx.lineWidth = 1.5 * dpr;
-        this.trail(lod, x0, colW, y, (i) => ring.spotAt(i), false);
+        this.trail(lod, x0, colW, y, (i) => ring.spotAt(i), false, 'spot');
         break;
       case 'bbo_trail':
         ctx.lineWidth = 1.25 * dpr;
         ctx.strokeStyle = BID_COLOR;
-        this.trail(lod, x0, colW, y, (i) => ring.bidAt(i), true);
+        this.trail(lod, x0, colW, y, (i) => ring.bidAt(i), true, 'bid');
         ctx.strokeStyle = ASK_COLOR;
-        this.trail(lod, x0, colW, y, (i) => ring.askAt(i), true);
+        this.trail(lod, x0, colW, y, (i) => ring.askAt(i), true, 'ask');
         break;
       case 'bbo_spread':
         if (colW < 1) break; // sub-pixel bins: the BBO trail shows the spread
@@ -460,15 +520,18 @@ export class Renderer {
     const half = PROJECTION_HALF_ROWS;
     const rowH = y(0) - y(1);
     const signalAt = (i: number) => ring.value(field, i, m.radius);
-    // historical: the first horizon's centre as drawn from each past bin
+    // historical: the first horizon's centre as drawn from each past bin (not when zoomed out past 2 bins per
+    // pixel, where it is noise and costs a pass over every bin)
     const h0 = Math.min(...m.horizonsBins);
-    ctx.strokeStyle = 'rgba(160,120,255,0.55)';
-    ctx.lineWidth = 1 * dpr;
-    this.trail(lod, (i) => x0(i) + h0 * colW, colW, y, (i) => {
-      const s = ring.spotAt(i);
-      const sig = signalAt(i);
-      return Number.isFinite(s) && Number.isFinite(sig) ? projectionCenterTick(s, sig, scale, h0) : NaN;
-    }, false);
+    if (colW >= 0.5) {
+      ctx.strokeStyle = 'rgba(160,120,255,0.55)';
+      ctx.lineWidth = 1 * dpr;
+      this.trail(lod, (i) => x0(i) + h0 * colW, colW, y, (i) => {
+        const s = ring.spotAt(i);
+        const sig = signalAt(i);
+        return Number.isFinite(s) && Number.isFinite(sig) ? projectionCenterTick(s, sig, scale, h0) : NaN;
+      }, false);
+    }
     // forward: bands from the newest bin
     const last = ring.size - 1;
     const spot = ring.scalarsAt(last).spotTick;
