@@ -1028,7 +1028,8 @@ def advise(lake: Path, experiment: str, *, configs_dir: Path | None = None, metr
     th = thresholds or Thresholds()
     chain, note = spec_chain(experiment, configs_dir)
     cost = chain[0].eval.cost_ticks_per_trade if chain else 0.0
-    rep = replay_trades(lake, res, configs_dir) if replay else Replayed(None, None, "replay not asked for")
+    rep = replay_trades(lake, res, configs_dir) if replay else Replayed(
+        None, None, "trades not replayed here (GET /v1/experiments/{name}/robustness replays them)")
     rob = robustness(res, cost_ticks_per_trade=cost, thresholds=th, oos_trades=rep.oos, is_trades=rep.is_candidate,
                      note=rep.note or (f"{note}; cost taken as 0" if note else None))
     sens = [sensitivity(res, a, metric, th) for a in res.axes]
