@@ -197,7 +197,8 @@ class Subscriber:
                     for m in messages:
                         if not await self._send(_send_text(m)):
                             return self._stall()
-                    await self._send({"type": "websocket.close", "code": code, "reason": reason})
+                    if not await self._send({"type": "websocket.close", "code": code, "reason": reason}):
+                        return self._stall()  # a dead reader at the end: cut it too, do not leave it open
                     return
                 self._waiter = loop.create_future()
                 await self._waiter

@@ -64,6 +64,7 @@ def e2e_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | Path]
     return {"lake": world.lake, "first": first, "current": current}
 
 
+@pytest.mark.slow  # ~3.5 min: the viewer's 30-minute history replay at 32x is about 70 s of it
 def test_browser_end_to_end(e2e_world):
     artifacts = Path(os.environ.get("QMACHINA_E2E_ARTIFACTS", PROJECT_ROOT / "test-artifacts" / "e2e"))
     artifacts.mkdir(parents=True, exist_ok=True)

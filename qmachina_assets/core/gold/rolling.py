@@ -1,10 +1,15 @@
 """Numba primitives for causal rolling statistics, shared by the built-in gold kernel and the Gold DSL.
 
 A rolling robust z-score needs the median and the MAD of the last W samples at every step. Both
-come from a sorted copy of the window kept up to date by binary search + shift (O(W) memmove, fast
-for W in the hundreds) and the MAD by a k-th-smallest search over the two sorted deviation runs on
-either side of the median (O(log W)), so no step sorts. Results equal numpy's `median` /
-`median(|x - median|)` bit for bit (tested), which is what lets the browser (sorted copies) match.
+come from a sorted copy of the window kept up to date by a replace per step (positions by counting,
+then one memmove of the elements between them: O(W), fast for W in the hundreds), and the MAD from the
+split of the two sorted deviation runs on either side of the median (bracketed around the previous
+step's split, else counted), so no step sorts. Results equal numpy's `median` / `median(|x - median|)`
+bit for bit (tested), which is what lets the browser (sorted copies) match. Measured choices (W = 300,
+real d1..d3 series): counting beat binary search (whose loads race the memmove's stores); the
+memmove itself is ~15 % of the gold cell, so a blocked sqrt(W) layout (shorter moves, but indirect
+median/MAD reads) was not pursued; `_nrt=False` everywhere, since numba's atomic incref/decref on
+every array view had cost a third of the gold cell.
 
 Undefined samples are NaN: they occupy a slot of the window (the window is the last W *bins*) but
 never enter the sorted copy, so statistics use the defined values only.
@@ -39,7 +44,7 @@ def _move(typingctx, arr, dst, src, count):
     return sig, codegen
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def lower_bound(a: np.ndarray, n: int, x: float) -> int:
     """First index i in a[:n] with a[i] >= x."""
     base = 0
@@ -53,7 +58,7 @@ def lower_bound(a: np.ndarray, n: int, x: float) -> int:
     return base
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def sorted_insert(a: np.ndarray, n: int, x: float) -> int:
     """Insert x into the sorted a[:n]; returns the new length."""
     i = lower_bound(a, n, x)
@@ -62,7 +67,7 @@ def sorted_insert(a: np.ndarray, n: int, x: float) -> int:
     return n + 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def sorted_remove(a: np.ndarray, n: int, x: float) -> int:
     """Remove one occurrence of x from the sorted a[:n]; returns the new length."""
     i = lower_bound(a, n, x)
@@ -70,27 +75,49 @@ def sorted_remove(a: np.ndarray, n: int, x: float) -> int:
     return n - 1
 
 
-@njit(cache=True, inline="always")
-def count_below2(a: np.ndarray, n: int, x: float, y: float) -> tuple[int, int]:
-    """(#a[:n] < x, #a[:n] < y): for a sorted a these are lower_bound(x), lower_bound(y).
+_BLOCK = 32  # rank2's first level: every _BLOCK-th element of the sorted window
 
-    One vectorised pass over the window instead of two binary searches: no dependent load chain, and
-    no loads racing the previous step's memmove stores (which cost a binary search more than its
-    compares, measured 112 ns per replace vs 57 ns this way at W = 300)."""
+
+@njit(cache=True, _nrt=False, inline="always")
+def count_below2(a: np.ndarray, lo: int, hi: int, x: float, y: float) -> tuple[int, int]:
+    """(#a[lo:hi] < x, #a[lo:hi] < y) in one vectorised pass (indices from 0 in a slice: numba's
+    negative-index wraparound on a computed index would keep the loop scalar)."""
+    v = a[lo:hi]
     ci = 0
     cj = 0
-    for k in range(n):
-        v = a[k]
-        ci += v < x
-        cj += v < y
+    for k in range(hi - lo):
+        ci += v[k] < x
+        cj += v[k] < y
     return ci, cj
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, inline="always")
+def rank2(a: np.ndarray, n: int, x: float, y: float) -> tuple[int, int]:
+    """(lower_bound(x), lower_bound(y)) in the sorted a[:n], as counts of smaller elements.
+
+    Counting instead of binary search: no dependent load chain, and no loads racing the previous
+    step's memmove stores (112 ns per replace with two binary searches, 57 ns with one counting pass
+    over W = 300). Two levels: whole blocks whose last element is smaller are counted from every
+    _BLOCK-th element, then one block is counted element by element."""
+    if n < 2 * _BLOCK:
+        return count_below2(a, 0, n, x, y)
+    bx = 0
+    by = 0
+    for b in range(_BLOCK - 1, n, _BLOCK):
+        bx += a[b] < x
+        by += a[b] < y
+    sx = bx * _BLOCK
+    sy = by * _BLOCK
+    cx = count_below2(a, sx, min(sx + _BLOCK, n), x, x)[0]
+    cy = count_below2(a, sy, min(sy + _BLOCK, n), y, y)[0]
+    return sx + cx, sy + cy
+
+
+@njit(cache=True, _nrt=False)
 def sorted_replace(a: np.ndarray, n: int, old: float, new: float) -> None:
     """Remove one `old` and insert `new` in the sorted a[:n] (length unchanged), moving only the
     elements between the two positions: a full window's steady state is one of these per step."""
-    i, j = count_below2(a, n, old, new)
+    i, j = rank2(a, n, old, new)
     if j > i:
         _move(a, i, i + 1, j - 1 - i)
         a[j - 1] = new
@@ -99,7 +126,7 @@ def sorted_replace(a: np.ndarray, n: int, old: float, new: float) -> None:
         a[j] = new
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def sorted_median(a: np.ndarray, n: int) -> float:
     h = n >> 1
     if n & 1:
@@ -107,62 +134,96 @@ def sorted_median(a: np.ndarray, n: int) -> float:
     return (a[h - 1] + a[h]) / 2.0
 
 
-@njit(cache=True, inline="always")
-def _kth_deviations(a: np.ndarray, n: int, m: float, lp: int, k: int, both: bool) -> tuple[float, float]:
-    """The k-th and (if `both`) (k+1)-th smallest (0-based) of |a[i] - m| over a[:n], a[:lp] < m <= a[lp:n].
+@njit(cache=True, _nrt=False, inline="always")
+def _takes_more_left(a: np.ndarray, m: float, lp: int, k: int, i: int) -> bool:
+    """R(k-i) > L(i): with i of the k+1 smallest from the left run, the right run's last is too big."""
+    return (a[lp + k - i] - m) > (m - a[lp - 1 - i])
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _kth_deviations(a: np.ndarray, n: int, m: float, lp: int, k: int, both: bool,
+                    hint: int) -> tuple[float, float, int]:
+    """The k-th and (if `both`) (k+1)-th smallest (0-based) of |a[i] - m| over a[:n], a[:lp] < m <= a[lp:n],
+    and the split found (a hint for the next call; any hint gives the same values).
 
     Left run L(t) = m - a[lp-1-t] and right run R(t) = a[lp+t] - m are both ascending. The number i of
-    the k+1 smallest taken from L is the first i in [lo, hi] with R(k-i) <= L(i) (that test is true..
-    false as i grows, and false at hi); found by a branch-free halving whose loads stay in bounds on
-    [lo, hi). The k-th is then the larger of the two runs' last taken, the next the smaller head.
+    the k+1 smallest taken from L is the first i in [lo, hi] where `_takes_more_left` is false (it is
+    true..false as i grows, and false at hi): bracketed around `hint` (a window moves by one sample per
+    step, so the split rarely moves by more than one), else counted in one vectorised pass. The k-th is then the
+    larger of the two runs' last taken, the next the smaller head.
     """
     nl = lp
     nr = n - lp
     lo = max(0, k + 1 - nr)
     hi = min(k + 1, nl)
-    left = a[lp - hi:lp - lo]  # left[u] = a[q], q = lp-1-t for t = hi-1-u
-    right = a[lp - hi + k + 1:lp - lo + k + 1]  # right[u] = a[lp+k-t]
-    i = lo
-    for u in range(hi - lo):  # R(k-t) > L(t) is true..false as t grows: count the trues
-        i += (right[u] - m) > (m - left[u])
+    i = hint
+    found = False
+    if lo <= hint - 2 and hint + 2 < hi and _takes_more_left(a, m, lp, k, hint - 2) \
+            and not _takes_more_left(a, m, lp, k, hint + 2):
+        # the split is in (hint-2, hint+2]: count the trues between, no branch (it moves by <= 1 in 95 %)
+        i = (hint - 1 + _takes_more_left(a, m, lp, k, hint - 1) + _takes_more_left(a, m, lp, k, hint)
+             + _takes_more_left(a, m, lp, k, hint + 1))
+        found = True
+    if not found:
+        left = a[lp - hi:lp - lo]  # left[u] = a[q], q = lp-1-t for t = hi-1-u
+        right = a[lp - hi + k + 1:lp - lo + k + 1]  # right[u] = a[lp+k-t]
+        i = lo
+        for u in range(hi - lo):  # count the trues
+            i += (right[u] - m) > (m - left[u])
     j = k + 1 - i
     l_prev = (m - a[lp - i]) if i > 0 else -np.inf  # L(i-1)
     r_prev = (a[lp + j - 1] - m) if j > 0 else -np.inf  # R(j-1)
     kth = l_prev if l_prev > r_prev else r_prev
     if not both:
-        return kth, kth
+        return kth, kth, i
     l_next = (m - a[lp - 1 - i]) if i < nl else np.inf  # L(i)
     r_next = (a[lp + j] - m) if j < nr else np.inf  # R(j)
-    return kth, (l_next if l_next < r_next else r_next)
+    return kth, (l_next if l_next < r_next else r_next), i
 
 
-@njit(cache=True)
-def sorted_mad(a: np.ndarray, n: int, m: float) -> float:
-    """median(|a[:n] - m|) for sorted a (numpy's definition: mean of the two middles when n is even)."""
+@njit(cache=True, _nrt=False, inline="always")
+def sorted_mad_at(a: np.ndarray, n: int, m: float, hint: int) -> tuple[float, int]:
+    """(median(|a[:n] - m|), split) for sorted a (numpy's definition: mean of the two middles when n is
+    even); `hint` is the split of a previous call on a similar window (-1: none)."""
     h = n >> 1
     lp = h if h > 0 and a[h - 1] < m else lower_bound(a, n, m)  # m is the median: usually lp = h
     if n & 1:
-        return _kth_deviations(a, n, m, lp, h, False)[0]
-    lo, hi = _kth_deviations(a, n, m, lp, h - 1, True)
-    return (lo + hi) / 2.0
+        kth, _, split = _kth_deviations(a, n, m, lp, h, False, hint)
+        return kth, split
+    lo, hi, split = _kth_deviations(a, n, m, lp, h - 1, True, hint)
+    return (lo + hi) / 2.0, split
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
+def sorted_mad(a: np.ndarray, n: int, m: float) -> float:
+    """median(|a[:n] - m|) for sorted a (numpy's definition: mean of the two middles when n is even)."""
+    return sorted_mad_at(a, n, m, -1)[0]
+
+
+@njit(cache=True, _nrt=False)
+def robust_z_at(x: float, a: np.ndarray, n: int, min_periods: int, eps: float, hint: int) -> tuple[float, int]:
+    """`robust_z` plus the MAD split found, to pass as `hint` for the same window's next step (a hint
+    never changes the value, only how fast the MAD is found)."""
+    if math.isnan(x):
+        return np.nan, hint
+    if n < min_periods or a[0] == a[n - 1]:
+        return 0.0, hint  # a constant window has MAD 0 (common: levels with no flow)
+    med = sorted_median(a, n)
+    mad, split = sorted_mad_at(a, n, med, hint)
+    s = MAD_SCALE * mad
+    if s > eps:
+        return (x - med) / s, split
+    return 0.0, split
+
+
+@njit(cache=True, _nrt=False)
 def robust_z(x: float, a: np.ndarray, n: int, min_periods: int, eps: float) -> float:
     """(x - median) / (1.4826 * MAD) over the sorted window a[:n]; 0 while n < min_periods or the scale
     is <= eps; NaN when x itself is undefined."""
-    if math.isnan(x):
-        return np.nan
-    if n < min_periods or a[0] == a[n - 1]:
-        return 0.0  # a constant window has MAD 0 (common: levels with no flow)
-    med = sorted_median(a, n)
-    s = MAD_SCALE * sorted_mad(a, n, med)
-    if s > eps:
-        return (x - med) / s
-    return 0.0
+    return robust_z_at(x, a, n, min_periods, eps, -1)[0]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def window_push(fifo: np.ndarray, srt: np.ndarray, head: int, length: int, n_sorted: int, x: float):
     """Push x into a FIFO of capacity W = len(fifo) and its sorted copy of defined values.
 
@@ -186,7 +247,7 @@ def window_push(fifo: np.ndarray, srt: np.ndarray, head: int, length: int, n_sor
     return head, length, n_sorted
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def window_mean(ring: np.ndarray, newest: int, count: int, w: int) -> float:
     """Mean of the last min(w, count) samples of a ring (newest at index `newest`), summed oldest first
     so every implementation adds in the same order."""

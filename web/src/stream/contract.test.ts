@@ -174,6 +174,31 @@ describe('StreamDecoder: message order', () => {
   });
 });
 
+describe('StreamDecoder: live streams (source=live)', () => {
+  it('a live runtime_config may be replaced; gap and source_status messages are decoded', () => {
+    const d = new StreamDecoder();
+    expect(d.push(text({ type: 'source_status', source: 'live', status: 'unavailable', reason: 'no live process' })))
+      .toEqual({ kind: 'source_status', status: { available: false, reason: 'no live process' } });
+    d.push(text(runtimeConfig(2, { source: 'live' })));
+    d.push(text(gridUpdate(1)));
+    d.push(frame().buffer);
+    const g = d.push(text({ type: 'gap', start_ns: '1700000000000000000', end_ns: '1700000002000000000', reason: 'x' }));
+    expect(g.kind === 'gap' && [g.gap.start_ns, g.gap.end_ns]).toEqual([1_700_000_000_000_000_000n, 1_700_000_002_000_000_000n]);
+    const unknown = d.push(text({ type: 'gap', start_ns: 'None', end_ns: 'None' })); // the live process could not tell
+    expect(unknown.kind === 'gap' && unknown.gap.start_ns).toBeNull();
+    const again = d.push(text(runtimeConfig(2, { source: 'live', symbol: 'ESM4' })));
+    expect(again.kind === 'runtime_config' && again.config.symbol).toBe('ESM4');
+    expect(d.push(text({ type: 'source_status', source: 'live', status: 'available' })).kind).toBe('source_status');
+    expectError(() => d.push(text({ type: 'gap', start_ns: '5', end_ns: '1' })), /before start_ns/);
+  });
+
+  it('a replay still refuses a second runtime_config and gap messages', () => {
+    expectError(() => started().push(text(runtimeConfig())), /second runtime_config/);
+    expectError(() => started().push(text({ type: 'gap', start_ns: '1', end_ns: '2' })), /gap outside a live stream/);
+    expectError(() => started().push(text({ type: 'source_status', status: 'maybe' })), /"available" or "unavailable"/);
+  });
+});
+
 describe('StreamDecoder: frame schema against grid_schema_fields', () => {
   function bad(bytes: Uint8Array, pattern: RegExp, radius = 2) {
     const d = started(radius);

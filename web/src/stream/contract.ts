@@ -325,9 +325,46 @@ export type StreamEvent =
   /** The server's `{"type": "error"}` (it closes the connection afterwards). */
   | { readonly kind: 'server_error'; readonly message: string }
   /** The server's `{"type": "end_of_stream"}`: the replay is over (a normal close follows). */
-  | { readonly kind: 'end_of_stream'; readonly bins: number };
+  | { readonly kind: 'end_of_stream'; readonly bins: number }
+  /** Live (`source=live`): an unrepairable gap in the market feed [start_ns, end_ns]; the book is invalid until the
+   * next snapshot completes. */
+  | { readonly kind: 'gap'; readonly gap: FeedGap }
+  /** Live: the source became unavailable (Redis / the live process; the connection stays open) or available. */
+  | { readonly kind: 'source_status'; readonly status: SourceStatus };
 
 export type StreamMessageData = string | ArrayBufferLike | ArrayBufferView;
+
+export interface FeedGap {
+  /** null when the live process could not tell (the message still says there was a gap). */
+  readonly start_ns: bigint | null;
+  readonly end_ns: bigint | null;
+  readonly raw: Readonly<Record<string, unknown>>;
+}
+
+export interface SourceStatus {
+  readonly available: boolean;
+  readonly reason: string | null;
+}
+
+/** Whether a runtime_config is a live stream's (`source: "live"`), which may be replaced on the same connection. */
+export function isLiveConfig(c: RuntimeConfigMessage | null): boolean {
+  return c !== null && c.raw.source === 'live';
+}
+
+function parseGap(o: Obj): FeedGap {
+  const m = 'gap';
+  const big = (key: string) => (isDigits(o[key]) ? BigInt(o[key] as string) : null);
+  const g = { start_ns: big('start_ns'), end_ns: big('end_ns'), raw: o };
+  if (g.start_ns !== null && g.end_ns !== null && g.end_ns < g.start_ns) fail(`${m}: end_ns ${g.end_ns} is before start_ns ${g.start_ns}`);
+  return g;
+}
+
+function parseSourceStatus(o: Obj): SourceStatus {
+  const m = 'source_status';
+  const status = req(o, m, 'status', isStr, 'a string');
+  if (status !== 'available' && status !== 'unavailable') fail(`${m}.status: "available" or "unavailable" expected, got ${JSON.stringify(status)}`);
+  return { available: status === 'available', reason: isStr(o.reason) ? o.reason : null };
+}
 
 export class StreamDecoder {
   private _config: RuntimeConfigMessage | null = null;
@@ -383,9 +420,16 @@ export class StreamDecoder {
     if (this.pending !== null) fail(`${o.type} while the binary frame of grid_update bin_seq ${this.pending.bin_seq} was expected`);
     switch (o.type) {
       case 'runtime_config':
-        if (this._config !== null) fail('a second runtime_config (it is sent once, first)');
+        // a replay sends it once, first; a live stream may replace it (contract roll, new day, live restart)
+        if (this._config !== null && !isLiveConfig(this._config)) fail('a second runtime_config (it is sent once, first)');
         this._config = parseRuntimeConfig(o);
         return { kind: 'runtime_config', config: this._config };
+      case 'gap':
+        if (!isLiveConfig(this._config)) fail('gap outside a live stream (source=live)');
+        return { kind: 'gap', gap: parseGap(o) };
+      case 'source_status':
+        // may come before any runtime_config: the live source is not published yet
+        return { kind: 'source_status', status: parseSourceStatus(o) };
       case 'end_of_stream':
         if (this._config === null) fail('end_of_stream before runtime_config');
         this.closed = true;

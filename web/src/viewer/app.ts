@@ -21,7 +21,7 @@ import { isNormalization, NORMALIZATIONS, Normalizer, type Normalization } from 
 import { buildStreamUrl, checkReplayParam, withReplay, type ReplayQuery, type ViewerParams } from './params';
 import { plotRect, Renderer, visibleBins, type Marker } from './renderer';
 import { RollingStats } from './stats';
-import type { RuntimeConfigMessage, StreamBin } from '../stream/contract';
+import { isLiveConfig, type FeedGap, type RuntimeConfigMessage, type SourceStatus, type StreamBin } from '../stream/contract';
 import { Viewport } from './viewport';
 import { parseVisualization, type Visualization } from './vizconfig';
 
@@ -147,6 +147,9 @@ export class ViewerApp {
   private drag: { x: number; y: number; id: number } | null = null;
   private tipFields = new Set<string>();
   private markers: Marker[] = [];
+  /** Live feed gaps (ms; an open end while the book waits for a snapshot). */
+  private feedGaps: { t0: number; t1: number }[] = [];
+  private sourceDown: string | null = null;
   private fields: string[] = [];
 
   constructor(private readonly root: HTMLElement, private readonly params: ViewerParams) {
@@ -164,6 +167,8 @@ export class ViewerApp {
       onBin: (b) => this.onBin(b),
       onError: (e, src) => this.onError(e, src),
       onEnd: (info) => this.onEnd(info),
+      onGap: (g) => this.onGap(g),
+      onSourceStatus: (st) => this.onSourceStatus(st),
     });
     this.controls();
     this.pointer();
@@ -222,6 +227,36 @@ export class ViewerApp {
     this.dirty = true;
   }
 
+  /** The LIVE / REPLAY badge; a live stream has no replay controls. */
+  private showSource(c: RuntimeConfigMessage): void {
+    const live = isLiveConfig(c);
+    const badge = el(this.root, '#source');
+    badge.hidden = false;
+    badge.dataset.source = live ? 'live' : 'replay';
+    badge.textContent = live ? 'LIVE' : 'REPLAY';
+    badge.title = live ? 'the market as it happens (source=live)' : 'a replay of the lake';
+    for (const sel of ['#seek button', '#replay-date', '#replay-start', '#replay-speed']) {
+      el<HTMLInputElement>(this.root, sel).disabled = live;
+    }
+  }
+
+  /** Live: a gap in the market feed (the book is invalid until the next snapshot): drawn as a hatched band. */
+  private onGap(g: FeedGap): void {
+    const newest = this.model?.ring.newest()?.tsMs ?? Date.now();
+    const t0 = g.start_ns !== null ? Number(g.start_ns / 1_000_000n) : newest;
+    const t1 = g.end_ns !== null ? Number(g.end_ns / 1_000_000n) : newest;
+    this.feedGaps.push({ t0, t1: Math.max(t1, t0 + (this.config?.cell_width_ms ?? 100)) });
+    if (this.feedGaps.length > 500) this.feedGaps.shift();
+    el(this.root, '#conn-detail').textContent = `feed gap ${formatEt(t0, 1)}–${formatEt(t1, 1)} ET: the book is invalid until the next snapshot`;
+    this.dirty = true;
+  }
+
+  private onSourceStatus(st: SourceStatus): void {
+    this.sourceDown = st.available ? null : st.reason ?? 'unavailable';
+    el(this.root, '#conn-detail').textContent = st.available ? 'live source available' : `live source unavailable: ${this.sourceDown}`;
+    this.dirty = true;
+  }
+
   private notice(title: string, message: string, days: readonly string[]): void {
     const box = el(this.root, '#notice');
     el(box, '.notice-title').textContent = title;
@@ -232,15 +267,27 @@ export class ViewerApp {
 
   private onConfig(c: RuntimeConfigMessage): void {
     const prev = this.config;
-    const keep = this.keepHistory && this.model !== null && prev !== null
-      && (prev.raw.serving as { serving_id?: string } | undefined)?.serving_id === (c.raw.serving as { serving_id?: string } | undefined)?.serving_id
-      && (prev.raw.replay as { date?: string } | undefined)?.date === (c.raw.replay as { date?: string } | undefined)?.date;
+    const sameVersion = prev !== null
+      && (prev.raw.serving as { serving_id?: string } | undefined)?.serving_id === (c.raw.serving as { serving_id?: string } | undefined)?.serving_id;
+    const sameGrid = prev !== null && prev.symbol === c.symbol && prev.grid_rows === c.grid_rows && prev.cell_width_ms === c.cell_width_ms
+      && prev.tick_int === c.tick_int && JSON.stringify(prev.grid_schema_fields) === JSON.stringify(c.grid_schema_fields);
+    // a continued replay (speed change, reconnect) of the same day, or a live stream's new runtime_config for the
+    // same version and grid (a new day, the live process restarted): the history stays
+    const keep = this.model !== null && sameVersion && sameGrid && (
+      (this.keepHistory && (prev!.raw.replay as { date?: string } | undefined)?.date === (c.raw.replay as { date?: string } | undefined)?.date)
+      || (isLiveConfig(prev) && isLiveConfig(c)));
+    if (prev && isLiveConfig(c) && !keep && this.model) {
+      this.notice('New live configuration', `${c.display_name ?? this.params.serving} now streams ${c.symbol ?? '?'}`
+        + ' (a contract roll, or a new version behind the alias): the history starts again.', []);
+    }
+    this.showSource(c);
     this.keepHistory = false;
     this.config = c;
     this.ended = false;
     this.lagBase = Infinity; // a new session: a new deadline clock
     this.behindMs = 0;
-    el(this.root, '#notice').hidden = true;
+    this.sourceDown = null;
+    if (keep || !isLiveConfig(c)) el(this.root, '#notice').hidden = true;
     const replay = (c.raw.replay ?? {}) as Record<string, unknown>;
     this.replayInfo(replay);
     if (keep) {
@@ -268,6 +315,7 @@ export class ViewerApp {
     this.gaps = 0;
     this.lastSeq = null;
     this.markers = [];
+    this.feedGaps = [];
     const derived = ring.has(EMA_SIGNAL_FIELD) ? [EMA_SIGNAL_FIELD] : []; // the EMA/SMA lines are prices: not offered
     this.fields = [...(hasBook ? [BOOK_FIELD] : []), ...floats, ...this.model.goldFields.filter((f) => f !== 'state5_code'), ...derived];
     this.fillFieldOptions();
@@ -315,7 +363,7 @@ export class ViewerApp {
     if (!ingestBin(m, bin)) return;
     const ring = m.ring;
     const i = ring.size - 1;
-    if (this.field === BOOK_FIELD || ring.has(this.field)) this.normalizer.update(ring.column(this.field, i));
+    if (ring.has(this.field)) this.normalizer.update(ring.column(this.field, i));
     this.binsTotal++;
     const s = ring.scalarsAt(i);
     const mid = Number.isFinite(s.bidTick) && Number.isFinite(s.askTick) ? (s.bidTick + s.askTick) / 2 : s.spotTick;
@@ -388,7 +436,8 @@ export class ViewerApp {
       this.catchUpSkips++;
       return; // behind the stream: take the bins in first, draw at ≤ 10 fps
     }
-    const painted = this.mode === 'heatmap' && this.cache ? this.cache.sync(m.ring, this.colouring(), RECOLOUR_BUDGET_MS) : false;
+    const budget = this.behindMs > CATCH_UP_MS ? 1 : RECOLOUR_BUDGET_MS; // behind: bins first
+    const painted = this.mode === 'heatmap' && this.cache ? this.cache.sync(m.ring, this.colouring(), budget) : false;
     const fresh = m.ring.pushed !== this.drawnPushed && !this.paused;
     // paused: the picture stays as it was, unless the user changes it (then the recolouring it causes is shown)
     if (this.paused && this.dirty) this.recolourOwed = true;
@@ -402,7 +451,7 @@ export class ViewerApp {
       cellMs: this.config.cell_width_ms, overlays: this.viz.overlays, horizonsBins: this.config.projection_horizons_bins,
       tickDollars: Number(this.config.tick_int) * this.config.price_scale, goldReady: m.gold?.ready ?? false,
       candles: this.mode === 'candle' ? this.candles() : [], lineSets: m.lineSets, showTrades: this.showTrades,
-      markers: this.markers, banner: this.banner(),
+      markers: this.markers, gaps: this.feedGaps, banner: this.banner(),
     });
     this.frameStats.add(performance.now() - t0);
     this.frames++;
@@ -414,6 +463,7 @@ export class ViewerApp {
 
   private banner(): string {
     const v = this.view!;
+    if (this.sourceDown) return `LIVE SOURCE UNAVAILABLE · ${this.sourceDown} · waiting`;
     if (this.paused) return 'PAUSED · bins keep buffering · Space resumes';
     if (!v.following) return `HISTORY · ${formatEt(v.t1, 0)} ET · F follows live`;
     if (this.ended) return 'END OF STREAM';

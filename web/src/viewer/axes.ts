@@ -15,11 +15,20 @@ const etParts = new Intl.DateTimeFormat('en-US', {
   timeZone: ET_ZONE, hour12: false, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit',
 });
 
-/** Offset of ET from UTC at `ms` (ms to add to UTC to get the ET wall clock), e.g. −5 h in winter. */
+const offsetByHour = new Map<number, number>();
+
+/** Offset of ET from UTC at `ms` (ms to add to UTC to get the ET wall clock), e.g. −5 h in winter. Cached per UTC
+ * hour (DST changes on the hour; Intl formatting is the slow part of drawing the axes). */
 export function etOffsetMs(ms: number): number {
+  const hour = Math.floor(ms / 3_600_000);
+  const hit = offsetByHour.get(hour);
+  if (hit !== undefined) return hit;
   const p = Object.fromEntries(etParts.formatToParts(new Date(ms)).map((x) => [x.type, x.value]));
   const wall = Date.UTC(+p.year, +p.month - 1, +p.day, +p.hour % 24, +p.minute, +p.second);
-  return wall - (ms - (((ms % 1000) + 1000) % 1000));
+  const off = wall - (ms - (((ms % 1000) + 1000) % 1000));
+  if (offsetByHour.size > 10_000) offsetByHour.clear();
+  offsetByHour.set(hour, off);
+  return off;
 }
 
 const pad = (n: number, w = 2) => String(n).padStart(w, '0');

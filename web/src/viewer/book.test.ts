@@ -181,9 +181,9 @@ describe('zoomed-out scalar series', () => {
     const r = new BinRing(8, 1, []);
     const spots = [100, 102, 101, NaN, 99, 98];
     spots.forEach((sp, k) => r.push({ ...sc(k, k * 100, sp), bidTick: sp - 1, askTick: sp + 1 }, {}));
-    const lod = scalarLod(r, 0, 5, (i) => Math.floor(i / 3) * 10); // 3 bins per pixel column
+    const lod = scalarLod(r, 0, 5, 0, 1 / 300); // bins end every 100 ms, a pixel is 300 ms: 3 bins per column
     expect(lod.n).toBe(2);
-    expect(Array.from(lod.x.subarray(0, 2))).toEqual([0, 10]);
+    expect(Array.from(lod.x.subarray(0, 2))).toEqual([0, 1]);
     expect([lod.lo.spot[0], lod.hi.spot[0], lod.lo.bid[0], lod.hi.ask[0]]).toEqual([100, 102, 99, 103]);
     expect([lod.lo.spot[1], lod.hi.spot[1]]).toEqual([98, 99]);
   });
@@ -224,5 +224,31 @@ describe('HeatCache recolouring', () => {
     } finally {
       g.ImageData = saved;
     }
+  });
+});
+
+describe('signal markers', () => {
+  it('entries become ▲/▼ at their price tick, exits ■ with outcome and P&L; scores are kept by bin time', async () => {
+    const { markersOf, SignalTrack } = await import('./signals');
+    const msg = {
+      bin_seq: 3, ts_ns: '1700000000300000000', score: 0.42,
+      events: [
+        { event: 'exit' as const, bin_seq: 3, ts_ns: '1700000000300000000', direction: 1, price: 4801, outcome: 'tp', pnl_ticks: 8 },
+        { event: 'entry' as const, bin_seq: 3, ts_ns: '1700000000300000000', direction: -1, price: 4800.25 },
+      ],
+    };
+    expect(markersOf(msg, 0.25)).toEqual([
+      { tsMs: 1_700_000_000_300, tick: 19204, kind: 'exit', label: 'tp +8t' },
+      { tsMs: 1_700_000_000_300, tick: 19201, kind: 'entry_short', label: 'short' },
+    ]);
+    const track = new SignalTrack(2);
+    track.add(msg, 0.25);
+    expect(track.position).toEqual({ direction: -1, since: 1_700_000_000_300 });
+    track.add({ bin_seq: 4, ts_ns: '1700000000400000000', score: -0.1, events: [] }, 0.25);
+    track.add({ bin_seq: 5, ts_ns: '1700000000500000000', score: null, events: [] }, 0.25);
+    track.add({ bin_seq: 6, ts_ns: '1700000000600000000', score: 0.3, events: [] }, 0.25);
+    expect([track.scoreAt(1_700_000_000_400), track.latest]).toEqual([-0.1, 0.3]);
+    expect(Number.isNaN(track.scoreAt(1_700_000_000_300))).toBe(true); // beyond the capacity of 2 scores
+    expect(track.markers).toHaveLength(2);
   });
 });

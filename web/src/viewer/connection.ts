@@ -12,7 +12,7 @@
  * The WebSocket constructor and timers are injectable for tests.
  */
 
-import { StreamContractError, StreamDecoder, type RuntimeConfigMessage, type StreamBin } from '../stream/contract';
+import { StreamContractError, StreamDecoder, type FeedGap, type RuntimeConfigMessage, type SourceStatus, type StreamBin } from '../stream/contract';
 import { Backoff, shouldReconnect, type BackoffOptions } from './backoff';
 
 export type ConnState = 'idle' | 'connecting' | 'live' | 'reconnecting' | 'error' | 'ended';
@@ -24,6 +24,9 @@ export interface ConnectionHandlers {
   /** A contract violation (the stream is stopped) or a server `error` message. */
   onError?(error: Error, source: 'contract' | 'server' | 'socket'): void;
   onEnd?(info: Readonly<Record<string, unknown>>): void;
+  /** Live streams: a feed gap, the source's availability. */
+  onGap?(gap: FeedGap): void;
+  onSourceStatus?(status: SourceStatus): void;
 }
 
 export interface SocketLike {
@@ -215,7 +218,14 @@ export class StreamConnection {
         this.h.onError?.(new ServerStreamError(ev.message, code, detail), 'server');
         break;
       }
+      case 'gap':
+        this.h.onGap?.(ev.gap);
+        break;
+      case 'source_status':
+        this.h.onSourceStatus?.(ev.status);
+        break;
       case 'grid_update':
+      case 'end_of_stream':
         break;
     }
   }

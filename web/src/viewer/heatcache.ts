@@ -17,7 +17,7 @@ import type { BinRing } from './ring';
 export const TILE_W = 2048;
 export const CACHE_ROWS = 512;
 /** Relative change of the normaliser's scale that triggers a recolour. */
-export const DRIFT = 0.04;
+export const DRIFT = 0.08;
 
 const BG = ((255 << 24) | (BACKGROUND[2] << 16) | (BACKGROUND[1] << 8) | BACKGROUND[0]) >>> 0;
 /** Rows the grid does not cover: a shade off the background, so the grid's extent shows. */

@@ -39,7 +39,7 @@ export interface NormalizerOptions {
   readonly clampSigma?: number;
   /** floor for the scale so a flat field shows as 0, not noise (default 1e-12). */
   readonly eps?: number;
-  /** p99_clamp: EW weight of a new update's p99 (default 0.02). */
+  /** p99_clamp: EW weight of a new update's p99 (default 0.005: ~200 updates). */
   readonly quantileAlpha?: number;
 }
 
@@ -75,7 +75,7 @@ export class Normalizer {
     this.alpha = opts.alpha ?? 0.05;
     this.clampSigma = opts.clampSigma ?? 3;
     this.eps = opts.eps ?? 1e-12;
-    this.qAlpha = opts.quantileAlpha ?? 0.02;
+    this.qAlpha = opts.quantileAlpha ?? 0.005;
   }
 
   /** Fold a batch of raw values (e.g. the newest bin's column) into the running statistics. NaNs are skipped. */

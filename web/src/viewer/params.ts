@@ -1,12 +1,12 @@
 /**
- * Page URL → stream URL. The page is opened as `?serving=<alias|serving_id>[&date=YYYY-MM-DD][&start=HH:MM[:SS]]
+ * Page URL → stream URL. The page is opened as `?serving=<alias|serving_id>[&source=replay|live][&date=YYYY-MM-DD][&start=HH:MM[:SS]]
  * [&end=HH:MM[:SS]][&speed=x][&stream=ws://host:port][&field=rest_depth][&mode=heatmap|candle]`. The WebSocket goes
  * to `/v1/stream` on the page's own host (or `stream=`), carrying `serving` plus the replay parameters the serving
- * process accepts (qmachina_serving/stream/replay.py parse_query: serving, date, start, end, speed); viewer-only
- * parameters stay on the page.
+ * process accepts (qmachina_serving/stream/replay.py parse_query: serving, source, date, start, end, speed; with
+ * source=live only serving and source); viewer-only parameters stay on the page.
  */
 
-export const REPLAY_PARAMS = ['date', 'start', 'end', 'speed'] as const;
+export const REPLAY_PARAMS = ['source', 'date', 'start', 'end', 'speed'] as const;
 export type ReplayParam = (typeof REPLAY_PARAMS)[number];
 export type ReplayQuery = Partial<Record<ReplayParam, string>>;
 
@@ -24,6 +24,8 @@ const TIME_RE = /^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$/;
 /** Check one replay parameter's value (same shapes as the server), returning an error message or null. */
 export function checkReplayParam(name: ReplayParam, value: string): string | null {
   switch (name) {
+    case 'source':
+      return value === 'replay' || value === 'live' ? null : `source ${JSON.stringify(value)}: replay or live`;
     case 'date':
       return DATE_RE.test(value) && !Number.isNaN(Date.parse(value)) ? null : `date ${JSON.stringify(value)}: expected YYYY-MM-DD`;
     case 'start':
@@ -90,9 +92,10 @@ export function buildStreamUrl(pageHref: string, p: Pick<ViewerParams, 'serving'
   if (url.protocol === 'https:') url.protocol = 'wss:';
   if (url.protocol !== 'ws:' && url.protocol !== 'wss:') throw new ViewerParamError(`stream ${JSON.stringify(p.stream)}: a ws(s):// or http(s):// origin expected`);
   const q = new URLSearchParams({ serving: p.serving });
+  const live = p.replay.source === 'live';
   for (const k of REPLAY_PARAMS) {
     const v = p.replay[k];
-    if (v !== undefined) q.set(k, v);
+    if (v !== undefined && (!live || k === 'source')) q.set(k, v); // live: the market as it happens, no window
   }
   url.search = q.toString();
   return url.toString();

@@ -106,7 +106,7 @@ function emaDrawModel(): DrawModel {
     ring, trades: new TradeLog(20), mode: 'candle', field: 'rest_depth', info: fieldInfo('rest_depth'),
     normalizer: new Normalizer('adaptive_running_max'), gamma: 0.7, scheme: 'pressure_vacuum', view, cache: null,
     radius: R, cellMs: 100, overlays: viz.overlays, horizonsBins: [1, 2, 4, 8], tickDollars, goldReady: false,
-    candles: [], lineSets: lines.lineSets, showTrades: true, markers: [], banner: '',
+    candles: [], lineSets: lines.lineSets, showTrades: true, markers: [], gaps: [], banner: '',
   };
 }
 

@@ -59,6 +59,8 @@ export interface DrawModel {
   readonly lineSets: ReadonlyMap<string, LineSet>;
   readonly showTrades: boolean;
   readonly markers: readonly Marker[];
+  /** Live feed gaps (ms): hatched bands, the book is invalid there. */
+  readonly gaps: readonly { readonly t0: number; readonly t1: number }[];
   /** A line of text over the plot (e.g. "PAUSED", "history"), or ''. */
   readonly banner: string;
 }
@@ -102,33 +104,38 @@ export interface ScalarLod {
 
 export type Series = 'spot' | 'bid' | 'ask';
 
-/** One pass over bins i0..i1: the per-pixel min/max of the three scalar series (NaN bins end a segment: a pixel
- * column whose bins are all NaN keeps NaN). x0(i) is the bin's left edge in px. */
-export function scalarLod(ring: BinRing, i0: number, i1: number, x0: (i: number) => number): ScalarLod {
+/** One pass over bins i0..i1: the per-pixel min/max of the three scalar series (a pixel column whose bins are all
+ * NaN keeps NaN: the trail breaks there). A bin's left edge is at x = xa + xb·tsMs px; its column is floor(x). */
+export function scalarLod(ring: BinRing, i0: number, i1: number, xa: number, xb: number): ScalarLod {
   const cap = Math.max(0, i1 - i0 + 1);
-  const mk = () => ({ spot: new Float64Array(cap), bid: new Float64Array(cap), ask: new Float64Array(cap) });
-  const lo = mk();
-  const hi = mk();
+  const lo = { spot: new Float64Array(cap), bid: new Float64Array(cap), ask: new Float64Array(cap) };
+  const hi = { spot: new Float64Array(cap), bid: new Float64Array(cap), ask: new Float64Array(cap) };
+  const [los, lob, loa, his, hib, hia] = [lo.spot, lo.bid, lo.ask, hi.spot, hi.bid, hi.ask];
   const x = new Float64Array(cap);
   let n = -1;
   let px = NaN;
-  const get = { spot: (i: number) => ring.spotAt(i), bid: (i: number) => ring.bidAt(i), ask: (i: number) => ring.askAt(i) };
   for (let i = i0; i <= i1; i++) {
-    const xi = Math.round(x0(i));
+    const xi = Math.floor(xa + xb * ring.tsAt(i));
     if (xi !== px) {
       n++;
       px = xi;
       x[n] = xi;
-      for (const k of ['spot', 'bid', 'ask'] as const) {
-        lo[k][n] = NaN;
-        hi[k][n] = NaN;
-      }
+      los[n] = lob[n] = loa[n] = his[n] = hib[n] = hia[n] = NaN;
     }
-    for (const k of ['spot', 'bid', 'ask'] as const) {
-      const t = get[k](i);
-      if (!Number.isFinite(t)) continue;
-      if (!(t >= lo[k][n])) lo[k][n] = t;
-      if (!(t <= hi[k][n])) hi[k][n] = t;
+    const s = ring.spotAt(i);
+    const b = ring.bidAt(i);
+    const a = ring.askAt(i);
+    if (s === s) { // not NaN; comparisons with a NaN start take the first value
+      if (!(s >= los[n])) los[n] = s;
+      if (!(s <= his[n])) his[n] = s;
+    }
+    if (b === b) {
+      if (!(b >= lob[n])) lob[n] = b;
+      if (!(b <= hib[n])) hib[n] = b;
+    }
+    if (a === a) {
+      if (!(a >= loa[n])) loa[n] = a;
+      if (!(a <= hia[n])) hia[n] = a;
     }
   }
   return { x, n: n + 1, lo, hi };
@@ -195,10 +202,12 @@ export class Renderer {
     this.grid(m, P);
     if (m.mode === 'candle') this.candles(m, xOf, yOf, dpr);
     const lod = { i0: Math.max(0, i0 - 1), i1: Math.min(m.ring.size - 1, i1 + 1) };
-    this.lod = colW < 1 && lod.i1 >= lod.i0 ? scalarLod(m.ring, lod.i0, lod.i1, x0) : null;
+    const pxPerMs = P.w / (v.t1 - v.t0);
+    this.lod = colW < 1 && lod.i1 >= lod.i0 ? scalarLod(m.ring, lod.i0, lod.i1, -(v.t0 + m.cellMs) * pxPerMs, pxPerMs) : null;
     for (const o of m.overlays) this.overlay(o, m, lod, x0, colW, yOf, P);
     if (m.showTrades) this.trades(m, i0, i1, xOf, yOf, P);
     this.markers(m, xOf, yOf, dpr);
+    this.gapBands(m, xOf, P);
     ctx.restore();
 
     this.timeAxis(m, P, H);
@@ -325,6 +334,31 @@ export class Renderer {
         ctx.arc(b.x, y, r, 0, 2 * Math.PI);
         ctx.stroke();
       }
+    }
+  }
+
+  private gapBands(m: DrawModel, xOf: (t: number) => number, P: PlotRect): void {
+    if (!m.gaps.length) return;
+    const ctx = this.ctx;
+    const dpr = P.dpr;
+    for (const g of m.gaps) {
+      if (g.t1 < m.view.t0 || g.t0 > m.view.t1) continue;
+      const x0 = xOf(g.t0);
+      const w = Math.max(xOf(g.t1) - x0, 3 * dpr);
+      ctx.fillStyle = 'rgba(255,80,80,0.12)';
+      ctx.fillRect(x0, 0, w, P.h);
+      ctx.strokeStyle = 'rgba(255,120,120,0.45)';
+      ctx.lineWidth = 1;
+      ctx.beginPath();
+      for (let y = -w; y < P.h; y += 8 * dpr) { // hatching
+        ctx.moveTo(x0, y + w);
+        ctx.lineTo(x0 + w, y);
+      }
+      ctx.stroke();
+      ctx.fillStyle = '#ff9a9a';
+      ctx.font = `${10 * dpr}px system-ui, sans-serif`;
+      ctx.textBaseline = 'top';
+      ctx.fillText('feed gap', x0 + 3 * dpr, 60 * dpr);
     }
   }
 

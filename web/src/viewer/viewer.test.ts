@@ -200,6 +200,15 @@ describe('page params → stream URL', () => {
     expect(() => parseViewerParams('?serving=a&start=9:45')).toThrow(/start/);
     expect(() => parseViewerParams('?serving=a&date=2026-3-2')).toThrow(/date/);
     expect(() => parseViewerParams('?serving=a&mode=bars')).toThrow(/mode/);
+    expect(() => parseViewerParams('?serving=a&source=tape')).toThrow(/replay or live/);
+    expect(() => parseViewerParams('?serving=a&candle=2h')).toThrow(/candle/);
+  });
+
+  it('source=live sends only serving and source; viewer params: tooltip fields, candle interval', () => {
+    const p = parseViewerParams('?serving=a&source=live&speed=4&tip=flow_score,v_add&candle=15s');
+    expect(buildStreamUrl('http://h/', p)).toBe('ws://h/v1/stream?serving=a&source=live');
+    expect([p.tip, p.candle]).toEqual([['flow_score', 'v_add'], 15_000]);
+    expect(parseViewerParams('?serving=a&candle=5m').candle).toBe(300_000);
   });
 
   it('withReplay rewrites only the replay params', () => {
