@@ -32,8 +32,10 @@ export function launch(): Promise<Browser> {
 }
 
 /** A page that records console errors, uncaught exceptions and failed HTTP responses (a test fails on any;
- * the browser's own favicon probe excepted). `expectHttp` lists statuses a test provokes on purpose. */
-export async function openPage(browser: Browser, path: string, expectHttp: number[] = []): Promise<{ page: Page; errors: string[] }> {
+ * the browser's own favicon probe excepted). `expectHttp` lists statuses a test provokes on purpose; `before`
+ * runs before the page loads. */
+export async function openPage(browser: Browser, path: string, expectHttp: number[] = [],
+  before?: (page: Page) => Promise<void>): Promise<{ page: Page; errors: string[] }> {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
@@ -46,6 +48,7 @@ export async function openPage(browser: Browser, path: string, expectHttp: numbe
       errors.push(`http ${r.status()}: ${r.request().method()} ${r.url()}`);
     }
   });
+  if (before) await before(page); // e.g. routes to set up before the page loads
   await page.goto(BASE + path);
   return { page, errors };
 }
