@@ -1,8 +1,9 @@
 """Gold benchmark: built-in set (batch on every core, batch on one core, stream path) and DSL graphs over
 a day of silver, against the engine's own time for the same day and window, measured in the same run; and
-the 20-node example DSL spec streamed one bin per `DslRuntime.step` (the serving path; target >= 10,000 bins/s).
+the 20-node example DSL spec streamed one bin per `DslRuntime.step` (the serving path; target >= 10,000 bins/s),
+and with --browser the same spec in headless Chromium (web/bench/dsl-bench.mjs; target >= 2,000 bins/s).
 
-Usage: python bench/gold.py FILE [--start HH:MM --end HH:MM] [--skip-dsl]   (UTC window; default RTH)
+Usage: python bench/gold.py FILE [--start HH:MM --end HH:MM] [--skip-dsl] [--browser]   (UTC window; default RTH)
 FILE is an MBO day (e.g. `qmachina synth /tmp/day.dbn.zst --events 20000000`). The records are decoded
 into memory; the engine is timed on them (records -> silver, as bench/engine.py (b)), then run again to
 keep the silver gold reads. `gold_over_engine` is the batch gold's wall time (every core) over the
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -98,6 +100,18 @@ def stream_bins(spec: gold_dsl.GoldDslSpec, bins: dict, grid: dict, r: int, tick
         rt.step({c: v[b:b + 1] for c, v in bins.items()}, {c: v[b * w:(b + 1) * w] for c, v in grid.items()})
 
 
+def browser_stream(n_bins: int, radius: int) -> dict:
+    """web/bench/dsl-bench.mjs: the browser DslRuntime in headless Chromium, one bin per step (its last line)."""
+    script = PROJECT_ROOT / "web" / "bench" / "dsl-bench.mjs"
+    proc = subprocess.run(["node", str(script), "--bins", str(min(n_bins, 20_000)), "--radius", str(radius)],
+                          capture_output=True, text=True, timeout=900, cwd=PROJECT_ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"{script}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
+    lines = proc.stdout.strip().splitlines()
+    print(lines[0] if len(lines) > 1 else "")
+    return json.loads(lines[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("file", type=Path)
@@ -105,6 +119,8 @@ def main() -> None:
     ap.add_argument("--end", default="20:00")
     ap.add_argument("--skip-dsl", action="store_true", help="time the built-in set only")
     ap.add_argument("--stream-bins", type=int, default=50_000, help="bins streamed one per step (DSL stream)")
+    ap.add_argument("--browser", action="store_true",
+                    help="also stream the DSL spec in headless Chromium (web/bench/dsl-bench.mjs)")
     args = ap.parse_args()
     inst = locked_instrument()
     r, tick = inst.grid_radius_ticks, inst.tick_int
@@ -155,12 +171,18 @@ def main() -> None:
         print(f"DSL builtin ({len(builtin_dsl.nodes)} nodes): {t_bdsl:7.2f} s  {n_bins / t_bdsl:12,.0f} bins/s  "
               f"{cells / t_bdsl:12,.0f} cells/s")
         n_stream = min(n_bins, args.stream_bins)
+        cpu0 = time.process_time()
         t_step, _ = timed(stream_bins, dsl_spec, bins, grid, r, tick, inst.cell_width_ms, n_stream)
-        print(f"DSL {dsl_spec.name} stream, one bin per step: {n_stream:,} bins in {t_step:.2f} s  "
-              f"{n_stream / t_step:12,.0f} bins/s  (target >= 10,000)")
+        cpu_step = time.process_time() - cpu0
+        print(f"DSL {dsl_spec.name} stream, one bin per step: {n_stream:,} bins in {t_step:.2f} s wall "
+              f"({cpu_step:.2f} s CPU)  {n_stream / t_step:12,.0f} bins/s  ({n_stream / cpu_step:,.0f} per CPU "
+              "second; target >= 10,000)")
         fig.update({"dsl_nodes": n_nodes, "dsl_s": round(t_dsl, 3), "dsl_builtin_s": round(t_bdsl, 3),
                     "dsl_cells_per_s": round(cells / t_dsl), "dsl_stream_bins": n_stream,
-                    "dsl_stream_bins_per_s": round(n_stream / t_step)})
+                    "dsl_stream_bins_per_s": round(n_stream / t_step),
+                    "dsl_stream_bins_per_cpu_s": round(n_stream / cpu_step)})
+        if args.browser:
+            fig["browser_dsl"] = browser_stream(args.stream_bins, r)
     print(json.dumps(fig))
 
 

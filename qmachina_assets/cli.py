@@ -85,14 +85,20 @@ def cmd_silver(args: argparse.Namespace) -> int:
 
 
 def cmd_gold_fixtures(args: argparse.Namespace) -> int:
-    """Regenerate the committed cross-language gold parity fixtures from a real sample day."""
-    from qmachina_assets.core.gold.fixtures import write_parity_fixtures
+    """Regenerate the committed cross-language gold parity fixtures from a real sample day: the built-in set
+    (`--out`) and every shipped Gold DSL spec plus the coverage spec(s) of `--dsl-out` (`*.yaml` there)."""
+    from qmachina_assets.core.gold.fixtures import write_dsl_fixtures, write_parity_fixtures
     from qmachina_assets.core.instrument import locked_instrument
+    from qmachina_assets.core.paths import configs_root
 
     source = args.source or shared_data_root() / SAMPLE_FILES[1]
     meta = write_parity_fixtures(Path(source), args.out, locked_instrument())
     print(f"wrote {meta['bins']} bins x {2 * meta['grid_radius_ticks'] + 1} rows of {meta['source']} "
           f"(config {meta['config_hash']}) to {args.out}")
+    specs = sorted((configs_root() / "gold").glob("*.yaml")) + sorted(Path(args.dsl_out).glob("*.yaml"))
+    meta = write_dsl_fixtures(Path(source), args.dsl_out, locked_instrument(), specs)
+    print(f"wrote {meta['bins']} bins x {2 * meta['grid_radius_ticks'] + 1} rows and the outputs of "
+          f"{', '.join(meta['specs'])} to {args.dsl_out}")
     return 0
 
 
@@ -349,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("gold-fixtures", help="write the gold parity golden vectors (silver in, gold out)")
     g.add_argument("--out", type=Path, default=PROJECT_ROOT / "tests" / "fixtures" / "gold_parity")
+    g.add_argument("--dsl-out", type=Path, default=PROJECT_ROOT / "tests" / "fixtures" / "gold_dsl",
+                   help="Gold DSL vectors: every configs/gold/*.yaml and the *.yaml coverage specs of this directory")
     g.add_argument("--source", type=Path, default=None, help="MBO file (default: the ESH4 2023-12-25 sample)")
     g.set_defaults(func=cmd_gold_fixtures)
 

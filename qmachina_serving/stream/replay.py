@@ -11,6 +11,11 @@
   A start time begins from an engine checkpoint (`checkpoints.engine_at`, cached in the lake), so a
   mid-day start does not replay from midnight; records are fed `feed_records` at a time so one engine
   call (which holds the GIL) stays short while the event loop fans frames out.
+- A version whose pipeline has a Gold DSL (`snapshot.gold_dsl`) streams it: `DslFollower` advances the
+  spec's `DslRuntime` (the batch executor's kernel) on every emitted bin, and each `Frame` carries the bin's
+  DSL outputs (`gold`, not on the wire: the browser computes them from the same silver). At a mid-day start
+  its state joins the engine checkpoint, warmed from the capture window's start, so the outputs equal a
+  replay from the session start.
 - Frame shapers are per model (`SHAPERS`): `vacuum_pressure` sends the dense ±R grid; `ema_ensemble`
   (SPEC §9) sends one k = 0 row per bin, the spot tick's row of the same engine grid (zeros while the
   spot is invalid). Both share the grid_update scalars and the one-encode-per-bin framing.
@@ -33,8 +38,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pyarrow as pa
 
-from qmachina_assets.core.engine.checkpoints import checkpoint_path, engine_at
+from qmachina_assets.core.engine.checkpoints import checkpoint_path, checkpoint_source, engine_at
 from qmachina_assets.core.engine.engine import Engine, SilverChunk, checkpoint_key
+from qmachina_assets.core.gold.dsl import GoldDslSpec
+from qmachina_assets.core.gold.dsl_runtime import DslRuntime
 from qmachina_assets.core.ingest import dbn
 from qmachina_assets.core.ingest.bronze import load_bronze, read_manifest
 from qmachina_assets.core.ingest.lake import bronze_dir
@@ -225,6 +232,8 @@ class Frame:
     bin_end_ns: int
     json_prefix: str
     arrow: bytes
+    gold: dict[str, np.ndarray] | None = None  # the bin's Gold DSL outputs (2R+1 rows), when the version has one
+    dsl_in: tuple[np.ndarray, ...] | None = None  # its DslRuntime.step_raw input (the session's per-client state)
 
     def grid_update(self, due_unix_ns: int) -> str:
         return f'{self.json_prefix},"due_unix_ns":"{due_unix_ns}"}}'
@@ -325,17 +334,75 @@ def shaper_for(version: ServedVersion) -> Any:
 # ---- producer ---------------------------------------------------------------------------------------
 
 
+class DslFollower:
+    """The Gold DSL a version serves, computed as the stream goes (`checkpoints.SilverFollower`).
+
+    The runtime is fed bin_seq = bin_start_ns // cell (an absolute bin index): an engine started mid-day
+    numbers its bins from 0, and the series must continue the warm-up's bins across that restart.
+    """
+
+    def __init__(self, section: dict[str, Any], runtime: InstrumentConfig, start_ns: int | None):
+        spec = GoldDslSpec.model_validate(section["spec"])
+        self.runtime = DslRuntime(spec, int(runtime.grid_radius_ticks), int(runtime.tick_int),
+                                  int(runtime.cell_width_ms))
+        self.cell_ns = int(runtime.cell_width_ms) * 1_000_000
+        self._start_ns = start_ns
+        self.bins = 0
+
+    @property
+    def identity(self) -> str:
+        return self.runtime.state_key()
+
+    @property
+    def start_ns(self) -> int | None:
+        return self._start_ns
+
+    def raw_inputs(self, bins: dict[str, np.ndarray], grid: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+        """(bin_seq, valid, spot tick, inputs) as `DslRuntime.step_raw` takes them (copies, not engine views)."""
+        p = self.runtime.program
+        spot = np.asarray(bins["spot_ref_price_int"], np.int64)
+        valid = np.asarray(bins["book_valid"], np.bool_) & (spot > 0)
+        inp = np.empty((len(p.fields), len(grid["k"])), np.float64)
+        for i, f in enumerate(p.fields):
+            inp[i] = grid[f]
+        return np.asarray(bins["bin_start_ns"], np.int64) // self.cell_ns, valid, spot // p.tick_int, inp
+
+    def feed(self, bins: dict[str, np.ndarray], grid: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        seq = np.asarray(bins["bin_start_ns"], np.int64) // self.cell_ns
+        self.bins += len(seq)
+        return self.runtime.step({"bin_seq": seq, "spot_ref_price_int": bins["spot_ref_price_int"],
+                                  "book_valid": bins["book_valid"]}, grid)
+
+    def checkpoint(self) -> bytes:
+        return self.runtime.checkpoint()
+
+    def restore(self, blob: bytes) -> None:
+        self.runtime.restore(blob)
+
+
+def dsl_follower(version: ServedVersion, plan: ReplayPlan) -> DslFollower | None:
+    """The version's Gold DSL, following the silver from the capture window's start on the plan's date (the
+    silver the evaluation computed it on; the first record without a window)."""
+    section = version.snapshot.get("gold_dsl")
+    if section is None:
+        return None
+    start = None if version.start_et is None else _et_ns(plan.date, dt.time.fromisoformat(version.start_et))
+    return DslFollower(section, version.runtime, start)
+
+
 def _warm_checkpoint(lake: str, symbol: str, date: str, runtime: dict[str, Any], boundary_ns: int,
-                     start_ns: int | None, end_ns: int | None) -> bool:
+                     start_ns: int | None, end_ns: int | None,
+                     dsl: tuple[dict[str, Any], int | None] | None = None) -> bool:
     """Worker-process side of a large checkpoint miss: build and store it (returns loaded_from_cache)."""
     inst = InstrumentConfig.model_validate(runtime)
-    return engine_at(Path(lake), symbol, date, inst, boundary_ns, start_ns, end_ns)[2]
+    follower = None if dsl is None else DslFollower(dsl[0], inst, dsl[1])
+    return engine_at(Path(lake), symbol, date, inst, boundary_ns, start_ns, end_ns, follower)[2]
 
 
 def checkpoint_cached(lake: Path, plan: ReplayPlan, runtime: InstrumentConfig, data_sha256: str,
-                      boundary_ns: int) -> bool:
+                      boundary_ns: int, follower: DslFollower | None = None) -> bool:
     """Whether `engine_at` will find its checkpoint (the same key it builds; a mismatch only costs time)."""
-    key = checkpoint_key(runtime, f"{data_sha256}:{plan.start_ns}:{plan.end_ns}", boundary_ns)
+    key = checkpoint_key(runtime, checkpoint_source(data_sha256, plan.start_ns, plan.end_ns, follower), boundary_ns)
     return checkpoint_path(lake, plan.symbol, plan.date, key).is_file()
 
 
@@ -356,6 +423,7 @@ class BinProducer:
         self.inline_warmup_records = int(inline_warmup_records)
         self._pool = pool
         self.engine: Engine | None = None
+        self.dsl: DslFollower | None = None
         self._chunks: Iterator[SilverChunk] | None = None
         self.finished = False
         self.bins = 0
@@ -367,6 +435,8 @@ class BinProducer:
         plan, runtime = self.plan, self.version.runtime
         manifest, records = load_bronze(self.lake, plan.symbol, plan.date)
         checkpoint = "none"
+        self.dsl = dsl_follower(self.version, plan)
+        dsl_warm = "fresh"
         if plan.start_ns is None:
             engine, rest = Engine(runtime, None, plan.end_ns), records
         else:
@@ -375,21 +445,32 @@ class BinProducer:
             if cut == 0:
                 engine, rest = Engine(runtime, plan.start_ns, plan.end_ns), records
             else:
+                follower = self.dsl
+                if follower is not None and (follower.start_ns is None or follower.start_ns < boundary):
+                    dsl_warm = "checkpoint"  # warmed from its start to the boundary, stored with the engine's
+                else:
+                    follower = None
                 built = (cut > self.inline_warmup_records and self._pool is not None
-                         and not checkpoint_cached(self.lake, plan, runtime, manifest.data_sha256, boundary))
+                         and not checkpoint_cached(self.lake, plan, runtime, manifest.data_sha256, boundary,
+                                                   follower))
                 if built:  # a long warm-up holds the GIL for its whole engine call: build it in a worker process
+                    dsl = None if follower is None else (self.version.snapshot["gold_dsl"], follower.start_ns)
                     try:
                         self._pool().submit(_warm_checkpoint, str(self.lake), plan.symbol, plan.date.isoformat(),
-                                            runtime.model_dump(), boundary, plan.start_ns, plan.end_ns).result()
+                                            runtime.model_dump(), boundary, plan.start_ns, plan.end_ns,
+                                            dsl).result()
                     except BrokenExecutor:  # the worker died: build it here (the hub respawns the pool)
                         built = False
                 engine, rest, hit = engine_at(self.lake, plan.symbol, plan.date, runtime, boundary, plan.start_ns,
-                                              plan.end_ns)
+                                              plan.end_ns, follower)
                 checkpoint = "built_in_worker" if built else ("hit" if hit else "miss")
         self.engine = engine
         self._chunks = self._iter_chunks(engine, rest)
         self.open_info = {"checkpoint": checkpoint, "records": len(rest),
                           "open_s": round(time.perf_counter() - t0, 4)}
+        if self.dsl is not None:
+            self.open_info["gold_dsl"] = {"spec_hash": self.version.snapshot["gold_dsl"]["spec_hash"],
+                                          "state": dsl_warm}
         return self.open_info
 
     def _iter_chunks(self, engine: Engine, records: np.ndarray) -> Iterator[SilverChunk]:
@@ -412,7 +493,16 @@ class BinProducer:
             if chunk is None:
                 self.finished = True
                 break
-            out.extend(self.shaper.frames(chunk))  # chunk views are valid until the next chunk is requested
+            frames = self.shaper.frames(chunk)  # chunk views are valid until the next chunk is requested
+            if self.dsl is not None:
+                gold = self.dsl.feed(chunk.bins, chunk.grid)
+                w = self.shaper.rows_per_bin
+                names = [c for c in gold if c not in ("bin_seq", "k")]
+                seq, valid, spot, inp = self.dsl.raw_inputs(chunk.bins, chunk.grid)
+                for b, f in enumerate(frames):
+                    f.gold = {c: gold[c][b * w:(b + 1) * w] for c in names}
+                    f.dsl_in = (seq[b:b + 1], valid[b:b + 1], spot[b:b + 1], inp[:, b * w:(b + 1) * w])
+            out.extend(frames)
         self.bins += len(out)
         return out
 

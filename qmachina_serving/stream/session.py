@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from qmachina_assets.core.gold.dsl_runtime import DslRuntime
 from qmachina_serving.settings import ServingSettings
 from qmachina_serving.stream.protocol import CLOSE_CODES, CloseCode, StreamError, dumps
 from qmachina_serving.stream.replay import BinProducer, Frame, ReplayPlan, plan_key, shaper_for, spawn_pool
@@ -95,9 +96,11 @@ class Subscriber:
     """One client of a session: its queue of shared frame messages and its sender task."""
 
     def __init__(self, ws: Any, hello: dict[str, Any], maxlen: int, max_stall_s: float, direct: bool = True,
-                 on_stall: Any = None, send_buffer_bytes: int = 0):
+                 on_stall: Any = None, send_buffer_bytes: int = 0, ready: asyncio.Event | None = None):
         self.ws = ws
         self.hello = hello
+        self.ready = ready  # set when `hello` is final (a Gold DSL session: once its state is known)
+        self.greeted = False  # the hello is written (the stall clock runs from then: a DSL hello is large)
         self.writer = DirectWriter.of(ws.send) if direct else None  # one write of the shared bin bytes
         self.conn = Connection(ws.send)
         self.conn.set_send_buffer(send_buffer_bytes)
@@ -123,7 +126,9 @@ class Subscriber:
         """Queue one bin (skip-ahead when full); False when the client is stalled and must be dropped."""
         if self.closed:
             return True
-        if not self.queue and not self.sending:
+        if not self.greeted:
+            pass
+        elif not self.queue and not self.sending:
             self.last_progress = now  # idle until now: the stall clock starts with this bin
         elif now - self.last_progress > self.max_stall_s:
             return False
@@ -173,8 +178,12 @@ class Subscriber:
         writer = self.writer
         loop = asyncio.get_running_loop()
         try:
+            if self.ready is not None:
+                await self.ready.wait()
             if not await self._send(self.hello):
                 return self._stall()
+            self.greeted = True
+            self.last_progress = clock()
             while True:
                 while self.queue:
                     text, data, wire, fan = self.queue.popleft()
@@ -247,7 +256,12 @@ class Session:
                  "stream_contract": {"version": 1, "close_codes": {str(int(k)): v for k, v in CLOSE_CODES.items()},
                                      "client_queue_bins": self.settings.client_queue_bins,
                                      "max_stall_s": self.settings.max_stall_s}}
+        self._hello_body = hello
         self.hello = _send_text(dumps(hello))
+        # A Gold DSL version: every client's hello carries the DSL state just before its first bin
+        # (`replay.gold_dsl_state`, DslRuntime.state_json), kept by `fan_dsl`, which steps each fanned-out bin.
+        self.dsl_ready: asyncio.Event | None = asyncio.Event() if version.snapshot.get("gold_dsl") else None
+        self.fan_dsl: DslRuntime | None = None
         self.producer = BinProducer(hub.lake, plan, version, feed_records=self.settings.feed_records,
                                     inline_warmup_records=self.settings.inline_warmup_records, pool=hub.pool)
 
@@ -256,9 +270,10 @@ class Session:
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"session {self.id}")
 
     def subscribe(self, ws: Any) -> Subscriber:
-        sub = Subscriber(ws, self.hello, self.settings.client_queue_bins, self.settings.max_stall_s,
+        hello = self._dsl_hello() if self.fan_dsl is not None else self.hello
+        sub = Subscriber(ws, hello, self.settings.client_queue_bins, self.settings.max_stall_s,
                          self.settings.direct_write, on_stall=self._drop,
-                         send_buffer_bytes=self.settings.send_buffer_bytes)
+                         send_buffer_bytes=self.settings.send_buffer_bytes, ready=self.dsl_ready)
         self.subscribers.add(sub)
         sub.start()
         return sub
@@ -292,6 +307,27 @@ class Session:
         self.hub.spawn_close(sub.ws, CloseCode.SLOW_CONSUMER,
                              f"slow consumer: no progress for {self.settings.max_stall_s:g} s", conn=sub.conn)
 
+    def _dsl_hello(self) -> dict[str, Any]:
+        assert self.fan_dsl is not None
+        body = self._hello_body
+        return _send_text(dumps({**body, "replay": {**body["replay"], "gold_dsl_state": self.fan_dsl.state_json()}}))
+
+    def _dsl_opened(self) -> None:
+        """After the producer opened (warm-up or checkpoint done, no bin produced): the DSL state every client
+        that joined so far starts from."""
+        dsl = self.producer.dsl
+        if dsl is not None:
+            self.fan_dsl = DslRuntime(dsl.runtime.program)
+            self.fan_dsl.load_state(dsl.runtime.state())
+            hello = self._dsl_hello()
+            for s in self.subscribers:
+                s.hello = hello
+        self._release_hellos()
+
+    def _release_hellos(self) -> None:
+        if self.dsl_ready is not None:
+            self.dsl_ready.set()
+
     # ---- the replay --------------------------------------------------------------------------
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -301,6 +337,7 @@ class Session:
         refill: asyncio.Future[list[Frame]] | None = None
         try:
             self.open_info = await loop.run_in_executor(ex, producer.open)
+            self._dsl_opened()
             buf: deque[Frame] = deque(await loop.run_in_executor(ex, producer.produce, ahead))
             self.state = "running"
             if not buf:
@@ -346,6 +383,8 @@ class Session:
         wire = bin_wire(update, frame.arrow) if self.settings.direct_write else b""
         now = clock()
         self.lateness_ms.append((now - due) * 1e3)
+        if self.fan_dsl is not None and frame.dsl_in is not None:
+            self.fan_dsl.step_raw(*frame.dsl_in)  # a client joining after this bin starts from this state
         fan = FanOut(due, len(self.subscribers), self.written_ms)
         stalled = [s for s in self.subscribers if not s.offer(text, data, wire, fan, now)]
         for s in stalled:
@@ -355,6 +394,7 @@ class Session:
 
     def _end(self) -> None:
         self.state = "ended"
+        self._release_hellos()
         msg = dumps({"type": "end_of_stream", "reason": "end_of_window" if self.plan.end_ns else "end_of_data",
                      "bins": self.bins_sent, "last_bin_seq": self.last_bin_seq, "session_id": self.id})
         for s in self.subscribers:
@@ -362,6 +402,7 @@ class Session:
 
     def _fail(self, err: StreamError) -> None:
         self.state = "ended"
+        self._release_hellos()
         for s in self.subscribers:
             s.finish([err.message_json()], err.code, err.reason)
 

@@ -234,3 +234,21 @@ def test_sampled_axis_edge_and_range_suggestions(chain):
     refine = next(s for s in advisor.suggest(res, exp, serving, pipeline) if s.kind == "refine_peak")
     assert refine.values[0] == pytest.approx(v - 0.1) and refine.values[1] == pytest.approx(v + 0.1)
     assert refine.n_sets == 40
+
+
+def test_test_days_swept_with_different_specs(chain):
+    """A later test day swept with an extra axis: the advice covers what each day has and says so."""
+    serving, _ = chain
+    exp = experiment()
+    wider = ExperimentSpec.model_validate({**exp.model_dump(mode="json"),
+                                           "sweep": {"thresholds": THRESHOLDS, "scoring": {"tanh_scale": [2.0, 3.0]}}})
+    days = {d: planted_day(d, BROAD, 4, 4, seed=i) for i, d in enumerate((D1, D2, D3))}
+    rows = [{**r, "experiment_hash": "a"} for r in fold_rows(exp, serving, days[D1], days[D2], D2)]
+    rows += [{**r, "experiment_hash": "b"} for r in fold_rows(wider, serving, days[D2], days[D3], D3)]
+    res = Results(rows)
+    assert "scoring.tanh_scale" in res.axes
+    sens = advisor.sensitivity(res, "scoring.tanh_scale")
+    assert sum(p.n_rows for p in sens.points) == len(THRESHOLDS) * 2 * 2  # the D3 rows only
+    rob = advisor.robustness(res)
+    assert rob.spec_versions == 2
+    assert advisor.heatmap(res, "threshold", "scoring.tanh_scale").n_rows[0][0] == 2

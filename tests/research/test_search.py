@@ -136,6 +136,13 @@ def test_tpe_sweep_through_run_fold(tmp_path_factory):
     again = sweeps.run_fold(w.lake, exp, srv, pipe, fold, param_sets=[params]).to_pylist()[0]
     assert again["oos_total_pnl_ticks"] == one["oos_total_pnl_ticks"]
     sweeps.append_results(w.lake, a)
+    import mlflow
+
+    parent = sweeps.log_to_mlflow(w.lake, exp, a)  # MLflow as for a grid: one parent, one child per set
+    mlflow.set_tracking_uri(sweeps.tracking_uri(w.lake))
+    found = mlflow.get_experiment_by_name("qmachina/synth_tpe")
+    children = mlflow.MlflowClient().search_runs([found.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(children) == 12
     res = advisor.load_results(w.lake, "synth_tpe")
     sens = advisor.sensitivity(res, "threshold")
     assert sum(p.n_rows for p in sens.points) == 12

@@ -24,7 +24,7 @@ afterAll(async () => {
   await browser?.close();
 });
 
-const openPage = (path: string, expectHttp: number[] = []) => open(browser, path, expectHttp);
+const openPage = (path: string, expectHttp: number[] = [], before?: (page: Page) => Promise<void>) => open(browser, path, expectHttp, before);
 
 /** Hover the plot at fractions (fx, fy) of its box. */
 async function hover(page: Page, fx: number, fy: number): Promise<void> {
@@ -155,15 +155,13 @@ describe('stream viewer', () => {
   });
 
   it('a dropped connection reconnects from the newest bin and keeps the history', async () => {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     const urls: string[] = [];
-    await page.routeWebSocket(/\/v1\/stream/, (ws) => {
+    // 2x: every frame goes through Playwright's WebSocket proxy (the driver process), keep it light
+    const { page } = await openPage('/?serving=live&speed=2', [], (p) => p.routeWebSocket(/\/v1\/stream/, (ws) => {
       urls.push(ws.url());
       ws.connectToServer(); // pass everything through ...
       if (urls.length === 1) setTimeout(() => ws.close({ code: 1012, reason: 'test: dropped' }), 2500); // ... then drop
-    });
-    // 2x: every frame goes through Playwright's WebSocket proxy (the driver process), keep it light
-    await page.goto(`${BASE}/?serving=live&speed=2`);
+    }));
     await expect.poll(() => urls.length, { timeout: 30_000 }).toBeGreaterThanOrEqual(2);
     const before = await stats(page);
     await waitForBins(page, before.bins + 20);

@@ -60,8 +60,9 @@ export function session(browser: Browser): Promise<BrowserContext> {
 
 /** A page (of the browser's logged-in session) that records console errors, uncaught exceptions and failed HTTP
  * responses (a test fails on any; the browser's own favicon probe excepted). `expectHttp` lists statuses a test
- * provokes on purpose. */
-export async function openPage(browser: Browser, path: string, expectHttp: number[] = []): Promise<{ page: Page; errors: string[] }> {
+ * provokes on purpose; `before` runs before the page loads. */
+export async function openPage(browser: Browser, path: string, expectHttp: number[] = [],
+  before?: (page: Page) => Promise<void>): Promise<{ page: Page; errors: string[] }> {
   const page = await (await session(browser)).newPage();
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
@@ -74,6 +75,7 @@ export async function openPage(browser: Browser, path: string, expectHttp: numbe
       errors.push(`http ${r.status()}: ${r.request().method()} ${r.url()}`);
     }
   });
+  if (before) await before(page); // e.g. routes to set up before the page loads
   await page.goto(BASE + path);
   return { page, errors };
 }

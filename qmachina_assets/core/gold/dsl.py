@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from qmachina_assets.core.engine import silver
 from qmachina_assets.core.gold import features as gold
 from qmachina_assets.core.gold.features import GoldFeatureConfig
+from qmachina_assets.core.paths import PROJECT_ROOT
 
 DSL_VERSION = 1
 SILVER_FIELDS: dict[str, np.dtype] = dict(silver.SILVER_COLUMNS)
@@ -683,3 +684,54 @@ def write_builtin_yaml(path: str | os.PathLike[str] | None = None) -> Path:
 
 if __name__ == "__main__":  # pragma: no cover
     print(write_builtin_yaml())
+
+
+# ---- what the browser runs -------------------------------------------------------------------------
+
+#: The browser executor's capability list (web/src/gold/dsl.ts reads the same file).
+BROWSER_CAPABILITIES_PATH = PROJECT_ROOT / "web" / "src" / "gold" / "dsl-capabilities.json"
+
+
+def browser_capabilities(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    p = Path(path) if path is not None else BROWSER_CAPABILITIES_PATH
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise DslValidationError([_err(None, "parse", f"cannot read the browser's capabilities ({exc})")],
+                                 str(p)) from exc
+
+
+def expr_functions(expr: Expr) -> set[str]:
+    """The EXPR_FUNCTIONS an expression calls."""
+    tree, _ = parse_expr(expr.expr, set(expr.inputs))
+    if tree is None:
+        return set()
+    return {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+
+
+def browser_problems(spec: GoldDslSpec, streamed: set[str] | None = None,
+                     capabilities: dict[str, Any] | None = None) -> list[str]:
+    """Why the browser cannot run `spec`, naming each node: a node type, option or expression function outside
+    the browser executor's capabilities, or (with `streamed`, the wire's columns) a silver column the stream
+    does not carry. [] when it can."""
+    caps = capabilities if capabilities is not None else browser_capabilities()
+    types: dict[str, dict[str, list[str]]] = caps.get("node_types", {})
+    functions = set(caps.get("expr_functions", []))
+    out = []
+    for name, node in spec.nodes.items():
+        rules = types.get(node.type)  # type: ignore[attr-defined]
+        if rules is None:
+            out.append(f"node '{name}': node type '{node.type}' is not run by the browser")  # type: ignore[attr-defined]
+            continue
+        for field, allowed in rules.items():
+            value = getattr(node, field, None)
+            if value not in allowed:
+                out.append(f"node '{name}': {node.type} {field} '{value}' is not run by the browser "  # type: ignore[attr-defined]
+                           f"(it runs {', '.join(allowed)})")
+        if isinstance(node, Expr):
+            for fn in sorted(expr_functions(node) - functions):
+                out.append(f"node '{name}': expression function '{fn}' is not run by the browser")
+        if isinstance(node, SilverRef) and streamed is not None and node.field not in streamed:
+            out.append(f"node '{name}': silver column '{node.field}' is not in the stream_schema, so the browser "
+                       "cannot compute it")
+    return out

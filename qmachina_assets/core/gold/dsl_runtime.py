@@ -31,11 +31,13 @@ NaN-propagating min/max, comparisons false on NaN), evaluated left to right.
 from __future__ import annotations
 
 import ast
+import base64
 import io
 import json
 import math
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -826,6 +828,15 @@ class DslRuntime:
         meta = np.frombuffer(json.dumps({"key": self.state_key()}).encode(), np.uint8)
         np.savez(buf, meta=meta, **self.state())
         return buf.getvalue()
+
+    def state_json(self) -> dict[str, Any]:
+        """The state as JSON for the browser's `DslRuntime.setState` (web/src/gold/dslRuntime.ts `decodeDslState`):
+        the key and each array little-endian in base64 (NaN and int64 survive), with its dtype."""
+        out: dict[str, Any] = {"key": self.state_key()}
+        for name, arr in self.state().items():
+            le = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+            out[name] = {"dtype": arr.dtype.name, "b64": base64.b64encode(le.tobytes()).decode()}
+        return out
 
     def restore(self, blob: bytes) -> None:
         """Load `checkpoint()` bytes of a runtime of the same spec and geometry (ValueError otherwise)."""

@@ -20,6 +20,10 @@ one `PreflightError` listing them, each with a `kind`:
   selected run of the latest sweep, the promoted parameters being the latest fold's).
 - `gate`: an out-of-sample metric of a run is below the experiment's promotion gate (and the caller's).
 - `artifact`: an ML signal without its fitted model, or a model file missing or not matching its hash.
+- `gold_dsl`: the pipeline's Gold DSL spec is missing or invalid, or the browser could not run it (a node,
+  option or expression function outside `web/src/gold/dsl-capabilities.json`, a silver column that is not
+  streamed, or a producer without the dense grid); a lineage dataset built from another version of the spec
+  is `dataset` (stale).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from qmachina_assets.core.gold import dsl
 from qmachina_assets.core.gold.features import GoldFeatureConfig
 from qmachina_assets.core.instrument import InstrumentConfig, InstrumentLockError
 from qmachina_assets.core.paths import PROJECT_ROOT
@@ -49,7 +54,7 @@ from qmachina_assets.core.research.specs import (
 )
 
 KINDS: tuple[str, ...] = ("spec", "model_id", "stream_schema", "runtime", "gold_config", "instrument", "dataset",
-                          "code_version", "lineage", "selection", "gate", "artifact")
+                          "code_version", "lineage", "selection", "gate", "artifact", "gold_dsl")
 _GOLD_FIELDS = ("scoring.", "engine.c", "engine.flow_")
 
 
@@ -162,6 +167,9 @@ def _snapshot(serving: ServingSpec, pipeline: PipelineSpec, inst: InstrumentConf
         kind = "gold_config" if err.field.startswith(_GOLD_FIELDS) else "runtime"
         issues.add(kind, f"{err.file}: {err.field}: {err.reason}")
         return None
+    except dsl.DslValidationError as err:
+        issues.add("gold_dsl", f"pipeline {pipeline.name!r} gold_dsl: {err}")
+        return None
     try:
         gold_cfg = GoldFeatureConfig.model_validate(snapshot["gold_config"])
     except ValidationError as exc:
@@ -174,6 +182,24 @@ def _snapshot(serving: ServingSpec, pipeline: PipelineSpec, inst: InstrumentConf
     return snapshot
 
 
+def _check_gold_dsl(serving: ServingSpec, snapshot: dict[str, Any], issues: _Issues) -> None:
+    """The browser must be able to run the Gold DSL the version serves (refused here, not found in the viewer)."""
+    section = snapshot.get("gold_dsl")
+    if section is None:
+        return
+    spec = dsl.GoldDslSpec.model_validate(section["spec"])
+    where = f"gold DSL {section['name']!r} ({section['spec_hash']})"
+    if serving.model_id != "vacuum_pressure":
+        issues.add("gold_dsl", f"{where}: the {serving.model_id} producer does not stream the dense ±R grid a Gold "
+                               "DSL is computed from")
+    try:
+        problems = dsl.browser_problems(spec, {f.name for f in serving.stream_schema})
+    except dsl.DslValidationError as err:
+        problems = [str(err)]
+    for p in problems:
+        issues.add("gold_dsl", f"{where}: {p}")
+
+
 def _check_instrument(pipeline: PipelineSpec, inst: InstrumentConfig, issues: _Issues) -> None:
     try:
         inst.check_lock(source=f"pipeline {pipeline.name!r} capture.symbol", symbols=[pipeline.capture.symbol])
@@ -182,7 +208,7 @@ def _check_instrument(pipeline: PipelineSpec, inst: InstrumentConfig, issues: _I
 
 
 def _check_datasets(lake: Path, ids: list[str], pipeline: PipelineSpec, inst: InstrumentConfig,
-                    issues: _Issues) -> None:
+                    issues: _Issues, gold_dsl_hash: str | None = None) -> None:
     from qmachina_assets.core.research import datasets as dsets
 
     try:
@@ -221,6 +247,9 @@ def _check_datasets(lake: Path, ids: list[str], pipeline: PipelineSpec, inst: In
         if want_runtime is not None and m.runtime_config_version != want_runtime:
             issues.add("dataset", f"dataset {ds} was built with runtime config {m.runtime_config_version}; the "
                                   f"pipeline under the current lock resolves to {want_runtime} (stale)")
+        if gold_dsl_hash is not None and (m.gold_dsl is None or m.gold_dsl.spec_hash != gold_dsl_hash):
+            held = "no Gold DSL" if m.gold_dsl is None else f"Gold DSL {m.gold_dsl.name} ({m.gold_dsl.spec_hash})"
+            issues.add("dataset", f"dataset {ds} holds {held}; the version serves {gold_dsl_hash} (stale)")
         if want_gold is not None and m.gold_config_hash != want_gold:
             issues.add("dataset", f"dataset {ds} holds gold config {m.gold_config_hash}; the pipeline's is "
                                   f"{want_gold} (stale)")
@@ -312,6 +341,8 @@ def preflight(serving: ServingSpec, pipeline: PipelineSpec, lineage: Lineage, *,
     snapshot = None
     if _check_spec(serving, pipeline, issues):
         snapshot = _snapshot(serving, pipeline, instrument, issues)
+        if snapshot is not None:
+            _check_gold_dsl(serving, snapshot, issues)
     _check_instrument(pipeline, instrument, issues)
     if lineage.serving_spec_hash != serving.spec_hash or lineage.serving_name != serving.name:
         issues.add("lineage", f"lineage describes serving spec {lineage.serving_name!r} ({lineage.serving_spec_hash}), "
@@ -328,7 +359,8 @@ def preflight(serving: ServingSpec, pipeline: PipelineSpec, lineage: Lineage, *,
             issues.add("lineage", "a register lineage carries no experiment runs")
         if gate is not None:
             issues.add("gate", "a metrics gate needs experiment runs; this lineage has none (kind register)")
-    _check_datasets(Path(lake), lineage.dataset_ids, pipeline, instrument, issues)
+    dsl_hash = (snapshot.get("gold_dsl") or {}).get("spec_hash") if snapshot is not None else None
+    _check_datasets(Path(lake), lineage.dataset_ids, pipeline, instrument, issues, dsl_hash)
     versions = {v for v in lineage.code_version.split(",") if v} | {r.code_version for r in lineage.runs}
     for v in sorted(versions) or [""]:
         if (p := code_version_problem(v)) is not None:

@@ -15,6 +15,9 @@ Sections (all JSON):
 - `model_id`, `model_config` (SPEC §7.2), `signal` (name, params, weights, threshold, cooldown, TP/SL:
   what was evaluated is what is served), `projection` (bins and ms), `visualization`, `display_name`.
 - `serving` and `pipeline`: names and spec hashes.
+- `gold_dsl` (null without one): the pipeline's Gold DSL spec itself (name, spec_hash, the validated spec,
+  its outputs, the executor's runtime version): the stream's `DslRuntime` and the browser run this copy, so a
+  later edit of `configs/gold/<name>.yaml` never changes what a published version serves.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from qmachina_assets.core.engine import silver
+from qmachina_assets.core.gold import dsl, dsl_runtime
 from qmachina_assets.core.gold.features import GoldFeatureConfig
 from qmachina_assets.core.instrument import InstrumentConfig, locked_instrument
 from qmachina_assets.core.research.specs import PipelineSpec, ServingSpec
@@ -52,10 +56,22 @@ def model_config(runtime: InstrumentConfig) -> dict[str, Any]:
         "name": "derivative", **{k: getattr(runtime, f"state_model_{k}") for k in STATE_MODEL_FIELDS}}}
 
 
+def gold_dsl_section(pipeline: PipelineSpec) -> dict[str, Any] | None:
+    """The snapshot's `gold_dsl`: the pipeline's spec loaded and validated (dsl.DslValidationError otherwise)."""
+    path = pipeline.gold_dsl_path()
+    if path is None:
+        return None
+    spec = dsl.load_spec(path)
+    return {"name": pipeline.gold_dsl, "spec_hash": spec.spec_hash, "spec": spec.model_dump(mode="json"),
+            "outputs": [spec.nodes[o].name for o in spec.outputs],  # type: ignore[union-attr]
+            "runtime_version": dsl_runtime.RUNTIME_VERSION}
+
+
 def runtime_snapshot(serving: ServingSpec, pipeline: PipelineSpec,
                      instrument: InstrumentConfig | None = None) -> dict[str, Any]:
     """The snapshot of `serving` on `pipeline` under the lock (`instrument`, default the process lock).
-    Raises specs.ConfigError (naming the serving file and field) when the runtime does not validate."""
+    Raises specs.ConfigError (naming the serving file and field) when the runtime does not validate, and
+    dsl.DslValidationError (naming the file and node) when the pipeline's Gold DSL spec does not."""
     inst = instrument or locked_instrument()
     runtime = serving.runtime(pipeline, inst)
     gold_cfg = GoldFeatureConfig.from_instrument(runtime)
@@ -90,6 +106,7 @@ def runtime_snapshot(serving: ServingSpec, pipeline: PipelineSpec,
         "visualization": serving.visualization.model_dump(mode="json"),
         "pipeline": {"name": pipeline.name, "spec_hash": pipeline.spec_hash, "dataset_hash": pipeline.dataset_hash,
                      "gold_dsl": pipeline.gold_dsl},
+        "gold_dsl": gold_dsl_section(pipeline),
     }
 
 
@@ -154,7 +171,7 @@ def runtime_config_message(snapshot: dict[str, Any], *, version_id: str, alias: 
                        "source": source or {}},
            "gold_config": snapshot["gold_config"], "display_name": snapshot["display_name"],
            "visualization": snapshot["visualization"], "signal": snapshot["signal"],
-           "projection": snapshot["projection"]}
+           "projection": snapshot["projection"], "gold_dsl": snapshot.get("gold_dsl")}
     return out
 
 

@@ -239,7 +239,7 @@ def _make_cut(res: Results, axis: str) -> _Cut:
     vals = res.axes[axis]
     if len(vals) <= MAX_POINTS or not res.numeric(axis):
         return _Cut(list(vals), list(vals), list(vals), False)
-    x = np.array([res.params[id(r)][axis] for r in res.current], dtype=np.float64)
+    x = np.array([v for r in res.current if (v := res.params[id(r)].get(axis)) is not None], dtype=np.float64)
     edges = np.unique(np.quantile(x, np.linspace(0, 1, MAX_POINTS + 1)))
     lo, hi, mid = [], [], []
     for i in range(len(edges) - 1):
@@ -267,7 +267,8 @@ def sensitivity(res: Results, axis: str, metric: str = DEFAULT_METRIC,
     cut = _cut(res, axis)
     groups: list[list[dict[str, Any]]] = [[] for _ in cut.values]
     for r in res.current:
-        i = cut.index(res.params[id(r)][axis])
+        v = res.params[id(r)].get(axis)
+        i = None if v is None else cut.index(v)
         if i is not None:
             groups[i].append(r)
     points = []
@@ -312,6 +313,8 @@ def heatmap(res: Results, x_axis: str, y_axis: str, metric: str = DEFAULT_METRIC
     counts = np.zeros((len(cy.values), len(cx.values)), dtype=np.int64)
     for r in res.current:
         p = res.params[id(r)]
+        if p.get(x_axis) is None or p.get(y_axis) is None:
+            continue
         i, j = cx.index(p[x_axis]), cy.index(p[y_axis])
         if i is None or j is None:
             continue
@@ -322,7 +325,8 @@ def heatmap(res: Results, x_axis: str, y_axis: str, metric: str = DEFAULT_METRIC
     med = [[float(np.median(cells[(j, i)])) if (j, i) in cells else None for i in range(len(cx.values))]
            for j in range(len(cy.values))]
     cand = res.candidate()
-    sel = (res.params[id(cand)][x_axis], res.params[id(cand)][y_axis]) if cand is not None else None
+    sel = (res.params[id(cand)].get(x_axis), res.params[id(cand)].get(y_axis)) if cand is not None else None
+    sel = None if sel is None or None in sel else sel
     return Heatmap(metric=metric, x_axis=x_axis, y_axis=y_axis, x_values=cx.values, y_values=cy.values, median=med,
                    n_rows=counts.tolist(), selected=sel)
 
@@ -432,6 +436,8 @@ class Robustness(BaseModel):
     test_dates: list[str]
     candidate: dict[str, Any] | None = Field(description="latest test day's selection: run_id, param_hash, params")
     sets_tried: int = Field(description="distinct parameter sets evaluated on the latest test day, every sweep")
+    spec_versions: int = Field(1, description="experiment spec versions (experiment_hash) among the current rows: "
+                                              "above 1, the test days were swept with different specs")
     thresholds: Thresholds
     flags: list[Flag]
     trades_replayed: bool
@@ -446,16 +452,18 @@ def _edge_flags(res: Results, cand: dict[str, Any], th: Thresholds) -> list[Flag
     for axis, vals in res.axes.items():
         if not res.numeric(axis):
             continue
-        v = res.params[id(cand)][axis]
+        v = res.params[id(cand)].get(axis)
+        if v is None:  # the candidate's sweep did not have this axis (the spec changed between test days)
+            continue
         lo, hi = vals[0], vals[-1]
         cut = _cut(res, axis)
         last = len(cut.values) - 1
 
-        def side_of(x: float | str, cut: _Cut = cut, last: int = last) -> str | None:
-            i = cut.index(x)
+        def side_of(x: float | str | None, cut: _Cut = cut, last: int = last) -> str | None:
+            i = None if x is None else cut.index(x)
             return "lowest" if i == 0 else "highest" if i == last else None
 
-        at_edge = sum(side_of(res.params[id(r)][axis]) is not None for r in sel_rows)
+        at_edge = sum(side_of(res.params[id(r)].get(axis)) is not None for r in sel_rows)
         details = {"value": v, "lowest": lo, "highest": hi, "n_values": len(vals), "binned": cut.binned,
                    "folds_selecting_an_edge": at_edge, "folds": len(sel_rows)}
         if len(vals) < th.min_edge_values:
@@ -487,10 +495,10 @@ def _edge_flags(res: Results, cand: dict[str, Any], th: Thresholds) -> list[Flag
 def _neighbours(res: Results, rows: list[dict[str, Any]], cand: dict[str, Any]) -> list[dict[str, Any]]:
     """Sets next to the candidate: one step along one numeric axis with the others equal on a full grid; else
     the 2·d nearest in axis coordinates scaled to [0, 1]."""
-    axes = [a for a in res.axes if res.numeric(a)]
+    pc = res.params[id(cand)]
+    axes = [a for a in res.axes if res.numeric(a) and a in pc]  # one fold: one sweep, the same keys
     if not axes:
         return []
-    pc = res.params[id(cand)]
     local = {a: sorted({res.params[id(r)][a] for r in rows}) for a in axes}
     full = math.prod(len(v) for v in local.values()) == len({r["param_hash"] for r in rows})
     if full:
@@ -681,6 +689,7 @@ def robustness(res: Results, *, cost_ticks_per_trade: float = 0.0, thresholds: T
         experiment=cand.get("experiment") if cand else None, test_dates=res.test_dates,
         candidate={"run_id": cand["run_id"], "param_hash": cand["param_hash"], "params": res.params[id(cand)]}
         if cand else None, sets_tried=res.tried(res.last_day), thresholds=th, flags=flags,
+        spec_versions=len({r.get("experiment_hash") for r in res.current}),
         trades_replayed=oos_trades is not None, note=note)
 
 
@@ -1028,7 +1037,8 @@ def advise(lake: Path, experiment: str, *, configs_dir: Path | None = None, metr
     th = thresholds or Thresholds()
     chain, note = spec_chain(experiment, configs_dir)
     cost = chain[0].eval.cost_ticks_per_trade if chain else 0.0
-    rep = replay_trades(lake, res, configs_dir) if replay else Replayed(None, None, "replay not asked for")
+    rep = replay_trades(lake, res, configs_dir) if replay else Replayed(
+        None, None, "trades not replayed here (GET /v1/experiments/{name}/robustness replays them)")
     rob = robustness(res, cost_ticks_per_trade=cost, thresholds=th, oos_trades=rep.oos, is_trades=rep.is_candidate,
                      note=rep.note or (f"{note}; cost taken as 0" if note else None))
     sens = [sensitivity(res, a, metric, th) for a in res.axes]

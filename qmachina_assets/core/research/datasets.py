@@ -52,7 +52,7 @@ from qmachina_assets.core.ingest.bronze import DATA_NAME as BRONZE_DATA_NAME
 from qmachina_assets.core.ingest.bronze import code_version as package_code_version
 from qmachina_assets.core.ingest.bronze import read_manifest
 from qmachina_assets.core.ingest.lake import bronze_dir, sha256_file
-from qmachina_assets.core.paths import PROJECT_ROOT, configs_root
+from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.research.signals.base import GridData
 from qmachina_assets.core.research.specs import PipelineSpec
 
@@ -208,10 +208,9 @@ def _hash(obj: Any, n: int) -> str:
 
 
 def _gold_dsl_path(pipeline: PipelineSpec, gold_spec_dir: Path | None) -> Path:
-    if gold_spec_dir is None:
-        src = pipeline._path  # the configs tree the pipeline was loaded from (its loader checked this path)
-        gold_spec_dir = src.parent.parent / "gold" if src is not None else configs_root() / "gold"
-    return Path(gold_spec_dir) / f"{pipeline.gold_dsl}.yaml"
+    path = pipeline.gold_dsl_path(gold_spec_dir)
+    assert path is not None
+    return path
 
 
 class _Plan:

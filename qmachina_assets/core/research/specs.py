@@ -433,6 +433,16 @@ class PipelineSpec(_FileSpec):
     def gold_config(self, instrument: InstrumentConfig | None = None) -> GoldFeatureConfig:
         return GoldFeatureConfig.from_instrument(self.runtime(instrument))
 
+    def gold_dsl_path(self, gold_spec_dir: Path | None = None) -> Path | None:
+        """The Gold DSL spec file `gold_dsl` names: `<gold_spec_dir>/<name>.yaml`, by default beside the configs
+        tree the pipeline was loaded from (`configs/gold/`); None without a Gold DSL."""
+        if self.gold_dsl is None:
+            return None
+        if gold_spec_dir is None:
+            src = self._path
+            gold_spec_dir = src.parent.parent / "gold" if src is not None else configs_root() / "gold"
+        return Path(gold_spec_dir) / f"{self.gold_dsl}.yaml"
+
     @property
     def days(self) -> list[dt.date]:
         return sorted(self.capture.dates)

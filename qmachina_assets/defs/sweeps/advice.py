@@ -15,7 +15,9 @@ def advice_metadata(lake: Path, experiment: str, configs_dir: Path, log: dg.Dags
     """Metadata entries; a failure of the advice is reported in `advice_error`, never fails the sweep (its
     rows are already in the results store)."""
     try:
-        adv = advisor.advise(lake, experiment, configs_dir=configs_dir)
+        # no replay here: it would refit every fold's selection on each partition (quadratic over a backfill);
+        # the REST resource replays, and the flags say which figures came from the rows' counts
+        adv = advisor.advise(lake, experiment, configs_dir=configs_dir, replay=False)
         if adv is None:
             return {}
         png = base64.b64encode(advisor.sensitivity_png(adv.sensitivity, adv.heatmap)).decode()

@@ -319,7 +319,7 @@ export class ViewerApp {
     this.markers = [];
     this.feedGaps = [];
     const derived = ring.has(EMA_SIGNAL_FIELD) ? [EMA_SIGNAL_FIELD] : []; // the EMA/SMA lines are prices: not offered
-    this.fields = [...(hasBook ? [BOOK_FIELD] : []), ...floats, ...this.model.goldFields.filter((f) => f !== 'state5_code'), ...derived];
+    this.fields = [...(hasBook ? [BOOK_FIELD] : []), ...floats, ...this.model.goldFields.filter((f) => f !== 'state5_code'), ...this.model.dslFields, ...derived];
     this.fillFieldOptions();
     this.fillTipFields();
     this.setField(this.field, shader);
@@ -329,7 +329,8 @@ export class ViewerApp {
       + (unsupported.length ? ` · not drawn: ${unsupported.join(', ')}` : '')
       + (this.model.lineNotes.length ? ` · ${this.model.lineNotes.join('; ')}` : '')
       + (this.viz.warnings.length ? ` · config warnings: ${this.viz.warnings.join('; ')}` : '')
-      + (this.model.goldNote && this.viz.overlays.some((o) => o.type === 'vp_gold') ? ` · ${this.model.goldNote}` : '');
+      + (this.model.goldNote && this.viz.overlays.some((o) => o.type === 'vp_gold') ? ` · ${this.model.goldNote}` : '')
+      + (this.model.dslNote ? ` · ${this.model.dslNote}` : '');
     this.dirty = true;
   }
 
@@ -924,6 +925,10 @@ export class ViewerApp {
         rows.push('— gold —');
         for (const f of m.goldFields) add(f);
       }
+    }
+    if (m.dslFields.length) {
+      rows.push('— gold DSL —');
+      for (const f of m.dslFields) add(f);
     }
     return rows.join('\n');
   }

@@ -228,3 +228,64 @@ describe('viewer model (stream → ring)', () => {
     });
   });
 });
+
+describe('viewer model: Gold DSL outputs as fields', () => {
+  const spec = {
+    version: 1, name: 'tiny', nodes: {
+      x: { type: 'silver_ref', field: 'v_add' },
+      e: { type: 'temporal_window', source: 'x', agg: 'ewm', alpha: 0.5 },
+      pv: { type: 'silver_ref', field: 'v_pull' },
+      o1: { type: 'output', source: 'e', name: 'v_add_ewm', dtype: 'float64' },
+      o2: { type: 'output', source: 'pv', name: 'v_pull', dtype: 'float64' },
+    },
+  };
+
+  it('computes every output per bin into the ring (a name taken by a streamed field becomes dsl:<name>)', () => {
+    const d = new StreamDecoder();
+    d.push(config('vacuum_pressure', VP_SCHEMA, { gold_dsl: { name: 'tiny', spec } }));
+    const m = createViewerModel(d.config!, 4);
+    expect(m.dslNote).toBeNull();
+    expect(m.dslFields).toEqual(['v_add_ewm', 'dsl:v_pull']);
+    expect(m.ring.fields).toEqual([...FLOATS, ...GOLD_FIELDS, 'v_add_ewm', 'dsl:v_pull']);
+    const spot = 4_800_000_000_000n;
+    const bins = decodeAll(d, [update(1, spot), vpFrame(1), update(2, spot), vpFrame(2)]);
+    for (const b of bins) ingestBin(m, b);
+    // v_add at row j of bin s is (j + 1) * 1 + s: ewm(0.5) of [j + 2, j + 3] = 0.5 * (j + 3) + 0.5 * (j + 2)
+    expect(Array.from(m.ring.column('v_add_ewm', 1))).toEqual([0, 1, 2, 3, 4].map((j) => 0.5 * (j + 3) + 0.5 * (j + 2)));
+    expect(Array.from(m.ring.column('dsl:v_pull', 1))).toEqual(Array.from(m.ring.column('v_pull', 1)));
+  });
+
+  it('starts from the state the server hands over (replay.gold_dsl_state); a bad one only means a warm-up', () => {
+    const d = new StreamDecoder();
+    const f64 = (xs: number[]) => ({ dtype: 'float64', b64: Buffer.from(Float64Array.from(xs).buffer).toString('base64') });
+    const i64 = (xs: bigint[]) => ({ dtype: 'int64', b64: Buffer.from(BigInt64Array.from(xs).buffer).toString('base64') });
+    const w = 2 * R + 1;
+    // ewm state per slot: count (state_i) and mean (state_f); slot ticks 19200-2..19200+2 seen at bin_start 17e18 / 1e8
+    const seq = 1700000000000000000n / 100_000_000n;
+    const ticks = [19198n, 19199n, 19200n, 19201n, 19202n].sort((a, b) => Number((a % 5n) - (b % 5n)));
+    const state = {
+      key: 'x', slot_tick: i64(ticks), slot_seq: i64(Array(w).fill(seq - 1n)), bin_state: i64([1n, seq - 1n]),
+      state_i: i64(Array(w).fill(1n)), state_f: f64(Array(w).fill(100)),
+    };
+    d.push(config('vacuum_pressure', VP_SCHEMA, { gold_dsl: { name: 'tiny', spec }, replay: { gold_dsl_state: state } }));
+    const m = createViewerModel(d.config!, 4);
+    expect(m.dslNote).toBeNull();
+    const bins = decodeAll(d, [update(1, 4_800_000_000_000n), vpFrame(1)]);
+    ingestBin(m, bins[0]);
+    // every series continues from mean 100: 0.5 * (j + 2) + 0.5 * 100
+    expect(Array.from(m.ring.column('v_add_ewm', 0))).toEqual([0, 1, 2, 3, 4].map((j) => 0.5 * (j + 2) + 50));
+    const d2 = new StreamDecoder();
+    d2.push(config('vacuum_pressure', VP_SCHEMA, { gold_dsl: { name: 'tiny', spec }, replay: { gold_dsl_state: { ...state, state_f: f64([1]) } } }));
+    expect(createViewerModel(d2.config!, 4).dslNote).toMatch(/warms up/);
+  });
+
+  it('a spec reading an unstreamed column is switched off with a note, not a crash', () => {
+    const d = new StreamDecoder();
+    const bad = { ...spec, nodes: { ...spec.nodes, x: { type: 'silver_ref', field: 'bid_depth' } } };
+    d.push(config('vacuum_pressure', VP_SCHEMA, { gold_dsl: { name: 'tiny', spec: bad } }));
+    const m = createViewerModel(d.config!, 4);
+    expect(m.dsl).toBeNull();
+    expect(m.dslFields).toEqual([]);
+    expect(m.dslNote).toMatch(/bid_depth/);
+  });
+});

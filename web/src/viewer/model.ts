@@ -6,6 +6,11 @@
  * SMA values. The per-bin line values (dollars) and `ema_signal` are stored on the centre row (k = 0), which
  * is where the renderer's projection bands read their signal field.
  *
+ * A version whose pipeline has a Gold DSL (`runtime_config.gold_dsl`) also gets a DslRuntime: every DSL output is a
+ * ring field (`dslFields`, the output names; `dsl:<name>` when a name is already a streamed or gold field). It starts
+ * from the server's state (`replay.gold_dsl_state`), so a mid-day start shows what a replay from the session start
+ * would.
+ *
  * Beside the streamed and gold fields the model computes, per bin: the `book` field (ask_depth − bid_depth, when
  * both are streamed) and the bin's trades (`trades.ts`: volume per tick from fill_mass, inferred aggressor side)
  * into a TradeLog that follows the ring.
@@ -14,7 +19,8 @@
 import { GOLD_CODE_COLUMNS, GOLD_FLOAT_COLUMNS } from '../gold/config';
 import type { GoldFeatureRuntime } from '../gold/runtime';
 import type { RuntimeConfigMessage, StreamBin } from '../stream/contract';
-import { createGoldRuntime, goldInput } from '../stream/gold';
+import { decodeDslState, type DslRuntime } from '../gold/dslRuntime';
+import { createDslRuntime, createGoldRuntime, dslInput, goldInput } from '../stream/gold';
 import { closeOfBin, EMA_SIGNAL_FIELD, EmaLinesRuntime, emaField, parseSmaLinesParams, SmaRuntime, smaField } from './ema';
 import { priceIntToTick } from './geometry';
 import { BOOK_FIELD, bookColumn } from './fields';
@@ -32,6 +38,11 @@ export interface ViewerModel {
   readonly goldNote: string | null;
   readonly silverFields: readonly string[];
   readonly goldFields: readonly string[];
+  /** The Gold DSL runtime of the version (null without a DSL, or when it cannot run: `dslNote`). */
+  readonly dsl: DslRuntime | null;
+  readonly dslNote: string | null;
+  /** Ring field of each DSL output, in spec order (the names the viewer offers). */
+  readonly dslFields: readonly string[];
   /** The first enabled `ema_lines` overlay's runtime (null when there is none or its params are bad). */
   readonly ema: EmaLinesRuntime | null;
   /** SMAs of `sma_lines` overlays not already computed by `ema` (null when none). */
@@ -135,8 +146,24 @@ export function createViewerModel(config: RuntimeConfigMessage, capacity: number
     goldNote = `gold off: ${(e as Error).message}`;
   }
   const goldFields = gold ? [...GOLD_FIELDS] : [];
+  let dsl: DslRuntime | null = null;
+  let dslNote: string | null = null;
+  try {
+    dsl = createDslRuntime(config);
+  } catch (e) {
+    dslNote = `gold DSL off: ${(e as Error).message}`;
+  }
+  const handed = (config.raw.replay as Record<string, unknown> | undefined)?.gold_dsl_state;
+  if (dsl && handed) {
+    try {
+      dsl.setState(decodeDslState(handed)); // the server's state just before this client's first bin
+    } catch (e) {
+      dslNote = `gold DSL warms up from this bin: ${(e as Error).message}`;
+    }
+  }
+  const dslFields = (dsl?.outputNames ?? []).map((n) => (silverFields.includes(n) || (goldFields as readonly string[]).includes(n) ? `dsl:${n}` : n));
   const lines = buildLines(viz);
-  const taken = new Set([...silverFields, ...goldFields]);
+  const taken = new Set([...silverFields, ...goldFields, ...dslFields]);
   const clash = lines.derivedFields.filter((f) => taken.has(f));
   if (clash.length) {
     lines.lineNotes.push(`${clash.join(', ')}: also a streamed field; the browser-computed value is buffered`);
@@ -144,10 +171,10 @@ export function createViewerModel(config: RuntimeConfigMessage, capacity: number
   const book = silverFields.includes('bid_depth') && silverFields.includes('ask_depth') ? [BOOK_FIELD] : [];
   const tau = Number(config.raw.tau_rest_decay);
   return {
-    config, ring: new BinRing(capacity, config.grid_rows, [...book, ...silverFields, ...goldFields, ...lines.derivedFields], {
+    config, ring: new BinRing(capacity, config.grid_rows, [...book, ...silverFields, ...goldFields, ...dslFields, ...lines.derivedFields], {
       ...ring, pinned: [...book, ...(ring.pinned ?? [])],
     }),
-    gold, goldNote, silverFields, goldFields, ...lines,
+    gold, goldNote, silverFields, goldFields, dsl, dslNote, dslFields, ...lines,
     trades: new TradeLog(capacity), tauS: tau > 0 ? tau : 30, prevTrade: null, seqOffset: 0, rebase: false,
   };
 }
@@ -178,6 +205,10 @@ export function ingestBin(m: ViewerModel, bin: StreamBin): boolean {
   if (m.gold) {
     const g = m.gold.step({ ...goldInput(bin), binSeq: seq });
     for (const f of GOLD_FIELDS) values[f] = g[f];
+  }
+  if (m.dsl) {
+    const d = m.dsl.step(dslInput(bin, m.dsl, c.cell_width_ms));
+    m.dsl.outputNames.forEach((name, i) => { values[m.dslFields[i]] = d.values[name]; });
   }
   const R = c.grid_radius_ticks;
   const offset = bin.frame.numRows === 1 ? R : 0; // ema_ensemble: the single k = 0 row

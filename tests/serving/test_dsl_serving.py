@@ -1,0 +1,205 @@
+"""A published version whose pipeline has a Gold DSL streams it: the snapshot and runtime_config carry the spec,
+the replay's `DslRuntime` outputs equal the batch DSL over the silver partition bit for bit, a mid-day start
+from the checkpoint (engine + DSL state) gives the outputs of a replay from the session start, and preflight
+refuses a spec the browser could not run (naming the node)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from websockets.asyncio.client import connect
+
+from qmachina_assets.core.engine.silver_partition import silver_dir
+from qmachina_assets.core.gold import dsl, dsl_runtime
+from qmachina_assets.core.paths import PROJECT_ROOT
+from qmachina_assets.core.registry import PreflightError, Registry
+from qmachina_serving.stream.replay import BinProducer, ReplayRequest, plan_replay
+from qmachina_serving.stream.source import RegistrySource
+from tests.support.serving import DATE, build_served_lake, serve
+
+SPEC = PROJECT_ROOT / "configs" / "gold" / "depth_imbalance.yaml"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    w = build_served_lake(tmp_path_factory.mktemp("dsl_serving"))
+    cfg = w.configs
+    (cfg / "gold").mkdir()
+    (cfg / "gold" / "depth_imbalance.yaml").write_text(SPEC.read_text())
+    pipeline = (cfg / "pipelines" / "esh4_sunday_open.yaml").read_text()
+    (cfg / "pipelines" / "esh4_sunday_open_dsl.yaml").write_text(
+        pipeline.replace("name: esh4_sunday_open", "name: esh4_sunday_open_dsl") + "gold_dsl: depth_imbalance\n")
+    vp = w.serving("vp_stream_test").read_text().replace("pipeline: esh4_sunday_open", "pipeline: esh4_sunday_open_dsl")
+    w.serving("vp_dsl").write_text(vp.replace("name: vp_stream_test", "name: vp_dsl"))
+    w.serving("vp_dsl_no_depth").write_text(
+        vp.replace("name: vp_stream_test", "name: vp_dsl_no_depth").replace(
+            "  - {name: bid_depth, dtype: float64, role: force}\n", ""))
+    ema = w.serving("ema_stream_test").read_text()
+    w.serving("ema_dsl").write_text(ema.replace("name: ema_stream_test", "name: ema_dsl").replace(
+        "pipeline: esh4_sunday_open", "pipeline: esh4_sunday_open_dsl"))
+    with Registry(lake=w.lake, instrument=w.instrument) as reg:
+        reg.register(w.serving("vp_dsl"), alias="dsl", actor="tests", reason="Gold DSL stream",
+                     configs_dir=cfg, expected_version_id=None)
+    return w
+
+
+def _frames(world, **req) -> tuple[BinProducer, list]:
+    version = RegistrySource(lake=world.lake, instrument=world.instrument).resolve("dsl")
+    plan = plan_replay(version, ReplayRequest(serving="dsl", **req), world.lake)
+    producer = BinProducer(world.lake, plan, version)
+    producer.open()
+    frames = []
+    while not producer.finished:
+        frames += producer.produce(256)
+    return producer, frames
+
+
+def test_snapshot_and_runtime_config_carry_the_spec(world) -> None:
+    version = RegistrySource(lake=world.lake, instrument=world.instrument).resolve("dsl")
+    spec = dsl.load_spec(SPEC)
+    section = version.runtime_config["gold_dsl"]
+    assert section == version.snapshot["gold_dsl"]
+    assert section["spec_hash"] == spec.spec_hash and section["name"] == "depth_imbalance"
+    assert dsl.GoldDslSpec.model_validate(section["spec"]) == spec
+    assert section["outputs"] == [spec.nodes[o].name for o in spec.outputs]
+    assert section["runtime_version"] == dsl_runtime.RUNTIME_VERSION
+    json.dumps(version.runtime_config, allow_nan=False)  # the message is valid JSON
+
+
+def test_stream_outputs_equal_the_batch_dsl_on_silver(world) -> None:
+    producer, frames = _frames(world)
+    assert producer.open_info["gold_dsl"]["state"] == "fresh"
+    s = silver_dir(world.lake, "ESH4", DATE)
+    bins = pq.read_table(s / "bins.parquet").to_pydict()
+    bins = {c: np.asarray(v) for c, v in bins.items()}
+    grid = {c: pq.read_table(s / "grid.parquet").column(c).to_numpy() for c in ("k", "bid_depth", "ask_depth")}
+    inst = world.instrument
+    batch = dsl_runtime.execute(dsl.load_spec(SPEC), bins, grid, inst.grid_radius_ticks, inst.tick_int,
+                                inst.cell_width_ms)
+    w = 2 * inst.grid_radius_ticks + 1
+    row = {int(e): i for i, e in enumerate(bins["bin_end_ns"])}
+    assert len(frames) == len(bins["bin_seq"])
+    outs = [c for c in batch if c not in ("bin_seq", "k", "gold_valid")]
+    for f in frames:
+        b = row[f.bin_end_ns]
+        for c in outs:
+            assert np.array_equal(f.gold[c], batch[c][b * w:(b + 1) * w], equal_nan=True), (f.bin_seq, c)
+    assert np.abs(batch["book_depth_imbalance_z"]).max() > 0.5  # the window exercises the z-scores
+
+
+def test_midday_start_resumes_the_session_state_from_the_checkpoint(world) -> None:
+    _, full = _frames(world)
+    by_end = {f.bin_end_ns: f for f in full}
+    for expect in ("miss", "hit"):
+        producer, frames = _frames(world, start=dt.time(18, 3, 30))
+        assert producer.open_info["checkpoint"] == expect
+        assert producer.open_info["gold_dsl"]["state"] == "checkpoint"
+        assert frames and frames[0].bin_seq == 0  # the mid-day engine numbers its bins from 0
+        for f in frames:
+            ref = by_end[f.bin_end_ns]
+            for c, v in f.gold.items():
+                assert np.array_equal(v, ref.gold[c], equal_nan=True), (f.bin_end_ns, c, expect)
+    # warm: a cold start would emit 0 for the bin-level z-score until 100 bins (its min_periods) were seen
+    assert np.abs(frames[0].gold["book_depth_imbalance_z"]).max() > 0
+
+
+def _refused(world, name: str, kinds: set[str], *needles: str) -> None:
+    with Registry(lake=world.lake, instrument=world.instrument) as reg, pytest.raises(PreflightError) as e:
+        reg.register(world.serving(name), alias=f"x_{name}", actor="tests", reason="refused",
+                     configs_dir=world.configs, expected_version_id=None)
+    assert kinds <= e.value.kinds, e.value
+    for n in needles:
+        assert n in str(e.value), (n, str(e.value))
+
+
+def test_preflight_refuses_what_the_browser_cannot_run(world, tmp_path, monkeypatch) -> None:
+    _refused(world, "vp_dsl_no_depth", {"gold_dsl"}, "node 'bid_depth'", "not in the stream_schema")
+    _refused(world, "ema_dsl", {"gold_dsl"}, "ema_ensemble producer")
+    caps = json.loads(dsl.BROWSER_CAPABILITIES_PATH.read_text())
+    caps["node_types"]["norm"]["method"].remove("zscore")
+    narrowed = tmp_path / "caps.json"
+    narrowed.write_text(json.dumps(caps))
+    monkeypatch.setattr(dsl, "BROWSER_CAPABILITIES_PATH", narrowed)
+    _refused(world, "vp_dsl", {"gold_dsl"}, "node 'local_imbalance_z'", "node 'book_imbalance_z'", "zscore")
+    monkeypatch.undo()
+    broken = world.configs / "gold" / "depth_imbalance.yaml"
+    good = broken.read_text()
+    try:
+        broken.write_text(good.replace("source: local_imbalance_ewm", "source: nowhere"))
+        _refused(world, "vp_dsl", {"gold_dsl"}, "nowhere")
+    finally:
+        broken.write_text(good)
+
+
+def test_the_browser_capabilities_name_only_what_the_dsl_has() -> None:
+    caps = dsl.browser_capabilities()
+    fields = {"temporal_window": dsl.TemporalWindow, "norm": dsl.Norm, "spatial_neighborhood": dsl.SpatialNeighborhood,
+              "expr": dsl.Expr, "output": dsl.Output, "silver_ref": dsl.SilverRef, "const": dsl.Const}
+    assert set(caps["node_types"]) == set(fields)
+    for t, rules in caps["node_types"].items():
+        for field, allowed in rules.items():
+            ann = str(fields[t].model_fields[field].annotation)
+            assert all(f"'{v}'" in ann for v in allowed), (t, field)
+    assert set(caps["expr_functions"]) == set(dsl.EXPR_FUNCTIONS)
+    assert dsl.browser_problems(dsl.load_spec(SPEC), {"k", "bid_depth", "ask_depth"}) == []
+    assert Path(dsl.BROWSER_CAPABILITIES_PATH).is_file()
+
+
+async def _stream(uri: str, limit_bins: int) -> tuple[dict, list]:
+    out: list = []
+    hello = None
+    pending = None
+    async with connect(uri, max_size=None, compression=None) as ws:
+        async for msg in ws:
+            if isinstance(msg, bytes):
+                out.append((pending, msg))
+                if len(out) >= limit_bins:
+                    break
+                continue
+            d = json.loads(msg)
+            if d["type"] == "runtime_config":
+                hello = d
+            elif d["type"] == "grid_update":
+                pending = d
+    return hello, out
+
+
+def _state(msg: dict) -> dict[str, np.ndarray]:
+    return {name: np.frombuffer(base64.b64decode(msg[name]["b64"]), np.dtype(msg[name]["dtype"]).newbyteorder("<"))
+            for name in dsl_runtime.STATE_ARRAYS}
+
+
+def test_a_midday_client_gets_the_session_state_and_reproduces_the_served_outputs(world) -> None:
+    """Over the wire: the hello carries the DSL state (the worker-built checkpoint's), and a runtime resumed from it
+    on the received silver gives the outputs of a replay from the session start, bin for bin."""
+    _, full = _frames(world)
+    by_end = {f.bin_end_ns: f for f in full}
+    version = RegistrySource(lake=world.lake, instrument=world.instrument).resolve("dsl")
+    spec = dsl.GoldDslSpec.model_validate(version.snapshot["gold_dsl"]["spec"])
+    inst = world.instrument
+    with serve(world.lake, version.version_id, QMACHINA_SERVING_LEAD_IN_S="0.05", QMACHINA_SERVING_MAX_STALL_S="30",
+               QMACHINA_SERVING_INLINE_WARMUP_RECORDS="1000") as srv:
+        hello, got = asyncio.run(_stream(f"{srv.ws}?serving=dsl&start=18:02:10&end=18:03:00&speed=50", 300))
+    state = hello["replay"]["gold_dsl_state"]
+    rt = dsl_runtime.DslRuntime(spec, inst.grid_radius_ticks, inst.tick_int, inst.cell_width_ms)
+    assert state["key"] == rt.state_key()
+    rt.load_state(_state(state))
+    assert len(got) == 300
+    cell_ns = inst.cell_width_ms * 1_000_000
+    for upd, frame in got:
+        t = pa.ipc.open_stream(frame).read_all()
+        out = rt.step({"bin_seq": np.array([int(upd["bin_start_ns"]) // cell_ns]),
+                       "spot_ref_price_int": np.array([int(upd["spot_ref_price_int"])]),
+                       "book_valid": np.array([upd["book_valid"]])},
+                      {c: t.column(c).to_numpy() for c in ("k", "bid_depth", "ask_depth")})
+        ref = by_end[int(upd["bin_end_ns"])]
+        for c, v in ref.gold.items():
+            assert np.array_equal(out[c], v, equal_nan=True), (upd["bin_seq"], c)
