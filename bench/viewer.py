@@ -3,9 +3,9 @@
 Usage: python bench/viewer.py [--speed 16] [--seconds 15] [--rounds 3] [--history]
 
 Builds the throw-away lake of bench/stream.py (the ESH4 2023-12-25 sample -> bronze, a vp_flow_score version on
-the 18:00-19:00 ET Sunday open, alias `bench`), starts `python -m qmachina_serving` in its own process group
-(1024-bin client queue), runs web/bench/viewer-bench.mjs (playwright-core + Debian Chromium; needs
-`make web-build` and `make browser`) and kills the group at the end.
+the 18:00-19:00 ET Sunday open, alias `bench`, an admin token the browser logs in with), starts
+`python -m qmachina_serving` in its own process group (1024-bin client queue), runs web/bench/viewer-bench.mjs
+(playwright-core + Debian Chromium; needs `make web-build` and `make browser`) and kills the group at the end.
 
 Per round: the viewer at --speed on the ±50-tick grid with every layer (book heatmap, trades, BBO, overlays,
 profiles, legend), frame pacing (rAF), the page's draw time (cache upkeep + draw, p95 over 240 frames) and the
@@ -43,12 +43,12 @@ def main() -> int:
         print("web/dist is missing: run `make web-build`", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="viewer-bench-") as tmp:
-        alias = build_lake(Path(tmp))
+        alias, token = build_lake(Path(tmp))
         port = free_port()
         server = start_server(Path(tmp) / "lake", port, queue_bins=1024)
         try:
             cmd = ["node", str(ROOT / "web" / "bench" / "viewer-bench.mjs"), "--url", f"http://127.0.0.1:{port}",
-                   "--serving", alias, "--speed", f"{a.speed:g}", "--seconds", f"{a.seconds:g}",
+                   "--serving", alias, "--token", token, "--speed", f"{a.speed:g}", "--seconds", f"{a.seconds:g}",
                    "--rounds", str(a.rounds), "--chromium", a.chromium] + (["--history"] if a.history else [])
             out = subprocess.run(cmd, cwd=ROOT / "web", capture_output=True, text=True, timeout=900)
             if out.returncode != 0:

@@ -1,7 +1,9 @@
 // Viewer frame-time benchmark in headless Chromium (driven by bench/viewer.py, which starts the server).
 //
-//   node web/bench/viewer-bench.mjs --url http://127.0.0.1:PORT --serving ALIAS [--speed 16] [--seconds 15]
-//        [--rounds 3] [--history] [--chromium /usr/bin/chromium]
+//   node web/bench/viewer-bench.mjs --url http://127.0.0.1:PORT --serving ALIAS --token TOKEN [--speed 16]
+//        [--seconds 15] [--rounds 3] [--history] [--chromium /usr/bin/chromium]
+//
+// The browser logs in once through login.html with --token (the session cookie then opens the stream).
 //
 // Each round opens the viewer on a fresh replay at --speed, lets it warm up 5 s, then measures for --seconds while
 // bins stream in: rAF intervals (frame pacing), the page's own draw-time figures (window.__qmachinaStats: cache
@@ -69,10 +71,20 @@ async function measure(page, cdp, seconds) {
 const browser = await chromium.launch({
   executablePath: args.chromium ?? '/usr/bin/chromium', headless: true, args: ['--no-sandbox', '--disable-dev-shm-usage'],
 });
+const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
 const rounds = [];
 try {
+  if (args.token) { // log in once: every page of the context shares the session cookie
+    const login = await context.newPage();
+    await login.goto(`${URL_}/registry.html`);
+    await login.waitForURL(/\/login\.html/, { timeout: 30_000 });
+    await login.locator('[data-testid="login-token"]').fill(args.token);
+    await login.locator('[data-testid="login-submit"]').click();
+    await login.waitForURL(/\/registry\.html$/, { timeout: 30_000 });
+    await login.close();
+  }
   for (let r = 0; r < ROUNDS; r++) {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    const page = await context.newPage();
     const cdp = await page.context().newCDPSession(page);
     await cdp.send('Performance.enable');
     const start = `18:${String(5 + 10 * r).padStart(2, '0')}`; // a fresh replay session per round
@@ -86,7 +98,7 @@ try {
   }
   let history = null;
   if (args.history) {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    const page = await context.newPage();
     const cdp = await page.context().newCDPSession(page);
     await cdp.send('Performance.enable');
     await page.goto(`${URL_}/?serving=${SERVING}&start=18:00&end=18:35&speed=32`);
