@@ -4,13 +4,11 @@ functions of one another, a signal against itself under another name, ML feature
 from __future__ import annotations
 
 import pytest
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from qmachina_assets.core.research import redundancy as red
 from qmachina_assets.core.research.datasets import build_dataset_day, dataset_id_for
 from qmachina_assets.core.research.specs import resolve_serving
-from qmachina_serving.api import build_router
+from tests.support.auth import rest_client
 from tests.support.synth_days import DAYS, build_synth_days
 
 
@@ -44,9 +42,7 @@ def test_signals_and_ml_features(world):
 
 def test_rest(world):
     w, ds = world
-    app = FastAPI()
-    app.include_router(build_router(None, w.lake, w.configs))
-    with TestClient(app) as c:
+    with rest_client(w.lake, w.configs) as c:
         g = c.get(f"/v1/datasets/{ds}/redundancy/gold", params={"rank_corr": 0.9})
         assert g.status_code == 200, g.text
         assert g.json()["rank_corr_threshold"] == 0.9

@@ -153,11 +153,11 @@ def test_the_browser_capabilities_name_only_what_the_dsl_has() -> None:
     assert Path(dsl.BROWSER_CAPABILITIES_PATH).is_file()
 
 
-async def _stream(uri: str, limit_bins: int) -> tuple[dict, list]:
+async def _stream(uri: str, limit_bins: int, headers: dict[str, str]) -> tuple[dict, list]:
     out: list = []
     hello = None
     pending = None
-    async with connect(uri, max_size=None, compression=None) as ws:
+    async with connect(uri, max_size=None, compression=None, additional_headers=headers) as ws:
         async for msg in ws:
             if isinstance(msg, bytes):
                 out.append((pending, msg))
@@ -187,7 +187,8 @@ def test_a_midday_client_gets_the_session_state_and_reproduces_the_served_output
     inst = world.instrument
     with serve(world.lake, version.version_id, QMACHINA_SERVING_LEAD_IN_S="0.05", QMACHINA_SERVING_MAX_STALL_S="30",
                QMACHINA_SERVING_INLINE_WARMUP_RECORDS="1000") as srv:
-        hello, got = asyncio.run(_stream(f"{srv.ws}?serving=dsl&start=18:02:10&end=18:03:00&speed=50", 300))
+        hello, got = asyncio.run(_stream(f"{srv.ws}?serving=dsl&start=18:02:10&end=18:03:00&speed=50", 300,
+                                         srv.access.ws_headers("viewer")))
     state = hello["replay"]["gold_dsl_state"]
     rt = dsl_runtime.DslRuntime(spec, inst.grid_radius_ticks, inst.tick_int, inst.cell_width_ms)
     assert state["key"] == rt.state_key()
