@@ -21,6 +21,8 @@ from fastapi.testclient import TestClient
 from qmachina_assets.core.control import ControlPlane
 from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.research import sweeps
+from qmachina_assets.core.research.datasets import build_dataset_day
+from qmachina_assets.core.research.specs import resolve_experiment
 from qmachina_serving.api import build_router
 from qmachina_serving.settings import ServingSettings
 from tests.support.auth import seed_access
@@ -58,23 +60,32 @@ def world(tmp_path_factory):
     home.mkdir()
     faults.mkdir()
     shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    w = build_synth_days(root)
+    # bronze is built: without the raw files the raw-file sensor requests no bronze runs that would take the
+    # run slots of the jobs under test
+    shutil.rmtree(w.lake / "raw")
     port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "QMACHINA_LAKE_DIR": str(root / "lake"),
-           "QMACHINA_CONFIGS_DIR": str(root / "configs"), "QMACHINA_JOB_FAULT_DIR": str(faults)}
+    env = {**os.environ, "DAGSTER_HOME": str(home), "QMACHINA_LAKE_DIR": str(w.lake),
+           "QMACHINA_CONFIGS_DIR": str(w.configs), "QMACHINA_JOB_FAULT_DIR": str(faults)}
     env.pop("QMACHINA_DAGSTER_PG_URL", None)
     log = (root / "dagster-dev.log").open("w")
-    # started first: it loads while the synthetic days are built (runs read the configs at run time)
     proc = subprocess.Popen([str(PROJECT_ROOT / ".venv/bin/dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
                              "-h", "127.0.0.1", "-p", str(port)], cwd=PROJECT_ROOT, stdout=log,
                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        w = build_synth_days(root)
-        for name in ("jobs_flow", "jobs_other"):
+        for name in ("jobs_flow", "jobs_other", "jobs_wall"):
             (w.configs / "experiments" / f"{name}.yaml").write_text(EXPERIMENT.format(name=name))
         main = seed_access(w.lake, roles=("editor", "viewer"))
         other = seed_access(w.lake, workspace="team_b", roles=("editor",))
+        third = seed_access(w.lake, workspace="team_c", roles=("editor",))
         with ControlPlane(lake=w.lake) as cp:
             cp.register_resource("team_b", "experiment", "jobs_other", actor="tests")
+            cp.register_resource("team_c", "experiment", "jobs_wall", actor="tests")
+        # while Dagster starts: the datasets the runs need (their datasets step re-uses them; the resumed run
+        # shows that step is not executed again)
+        _, _, pipeline = resolve_experiment("jobs_flow", configs_dir=w.configs)
+        for day in pipeline.days:
+            build_dataset_day(w.lake, pipeline, day, pipeline.capture.symbol)
         deadline = time.monotonic() + 120
         while not _graphql_ok(port):
             assert proc.poll() is None, (root / "dagster-dev.log").read_text()[-3000:]
@@ -88,11 +99,28 @@ def world(tmp_path_factory):
             app.include_router(build_router(None, w.lake, w.configs, control_factory=lambda: ControlPlane(lake=w.lake)))
             return access.client(app, role)
 
-        yield {"w": w, "main": main, "other": other, "client": client, "faults": faults, "port": port}
+        yield {"w": w, "main": main, "other": other, "third": third, "client": client, "faults": faults, "port": port}
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def launched(world):
+    """The long jobs, launched together in three workspaces (the per-workspace limit lets them run side by side;
+    the global limit of 2 queues the third): a clean one in the default workspace, one in team_b whose sweep
+    fails once (injected), one in team_c with a wall-time budget it cannot meet."""
+    (world["faults"] / "jobs_other.fail").write_text("once")
+    main, other = world["client"](world["main"]), world["client"](world["other"])
+    a = main.post("/v1/jobs", json={"experiment": "jobs_flow", "session_id": "s1"})
+    assert a.status_code == 201, a.text
+    b = other.post("/v1/jobs", json={"experiment": "jobs_other"})
+    assert b.status_code == 201, b.text
+    third = world["client"](world["third"])
+    d = third.post("/v1/jobs", json={"experiment": "jobs_wall", "wall_time_s": 0.001})
+    assert d.status_code == 201, d.text
+    return {"main": (main, a.json()), "other": (other, b.json()), "third": (third, d.json())}
 
 
 def sse(client: TestClient, job_id: str, after: int | None = None, headers: dict | None = None) -> list[dict]:
@@ -116,11 +144,8 @@ def sse(client: TestClient, job_id: str, after: int | None = None, headers: dict
     return out
 
 
-def test_launch_progress_completion_and_sse_resumption(world):
-    c = world["client"](world["main"])
-    r = c.post("/v1/jobs", json={"experiment": "jobs_flow", "session_id": "s1"})
-    assert r.status_code == 201, r.text
-    job = r.json()
+def test_launch_progress_completion_and_sse_resumption(world, launched):
+    c, job = launched["main"]
     assert job["status"] == "queued" and job["param_sets"] == SETS and len(job["runs"]) == 1
     events = sse(c, job["job_id"])
     kinds = [e["event"] for e in events]
@@ -155,10 +180,8 @@ def test_launch_progress_completion_and_sse_resumption(world):
     assert viewer.post("/v1/jobs", json={"experiment": "jobs_flow"}).status_code == 403
 
 
-def test_resume_after_injected_failure(world):
-    c = world["client"](world["other"])
-    (world["faults"] / "jobs_other.fail").write_text("once")
-    job = c.post("/v1/jobs", json={"experiment": "jobs_other"}).json()
+def test_resume_after_injected_failure(world, launched):
+    c, job = launched["other"]
     first = sse(c, job["job_id"])
     assert [e["event"] for e in first][-2:] == ["failed", "end"]
     assert "injected failure" in first[-2]["data"]["error"] and first[-2]["data"]["step"] == "experiment_sweep"
@@ -182,7 +205,7 @@ def test_resume_after_injected_failure(world):
     assert c.post(f"/v1/jobs/{job['job_id']}/resume").status_code == 409  # nothing to resume
 
 
-def test_cancel_and_wall_time(world):
+def test_cancel_and_wall_time(world, launched):
     c = world["client"](world["main"])
     job = c.post("/v1/jobs", json={"experiment": "jobs_flow"}).json()
     r = c.post(f"/v1/jobs/{job['job_id']}/cancel")
@@ -192,7 +215,7 @@ def test_cancel_and_wall_time(world):
     assert c.get(f"/v1/jobs/{job['job_id']}").json()["status"] == "canceled"
     assert c.post(f"/v1/jobs/{job['job_id']}/cancel").status_code == 409
     # a budget the run cannot meet: it stops between groups of sets and is marked timed_out
-    job = c.post("/v1/jobs", json={"experiment": "jobs_flow", "wall_time_s": 0.001}).json()
+    c, job = launched["third"]
     events = sse(c, job["job_id"])
     assert [e["event"] for e in events][-2:] == ["timed_out", "end"], events
     assert "wall-time budget" in events[-2]["data"]["error"]
