@@ -296,7 +296,8 @@ def build(ctx: ApiContext) -> APIRouter:
         wall = min(body.wall_time_s or s.job_wall_time_s, s.job_wall_time_s)
         job_id = f"j_{uuid.uuid4().hex[:16]}"
         ws = principal.workspace
-        tags = {"qmachina/kind": "experiment", "qmachina/workspace": ws, "qmachina/author": principal.user, "qmachina/job": job_id,
+        tags = {"qmachina/kind": "experiment", "qmachina/workspace": ws, "qmachina/author": principal.user,
+                "qmachina/job": job_id,
                 "qmachina/experiment": body.experiment, "qmachina/session": body.session_id or "-"}
         conf = {"experiment": body.experiment, "wall_time_s": wall, "session_id": body.session_id or ""}
         run_config = {"ops": {"research_datasets": {"config": conf}, "experiment_sweep": {"config": conf}}}

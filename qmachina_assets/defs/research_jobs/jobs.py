@@ -3,10 +3,11 @@
 The experiment is named in the run config and resolved from `configs/experiments/<name>.yaml` at run time, so
 a spec written by Model Studio (or by hand) runs without a code change or a restart of the code location.
 Two steps: `research_datasets` builds (or re-uses) every capture day of the pipeline, `experiment_sweep`
-runs the walk-forward folds, in the run's own process (the in-process executor: a step process per step would
-import the code location twice more for two short sequential steps). Re-executing a failed run FROM_FAILURE (the jobs API's resume) reuses the
-datasets step. The sweep reports its own progress as it runs: an `AssetObservation` of `sweep_<name>` with
-`sets_done`, `sets_total`, `eta_s` after each group of parameter sets (the jobs API turns them into SSE
+runs the walk-forward folds, in the run's own process (the in-process executor: a step process per step
+would import the code location twice more for two short sequential steps). Re-executing a failed run
+FROM_FAILURE (the jobs API's resume) reuses the datasets step. The sweep reports its own progress as it
+runs: an `AssetObservation` of `sweep_<name>` with `sets_done`, `sets_total`, `eta_s` after each group
+of parameter sets (the jobs API turns them into SSE
 progress events). A run past its wall-time budget (`wall_time_s`) stops between two groups of sets and fails
 with `wall_time_exceeded` in its metadata (the jobs API marks the job `timed_out`).
 """
