@@ -51,6 +51,7 @@ from qmachina_assets.core.engine.engine import Engine, SilverChunk
 from qmachina_assets.core.ingest import dbn
 from qmachina_assets.core.instrument import InstrumentConfig, locked_instrument
 from qmachina_assets.core.paths import lake_root
+from qmachina_serving.live import wire
 from qmachina_serving.live.capture import DayCapture, day_of
 from qmachina_serving.live.channel import Publisher
 from qmachina_serving.live.state import LiveSessions
@@ -221,6 +222,7 @@ class LiveRunner:
         self.bins = 0
         self.reconnects = 0
         self.gaps = 0
+        self.stalls: list[float] = []  # seconds of silence at each stall detection
         self.last_ts_event: int | None = None
         self.last_sequence: int | None = None
         self.last_error: str | None = None
@@ -348,7 +350,8 @@ class LiveRunner:
                 failures += 1
                 attempt += 1
                 self.last_error = f"{_gw_name(gw)}: {exc}"
-                log.error("connection to %s failed (attempt %d): %s", _gw_name(gw), attempt, exc)
+                hint = " (check the API key: DATABENTO_API_KEY or --key)" if "auth" in str(exc).lower() else ""
+                log.error("connection to %s failed (attempt %d): %s%s", _gw_name(gw), attempt, exc, hint)
                 if failures >= self.cfg.failover_after and len(self.gateways) > 1:
                     self.gw_index = (self.gw_index + 1) % len(self.gateways)
                     failures = 0
@@ -410,6 +413,7 @@ class LiveRunner:
             # until the session's first message, the gateway gets START_GRACE_S (it may build a snapshot)
             limit = stall_s if self.inbox.messages > opened_at else max(stall_s, START_GRACE_S)
             if now - self.inbox.last_msg > limit:
+                self.stalls.append(round(now - self.inbox.last_msg, 3))
                 self.last_error = f"stall: no message for {now - self.inbox.last_msg:.1f} s " \
                                   f"(heartbeat interval {self.cfg.heartbeat_interval_s} s)"
                 log.warning("%s; reconnecting", self.last_error)
@@ -422,7 +426,7 @@ class LiveRunner:
                 return "stop"
             if self.gw_index != 0 and now >= next_probe:
                 next_probe = now + self.cfg.primary_probe_s
-                if _answers(self.gateways[0]):
+                if _answers(self.gateways[0], self.key, self.dataset):
                     log.info("the first gateway %s answers again: moving back", _gw_name(self.gateways[0]))
                     _terminate(live)
                     self._drain()
@@ -546,7 +550,7 @@ class LiveRunner:
                                  "published_bins": self.publisher.published_bins,
                                  "dropped_bins": self.publisher.dropped_bins},
                        "capture": None if self.capture is None else str(self.capture.body_path),
-                       "heartbeats": self.inbox.heartbeats}}
+                       "heartbeats": self.inbox.heartbeats, "stalls_s": self.stalls[-20:]}}
         if status is not None:
             fields["status"] = status
         try:
@@ -580,14 +584,24 @@ def _terminate(live: Any) -> None:
         live.terminate()
 
 
-def _answers(gw: tuple[str | None, int]) -> bool:
-    """Whether a gateway accepts a TCP connection and greets (a cheap probe, no login)."""
+def _answers(gw: tuple[str | None, int], key: str, dataset: str) -> bool:
+    """Whether a gateway accepts a login now (greeting, CRAM, `success=1`); the probe then hangs up before
+    subscribing. A gateway that greets but refuses the key does not count as back."""
     if gw[0] is None:
         return False
     try:
         with socket.create_connection((gw[0], gw[1]), timeout=1.0) as s:
             s.settimeout(1.0)
-            return s.recv(64).startswith(b"lsg_version=")
+            f = s.makefile("rb")
+            fields: dict[str, str] = {}
+            while "cram" not in fields:
+                line = f.readline(4096)
+                if not line:
+                    return False
+                fields.update(wire.parse_line(line))
+            s.sendall(wire.format_line(auth=wire.cram_response(fields["cram"], key), dataset=dataset,
+                                       encoding="dbn", ts_out=0))
+            return wire.parse_line(f.readline(4096)).get("success") == "1"
     except OSError:
         return False
 

@@ -210,3 +210,49 @@ def test_live_day_resets_two_replicas_redis_outage(world, redis_server, tmp_path
     assert row["records"] == manifest["records"]
     assert row["checkpoint_ts_event"] == int(world["records"]["ts_event"][-1])
     assert row["detail"]["redis"]["outages"] == 1 and row["detail"]["redis"]["dropped_bins"] > 0
+
+
+def _wait(cond, what: str, proc, timeout: float = 30.0) -> float:
+    t0 = time.monotonic()
+    while not cond():
+        assert proc.poll() is None, f"qmachina live exited while waiting for {what}"
+        assert time.monotonic() - t0 < timeout, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+def test_stall_refused_auth_failover_and_back(world, redis_server, tmp_path: Path) -> None:
+    """A stall is detected within two heartbeat intervals; a refused login is a clear error with backoff, and
+    after three of them the run fails over to the second gateway; it moves back once the first accepts it
+    again. Nothing is lost or doubled through all of it."""
+    lake = fresh_lake(world, "lake_c")
+    silver_out = tmp_path / "silver_live"
+    args = ("--at-close", "exit", "--silver-out", str(silver_out), "--heartbeat-s", "1", "--backoff-base-s", "0.2",
+            "--backoff-cap-s", "0.5", "--failover-after", "3", "--primary-probe-s", "1", "--run-id", "lv_test_c",
+            "--alias", "vp")
+    with gateway([world["window"]], speed=4, at_end="close", log=tmp_path / "gw_a.log") as a, \
+            gateway([world["window"]], speed=4, at_end="close", log=tmp_path / "gw_b.log") as b, \
+            live_process([a.port, b.port], lake, redis_server.url, *args, log=tmp_path / "live.log") as proc:
+        _wait(lambda: a.status()["sessions"], "the first session", proc, 120)
+        first = a.status()["sessions"]
+        time.sleep(0.8)
+        assert a.control("stall 3").startswith("ok stall 1")
+        _wait(lambda: [s for s in a.status()["sessions"] if s not in first], "a new session after the stall", proc)
+        assert a.control("refuse_auth -1") and a.control("reset")
+        t = _wait(lambda: b.status()["sessions"], "failover to the second gateway", proc)
+        assert a.status()["refused"] == 3  # three attempts, then the next gateway: no hot retry loop
+        assert t >= 0.5  # the backoff between them (0.1-0.2, 0.2-0.4, 0.25-0.5 s)
+        time.sleep(1.0)
+        assert a.control("refuse_auth 0")
+        _wait(lambda: a.status()["sessions"] and not b.status()["sessions"], "back on the first gateway", proc)
+        assert proc.wait(timeout=60) == 0
+    check_capture_and_parity(lake, silver_out, world["records"])
+    store = LiveSessions(lake=lake)
+    row = store.get("lv_test_c")
+    store.close()
+    assert row["status"] == "stopped" and row["gaps"] == 0 and row["reconnects"] >= 3
+    stalls = row["detail"]["stalls_s"]
+    assert len(stalls) == 1 and 1.0 < stalls[0] <= 2.0  # within two heartbeat intervals of 1 s
+    log = (tmp_path / "live.log").read_text()
+    assert "Authentication failed" in log and "check the API key" in log
+    assert f"failing over to 127.0.0.1:{b.port}" in log and "moving back" in log
