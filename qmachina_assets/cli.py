@@ -226,6 +226,14 @@ def cmd_live_gateway(args: argparse.Namespace) -> int:
     return main_with(args)
 
 
+def cmd_live(args: argparse.Namespace) -> int:
+    """`qmachina live` (qmachina_serving/live/runner.py): Databento Live MBO -> engine -> Redis Streams;
+    `qmachina live status`: the recent live_sessions rows."""
+    from qmachina_serving.live import runner
+
+    return runner.status_main(args) if args.action == "status" else runner.main_with(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Main job on the embedded default: synthetic day + real samples -> bronze -> silver, SQLite instance."""
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))
@@ -488,6 +496,32 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--key", action="append", default=None,
                     help="accepted API key (repeatable; default: $QMACHINA_GATEWAY_KEYS, else the demo key)")
     lg.set_defaults(func=cmd_live_gateway)
+
+    lv = sub.add_parser("live", help="live ingestion: Databento Live MBO -> engine -> every alias's frames -> "
+                                     "Redis Streams (`live status`: the live_sessions rows)")
+    lv.add_argument("action", nargs="?", choices=("run", "status"), default="run")
+    lv.add_argument("--gateway", action="append", default=None,
+                    help="HOST:PORT of a Live gateway (repeat for failover, in order; default: Databento's)")
+    lv.add_argument("--key", default=None, help="API key (default: $DATABENTO_API_KEY)")
+    lv.add_argument("--symbol", default=None, help="contract (default: the instrument lock's front contract)")
+    lv.add_argument("--workspace", default="default")
+    lv.add_argument("--alias", action="append", default=None, help="alias to publish (repeatable; default: all)")
+    lv.add_argument("--lake", type=Path, default=None, help="default: QMACHINA_LAKE_DIR, else lake/")
+    lv.add_argument("--registry-url", default=None, help="default: QMACHINA_REGISTRY_URL, else SQLite in the lake")
+    lv.add_argument("--redis-url", default=None, help="default: $QMACHINA_LIVE_REDIS_URL or redis://127.0.0.1:6379/0")
+    lv.add_argument("--maxlen", type=int, default=20_000, help="entries kept per alias stream")
+    lv.add_argument("--heartbeat-s", type=int, default=5, help="gateway heartbeat interval (stall: 1.5x)")
+    lv.add_argument("--backoff-base-s", type=float, default=0.5)
+    lv.add_argument("--backoff-cap-s", type=float, default=15.0)
+    lv.add_argument("--failover-after", type=int, default=3, help="failed attempts before the next gateway")
+    lv.add_argument("--primary-probe-s", type=float, default=5.0, help="probe the first gateway this often")
+    lv.add_argument("--at-close", choices=("reconnect", "exit"), default="reconnect",
+                    help="when the gateway ends the session cleanly: reconnect, or flush and close the day")
+    lv.add_argument("--silver-out", type=Path, default=None, help="also write the live silver (bins/grid Parquet)")
+    lv.add_argument("--run-id", default=None)
+    lv.add_argument("--limit", type=int, default=10, help="status: rows to print")
+    lv.add_argument("--json", action="store_true", help="status: JSON")
+    lv.set_defaults(func=cmd_live)
 
     d = sub.add_parser("demo", help="end-to-end on the embedded default (sample data, SQLite instance)")
     d.add_argument("--records", type=int, default=2_000_000, help="size of the synthetic sample day")
