@@ -9,6 +9,7 @@ from qmachina_assets.defs.bronze.sensors import raw_file_sensor
 from qmachina_assets.defs.datasets.assets import dataset_assets
 from qmachina_assets.defs.gold.assets import gold_assets
 from qmachina_assets.defs.promotion.assets import candidate_assets, promote_job, promotion_sensor
+from qmachina_assets.defs.research_jobs.jobs import experiment_job
 from qmachina_assets.defs.resources import default_resources
 from qmachina_assets.defs.silver.assets import silver_grid
 from qmachina_assets.defs.sweeps.assets import experiment_jobs, sweep_assets
@@ -20,7 +21,7 @@ CANDIDATES = candidate_assets()
 
 defs = dg.Definitions(
     assets=[bronze_mbo, silver_grid, *gold_assets(), *RESEARCH, *CANDIDATES],
-    jobs=[bronze_job, *experiment_jobs(RESEARCH), promote_job],
+    jobs=[bronze_job, *experiment_jobs(RESEARCH), promote_job, experiment_job],
     sensors=[raw_file_sensor, promotion_sensor(CANDIDATES)],
     resources=default_resources(),
     executor=dg.multiprocess_executor.configured({"max_concurrent": 2}),

@@ -1,12 +1,10 @@
 """The Dagster webserver's GraphQL API over HTTP, as the jobs API uses it (no Dagster import here: the serving
 process keeps streaming when Dagster is down, and the jobs routes then answer 503).
 
-A job is one Dagster asset backfill (`launchPartitionBackfill` with per-asset partitions: the datasets a job
-still needs and the sweep's test sessions), so Dagster's backfill daemon orders the runs by the asset graph
-and its queued run coordinator applies the tag concurrency limits of `dagster_home/dagster.yaml`. Cancel is
-`cancelPartitionBackfill` (its runs are terminated); resume is `reexecutePartitionBackfill` FROM_FAILURE, a new
-backfill that re-runs the failed partitions only (materialized ones are reused). Progress comes from the
-sweep's own `sweep_progress` observations in the run logs.
+A job is one run of the code location's `experiment_job` (qmachina_assets/defs/research_jobs), queued by the
+instance's run coordinator, so the tag concurrency limits of `dagster_home/dagster.yaml` apply. Cancel is
+`terminateRun`; resume is `launchRunReexecution` FROM_FAILURE (a new run; the succeeded steps' outputs are
+reused). Progress comes from the sweep's own `sets_done`/`sets_total` observations in the run's event log.
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -36,14 +34,6 @@ class RunInfo:
 
 
 @dataclass(frozen=True)
-class BackfillInfo:
-    backfill_id: str
-    status: str  # REQUESTED | COMPLETED | FAILED | CANCELING | CANCELED | COMPLETED_SUCCESS | COMPLETED_FAILED ...
-    runs: list[RunInfo] = field(default_factory=list)
-    error: str | None = None
-
-
-@dataclass(frozen=True)
 class RunEvent:
     """One event of a run's log the jobs API cares about."""
 
@@ -54,54 +44,58 @@ class RunEvent:
 
 
 LAUNCH = """
-mutation Launch($p: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $p) {
+mutation Launch($p: ExecutionParams!) {
+  launchRun(executionParams: $p) {
     __typename
-    ... on LaunchBackfillSuccess { backfillId }
+    ... on LaunchRunSuccess { run { runId status } }
     ... on PythonError { message }
-    ... on InvalidStepError { invalidStepKey }
-    ... on PartitionSetNotFoundError { message }
-    ... on UnauthorizedError { message }
-    ... on RunConflict { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on PipelineNotFoundError { message }
     ... on InvalidSubsetError { message }
+    ... on RunConflict { message }
+    ... on UnauthorizedError { message }
     ... on ConflictingExecutionParamsError { message }
-    ... on NoModeProvidedError { message }
     ... on PresetNotFoundError { message }
-    ... on InvalidOutputError { invalidOutputName }
+    ... on NoModeProvidedError { message }
   }
 }"""
 
-BACKFILL = """
-query Backfill($id: String!) {
-  partitionBackfillOrError(backfillId: $id) {
+REEXECUTE = """
+mutation Reexecute($p: ReexecutionParams) {
+  launchRunReexecution(reexecutionParams: $p) {
     __typename
-    ... on PartitionBackfill {
-      id status
-      error { message }
-      runs { runId status startTime endTime tags { key value } }
-    }
-    ... on BackfillNotFoundError { message }
+    ... on LaunchRunSuccess { run { runId status } }
     ... on PythonError { message }
-  }
-}"""
-
-CANCEL = """
-mutation Cancel($id: String!) {
-  cancelPartitionBackfill(backfillId: $id) {
-    __typename
-    ... on CancelBackfillSuccess { backfillId }
-    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on PipelineNotFoundError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConflict { message }
     ... on UnauthorizedError { message }
+    ... on ConflictingExecutionParamsError { message }
+    ... on PresetNotFoundError { message }
+    ... on NoModeProvidedError { message }
   }
 }"""
 
-RETRY = """
-mutation Retry($p: ReexecutionParams) {
-  reexecutePartitionBackfill(reexecutionParams: $p) {
+RUN = """
+query Run($id: ID!) {
+  runOrError(runId: $id) {
     __typename
-    ... on LaunchBackfillSuccess { backfillId }
+    ... on Run { runId status startTime endTime parentRunId tags { key value } }
+    ... on RunNotFoundError { message }
     ... on PythonError { message }
+  }
+}"""
+
+TERMINATE = """
+mutation Terminate($id: String!) {
+  terminateRun(runId: $id) {
+    __typename
+    ... on TerminateRunSuccess { run { runId } }
+    ... on TerminateRunFailure { message }
+    ... on RunNotFoundError { message }
     ... on UnauthorizedError { message }
+    ... on PythonError { message }
   }
 }"""
 
@@ -116,9 +110,16 @@ query Logs($runId: ID!, $after: String) {
         ... on MessageEvent { message timestamp level stepKey }
         ... on ObservationEvent {
           assetKey { path } partition
-          metadataEntries { label ... on IntMetadataEntry { intValue } }
+          metadataEntries {
+            label
+            ... on IntMetadataEntry { intValue }
+            ... on TextMetadataEntry { text }
+          }
         }
-        ... on ExecutionStepFailureEvent { error { message } }
+        ... on ExecutionStepFailureEvent {
+          error { message }
+          failureMetadata { metadataEntries { label ... on TextMetadataEntry { text } } }
+        }
         ... on RunFailureEvent { error { message } }
       }
     }
@@ -186,37 +187,33 @@ class DagsterClient:
         if err.get("__typename") == "PythonError":
             raise DagsterError(f"code location {self.location} failed to load: {err.get('message')}")
 
-    def launch_backfill(self, partitions_by_asset: dict[str, list[str]], *, tags: dict[str, str], title: str,
-                        description: str = "") -> str:
-        """An asset backfill of `{asset key: partitions}`; returns its id."""
+    def launch_run(self, job: str, run_config: dict[str, Any], *, tags: dict[str, str]) -> str:
+        """Launch `job` of the code location (queued by the instance's run coordinator); returns the run id."""
         params = {
-            "partitionsByAssets": [
-                {"assetKey": {"path": [key]}, "partitions": {"ranges": [{"start": p, "end": p} for p in parts]}}
-                for key, parts in partitions_by_asset.items() if parts],
-            "tags": [{"key": k, "value": v} for k, v in sorted(tags.items())],
-            "title": title, "description": description,
+            "selector": {"repositoryLocationName": self.location, "repositoryName": "__repository__",
+                         "jobName": job},
+            "runConfigData": run_config,
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in sorted(tags.items())]},
         }
-        res = self._post(LAUNCH, {"p": params})["launchPartitionBackfill"]
-        return str(self._result(res, "LaunchBackfillSuccess")["backfillId"])
+        res = self._post(LAUNCH, {"p": params})["launchRun"]
+        return str(self._result(_flatten(res), "LaunchRunSuccess")["run"]["runId"])
 
-    def backfill(self, backfill_id: str) -> BackfillInfo:
-        res = self._post(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
-        self._result(res, "PartitionBackfill")
-        runs = []
-        for r in res.get("runs") or []:
-            tags = {t["key"]: t["value"] for t in r.get("tags") or []}
-            runs.append(RunInfo(run_id=r["runId"], status=r["status"], partition=tags.get("dagster/partition"),
-                                start_time=r.get("startTime"), end_time=r.get("endTime")))
-        return BackfillInfo(backfill_id=res["id"], status=res["status"], runs=runs,
-                            error=(res.get("error") or {}).get("message"))
+    def reexecute(self, run_id: str, *, strategy: str = "FROM_FAILURE") -> str:
+        """A new run re-executing `run_id` (FROM_FAILURE: only the failed and not-run steps; the outputs of the
+        succeeded ones are reused); the parent's tags are kept. Returns the new run id."""
+        res = self._post(REEXECUTE, {"p": {"parentRunId": run_id, "strategy": strategy}})["launchRunReexecution"]
+        return str(self._result(_flatten(res), "LaunchRunSuccess")["run"]["runId"])
 
-    def cancel_backfill(self, backfill_id: str) -> None:
-        self._result(self._post(CANCEL, {"id": backfill_id})["cancelPartitionBackfill"], "CancelBackfillSuccess")
+    def run(self, run_id: str) -> RunInfo:
+        res = self._post(RUN, {"id": run_id})["runOrError"]
+        self._result(res, "Run")
+        tags = {t["key"]: t["value"] for t in res.get("tags") or []}
+        return RunInfo(run_id=res["runId"], status=res["status"], partition=tags.get("dagster/partition"),
+                       start_time=res.get("startTime"), end_time=res.get("endTime"))
 
-    def retry_backfill(self, backfill_id: str) -> str:
-        """A new backfill re-running the failed partitions of `backfill_id` (FROM_FAILURE)."""
-        res = self._post(RETRY, {"p": {"parentRunId": backfill_id, "strategy": "FROM_FAILURE"}})
-        return str(self._result(res["reexecutePartitionBackfill"], "LaunchBackfillSuccess")["backfillId"])
+    def terminate(self, run_id: str) -> None:
+        """Terminate a run (a queued one is canceled at once; a started one gets SIGTERM, then is marked)."""
+        self._result(self._post(TERMINATE, {"id": run_id})["terminateRun"], "TerminateRunSuccess")
 
     def run_events(self, run_id: str, after: str | None = None) -> tuple[list[RunEvent], str | None]:
         """The events of a run after cursor `after` that tell progress or outcome; and the new cursor."""
@@ -234,19 +231,29 @@ class DagsterClient:
                 return out, cursor
 
 
+def _flatten(res: dict[str, Any]) -> dict[str, Any]:
+    """A config validation error's messages as its `message`."""
+    if res.get("__typename") == "RunConfigValidationInvalid":
+        return {**res, "message": "; ".join(e.get("message", "") for e in res.get("errors") or [])}
+    return res
+
+
 def _event(e: dict[str, Any]) -> RunEvent | None:
     t = e.get("__typename")
     ts = float(e.get("timestamp") or 0) / 1000.0
     if t == "ObservationEvent":
-        meta = {m["label"]: m.get("intValue") for m in e.get("metadataEntries") or []}
+        meta = {m["label"]: m.get("intValue", m.get("text")) for m in e.get("metadataEntries") or []}
         if "sets_done" in meta and "sets_total" in meta:
-            return RunEvent("progress", e.get("message") or "", ts,
-                            {"done": meta["sets_done"], "total": meta["sets_total"],
-                             "asset": "/".join(e["assetKey"]["path"]), "partition": e.get("partition")})
+            data = {"done": meta["sets_done"], "total": meta["sets_total"], "eta_s": meta.get("eta_s"),
+                    "asset": "/".join(e["assetKey"]["path"])}
+            if meta.get("run_ids"):
+                data["run_ids"] = json.loads(meta["run_ids"])
+            return RunEvent("progress", e.get("message") or "", ts, data)
         return None
     if t == "ExecutionStepFailureEvent":
+        meta = {m["label"]: m.get("text") for m in (e.get("failureMetadata") or {}).get("metadataEntries") or []}
         return RunEvent("step_failure", (e.get("error") or {}).get("message") or e.get("message") or "", ts,
-                        {"step": e.get("stepKey")})
+                        {"step": e.get("stepKey"), "reason": meta.get("reason")})
     if t == "RunFailureEvent":
         return RunEvent("run_failure", (e.get("error") or {}).get("message") or e.get("message") or "", ts, {})
     if t == "RunSuccessEvent":

@@ -35,6 +35,8 @@ class ServingSettings(BaseSettings):
                     "clients sending no Origin (non-browser) are always allowed.")
     web_dir: Path | None = Field(None, description="the built browser client served at / (default: web/dist in "
                                                   "the checkout; `make web-build` writes it)")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="where `qmachina live` publishes the live "
+                                                                     "streams (`source=live`)")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="larger HTTP request bodies answer 413")
     # ---- fan-out -------------------------------------------------------------------------------
     client_queue_bins: int = Field(64, ge=1, description="bins queued per client before skip-ahead")
@@ -57,6 +59,15 @@ class ServingSettings(BaseSettings):
     inline_warmup_records: int = Field(
         250_000, ge=0, description="a checkpoint miss needing more records than this before the start is "
                                    "built in a worker process, so a long warm-up never stalls other sessions")
+    # ---- jobs (Dagster runs) --------------------------------------------------------------------
+    dagster_url: str = Field("http://127.0.0.1:3000", description="the Dagster webserver the jobs API launches "
+                                                                  "runs through (GraphQL)")
+    dagster_location: str = "qmachina"
+    job_budget_cpu_s: float = Field(3600.0, gt=0, description="a job whose estimated cost (parameter sets x "
+                                                              "days x cost per set-day) exceeds this is refused")
+    job_wall_time_s: float = Field(3600.0, gt=0, description="default and maximum wall-time budget of a run")
+    job_cost_per_set_day_s: float = Field(0.05, gt=0, description="cost per set-day used until sweeps in the "
+                                                                  "lake have measured one")
     # ---- uvicorn -------------------------------------------------------------------------------
     ws_ping_interval_s: float | None = 20.0
     ws_ping_timeout_s: float | None = 20.0
