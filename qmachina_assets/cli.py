@@ -506,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--symbol", default=None, help="contract (default: the instrument lock's front contract)")
     lv.add_argument("--workspace", default="default")
     lv.add_argument("--alias", action="append", default=None, help="alias to publish (repeatable; default: all)")
+    lv.add_argument("--no-publish", action="store_true", help="no alias: capture and engine only (benchmarks)")
     lv.add_argument("--lake", type=Path, default=None, help="default: QMACHINA_LAKE_DIR, else lake/")
     lv.add_argument("--registry-url", default=None, help="default: QMACHINA_REGISTRY_URL, else SQLite in the lake")
     lv.add_argument("--redis-url", default=None, help="default: $QMACHINA_LIVE_REDIS_URL or redis://127.0.0.1:6379/0")
