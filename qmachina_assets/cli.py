@@ -231,6 +231,10 @@ def cmd_live(args: argparse.Namespace) -> int:
     `qmachina live status`: the recent live_sessions rows."""
     from qmachina_serving.live import runner
 
+    if args.action == "demo":
+        from qmachina_serving.live.demo import main_with
+
+        return main_with(args)
     return runner.status_main(args) if args.action == "status" else runner.main_with(args)
 
 
@@ -499,7 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     lv = sub.add_parser("live", help="live ingestion: Databento Live MBO -> engine -> every alias's frames -> "
                                      "Redis Streams (`live status`: the live_sessions rows)")
-    lv.add_argument("action", nargs="?", choices=("run", "status"), default="run")
+    lv.add_argument("action", nargs="?", choices=("run", "status", "demo"), default="run",
+                    help="run (default), status (the live_sessions rows), demo (gateway + live + serve)")
+    lv.add_argument("--speed", type=float, default=1.0, help="demo: the loopback market's speed (x real time)")
     lv.add_argument("--gateway", action="append", default=None,
                     help="HOST:PORT of a Live gateway (repeat for failover, in order; default: Databento's)")
     lv.add_argument("--key", default=None, help="API key (default: $DATABENTO_API_KEY)")
