@@ -47,9 +47,79 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     instrument = locked_instrument()
     lake = Path(args.lake) if args.lake else lake_root()
+    keys = []
     for src in args.files:
         f = land_raw_file(src, lake, instrument)
         print(f"landed {src} -> {f.path} (partitions: {', '.join(f'{f.date}|{s}' for s in f.symbols)})")
+        keys += [f"{f.date}|{s}" for s in f.symbols]
+    if os.environ.get("DAGSTER_HOME"):  # the session partitions, so the UI and CLI can materialize them at once
+        import dagster as dg
+
+        from qmachina_assets.defs.partitions import register_sessions
+
+        with dg.DagsterInstance.get() as instance:
+            new = register_sessions(instance, keys)
+        print(f"dagster: {len(new)} new session partition(s) in {os.environ['DAGSTER_HOME']}"
+              + (f": {', '.join(new)}" if new else ""))
+    else:
+        print("dagster: DAGSTER_HOME is unset, sessions not registered (the raw_file_sensor adds them; or "
+              "`qmachina sessions sync`)")
+    return 0
+
+
+def _instance():
+    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))
+    import dagster as dg
+
+    return dg.DagsterInstance.get()
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    """`sessions sync`: register every landed session in the Dagster instance; `sessions list`: print them."""
+    from qmachina_assets.core.instrument import locked_instrument
+    from qmachina_assets.defs.backfill import sync_sessions
+    from qmachina_assets.defs.partitions import sessions_of
+
+    with _instance() as instance:
+        if args.sessions_cmd == "sync":
+            lake = Path(args.lake) if args.lake else lake_root()
+            new = sync_sessions(instance, lake, locked_instrument())
+            print(f"sessions sync: {len(new)} new of {len(sessions_of(instance))} registered"
+                  + (f": {', '.join(new)}" if new else ""))
+        else:
+            for k in sessions_of(instance, args.symbol):
+                print(k)
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """A date-range backfill of one symbol's sessions (queued for the daemon; `--in-process` runs it here)."""
+    import dagster as dg
+
+    from qmachina_assets.defs.backfill import submit_backfill
+    from qmachina_assets.defs.partitions import sessions_of
+
+    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))
+    from qmachina_assets.definitions import defs
+
+    assets = [a.strip() for a in args.assets.split(",") if a.strip()]
+    with dg.DagsterInstance.get() as instance:
+        if args.in_process:
+            keys = sessions_of(instance, args.symbol, args.start, args.end)
+            if not keys:
+                raise ValueError(f"no landed session of {args.symbol} between {args.start} and {args.end}")
+            job = defs.resolve_implicit_global_asset_job_def().get_subset(
+                asset_selection={dg.AssetKey.from_user_string(a) for a in assets})
+            for k in keys:
+                res = job.execute_in_process(partition_key=k, instance=instance, raise_on_error=False,
+                                             tags={"qmachina/trigger": "cli-backfill"})
+                print(f"{k}: {'success' if res.success else 'FAILED'} (run {res.run_id})")
+                if not res.success:
+                    return 1
+            return 0
+        backfill_id, keys = submit_backfill(instance, defs, assets, args.symbol, args.start, args.end)
+    print(f"backfill {backfill_id}: {', '.join(assets)} over {len(keys)} session(s): {', '.join(keys)} "
+          f"(queued: the daemon of `dagster dev` runs it)")
     return 0
 
 
@@ -156,6 +226,14 @@ def cmd_live_gateway(args: argparse.Namespace) -> int:
     return main_with(args)
 
 
+def cmd_live(args: argparse.Namespace) -> int:
+    """`qmachina live` (qmachina_serving/live/runner.py): Databento Live MBO -> engine -> Redis Streams;
+    `qmachina live status`: the recent live_sessions rows."""
+    from qmachina_serving.live import runner
+
+    return runner.status_main(args) if args.action == "status" else runner.main_with(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Main job on the embedded default: synthetic day + real samples -> bronze -> silver, SQLite instance."""
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))
@@ -166,7 +244,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from qmachina_assets.core.instrument import locked_instrument
     from qmachina_assets.defs.bronze.assets import bronze_mbo
     from qmachina_assets.defs.gold.assets import gold_assets
-    from qmachina_assets.defs.partitions import partition_key, symbol_partitions_def
+    from qmachina_assets.defs.partitions import register_sessions, session_key
     from qmachina_assets.defs.resources import default_resources
     from qmachina_assets.defs.silver.assets import silver_grid
 
@@ -198,9 +276,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             # the synthetic day spans 24 h: its silver covers the first RTH hour (a full dense day is ~10 GB)
             window = DEMO_SILVER_WINDOW if f.path.name.startswith("synth-") else {}
             for sym in f.symbols:
-                if not instance.has_dynamic_partition(symbol_partitions_def.name, sym):
-                    instance.add_dynamic_partitions(symbol_partitions_def.name, [sym])
-                pk = partition_key(f.date.isoformat(), sym)
+                pk = session_key(f.date, sym)
+                register_sessions(instance, [pk])
                 print(f"      bronze + silver + gold {pk} {window or ''}...", flush=True)
                 res = dg.materialize([bronze_mbo, silver_grid, gold_builtin], partition_key=pk, instance=instance,
                                      resources=default_resources(), raise_on_error=True,
@@ -284,7 +361,7 @@ def _demo_experiment(instance, dg, quiet: dict) -> list[str]:
     it passes the experiment's gate, the promotion (what the sensor does under `dagster dev`)."""
     from qmachina_assets.core.registry import Registry
     from qmachina_assets.defs.datasets.assets import dataset_assets
-    from qmachina_assets.defs.partitions import partition_key
+    from qmachina_assets.defs.partitions import session_key
     from qmachina_assets.defs.promotion.assets import candidate_assets, promote_job
     from qmachina_assets.defs.resources import default_resources
     from qmachina_assets.defs.sweeps.assets import sweep_assets
@@ -295,10 +372,10 @@ def _demo_experiment(instance, dg, quiet: dict) -> list[str]:
     resources = default_resources()
     dataset = pick(dataset_assets(), "dataset_es_rth_1h")
     for day in DEMO_DATES:
-        dg.materialize([dataset], partition_key=partition_key(day.isoformat(), "ESH4"), instance=instance,
+        dg.materialize([dataset], partition_key=session_key(day, "ESH4"), instance=instance,
                        resources=resources, raise_on_error=True, run_config=quiet)
     sweep = pick(sweep_assets(), f"sweep_{DEMO_EXPERIMENT}")
-    res = dg.materialize([sweep], partition_key=partition_key(DEMO_DATE.isoformat(), "ESH4"), instance=instance,
+    res = dg.materialize([sweep], partition_key=session_key(DEMO_DATE, "ESH4"), instance=instance,
                          resources=resources, raise_on_error=True, run_config=quiet)
     sm = res.asset_materializations_for_node(f"sweep_{DEMO_EXPERIMENT}")[0].metadata
     cands = pick(candidate_assets(), f"promotion_candidates_{DEMO_EXPERIMENT}")
@@ -339,6 +416,23 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("files", nargs="+", type=Path)
     i.add_argument("--lake", default=None, help="lake root (default: QMACHINA_LAKE_DIR or ./lake)")
     i.set_defaults(func=cmd_ingest)
+
+    se = sub.add_parser("sessions", help="the Dagster session partitions (date|symbol) of the landed files")
+    se_sub = se.add_subparsers(dest="sessions_cmd", required=True)
+    sy = se_sub.add_parser("sync", help="register every landed session in the Dagster instance (DAGSTER_HOME)")
+    sy.add_argument("--lake", default=None, help="lake root (default: QMACHINA_LAKE_DIR or ./lake)")
+    sy.set_defaults(func=cmd_sessions)
+    sl = se_sub.add_parser("list", help="print the registered sessions")
+    sl.add_argument("--symbol", default=None)
+    sl.set_defaults(func=cmd_sessions)
+
+    b = sub.add_parser("backfill", help="backfill assets over one symbol's sessions in a date range")
+    b.add_argument("--assets", default="bronze_mbo,silver_grid,gold_builtin", help="comma-separated asset keys")
+    b.add_argument("--symbol", required=True)
+    b.add_argument("--from", dest="start", type=_date, required=True)
+    b.add_argument("--to", dest="end", type=_date, required=True)
+    b.add_argument("--in-process", action="store_true", help="run here, one run per session, no daemon needed")
+    b.set_defaults(func=cmd_backfill)
 
     v = sub.add_parser("silver", help="run the engine on a DBN MBO file: DIR/bins.parquet + DIR/grid.parquet")
     v.add_argument("file", type=Path)
@@ -404,6 +498,32 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--key", action="append", default=None,
                     help="accepted API key (repeatable; default: $QMACHINA_GATEWAY_KEYS, else the demo key)")
     lg.set_defaults(func=cmd_live_gateway)
+
+    lv = sub.add_parser("live", help="live ingestion: Databento Live MBO -> engine -> every alias's frames -> "
+                                     "Redis Streams (`live status`: the live_sessions rows)")
+    lv.add_argument("action", nargs="?", choices=("run", "status"), default="run")
+    lv.add_argument("--gateway", action="append", default=None,
+                    help="HOST:PORT of a Live gateway (repeat for failover, in order; default: Databento's)")
+    lv.add_argument("--key", default=None, help="API key (default: $DATABENTO_API_KEY)")
+    lv.add_argument("--symbol", default=None, help="contract (default: the instrument lock's front contract)")
+    lv.add_argument("--workspace", default="default")
+    lv.add_argument("--alias", action="append", default=None, help="alias to publish (repeatable; default: all)")
+    lv.add_argument("--lake", type=Path, default=None, help="default: QMACHINA_LAKE_DIR, else lake/")
+    lv.add_argument("--registry-url", default=None, help="default: QMACHINA_REGISTRY_URL, else SQLite in the lake")
+    lv.add_argument("--redis-url", default=None, help="default: $QMACHINA_LIVE_REDIS_URL or redis://127.0.0.1:6379/0")
+    lv.add_argument("--maxlen", type=int, default=20_000, help="entries kept per alias stream")
+    lv.add_argument("--heartbeat-s", type=int, default=5, help="gateway heartbeat interval (stall: 1.5x)")
+    lv.add_argument("--backoff-base-s", type=float, default=0.5)
+    lv.add_argument("--backoff-cap-s", type=float, default=15.0)
+    lv.add_argument("--failover-after", type=int, default=3, help="failed attempts before the next gateway")
+    lv.add_argument("--primary-probe-s", type=float, default=5.0, help="probe the first gateway this often")
+    lv.add_argument("--at-close", choices=("reconnect", "exit"), default="reconnect",
+                    help="when the gateway ends the session cleanly: reconnect, or flush and close the day")
+    lv.add_argument("--silver-out", type=Path, default=None, help="also write the live silver (bins/grid Parquet)")
+    lv.add_argument("--run-id", default=None)
+    lv.add_argument("--limit", type=int, default=10, help="status: rows to print")
+    lv.add_argument("--json", action="store_true", help="status: JSON")
+    lv.set_defaults(func=cmd_live)
 
     d = sub.add_parser("demo", help="end-to-end on the embedded default (sample data, SQLite instance)")
     d.add_argument("--records", type=int, default=2_000_000, help="size of the synthetic sample day")

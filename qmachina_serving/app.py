@@ -41,6 +41,7 @@ from qmachina_assets.core.control import Principal, QuotaExceeded
 from qmachina_serving.api import router as rest_router
 from qmachina_serving.auth import app_auth, cookie_value, origin_allowed
 from qmachina_serving.settings import ServingSettings
+from qmachina_serving.stream.live import LiveHub, parse_live_query
 from qmachina_serving.stream.protocol import CloseCode, StreamError
 from qmachina_serving.stream.replay import parse_query, plan_replay, warm_kernels
 from qmachina_serving.stream.session import StreamHub
@@ -87,7 +88,7 @@ async def _readiness(app: FastAPI) -> tuple[bool, dict[str, str]]:
 @stream_router.get("/stream/stats")
 def stream_stats(request: Request, who: Annotated[Principal, Depends(_admin)]) -> dict[str, Any]:
     """Admins: the process's stream sessions (version ids, counters; no client identities)."""
-    return request.app.state.hub.stats()
+    return {**request.app.state.hub.stats(), "live": request.app.state.live_hub.stats()}
 
 
 class StreamEndpoint:
@@ -186,13 +187,25 @@ async def stream(scope: dict[str, Any], receive: Any, send: Any, state: Any) -> 
         query = [(k, v) for k, v in query if k != "ticket"]
         client = (scope.get("client") or ("unknown", 0))[0]
         principal = await asyncio.to_thread(stream_principal, state, headers, ticket, client)
-        req = parse_query(query, settings.max_speed)
+        source = [v for k, v in query if k == "source"]
+        live = source[-1:] == ["live"]
+        if source and source[-1] not in ("live", "replay"):
+            raise StreamError(CloseCode.BAD_REQUEST, f"source {source[-1]!r}: expected replay or live")
+        if live:
+            alias = parse_live_query(query)
+        else:
+            req = parse_query([(k, v) for k, v in query if k != "source" or v != "replay"], settings.max_speed)
         if not hub.ready:
             raise StreamError(CloseCode.UNAVAILABLE, "server not ready (loading the engine)")
         counted = await reserve_stream(state, principal.workspace)
-        version = await asyncio.to_thread(state.source.resolve, req.serving, principal.workspace)
-        plan = await asyncio.to_thread(plan_replay, version, req, settings.lake)
-        session, sub = hub.join(version, plan, _Socket(send))
+        if live:
+            # the alias must exist in the caller's workspace (4404 otherwise); its frames come from Redis
+            await asyncio.to_thread(state.source.resolve, alias, principal.workspace)
+            session, sub = await state.live_hub.join(principal.workspace, alias, _Socket(send))
+        else:
+            version = await asyncio.to_thread(state.source.resolve, req.serving, principal.workspace)
+            plan = await asyncio.to_thread(plan_replay, version, req, settings.lake)
+            session, sub = hub.join(version, plan, _Socket(send))
     except StreamError as err:
         release_stream(state, counted)
         try:
@@ -268,6 +281,7 @@ def create_app(settings: ServingSettings | None = None, *, source: VersionSource
     lake = settings.lake
     src = source or RegistrySource(settings.registry_url, lake)
     hub = StreamHub(settings, lake)
+    live_hub = LiveHub(settings, hub)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -291,6 +305,7 @@ def create_app(settings: ServingSettings | None = None, *, source: VersionSource
             yield
         finally:
             task.cancel()
+            await live_hub.shutdown()
             await hub.shutdown()
             close = getattr(src, "close", None)
             if close is not None:
@@ -301,6 +316,7 @@ def create_app(settings: ServingSettings | None = None, *, source: VersionSource
     app.state.settings = settings
     app.state.source = src
     app.state.hub = hub
+    app.state.live_hub = live_hub
     app.state.warm_error = None
     app.state.open_streams = {}
     if settings.cors_origins:

@@ -35,6 +35,8 @@ class ServingSettings(BaseSettings):
                     "clients sending no Origin (non-browser) are always allowed.")
     web_dir: Path | None = Field(None, description="the built browser client served at / (default: web/dist in "
                                                   "the checkout; `make web-build` writes it)")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="where `qmachina live` publishes the live "
+                                                                     "streams (`source=live`)")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="larger HTTP request bodies answer 413")
     # ---- fan-out -------------------------------------------------------------------------------
     client_queue_bins: int = Field(64, ge=1, description="bins queued per client before skip-ahead")

@@ -105,7 +105,8 @@ class Subscriber:
         self.conn = Connection(ws.send)
         self.conn.set_send_buffer(send_buffer_bytes)
         self.on_stall = on_stall  # called (once) when the sender gives up on a client that stopped reading
-        self.queue: deque[tuple[dict[str, Any], dict[str, Any], bytes, FanOut]] = deque()
+        # (text message, binary message or None for a text-only message, the pre-built wire bytes, fan-out)
+        self.queue: deque[tuple[dict[str, Any], dict[str, Any] | None, bytes, FanOut]] = deque()
         self.maxlen = maxlen
         self.max_stall_s = max_stall_s
         self._waiter: asyncio.Future[None] | None = None  # set while the sender waits for work
@@ -122,7 +123,7 @@ class Subscriber:
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
-    def offer(self, text: dict[str, Any], data: dict[str, Any], wire: bytes, fan: FanOut, now: float) -> bool:
+    def offer(self, text: dict[str, Any], data: dict[str, Any] | None, wire: bytes, fan: FanOut, now: float) -> bool:
         """Queue one bin (skip-ahead when full); False when the client is stalled and must be dropped."""
         if self.closed:
             return True
@@ -192,7 +193,7 @@ class Subscriber:
                         if not await self._ready():
                             return self._stall()
                         await writer.write(wire)
-                    elif not (await self._send(text) and await self._send(data)):
+                    elif not (await self._send(text) and (data is None or await self._send(data))):
                         return self._stall()
                     self.sending = False
                     self.sent += 1

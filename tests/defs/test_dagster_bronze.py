@@ -12,15 +12,14 @@ from qmachina_assets.core.ingest import lake as lakemod
 from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.defs.bronze.assets import bronze_mbo
 from qmachina_assets.defs.bronze.sensors import raw_file_sensor
-from qmachina_assets.defs.partitions import partition_key, symbol_partitions_def
+from qmachina_assets.defs.partitions import register_sessions, session_key
 from qmachina_assets.defs.resources import LakeResource
 from tests.conftest import ESH1_V3, ESH4_1225, ESM4_0508, sample
 
 
 def _materialize(instance, lake, date, symbol, raise_on_error=True):
-    if not instance.has_dynamic_partition(symbol_partitions_def.name, symbol):
-        instance.add_dynamic_partitions(symbol_partitions_def.name, [symbol])
-    return dg.materialize([bronze_mbo], partition_key=partition_key(date, symbol), instance=instance,
+    register_sessions(instance, [session_key(date, symbol)])
+    return dg.materialize([bronze_mbo], partition_key=session_key(date, symbol), instance=instance,
                           resources={"lake_res": LakeResource(root=str(lake))}, raise_on_error=raise_on_error)
 
 
@@ -101,9 +100,9 @@ def test_raw_file_sensor_adds_partitions_and_requests_runs(lake, instrument):
         keys = sorted(str(r.partition_key) for r in result.run_requests)
         assert keys == ["2023-12-25|ESH4", "2024-05-08|ESM4"]
         added = result.dynamic_partitions_requests[0]
-        assert sorted(added.partition_keys) == ["ESH4", "ESM4"]
+        assert sorted(added.partition_keys) == ["2023-12-25|ESH4", "2024-05-08|ESM4"]  # sessions, not symbols
         # next tick with the cursor: nothing new
-        instance.add_dynamic_partitions("symbols", ["ESH4", "ESM4"])
+        instance.add_dynamic_partitions("sessions", list(added.partition_keys))
         ctx2 = dg.build_sensor_context(instance=instance, cursor=result.cursor,
                                        resources={"lake_res": LakeResource(root=str(lake))})
         again = raw_file_sensor(ctx2)
@@ -115,5 +114,5 @@ def test_raw_file_sensor_adds_partitions_and_requests_runs(lake, instrument):
                                        resources={"lake_res": LakeResource(root=str(lake))})
         third = raw_file_sensor(ctx3)
         assert [str(r.partition_key) for r in third.run_requests] == ["2020-12-28|ESH1"]
-        assert third.dynamic_partitions_requests[0].partition_keys == ["ESH1"]
+        assert third.dynamic_partitions_requests[0].partition_keys == ["2020-12-28|ESH1"]
         assert len(json.loads(third.cursor)) == 3

@@ -13,7 +13,7 @@ from qmachina_assets.core.gold.partition import build_gold, gold_dir
 from qmachina_assets.core.ingest import lake as lakemod
 from qmachina_assets.defs.bronze.assets import bronze_mbo
 from qmachina_assets.defs.gold.assets import gold_assets
-from qmachina_assets.defs.partitions import partition_key, symbol_partitions_def
+from qmachina_assets.defs.partitions import register_sessions, session_key
 from qmachina_assets.defs.resources import LakeResource
 from qmachina_assets.defs.silver.assets import silver_grid
 from tests.conftest import ESH4_1225, sample
@@ -28,8 +28,8 @@ def test_gold_assets_builtin_and_dsl(lake, instrument):
     assert {"gold_builtin", "gold_dsl_builtin", "gold_dsl_depth_imbalance"} <= set(assets)
     chosen = [bronze_mbo, silver_grid, assets["gold_builtin"], assets["gold_dsl_builtin"]]
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(symbol_partitions_def.name, ["ESH4"])
-        res = dg.materialize(chosen, partition_key=partition_key(DATE, "ESH4"), instance=instance,
+        register_sessions(instance, [session_key(DATE, "ESH4")])
+        res = dg.materialize(chosen, partition_key=session_key(DATE, "ESH4"), instance=instance,
                              resources={"lake_res": LakeResource(root=str(lake))}, run_config=WINDOW)
         assert res.success
         meta = res.asset_materializations_for_node("gold_builtin")[0].metadata
@@ -59,8 +59,8 @@ def test_gold_assets_builtin_and_dsl(lake, instrument):
 def test_gold_partition_is_immutable_per_config(lake, instrument):
     lakemod.land_raw_file(sample(ESH4_1225), lake, instrument)
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(symbol_partitions_def.name, ["ESH4"])
-        assert dg.materialize([bronze_mbo, silver_grid], partition_key=partition_key(DATE, "ESH4"),
+        register_sessions(instance, [session_key(DATE, "ESH4")])
+        assert dg.materialize([bronze_mbo, silver_grid], partition_key=session_key(DATE, "ESH4"),
                               instance=instance, resources={"lake_res": LakeResource(root=str(lake))},
                               run_config=WINDOW).success
     cfg = GoldFeatureConfig.from_instrument(instrument)

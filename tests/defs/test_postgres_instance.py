@@ -9,7 +9,7 @@ from dagster_postgres import DagsterPostgresStorage
 
 from qmachina_assets.core.ingest import lake as lakemod
 from qmachina_assets.defs.bronze.assets import bronze_mbo
-from qmachina_assets.defs.partitions import partition_key, symbol_partitions_def
+from qmachina_assets.defs.partitions import register_sessions, session_key
 from qmachina_assets.defs.resources import LakeResource
 from qmachina_assets.instance_storage import PG_URL_ENV
 from tests.conftest import ESM4_0508, sample
@@ -35,8 +35,8 @@ def test_bronze_materialization_lands_in_postgres(lake, instrument, dagster_home
     lakemod.land_raw_file(sample(ESM4_0508), lake, instrument)
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         assert isinstance(instance.get_ref().storage, DagsterPostgresStorage)
-        instance.add_dynamic_partitions(symbol_partitions_def.name, ["ESM4"])
-        res = dg.materialize([bronze_mbo], partition_key=partition_key("2024-05-08", "ESM4"), instance=instance,
+        register_sessions(instance, [session_key("2024-05-08", "ESM4")])
+        res = dg.materialize([bronze_mbo], partition_key=session_key("2024-05-08", "ESM4"), instance=instance,
                              resources={"lake_res": LakeResource(root=str(lake))})
         assert res.success
         run_id = res.run_id

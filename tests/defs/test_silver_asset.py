@@ -11,7 +11,7 @@ from qmachina_assets.core.engine import silver
 from qmachina_assets.core.engine.silver_partition import SilverWindow, build_silver, silver_dir
 from qmachina_assets.core.ingest import lake as lakemod
 from qmachina_assets.defs.bronze.assets import bronze_mbo
-from qmachina_assets.defs.partitions import partition_key, symbol_partitions_def
+from qmachina_assets.defs.partitions import register_sessions, session_key
 from qmachina_assets.defs.resources import LakeResource
 from qmachina_assets.defs.silver.assets import silver_grid
 from tests.conftest import ESM4_0508, sample
@@ -20,8 +20,8 @@ from tests.conftest import ESM4_0508, sample
 def test_bronze_then_silver_in_one_run(lake, instrument, tmp_path):
     lakemod.land_raw_file(sample(ESM4_0508), lake, instrument)
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(symbol_partitions_def.name, ["ESM4"])
-        res = dg.materialize([bronze_mbo, silver_grid], partition_key=partition_key("2024-05-08", "ESM4"),
+        register_sessions(instance, [session_key("2024-05-08", "ESM4")])
+        res = dg.materialize([bronze_mbo, silver_grid], partition_key=session_key("2024-05-08", "ESM4"),
                              instance=instance, resources={"lake_res": LakeResource(root=str(lake))})
         assert res.success
         mat = res.asset_materializations_for_node("silver_grid")[0]

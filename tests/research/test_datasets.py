@@ -42,7 +42,7 @@ from qmachina_assets.core.research.datasets import (
 from qmachina_assets.core.research.specs import load_pipeline
 from qmachina_assets.defs.bronze.assets import BRONZE_KEY, bronze_mbo
 from qmachina_assets.defs.datasets.assets import dataset_assets
-from qmachina_assets.defs.partitions import partition_key, symbol_partitions_def
+from qmachina_assets.defs.partitions import register_sessions, session_key
 from qmachina_assets.defs.resources import LakeResource, default_resources
 from tests.conftest import ESH4_1225, sample
 
@@ -284,8 +284,8 @@ def test_dagster_dataset_asset_materializes_with_checks(world, lake):
     assert BRONZE_KEY in asset.asset_deps[asset.key]
     resources = {"lake_res": LakeResource(root=str(lake))}
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(symbol_partitions_def.name, ["ESH4"])
-        res = dg.materialize([bronze_mbo, asset], partition_key=partition_key("2023-12-25", "ESH4"),
+        register_sessions(instance, [session_key("2023-12-25", "ESH4")])
+        res = dg.materialize([bronze_mbo, asset], partition_key=session_key("2023-12-25", "ESH4"),
                              instance=instance, resources=resources)
         assert res.success
         meta = res.asset_materializations_for_node("dataset_ds_a")[0].metadata
@@ -300,7 +300,8 @@ def test_dagster_dataset_asset_materializes_with_checks(world, lake):
         assert set(checks) == {"checksums_verify", "rows_consistent", "no_nan_inf"}
         assert all(c.passed for c in checks.values())
 
-        bad = dg.materialize([asset], partition_key=partition_key("2023-12-24", "ESH4"), instance=instance,
+        register_sessions(instance, [session_key("2023-12-24", "ESH4")])
+        bad = dg.materialize([asset], partition_key=session_key("2023-12-24", "ESH4"), instance=instance,
                              resources=resources, raise_on_error=False)
         assert not bad.success
         failure = bad.get_step_failure_events()[0].step_failure_data.error

@@ -39,12 +39,13 @@ def _sig(n: int, values: dict[int, float] | None = None, spans: list[tuple[int, 
     return s
 
 
-def _run(mid_ticks, s, *, valid=None, bid=None, ask=None, ts=None, high=None, low=None, **kw) -> EvalResult:
+def _run(mid_ticks, s, *, valid=None, bid=None, ask=None, ts=None, high=None, low=None, day=None,
+         **kw) -> EvalResult:
     """Mid-mode evaluation of a path given in ticks (bid/ask/high/low in ticks too, when given)."""
     mid = _px(mid_ticks)
     n = mid.shape[0]
     params = {"threshold": 1.0, "tp_ticks": 2, "sl_ticks": 2, "max_hold_bins": 10, "cooldown_bins": 1,
-              "tick_size": TICK, "entry_mode": "mid", **kw}
+              "tick_size": TICK, "entry_mode": "mid", "latency_bins": 0, **kw}
     return evaluate(
         s, mid,
         _px(bid) if bid is not None else mid - TICK / 2,
@@ -54,6 +55,7 @@ def _run(mid_ticks, s, *, valid=None, bid=None, ask=None, ts=None, high=None, lo
         EvalParams(**params),
         high=None if high is None else _px(high),
         low=None if low is None else _px(low),
+        day=None if day is None else np.asarray(day),
     )
 
 
@@ -113,6 +115,42 @@ def test_no_valid_bin_after_entry_closes_in_place() -> None:
     assert _rows(r) == [(1, 1, 1, 2, -1.0)]  # bought the ask, sold the bid of the same bin
 
 
+# ---- latency and sessions ---------------------------------------------------------------------------------
+
+
+def test_latency_fills_at_a_later_bin() -> None:
+    path = [0, 0, 1, 2, 3, 4, 4, 4]
+    s = _sig(8, {1: 1.5})
+    assert _rows(_run(path, s)) == [(1, 3, 1, 1, 2.0)]  # zero latency: bought bin 1's close
+    r = _run(path, s, latency_bins=1)  # the fill is bin 2's close (one tick higher): TP at bin 4
+    assert _rows(r) == [(2, 4, 1, 1, 2.0)]
+    assert r.trades["signal_bin"][0] == 1 and r.trades["entry_price"][0] == BASE + TICK
+    # the fill waits for the first tradable bin at or after signal + latency
+    assert _rows(_run(path, s, latency_bins=1, valid=[1, 1, 0, 1, 1, 1, 1, 1]))[0][:2] == (3, 5)
+    # no tradable bin left: never filled
+    assert _rows(_run(path, s, latency_bins=7)) == []
+
+
+def test_latency_defaults_to_one_bin() -> None:
+    assert EvalParams(threshold=1, tp_ticks=1, sl_ticks=1, max_hold_bins=1, cooldown_bins=1,
+                      tick_size=TICK).latency_bins == 1
+
+
+def test_no_position_crosses_a_session() -> None:
+    path = [0, 0, 0, 0, 0, 0, 9, 9, 9, 9]
+    s = _sig(10, {3: 1.5, 7: -1.5})
+    day = [0] * 5 + [1] * 5
+    # one session: the long opened at bin 3 runs into the next day's jump and takes profit there
+    assert _rows(_run(path, s, max_hold_bins=6)) == [(3, 6, 1, 1, 2.0), (7, 9, -1, 2, 0.0)]
+    # two sessions: it closes at day 0's last bin (truncated), and day 1 trades as if evaluated alone
+    r = _run(path, s, max_hold_bins=6, day=day)
+    assert _rows(r) == [(3, 4, 1, 2, 0.0), (7, 9, -1, 2, 0.0)]
+    alone = _run(path[5:], s[5:], max_hold_bins=6)
+    assert [(a + 5, b + 5, *rest) for a, b, *rest in _rows(alone)] == _rows(r)[1:]
+    # warmup restarts every session
+    assert _rows(_run(path, s, max_hold_bins=6, day=day, warmup_bins=3)) == [(3, 4, 1, 2, 0.0)]
+
+
 # ---- firing -----------------------------------------------------------------------------------------------
 
 
@@ -146,7 +184,7 @@ def test_mid_zero_bin_is_never_entry_or_exit() -> None:
     s = _sig(8, spans=[(2, 5, 1.0)])
     r = evaluate(s, mid, mid - 0.125, mid + 0.125, DAY0 + BIN_NS * np.arange(8), np.ones(8, bool),
                  EvalParams(threshold=1, tp_ticks=2, sl_ticks=2, max_hold_bins=4, cooldown_bins=1, tick_size=TICK,
-                            entry_mode="mid"))
+                            entry_mode="mid", latency_bins=0))
     assert r.trades.size == 0
     # exit side: a long open across a mid = 0 bin is not stopped out there, and a timeout whose last bin
     # has mid = 0 exits at the previous valid bin
@@ -155,7 +193,8 @@ def test_mid_zero_bin_is_never_entry_or_exit() -> None:
     mid[5] = 0.0
     r = evaluate(_sig(8, {1: 1.0}), mid, mid - 0.125, mid + 0.125, DAY0 + BIN_NS * np.arange(8),
                  np.ones(8, bool), EvalParams(threshold=1, tp_ticks=2, sl_ticks=2, max_hold_bins=4,
-                                              cooldown_bins=1, tick_size=TICK, entry_mode="mid"))
+                                              cooldown_bins=1, tick_size=TICK, entry_mode="mid",
+                                              latency_bins=0))
     assert _rows(r) == [(1, 4, 1, 0, 1.0)]
     # and an explicitly invalid bin with a perfectly good mid is skipped the same way
     r = _run([0, 0, -3, 1, 0], _sig(5, {1: 1.0}), valid=[1, 1, 0, 1, 1], max_hold_bins=2)
@@ -364,9 +403,11 @@ def test_barrier_pnl_is_exact(steps, sig, invalid, tp, sl, cost, hold, tick) -> 
     assert r.equity[-1] == pytest.approx(t["pnl_ticks"].sum())
 
 
-def _reference(s, mid, bid, ask, valid, high, low, p: EvalParams) -> list[tuple]:
-    """The rules of the module docstring as a plain per-bin Python loop (no jumps, no shared code)."""
+def _reference(s, mid, bid, ask, valid, high, low, p: EvalParams, day=None) -> list[tuple]:
+    """The rules of the module docstring as a plain per-bin Python loop (no jumps, no shared code): each
+    session on its own, the fill `latency_bins` after the signal at the first tradable bin of the session."""
     n = len(s)
+    day = [0] * n if day is None else list(day)
     cross = p.entry_mode == "cross"
 
     def tradable(j):
@@ -378,45 +419,51 @@ def _reference(s, mid, bid, ask, valid, high, low, p: EvalParams) -> list[tuple]
     def exit_side(j, d):
         return (bid[j] if d > 0 else ask[j]) if cross else mid[j]
 
-    trades, open_until, last, prev = [], -1, None, 0
+    trades = []
     tol = 1e-9 * p.tick_size
-    for i in range(p.warmup_bins, n):
-        x = s[i]
-        state = 1 if x >= p.threshold else -1 if x <= -p.threshold else 0
-        cool = last is None or i - last >= p.cooldown_bins
-        free = p.allow_overlap or i > open_until
-        fire = state != 0 and state != prev and tradable(i) and cool and free
-        prev = state
-        if not fire:
-            continue
-        d = state
-        entry = (ask[i] if d > 0 else bid[i]) if cross else mid[i]
-        tp_px, sl_px = entry + d * p.tp_ticks * p.tick_size, entry - d * p.sl_ticks * p.tick_size
-        outcome, exit_bin = (2 if i + p.max_hold_bins > n - 1 else 0), i
-        for j in range(i + 1, min(i + p.max_hold_bins, n - 1) + 1):
-            if not tradable(j):
+    starts = [i for i in range(n) if i == 0 or day[i] != day[i - 1]]
+    for a, b in zip(starts, [*starts[1:], n], strict=True):
+        open_until, last, prev = -1, None, 0
+        for i in range(a + p.warmup_bins, b):
+            x = s[i]
+            state = 1 if x >= p.threshold else -1 if x <= -p.threshold else 0
+            cool = last is None or i - last >= p.cooldown_bins
+            free = p.allow_overlap or i > open_until
+            fire = state != 0 and state != prev and tradable(i) and cool and free
+            prev = state
+            if not fire:
                 continue
-            exit_bin = j
-            px = exit_side(j, d)
-            off = px - mid[j]
-            hi = max(px, (high[j] if high is not None and not math.isnan(high[j]) else mid[j]) + off)
-            lo = min(px, (low[j] if low is not None and not math.isnan(low[j]) else mid[j]) + off)
-            best, worst = (hi, lo) if d > 0 else (lo, hi)
-            if d * (worst - sl_px) <= tol:
-                outcome = -1
-                break
-            if d * (best - tp_px) >= -tol:
-                outcome = 1
-                break
-        if outcome == 1:
-            pnl = p.tp_ticks - p.cost_ticks_per_trade
-        elif outcome == -1:
-            pnl = -p.sl_ticks - p.cost_ticks_per_trade
-        else:
-            pnl = d * (exit_side(exit_bin, d) - entry) / p.tick_size - p.cost_ticks_per_trade
-        trades.append((i, exit_bin, d, outcome, pnl))
-        open_until = exit_bin
-        last = i if p.allow_overlap else exit_bin
+            e = next((j for j in range(i + p.latency_bins, b) if tradable(j)), None)
+            if e is None:
+                continue
+            d = state
+            entry = (ask[e] if d > 0 else bid[e]) if cross else mid[e]
+            tp_px, sl_px = entry + d * p.tp_ticks * p.tick_size, entry - d * p.sl_ticks * p.tick_size
+            outcome, exit_bin = (2 if e + p.max_hold_bins > b - 1 else 0), e
+            for j in range(e + 1, min(e + p.max_hold_bins, b - 1) + 1):
+                if not tradable(j):
+                    continue
+                exit_bin = j
+                px = exit_side(j, d)
+                off = px - mid[j]
+                hi = max(px, (high[j] if high is not None and not math.isnan(high[j]) else mid[j]) + off)
+                lo = min(px, (low[j] if low is not None and not math.isnan(low[j]) else mid[j]) + off)
+                best, worst = (hi, lo) if d > 0 else (lo, hi)
+                if d * (worst - sl_px) <= tol:
+                    outcome = -1
+                    break
+                if d * (best - tp_px) >= -tol:
+                    outcome = 1
+                    break
+            if outcome == 1:
+                pnl = p.tp_ticks - p.cost_ticks_per_trade
+            elif outcome == -1:
+                pnl = -p.sl_ticks - p.cost_ticks_per_trade
+            else:
+                pnl = d * (exit_side(exit_bin, d) - entry) / p.tick_size - p.cost_ticks_per_trade
+            trades.append((e, exit_bin, d, outcome, pnl))
+            open_until = exit_bin
+            last = i if p.allow_overlap else exit_bin
     return trades
 
 
@@ -434,9 +481,11 @@ def _reference(s, mid, bid, ask, valid, high, low, p: EvalParams) -> list[tuple]
     overlap=st.booleans(),
     use_hl=st.booleans(),
     cost=st.sampled_from([0.0, 0.5]),
+    latency=st.sampled_from([0, 1, 3]),
+    n_days=st.integers(1, 3),
 )
 def test_kernel_matches_plain_python_rules(seed, n, thr, tp, sl, hold, cooldown, warmup, mode, overlap, use_hl,
-                                          cost) -> None:
+                                          cost, latency, n_days) -> None:
     rng = np.random.default_rng(seed)
     bid = BASE + TICK * np.cumsum(rng.integers(-2, 3, n))
     ask = bid + TICK * rng.integers(1, 3, n)
@@ -452,9 +501,10 @@ def test_kernel_matches_plain_python_rules(seed, n, thr, tp, sl, hold, cooldown,
         high[rng.random(n) < 0.1] = np.nan
     p = EvalParams(threshold=thr, tp_ticks=tp, sl_ticks=sl, max_hold_bins=hold, cooldown_bins=cooldown,
                    tick_size=TICK, warmup_bins=warmup, entry_mode=mode, allow_overlap=overlap,
-                   cost_ticks_per_trade=cost)
+                   cost_ticks_per_trade=cost, latency_bins=latency)
     ts = DAY0 + BIN_NS * np.arange(n)
-    got = _rows(evaluate(s, mid, bid, ask, ts, valid, p, high=high, low=low))
-    want = _reference(s, mid, bid, ask, valid, high, low, p)
+    day = np.sort(rng.integers(0, n_days, n))
+    got = _rows(evaluate(s, mid, bid, ask, ts, valid, p, high=high, low=low, day=day))
+    want = _reference(s, mid, bid, ask, valid, high, low, p, day)
     assert [g[:4] for g in got] == [w[:4] for w in want]
     assert [g[4] for g in got] == pytest.approx([w[4] for w in want], abs=1e-9)

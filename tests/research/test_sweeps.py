@@ -16,7 +16,7 @@ from qmachina_assets.core.research.datasets import build_dataset_day, dataset_id
 from qmachina_assets.core.research.evaluation import EvalParams, evaluate
 from qmachina_assets.core.research.signals.catalog import make_signal
 from qmachina_assets.core.research.specs import resolve_experiment
-from qmachina_assets.defs.partitions import partition_key, symbol_partitions_def
+from qmachina_assets.defs.partitions import register_sessions, session_key
 from qmachina_assets.defs.resources import LakeResource
 from qmachina_assets.defs.sweeps.assets import sweep_assets
 from tests.support.synth_days import DAYS, build_synth_days, pinned_code
@@ -118,8 +118,8 @@ def test_sweep_asset_materializes_a_test_day(world):
     lake, exp_path, _, _, _ = world
     asset = next(a for a in sweep_assets(exp_path.parent) if a.key.to_user_string() == "sweep_synth_sweep")
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(symbol_partitions_def.name, ["ESH4"])
-        res = dg.materialize([asset], partition_key=partition_key("2024-03-15", "ESH4"), instance=instance,
+        register_sessions(instance, [session_key("2024-03-15", "ESH4")])
+        res = dg.materialize([asset], partition_key=session_key("2024-03-15", "ESH4"), instance=instance,
                              resources={"lake_res": LakeResource(root=str(lake))})
         assert res.success
         meta = res.asset_materializations_for_node("sweep_synth_sweep")[0].metadata
@@ -129,8 +129,8 @@ def test_sweep_asset_materializes_a_test_day(world):
     assert "advice_error" not in meta and "data:image/png;base64," in meta["sensitivity"].value  # decision support
     assert "| deflated_sharpe |" in meta["robustness_flags"].value and meta["sets_tried"].value == 8
     with dg.instance_for_test() as instance, pytest.raises(Exception, match="not a walk-forward test day"):
-        instance.add_dynamic_partitions(symbol_partitions_def.name, ["ESH4"])
-        dg.materialize([asset], partition_key=partition_key("2024-03-14", "ESH4"), instance=instance,
+        register_sessions(instance, [session_key("2024-03-14", "ESH4")])
+        dg.materialize([asset], partition_key=session_key("2024-03-14", "ESH4"), instance=instance,
                        resources={"lake_res": LakeResource(root=str(lake))})
 
 

@@ -151,3 +151,55 @@ def live_client(port: int, **kw):
     import databento as db
 
     return db.Live(key=kw.pop("key", DEMO_KEY), gateway="127.0.0.1", port=port, **kw)
+
+
+@contextlib.contextmanager
+def live_process(gateways: list[int], lake: Path, redis_url: str, *extra: str,
+                 log: Path | None = None) -> Iterator[subprocess.Popen]:
+    """`qmachina live` against loopback gateways (ports, in failover order); yields once it printed its start."""
+    args = [*QMACHINA, "live", *(a for p in gateways for a in ("--gateway", f"127.0.0.1:{p}")), "--key", DEMO_KEY,
+            "--lake", str(lake), "--redis-url", redis_url, *extra]
+    env = {**os.environ}
+    env.pop("QMACHINA_REGISTRY_URL", None)
+    err = log.open("ab") if log is not None else subprocess.DEVNULL
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, cwd=PROJECT_ROOT, env=env,
+                            start_new_session=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else b""
+        if not line:
+            raise RuntimeError(f"qmachina live did not start (exit {proc.wait(timeout=10)}); see {log}")
+        yield proc
+    finally:
+        kill_group(proc)
+        if log is not None:
+            err.close()
+
+
+@contextlib.contextmanager
+def replicas(lake: Path, n: int, access, **env_extra: str) -> Iterator[list]:
+    """`n` serving processes on free ports over the same lake, started together (each in its own group)."""
+    from tests.support.serving import Server
+
+    env = {**os.environ, "QMACHINA_LAKE_DIR": str(lake), "QMACHINA_SERVING_LOG_LEVEL": "warning", **env_extra}
+    env.pop("QMACHINA_REGISTRY_URL", None)
+    env.pop("QMACHINA_CONTROL_URL", None)
+    procs, servers = [], []
+    try:
+        for _ in range(n):
+            port = free_port()
+            procs.append(subprocess.Popen([sys.executable, "-m", "qmachina_serving", "--port", str(port)],
+                                          cwd=PROJECT_ROOT, env=env, start_new_session=True))
+            servers.append(Server(port, lake, "", access))
+        deadline = time.time() + 240
+        for proc, srv in zip(procs, servers, strict=True):
+            while True:
+                assert proc.poll() is None, f"server exited with {proc.returncode}"
+                with contextlib.suppress(OSError):
+                    if srv.get("/readyz", auth=False)[0] == 200:
+                        break
+                assert time.time() < deadline, "server not ready"
+                time.sleep(0.2)
+        yield servers
+    finally:
+        for p in procs:
+            kill_group(p)

@@ -1,12 +1,12 @@
 """Synthetic days with a planted, known-optimal threshold, evaluated by the real TP/SL engine into results rows.
 
-A day is a train of signal spikes (one every `GAP` bins, alternating sign) at levels 0.05, 0.15, … 0.95; after
-each spike the mid walks TP + 1 ticks in the spike's direction (a win) or SL + 1 against it (a loss) over a few
-bins and rests there. A threshold t fires on the spikes of level ≥ t, so the pnl of a threshold is the sum of
-the edges of the levels above it and the win share of each level plants the optimum: `BROAD` wins above 0.5
-and loses below (optimum 0.5, neighbours nearly as good), `NARROW` wins only at 0.55 (optimum 0.5, neighbours
-flat), `NOISE` wins half the time everywhere (no edge). Trades exit at TP or SL only (no timeouts), so the
-count-based moments of the advisor are exact here.
+A day is a train of signal spikes (one every `GAP` bins, alternating sign) at levels 0.05, 0.15, … 0.95; after each
+spike the mid rests 2 bins (a fill up to 2 bins late is at the spike's price), then walks TP + 1 ticks in the
+spike's direction (a win) or SL + 1 against it (a loss) over a few bins and rests there. A threshold t fires on the
+spikes of level ≥ t, so the pnl of a threshold is the sum of the edges of the levels above it and the win share of
+each level plants the optimum: `BROAD` wins above 0.5 and loses below (optimum 0.5, neighbours nearly as good),
+`NARROW` wins only at 0.55 (optimum 0.5, neighbours flat), `NOISE` wins half the time everywhere (no edge). Trades
+exit at TP or SL only (no timeouts), so the count-based moments of the advisor are exact here.
 
 `fold_rows` evaluates an ExperimentSpec's grid on a training day (in-sample) and a test day (out-of-sample)
 and writes rows with the results-store columns the advisor reads (selected by the sweep's own `select`).
@@ -58,9 +58,9 @@ def planted_day(date: dt.date, win_share: dict[float, float], tp: int, sl: int, 
         s[i] = d * lv
         target = price + d * ((tp + 1) if win else -(sl + 1)) * TICK
         path = np.linspace(price, target, 6)[1:]
-        mid[i] = price
-        mid[i + 1:i + 6] = path
-        mid[i + 6:i + GAP] = target
+        mid[i:i + 3] = price  # a fill up to 2 bins late is at the same price
+        mid[i + 3:i + 8] = path
+        mid[i + 8:i + GAP] = target
         price = target
     mid[GAP * (len(events) + 1):] = price
     start = dt.datetime.combine(date, dt.time(14, 30), tzinfo=dt.UTC).timestamp()
@@ -75,7 +75,7 @@ def _grid(day: dict[str, np.ndarray], exp: ExperimentSpec, axes: dict[str, list]
                       thresholds=axes["threshold"], tp_list=axes["tp_ticks"], sl_list=axes["sl_ticks"],
                       cooldown_list=axes["cooldown_bins"], max_hold_bins=ev.max_hold_bins, tick_size=TICK,
                       warmup_bins=ev.warmup_bins, entry_mode=ev.entry_mode,
-                      cost_ticks_per_trade=ev.cost_ticks_per_trade)
+                      cost_ticks_per_trade=ev.cost_ticks_per_trade, latency_bins=ev.latency_bins)
     keys = ("threshold", "tp_ticks", "sl_ticks", "cooldown_bins")
     return {tuple(float(g[k][i]) for k in keys): {m: float(g[m][i]) for m in METRIC_NAMES}
             for i in range(len(g["threshold"]))}

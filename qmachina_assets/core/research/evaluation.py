@@ -7,8 +7,15 @@ Rules (each departs from the seed where noted):
 - **Firing** (SPEC §6.4, kept): from `warmup_bins` on, state = +1 if s ≥ thr, −1 if s ≤ −thr, else 0
   (NaN is 0); fire when state ≠ 0, state ≠ the previous bin's state, the bin is valid and
   i − last ≥ cooldown. The previous state updates on every bin, suppressed or invalid alike.
-- **No look-ahead**: s[i] may only use data up to bin i's close (the caller's contract), so the entry is
-  at bin i's *close* prices and the first bin that can exit is i + 1.
+- **No look-ahead, execution latency**: s[i] may only use data up to bin i's close (the caller's contract);
+  the order reaches the market `latency_bins` later (default 1): the entry fills at the close prices of the
+  first tradable bin e ≥ i + latency of the same session (no fill when there is none) and the first bin
+  that can exit is e + 1. Trades record both the signal bin and the entry (fill) bin. With latency 0 the
+  entry is bin i's close, the seed's zero-latency fill that made the demo's winners look profitable.
+- **Sessions** (`day`, default the UTC day): each session is evaluated alone — warmup, state and cooldown
+  restart at its first bin and a position still open at its last tradable bin closes there (`truncated`),
+  so no position is held overnight and in-sample figures over several training days equal the sum of the
+  days evaluated one by one.
 - **One position at a time** by default: a signal is ignored while a position is open and cooldown
   counts from the exit bin. The seed let positions overlap (cooldown from the last fire only);
   `allow_overlap=True` restores that.
@@ -26,11 +33,11 @@ Rules (each departs from the seed where noted):
 - **Both barriers in one bin** (possible with the optional intrabin `high`/`low` of the mid): the STOP
   wins, the conservative assumption since the order within the bin is unknown. In cross mode the
   exit-side extremes are the mid's extremes shifted by the bin's closing half spread.
-- **Timeout** at the last valid bin ≤ i + max_hold at its exit-side price. When the data ends before
-  i + max_hold, the trade closes at the last valid bin with outcome `truncated` (2). With no valid bin
+- **Timeout** at the last valid bin ≤ e + max_hold at its exit-side price. When the session ends before
+  e + max_hold, the trade closes at the session's last valid bin with outcome `truncated` (2). With no valid bin
   after the entry, that is the entry bin itself at its exit-side price (a round trip in place).
-- **Metrics** over the evaluated bins (valid and ≥ warmup) only: exposure is the share of them inside a
-  position (bins entry+1 … exit), trades_per_hour divides by their time (count × the median bin
+- **Metrics** over the evaluated bins (valid and ≥ warmup into their session) only: exposure is the share of
+  them inside a position (bins entry+1 … exit), trades_per_hour divides by their time (count × the median bin
   width), never the whole dataset's wall clock as the seed did (§10.14). Daily pnl is summed per UTC day
   of the exit bin over every UTC day that has an evaluated bin (days without trades count as 0);
   sharpe_like_per_day = mean / sd (ddof 1) of those sums × √n_days. Drawdown is on the cumulative pnl in
@@ -58,7 +65,8 @@ OUTCOME_TIMEOUT = 0
 OUTCOME_TRUNCATED = 2
 
 TRADE_DTYPE = np.dtype([
-    ("entry_bin", np.int64), ("exit_bin", np.int64), ("direction", np.int8), ("entry_price", np.float64),
+    ("signal_bin", np.int64), ("entry_bin", np.int64), ("exit_bin", np.int64), ("direction", np.int8),
+    ("entry_price", np.float64),
     ("exit_price", np.float64), ("outcome", np.int8), ("pnl_ticks", np.float64), ("hold_bins", np.int64),
 ])
 
@@ -86,6 +94,8 @@ class EvalParams(BaseModel):
     warmup_bins: int = Field(0, ge=0)
     entry_mode: Literal["mid", "cross"] = "cross"
     cost_ticks_per_trade: float = Field(0.0, ge=0)
+    #: Bins between the signal's bin close and the fill (the entry is at the close of bin i + latency).
+    latency_bins: int = Field(1, ge=0)
     #: The seed allowed overlapping positions (cooldown from the last fire); default is one at a time.
     allow_overlap: bool = False
 
@@ -146,97 +156,109 @@ def _state(x: float, thr: float) -> int:
 
 
 @njit(cache=True)
-def _simulate(s, ok, le, se, lpx, spx, lhi, llo, shi, slo, last_ok, blk, blk2, thr, tp, sl, cooldown, max_hold,
-              warmup, tick, cost, overlap, o_entry, o_exit, o_dir, o_ep, o_xp, o_out, o_pnl) -> int:
+def _simulate(s, ok, le, se, lpx, spx, lhi, llo, shi, slo, last_ok, blk, blk2, nxt, sess, thr, tp, sl, cooldown,
+              max_hold, warmup, latency, tick, cost, overlap, o_sig, o_entry, o_exit, o_dir, o_ep, o_xp, o_out,
+              o_pnl) -> int:
     """Fire and resolve every trade; returns how many were written to the o_* buffers (entry order).
 
     le/se: long/short entry prices; lpx/spx: long/short exit-side close prices; lhi/llo and shi/slo:
     their intrabin extremes, set to ∓inf on untradable bins so those never touch a barrier; last_ok[k]:
-    the last tradable bin ≤ k; blk/blk2: the four extremes' maxima/minima per _BLOCK/_BLOCK2 bins, which
-    let the barrier scan skip whole blocks (with overlap, every trade scans up to max_hold bins)."""
-    n = s.shape[0]
+    the last tradable bin ≤ k; nxt[k]: the first tradable bin ≥ k (n when none); sess: session start bins
+    followed by n (each session is simulated alone: warmup, state and cooldown restart, nothing crosses
+    its end); blk/blk2: the four extremes' maxima/minima per _BLOCK/_BLOCK2 bins, which let the barrier
+    scan skip whole blocks (with overlap, every trade scans up to max_hold bins)."""
     eps = 1e-9 * tick
-    prev = 0
-    last = warmup - cooldown  # every i >= warmup passes the first cooldown test
     m = 0
-    i = warmup
-    while i < n:
-        st = _state(s[i], thr)
-        fire = st != 0 and st != prev and ok[i] and i - last >= cooldown
-        prev = st
-        if not fire:
-            i += 1
-            continue
-        if st > 0:
-            entry = le[i]
-            tp_px = entry + tp * tick
-            sl_px = entry - sl * tick
-        else:
-            entry = se[i]
-            tp_px = entry - tp * tick
-            sl_px = entry + sl * tick
-        end = i + max_hold
-        outcome = 0
-        if end > n - 1:
-            end = n - 1
-            outcome = 2
-        if st > 0:  # barrier above / below and the extremes that test them
-            up, dn, hi, lo, r = tp_px - eps, sl_px + eps, lhi, llo, 0
-        else:
-            up, dn, hi, lo, r = sl_px - eps, tp_px + eps, shi, slo, 2
-        t_up = False
-        t_dn = False
-        j = i + 1
-        while j <= end:
-            if (j & (_BLOCK - 1)) == 0:
-                if (j & (_BLOCK2 - 1)) == 0 and j + _BLOCK2 - 1 <= end:
-                    b = j // _BLOCK2
-                    if blk2[r, b] < up and blk2[r + 1, b] > dn:
-                        j += _BLOCK2
-                        continue
-                if j + _BLOCK - 1 <= end:
-                    b = j // _BLOCK
-                    if blk[r, b] < up and blk[r + 1, b] > dn:
-                        j += _BLOCK
-                        continue
-            t_up = hi[j] >= up
-            t_dn = lo[j] <= dn
-            if t_up or t_dn:
-                break
-            j += 1
-        if j <= end:
-            j_last = j
-            stop = t_dn if st > 0 else t_up  # both touched in one bin -> the stop
-            outcome = -1 if stop else 1
-        else:
-            j_last = last_ok[end]  # >= i: the entry bin is tradable
-        if outcome == -1:
-            xp = sl_px
-            pnl = -sl - cost
-        elif outcome == 1:
-            xp = tp_px
-            pnl = tp - cost
-        else:
-            xp = lpx[j_last] if st > 0 else spx[j_last]
-            pnl = st * (xp - entry) / tick - cost
-        o_entry[m] = i
-        o_exit[m] = j_last
-        o_dir[m] = st
-        o_ep[m] = entry
-        o_xp[m] = xp
-        o_out[m] = outcome
-        o_pnl[m] = pnl
-        m += 1
-        if overlap:
-            last = i
-            i += 1
-        else:  # no bin before exit + cooldown can fire: jump there, taking the state of the bin before it
-            last = j_last
-            k = j_last + cooldown - 1
-            if k >= n:
-                break
-            prev = _state(s[k], thr)
-            i = k + 1
+    for q in range(sess.shape[0] - 1):
+        a = sess[q]
+        n = sess[q + 1]  # this session's bins are [a, n)
+        prev = 0
+        last = a + warmup - cooldown  # every i >= a + warmup passes the first cooldown test
+        i = a + warmup
+        while i < n:
+            st = _state(s[i], thr)
+            fire = st != 0 and st != prev and ok[i] and i - last >= cooldown
+            prev = st
+            if not fire:
+                i += 1
+                continue
+            e = i + latency  # the order reaches the market `latency` bins later: the first tradable bin then
+            if e < n:
+                e = nxt[e]
+            if e >= n:  # no tradable bin left in the session: the order is never filled
+                i += 1
+                continue
+            if st > 0:
+                entry = le[e]
+                tp_px = entry + tp * tick
+                sl_px = entry - sl * tick
+            else:
+                entry = se[e]
+                tp_px = entry - tp * tick
+                sl_px = entry + sl * tick
+            end = e + max_hold
+            outcome = 0
+            if end > n - 1:
+                end = n - 1
+                outcome = 2
+            if st > 0:  # barrier above / below and the extremes that test them
+                up, dn, hi, lo, r = tp_px - eps, sl_px + eps, lhi, llo, 0
+            else:
+                up, dn, hi, lo, r = sl_px - eps, tp_px + eps, shi, slo, 2
+            t_up = False
+            t_dn = False
+            j = e + 1
+            while j <= end:
+                if (j & (_BLOCK - 1)) == 0:
+                    if (j & (_BLOCK2 - 1)) == 0 and j + _BLOCK2 - 1 <= end:
+                        b = j // _BLOCK2
+                        if blk2[r, b] < up and blk2[r + 1, b] > dn:
+                            j += _BLOCK2
+                            continue
+                    if j + _BLOCK - 1 <= end:
+                        b = j // _BLOCK
+                        if blk[r, b] < up and blk[r + 1, b] > dn:
+                            j += _BLOCK
+                            continue
+                t_up = hi[j] >= up
+                t_dn = lo[j] <= dn
+                if t_up or t_dn:
+                    break
+                j += 1
+            if j <= end:
+                j_last = j
+                stop = t_dn if st > 0 else t_up  # both touched in one bin -> the stop
+                outcome = -1 if stop else 1
+            else:
+                j_last = last_ok[end]  # >= e: the entry bin is tradable
+            if outcome == -1:
+                xp = sl_px
+                pnl = -sl - cost
+            elif outcome == 1:
+                xp = tp_px
+                pnl = tp - cost
+            else:
+                xp = lpx[j_last] if st > 0 else spx[j_last]
+                pnl = st * (xp - entry) / tick - cost
+            o_sig[m] = i
+            o_entry[m] = e
+            o_exit[m] = j_last
+            o_dir[m] = st
+            o_ep[m] = entry
+            o_xp[m] = xp
+            o_out[m] = outcome
+            o_pnl[m] = pnl
+            m += 1
+            if overlap:
+                last = i
+                i += 1
+            else:  # no bin before exit + cooldown can fire: jump there, taking the state of the bin before it
+                last = j_last
+                k = j_last + cooldown - 1
+                if k >= n:
+                    break
+                prev = _state(s[k], thr)
+                i = k + 1
     return m
 
 
@@ -320,12 +342,13 @@ def _metrics(entry, exit_, dirs, outc, pnl, m, eval_cum, day_idx, n_days, valid_
 
 
 @njit(cache=True, parallel=True)
-def _grid(s, ok, le, se, lpx, spx, lhi, llo, shi, slo, last_ok, blk, blk2, thrs, tps, sls, cds, max_hold, warmup,
-          tick, cost, overlap, eval_cum, day_idx, n_days, valid_hours):
+def _grid(s, ok, le, se, lpx, spx, lhi, llo, shi, slo, last_ok, blk, blk2, nxt, sess, thrs, tps, sls, cds, max_hold,
+          warmup, latency, tick, cost, overlap, eval_cum, day_idx, n_days, valid_hours):
     n_combo = thrs.shape[0]
     out = np.empty((n_combo, _N_METRICS))
-    cap = max(s.shape[0] - warmup, 1)  # at most one fire per bin
+    cap = max(s.shape[0], 1)  # at most one fire per bin
     for c in prange(n_combo):
+        o_sig = np.empty(cap, np.int64)
         o_entry = np.empty(cap, np.int64)
         o_exit = np.empty(cap, np.int64)
         o_dir = np.empty(cap, np.int8)
@@ -333,8 +356,9 @@ def _grid(s, ok, le, se, lpx, spx, lhi, llo, shi, slo, last_ok, blk, blk2, thrs,
         o_xp = np.empty(cap)
         o_out = np.empty(cap, np.int8)
         o_pnl = np.empty(cap)
-        m = _simulate(s, ok, le, se, lpx, spx, lhi, llo, shi, slo, last_ok, blk, blk2, thrs[c], tps[c], sls[c], cds[c],
-                      max_hold, warmup, tick, cost, overlap, o_entry, o_exit, o_dir, o_ep, o_xp, o_out, o_pnl)
+        m = _simulate(s, ok, le, se, lpx, spx, lhi, llo, shi, slo, last_ok, blk, blk2, nxt, sess, thrs[c], tps[c],
+                      sls[c], cds[c], max_hold, warmup, latency, tick, cost, overlap, o_sig, o_entry, o_exit, o_dir,
+                      o_ep, o_xp, o_out, o_pnl)
         _metrics(o_entry, o_exit, o_dir, o_out, o_pnl, m, eval_cum, day_idx, n_days, valid_hours, out[c])
     return out
 
@@ -346,7 +370,7 @@ def _grid(s, ok, le, se, lpx, spx, lhi, llo, shi, slo, last_ok, blk, blk2, thrs,
 class _Prepared:
     s: np.ndarray
     ok: np.ndarray
-    prices: tuple[np.ndarray, ...]  # le, se, lpx, spx, lhi, llo, shi, slo, last_ok, blk, blk2 (see _simulate)
+    prices: tuple[np.ndarray, ...]  # le, se, lpx, spx, lhi, llo, shi, slo, last_ok, blk, blk2, nxt, sess (_simulate)
     eval_cum: np.ndarray
     day_idx: np.ndarray
     n_days: int
@@ -373,7 +397,20 @@ def _block_extremes(arrays: tuple[np.ndarray, ...], size: int) -> np.ndarray:
     return out
 
 
-def _prepare(s, mid, best_bid, best_ask, ts_ns, valid, high, low, entry_mode: str, warmup: int) -> _Prepared:
+def _sessions(ts: np.ndarray, day) -> np.ndarray:
+    """Session start bins followed by n: where `day` (default: the UTC day of ts) changes."""
+    n = ts.shape[0]
+    d = ts // NS_PER_DAY if day is None else np.asarray(day)
+    if d.shape != (n,):
+        raise ValueError(f"day must have shape ({n},), got {d.shape}")
+    if n > 1 and np.any(np.diff(d) < 0):
+        raise ValueError("day must be non-decreasing (sessions in time order)")
+    starts = np.flatnonzero(np.concatenate(([n > 0], d[1:] != d[:-1]))) if n else np.zeros(0, np.int64)
+    return np.append(starts, n).astype(np.int64)
+
+
+def _prepare(s, mid, best_bid, best_ask, ts_ns, valid, high, low, entry_mode: str, warmup: int,
+             day=None) -> _Prepared:
     s = np.ascontiguousarray(s, dtype=np.float64)
     if s.ndim != 1:
         raise ValueError("s must be 1-D")
@@ -419,11 +456,16 @@ def _prepare(s, mid, best_bid, best_ask, ts_ns, valid, high, low, entry_mode: st
         shi = np.where(ok, shi, -np.inf)
         slo = np.where(ok, slo, np.inf)
     blk, blk2 = (_block_extremes((lhi, llo, shi, slo), size) for size in (_BLOCK, _BLOCK2))
-    last_ok = np.maximum.accumulate(np.where(ok, np.arange(n, dtype=np.int64), -1))
-    prices = (*(np.ascontiguousarray(a) for a in (le, se, lpx, spx, lhi, llo, shi, slo)), last_ok, blk, blk2)
+    idx = np.arange(n, dtype=np.int64)
+    last_ok = np.maximum.accumulate(np.where(ok, idx, -1))
+    nxt = np.minimum.accumulate(np.where(ok, idx, n)[::-1])[::-1].copy()
+    sess = _sessions(ts, day)
+    prices = (*(np.ascontiguousarray(a) for a in (le, se, lpx, spx, lhi, llo, shi, slo)), last_ok, blk, blk2, nxt,
+              sess)
 
     ev = ok.copy()
-    ev[: min(warmup, n)] = False
+    first = np.repeat(sess[:-1], np.diff(sess))  # each bin's session start
+    ev[idx - first < warmup] = False  # warmup restarts every session
     eval_cum = np.zeros(n + 1, np.int64)
     np.cumsum(ev, out=eval_cum[1:])
     day = ts // NS_PER_DAY
@@ -439,25 +481,28 @@ def _prepare(s, mid, best_bid, best_ask, ts_ns, valid, high, low, entry_mode: st
 # ---- public API -----------------------------------------------------------------------------------------
 
 
-def evaluate(s, mid, best_bid, best_ask, ts_ns, valid, params: EvalParams, high=None, low=None) -> EvalResult:
+def evaluate(s, mid, best_bid, best_ask, ts_ns, valid, params: EvalParams, high=None, low=None,
+             day=None) -> EvalResult:
     """Trades, metrics and equity curve of one setting.
 
     s: the signal per bin, causal (s[i] from data ≤ bin i's close), NaN = no value; mid/best_bid/best_ask:
     closing prices (0 or NaN where undefined); ts_ns: bin close times (non-decreasing); valid: book valid;
-    high/low: optional intrabin extremes of the mid (None or NaN = the close)."""
+    high/low: optional intrabin extremes of the mid (None or NaN = the close); day: the session of each bin
+    (non-decreasing; default the UTC day of ts_ns): no position is held across a session's end."""
     p = params
-    prep = _prepare(s, mid, best_bid, best_ask, ts_ns, valid, high, low, p.entry_mode, p.warmup_bins)
-    cap = max(prep.s.shape[0] - p.warmup_bins, 1)
-    bufs = (np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int8), np.empty(cap),
-            np.empty(cap), np.empty(cap, np.int8), np.empty(cap))
+    prep = _prepare(s, mid, best_bid, best_ask, ts_ns, valid, high, low, p.entry_mode, p.warmup_bins, day)
+    cap = max(prep.s.shape[0], 1)
+    bufs = (np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int8),
+            np.empty(cap), np.empty(cap), np.empty(cap, np.int8), np.empty(cap))
     m = _simulate(prep.s, prep.ok, *prep.prices, float(p.threshold), float(p.tp_ticks), float(p.sl_ticks),
-                  p.cooldown_bins, p.max_hold_bins, p.warmup_bins, float(p.tick_size),
+                  p.cooldown_bins, p.max_hold_bins, p.warmup_bins, p.latency_bins, float(p.tick_size),
                   float(p.cost_ticks_per_trade), p.allow_overlap, *bufs)
     vec = np.empty(_N_METRICS)
-    o_entry, o_exit, o_dir, o_ep, o_xp, o_out, o_pnl = bufs
+    o_sig, o_entry, o_exit, o_dir, o_ep, o_xp, o_out, o_pnl = bufs
     _metrics(o_entry, o_exit, o_dir, o_out, o_pnl, m, prep.eval_cum, prep.day_idx, prep.n_days,
              prep.valid_hours, vec)
     trades = np.empty(m, TRADE_DTYPE)
+    trades["signal_bin"] = o_sig[:m]
     trades["entry_bin"] = o_entry[:m]
     trades["exit_bin"] = o_exit[:m]
     trades["direction"] = o_dir[:m]
@@ -474,7 +519,8 @@ def evaluate(s, mid, best_bid, best_ask, ts_ns, valid, params: EvalParams, high=
 def evaluate_grid(s, mid, best_bid, best_ask, ts_ns, valid, *, thresholds, tp_list, sl_list, cooldown_list,
                   max_hold_bins: int, tick_size: float, warmup_bins: int = 0,
                   entry_mode: Literal["mid", "cross"] = "cross", cost_ticks_per_trade: float = 0.0,
-                  allow_overlap: bool = False, high=None, low=None) -> dict[str, np.ndarray]:
+                  allow_overlap: bool = False, latency_bins: int = 1, high=None, low=None,
+                  day=None) -> dict[str, np.ndarray]:
     """Metrics of every (threshold, tp, sl, cooldown) combination in one parallel numba call.
 
     Returns column arrays, one row per combination in `itertools.product(thresholds, tp_list, sl_list,
@@ -486,16 +532,18 @@ def evaluate_grid(s, mid, best_bid, best_ask, ts_ns, valid, *, thresholds, tp_li
     t0, tp0, sl0, cd0 = combos[0]
     EvalParams(threshold=t0, tp_ticks=tp0, sl_ticks=sl0, cooldown_bins=cd0, max_hold_bins=max_hold_bins,
                tick_size=tick_size, warmup_bins=warmup_bins, entry_mode=entry_mode,
-               cost_ticks_per_trade=cost_ticks_per_trade, allow_overlap=allow_overlap)  # the fixed fields
+               cost_ticks_per_trade=cost_ticks_per_trade, allow_overlap=allow_overlap,
+               latency_bins=latency_bins)  # the fixed fields
     arr = np.array(combos, dtype=np.float64)
     if np.any(~(arr[:, :3] > 0)):
         raise ValueError("thresholds, tp_list and sl_list must be > 0")
     cds = arr[:, 3].astype(np.int64)
     if np.any(cds < 1) or np.any(cds != arr[:, 3]):
         raise ValueError("cooldown_list must hold integers >= 1")
-    prep = _prepare(s, mid, best_bid, best_ask, ts_ns, valid, high, low, entry_mode, warmup_bins)
+    prep = _prepare(s, mid, best_bid, best_ask, ts_ns, valid, high, low, entry_mode, warmup_bins, day)
     out = _grid(prep.s, prep.ok, *prep.prices, np.ascontiguousarray(arr[:, 0]), np.ascontiguousarray(arr[:, 1]),
-                np.ascontiguousarray(arr[:, 2]), cds, int(max_hold_bins), int(warmup_bins), float(tick_size),
+                np.ascontiguousarray(arr[:, 2]), cds, int(max_hold_bins), int(warmup_bins), int(latency_bins),
+                float(tick_size),
                 float(cost_ticks_per_trade), bool(allow_overlap), prep.eval_cum, prep.day_idx, prep.n_days,
                 prep.valid_hours)
     cols: dict[str, np.ndarray] = {"threshold": arr[:, 0].copy(), "tp_ticks": arr[:, 1].copy(),

@@ -124,8 +124,10 @@ def replay_evaluations(lake: Path, row: dict[str, Any], configs_dir: Path | None
     params = EvalParams(threshold=float(row["threshold"]), tp_ticks=float(row["tp_ticks"]),
                         sl_ticks=float(row["sl_ticks"]), cooldown_bins=int(row["cooldown_bins"]),
                         max_hold_bins=ev.max_hold_bins, tick_size=runtime.tick_size, warmup_bins=ev.warmup_bins,
-                        entry_mode=ev.entry_mode, cost_ticks_per_trade=ev.cost_ticks_per_trade)
-    return {tag: (evaluate(s, data.mid, data.best_bid, data.best_ask, data.ts_ns, data.valid, params), data)
+                        entry_mode=ev.entry_mode, cost_ticks_per_trade=ev.cost_ticks_per_trade,
+                        latency_bins=ev.latency_bins)
+    return {tag: (evaluate(s, data.mid, data.best_bid, data.best_ask, data.ts_ns, data.valid, params,
+                           day=data.day), data)
             for tag, (s, data) in scores.items()}
 
 

@@ -868,6 +868,8 @@ class EvalConfig(StrictSpec):
     min_signals: int = Field(5, ge=1)
     entry_mode: Literal["mid", "cross"] = "cross"
     cost_ticks_per_trade: float = Field(0.0, ge=0)
+    #: Bins from the signal's bin close to the fill (evaluation.EvalParams.latency_bins).
+    latency_bins: int = Field(1, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:

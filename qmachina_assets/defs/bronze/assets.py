@@ -8,7 +8,7 @@ import dagster as dg
 from qmachina_assets.core.ingest import bronze_checks, lake
 from qmachina_assets.core.ingest.bronze import DATA_NAME, BronzeManifest, build_bronze
 from qmachina_assets.core.instrument import locked_instrument
-from qmachina_assets.defs.partitions import date_symbol_partitions_def
+from qmachina_assets.defs.partitions import parse_session_key, session_partitions_def
 from qmachina_assets.defs.resources import LakeResource
 
 BRONZE_KEY = dg.AssetKey("bronze_mbo")
@@ -55,15 +55,14 @@ def manifest_metadata(m: BronzeManifest, created: bool) -> dict:
 
 @dg.asset(
     key=BRONZE_KEY,
-    partitions_def=date_symbol_partitions_def,
+    partitions_def=session_partitions_def,
     group_name="bronze",
     check_specs=BRONZE_CHECK_SPECS,
     kinds={"dbn", "numba"},
     description="Validated, immutable DBN v3 copy of one (UTC date, contract) of raw MBO, with manifest.json.",
 )
 def bronze_mbo(context: dg.AssetExecutionContext, lake_res: LakeResource) -> dg.MaterializeResult:
-    keys = context.partition_key.keys_by_dimension
-    date, symbol = dt.date.fromisoformat(keys["date"]), keys["symbol"]
+    date, symbol = parse_session_key(context.partition_key)
     instrument = locked_instrument()
     root = lake_res.path
     raw = lake.raw_files_for(root, instrument, date, symbol)

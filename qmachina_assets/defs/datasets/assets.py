@@ -2,7 +2,6 @@
 partitioned like bronze (date × symbol), built from the bronze partition with the pipeline's engine
 overrides and window, its checks evaluated on the written files in the same step."""
 
-import datetime as dt
 from pathlib import Path
 
 import dagster as dg
@@ -17,7 +16,7 @@ from qmachina_assets.core.research.datasets import (
 )
 from qmachina_assets.core.research.specs import ConfigError, load_pipeline
 from qmachina_assets.defs.bronze.assets import BRONZE_KEY
-from qmachina_assets.defs.partitions import date_symbol_partitions_def
+from qmachina_assets.defs.partitions import parse_session_key, session_partitions_def
 from qmachina_assets.defs.resources import LakeResource
 
 
@@ -40,11 +39,10 @@ def _dataset_asset(path: Path) -> dg.AssetsDefinition:
     specs = [dg.AssetCheckSpec(rule, asset=key, blocking=True, description=desc)
              for rule, desc in DATASET_RULES.items()]
 
-    @dg.asset(key=key, deps=[BRONZE_KEY], partitions_def=date_symbol_partitions_def, group_name="datasets",
+    @dg.asset(key=key, deps=[BRONZE_KEY], partitions_def=session_partitions_def, group_name="datasets",
               check_specs=specs, kinds={"parquet", "numba"}, description=_description(path))
     def _asset(context: dg.AssetExecutionContext, lake_res: LakeResource) -> dg.MaterializeResult:
-        keys = context.partition_key.keys_by_dimension
-        date, symbol = dt.date.fromisoformat(keys["date"]), keys["symbol"]
+        date, symbol = parse_session_key(context.partition_key)
         try:
             pipeline = load_pipeline(path)
         except ConfigError as err:

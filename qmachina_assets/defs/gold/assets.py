@@ -3,7 +3,6 @@ found under `configs/gold/` (a new YAML file is a new asset variant on the next 
 no code change)."""
 
 import base64
-import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from qmachina_assets.core.gold.features import GoldFeatureConfig
 from qmachina_assets.core.gold.partition import BUILTIN, GOLD_RULES, build_gold, check_gold, gold_dir, summary
 from qmachina_assets.core.instrument import InstrumentConfig, locked_instrument
 from qmachina_assets.core.paths import PROJECT_ROOT
-from qmachina_assets.defs.partitions import date_symbol_partitions_def
+from qmachina_assets.defs.partitions import parse_session_key, session_partitions_def
 from qmachina_assets.defs.resources import LakeResource
 from qmachina_assets.defs.silver.assets import SILVER_KEY
 
@@ -48,11 +47,10 @@ def _gold_asset(feature_set: str, resolve: Resolver, description: str) -> dg.Ass
     key = dg.AssetKey(f"gold_{feature_set}")
     specs = [dg.AssetCheckSpec(name, asset=key, blocking=True, description=desc) for name, desc in GOLD_RULES.items()]
 
-    @dg.asset(key=key, deps=[SILVER_KEY], partitions_def=date_symbol_partitions_def, group_name="gold",
+    @dg.asset(key=key, deps=[SILVER_KEY], partitions_def=session_partitions_def, group_name="gold",
               check_specs=specs, kinds={"parquet", "numba"}, description=description)
     def _asset(context: dg.AssetExecutionContext, lake_res: LakeResource) -> dg.MaterializeResult:
-        keys = context.partition_key.keys_by_dimension
-        date, symbol = dt.date.fromisoformat(keys["date"]), keys["symbol"]
+        date, symbol = parse_session_key(context.partition_key)
         inst = locked_instrument()
         inputs, config, config_hash = resolve(inst)
 

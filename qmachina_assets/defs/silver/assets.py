@@ -1,7 +1,6 @@
 """Silver grids as a Dagster asset partitioned like bronze, checks evaluated on the written files."""
 
 import base64
-import datetime as dt
 
 import dagster as dg
 
@@ -15,7 +14,7 @@ from qmachina_assets.core.engine.silver_partition import (
 )
 from qmachina_assets.core.instrument import locked_instrument
 from qmachina_assets.defs.bronze.assets import BRONZE_KEY
-from qmachina_assets.defs.partitions import date_symbol_partitions_def
+from qmachina_assets.defs.partitions import parse_session_key, session_partitions_def
 from qmachina_assets.defs.resources import LakeResource
 
 SILVER_KEY = dg.AssetKey("silver_grid")
@@ -33,7 +32,7 @@ class SilverConfig(dg.Config):
 @dg.asset(
     key=SILVER_KEY,
     deps=[BRONZE_KEY],
-    partitions_def=date_symbol_partitions_def,
+    partitions_def=session_partitions_def,
     group_name="silver",
     check_specs=SILVER_CHECK_SPECS,
     kinds={"parquet", "numba"},
@@ -42,8 +41,7 @@ class SilverConfig(dg.Config):
 def silver_grid(
     context: dg.AssetExecutionContext, config: SilverConfig, lake_res: LakeResource
 ) -> dg.MaterializeResult:
-    keys = context.partition_key.keys_by_dimension
-    date, symbol = dt.date.fromisoformat(keys["date"]), keys["symbol"]
+    date, symbol = parse_session_key(context.partition_key)
     instrument = locked_instrument()
     window = SilverWindow(start_et=config.start_et, end_et=config.end_et)
     manifest, created = build_silver(lake=lake_res.path, symbol=symbol, date=date, instrument=instrument,

@@ -3,7 +3,6 @@ by (test date, symbol) like the data. Materializing a partition runs the walk-fo
 that date (training on the `train_days` capture dates before it), appends the rows to the results store and
 logs them to MLflow. A backfill over dates is one `dagster asset backfill` command (README)."""
 
-import datetime as dt
 from pathlib import Path
 
 import dagster as dg
@@ -11,7 +10,7 @@ import dagster as dg
 from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.research import sweeps
 from qmachina_assets.core.research.specs import load_experiment, resolve_experiment
-from qmachina_assets.defs.partitions import date_symbol_partitions_def
+from qmachina_assets.defs.partitions import parse_session_key, session_partitions_def
 from qmachina_assets.defs.resources import LakeResource
 from qmachina_assets.defs.sweeps.advice import advice_metadata
 
@@ -38,13 +37,12 @@ def _sweep_asset(path: Path) -> dg.AssetsDefinition:
     _, serving, pipeline = resolve_experiment(path)
     key = dg.AssetKey(f"sweep_{exp.name}")
 
-    @dg.asset(key=key, deps=[dg.AssetKey(f"dataset_{pipeline.name}")], partitions_def=date_symbol_partitions_def,
+    @dg.asset(key=key, deps=[dg.AssetKey(f"dataset_{pipeline.name}")], partitions_def=session_partitions_def,
               group_name="experiments", kinds={"parquet", "mlflow"},
               description=f"Walk-forward sweep of {exp.name} ({serving.name} on {pipeline.name}): "
                           f"{exp.n_sets(serving)} parameter sets per test day.")
     def _asset(context: dg.AssetExecutionContext, lake_res: LakeResource) -> dg.MaterializeResult:
-        keys = context.partition_key.keys_by_dimension
-        test, symbol = dt.date.fromisoformat(keys["date"]), keys["symbol"]
+        test, symbol = parse_session_key(context.partition_key)
         e, s, p = resolve_experiment(path)  # read at run time: the YAML may have changed since load
         fold = sweeps.fold_for(p, e, test)
 
