@@ -336,7 +336,7 @@ def build(ctx: ApiContext) -> APIRouter:
             elif step == "compare":
                 payload = {"run_id": str(payload.get("run_id") or "")[:200], "note": str(payload.get("note") or
                                                                                     "")[:2000]}
-        except (ValidationError, ConfigError, ValueError) as exc:
+        except (ValidationError, ConfigError, ValueError, OSError) as exc:
             raise bad(exc) from exc
         return control_call(lambda: sessions.commit_step(cp, ws, sid, step, payload, actor=principal.actor))
 
@@ -364,7 +364,7 @@ def build(ctx: ApiContext) -> APIRouter:
             return YamlCheck(ok=False, error="the pipeline layer is read-only here: pick a pipeline in the data step")
         try:
             exp, srv, pipe = specs_mod.validate_texts(body.serving_yaml, body.experiment_yaml, configs)
-        except (ConfigError, ValueError) as exc:
+        except (ConfigError, ValueError, OSError, TypeError, KeyError) as exc:  # a missing reference is an OSError
             return YamlCheck(ok=False, error=str(exc))
         if dry_run:
             return YamlCheck(ok=True, experiment=exp.name, serving=srv.name, sets_per_day=exp.n_sets(srv))
