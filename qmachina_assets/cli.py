@@ -312,7 +312,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     aliases = _register_demo_ema()
     token_file = _demo_access(lake)
     print(f"stream it:     .venv/bin/qmachina serve  -> http://127.0.0.1:8002/?serving={aliases}"
-          "  (registry: /registry.html, experiments: /experiments.html)")
+          "  (registry: /registry.html, experiments: /experiments.html, model studio: /studio.html)")
+    print("model studio:  http://127.0.0.1:8002/studio.html  (build, run, compare and promote a model in the browser;"
+          " runs go through Dagster: keep `dagster dev` above running)")
     print(f"log in:        the browser asks once at /login.html: paste the owner token of workspace "
           f"'{DEMO_WORKSPACE}' from {token_file} (API clients: Authorization: Bearer $(cat {token_file}))")
     return 0
