@@ -244,6 +244,10 @@ def cmd_live(args: argparse.Namespace) -> int:
     `qmachina live status`: the recent live_sessions rows."""
     from qmachina_serving.live import runner
 
+    if args.action == "demo":
+        from qmachina_serving.live.demo import main_with
+
+        return main_with(args)
     return runner.status_main(args) if args.action == "status" else runner.main_with(args)
 
 
@@ -321,7 +325,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     aliases = _register_demo_ema()
     token_file = _demo_access(lake)
     print(f"stream it:     .venv/bin/qmachina serve  -> http://127.0.0.1:8002/?serving={aliases}"
-          "  (registry: /registry.html, experiments: /experiments.html)")
+          "  (registry: /registry.html, experiments: /experiments.html, model studio: /studio.html)")
+    print("model studio:  http://127.0.0.1:8002/studio.html  (build, run, compare and promote a model in the browser;"
+          " runs go through Dagster: keep `dagster dev` above running)")
     print(f"log in:        the browser asks once at /login.html: paste the owner token of workspace "
           f"'{DEMO_WORKSPACE}' from {token_file} (API clients: Authorization: Bearer $(cat {token_file}))")
     return 0
@@ -520,13 +526,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     lv = sub.add_parser("live", help="live ingestion: Databento Live MBO -> engine -> every alias's frames -> "
                                      "Redis Streams (`live status`: the live_sessions rows)")
-    lv.add_argument("action", nargs="?", choices=("run", "status"), default="run")
+    lv.add_argument("action", nargs="?", choices=("run", "status", "demo"), default="run",
+                    help="run (default), status (the live_sessions rows), demo (gateway + live + serve)")
+    lv.add_argument("--speed", type=float, default=1.0, help="demo: the loopback market's speed (x real time)")
     lv.add_argument("--gateway", action="append", default=None,
                     help="HOST:PORT of a Live gateway (repeat for failover, in order; default: Databento's)")
     lv.add_argument("--key", default=None, help="API key (default: $DATABENTO_API_KEY)")
     lv.add_argument("--symbol", default=None, help="contract (default: the instrument lock's front contract)")
     lv.add_argument("--workspace", default="default")
     lv.add_argument("--alias", action="append", default=None, help="alias to publish (repeatable; default: all)")
+    lv.add_argument("--no-publish", action="store_true", help="no alias: capture and engine only (benchmarks)")
     lv.add_argument("--lake", type=Path, default=None, help="default: QMACHINA_LAKE_DIR, else lake/")
     lv.add_argument("--registry-url", default=None, help="default: QMACHINA_REGISTRY_URL, else SQLite in the lake")
     lv.add_argument("--redis-url", default=None, help="default: $QMACHINA_LIVE_REDIS_URL or redis://127.0.0.1:6379/0")

@@ -76,7 +76,7 @@ class LiveConfig(BaseModel):
     symbol: str | None = Field(None, description="contract to subscribe (default: the lock's front contract)")
     workspace: str = "default"
     aliases: list[str] | None = Field(None, description="aliases to publish (default: every alias of the "
-                                                        "workspace)")
+                                                        "workspace; []: none, capture and engine only)")
     lake: Path | None = None
     registry_url: str | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -223,6 +223,8 @@ class LiveRunner:
         self.reconnects = 0
         self.gaps = 0
         self.stalls: list[float] = []  # seconds of silence at each stall detection
+        self._t_first: float | None = None  # monotonic time of the first / last ingested batch (ingest rate)
+        self._t_last = 0.0
         self.last_ts_event: int | None = None
         self.last_sequence: int | None = None
         self.last_error: str | None = None
@@ -455,7 +457,10 @@ class LiveRunner:
             self.last_error = f"gateway error: {e}"
             log.warning("gateway error message: %s", e)
         if chunks:
+            if self._t_first is None:
+                self._t_first = time.perf_counter()
             self.ingest(np.frombuffer(b"".join(chunks), dtype=dbn.MBO_DTYPE))
+            self._t_last = time.perf_counter()
 
     def ingest(self, recs: np.ndarray) -> None:
         """Records of the subscribed contract, in arrival order: dedupe, capture, engines, frames."""
@@ -517,6 +522,7 @@ class LiveRunner:
                     path = self.capture.close_day()
                     log.info("closed the capture of %s: %s", self.capture.day, path)
                     self.capture = None
+            log.info("ingest: %s", json.dumps(self.ingest_stats()))
             if self.capture is not None:
                 self.capture.suspend()
             if self.silver_sink is not None:
@@ -531,6 +537,12 @@ class LiveRunner:
             self.state.close()
 
     # ---- state -------------------------------------------------------------------------------------
+    def ingest_stats(self) -> dict[str, Any]:
+        """Records and seconds from the first to the last ingested batch (callbacks -> engine -> frames)."""
+        secs = 0.0 if self._t_first is None else self._t_last - self._t_first
+        return {"records": self.records, "seconds": round(secs, 4),
+                "records_per_s": round(self.records / secs) if secs > 0 else None}
+
     def _save_state(self, status: str | None, force: bool = False) -> None:
         now = time.monotonic()
         if self.capture is not None and now - self._last_sync >= 1.0:
@@ -550,7 +562,8 @@ class LiveRunner:
                                  "published_bins": self.publisher.published_bins,
                                  "dropped_bins": self.publisher.dropped_bins},
                        "capture": None if self.capture is None else str(self.capture.body_path),
-                       "heartbeats": self.inbox.heartbeats, "stalls_s": self.stalls[-20:]}}
+                       "heartbeats": self.inbox.heartbeats, "stalls_s": self.stalls[-20:],
+                       "ingest": self.ingest_stats()}}
         if status is not None:
             fields["status"] = status
         try:
@@ -611,7 +624,7 @@ def _answers(gw: tuple[str | None, int], key: str, dataset: str) -> bool:
 
 def config_from_args(args: Any) -> LiveConfig:
     return LiveConfig(gateways=args.gateway or [], key=args.key, symbol=args.symbol, workspace=args.workspace,
-                      aliases=args.alias, lake=args.lake, registry_url=args.registry_url,
+                      aliases=[] if args.no_publish else args.alias, lake=args.lake, registry_url=args.registry_url,
                       redis_url=args.redis_url or os.environ.get("QMACHINA_LIVE_REDIS_URL", "redis://127.0.0.1:6379/0"),
                       maxlen=args.maxlen, heartbeat_interval_s=args.heartbeat_s, backoff_base_s=args.backoff_base_s,
                       backoff_cap_s=args.backoff_cap_s, failover_after=args.failover_after,
