@@ -211,6 +211,19 @@ def cmd_lake_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Replace this process with a Celery worker of the code location (`QMACHINA_EXECUTOR=celery` runs)."""
+    import socket
+
+    name = f"{args.name or 'qmachina'}-{os.getpid()}@{socket.gethostname()}"
+    argv = [sys.executable, "-m", "celery", "-A", "qmachina_assets.defs.celery_app", "worker",
+            "--prefetch-multiplier=1", "-Q", "dagster", "-n", name, "--loglevel", args.loglevel,
+            "--concurrency", str(args.concurrency), "--pool", args.pool]
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
+    return 0  # not reached
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """The serving process (FastAPI + WebSocket stream + REST under /v1); settings from QMACHINA_SERVING_*."""
     from qmachina_serving.server import serve
@@ -488,6 +501,14 @@ def build_parser() -> argparse.ArgumentParser:
     v2.add_argument("--host", default=None, help="default: QMACHINA_SERVING_HOST or 127.0.0.1")
     v2.add_argument("--port", type=int, default=None, help="default: QMACHINA_SERVING_PORT")
     v2.set_defaults(func=cmd_serve)
+
+    w = sub.add_parser("worker", help="a Celery worker running Dagster steps of the code location "
+                                      "(runs with QMACHINA_EXECUTOR=celery; broker QMACHINA_CELERY_BROKER)")
+    w.add_argument("--concurrency", type=int, default=1, help="steps at once in this worker")
+    w.add_argument("--pool", choices=("prefork", "solo", "threads"), default="prefork")
+    w.add_argument("--name", default=None, help="worker name prefix (default: qmachina)")
+    w.add_argument("--loglevel", default="INFO")
+    w.set_defaults(func=cmd_worker)
 
     lg = sub.add_parser("live-gateway", help="loopback Databento Live gateway over DBN files (tests, demo market)")
     lg.add_argument("files", nargs="+", type=Path, help="DBN MBO files (merged on ts_recv)")
