@@ -31,7 +31,7 @@ from qmachina_serving.live.capture import GAP_CLEAR_FLAGS, read_manifest
 from qmachina_serving.live.state import LiveSessions
 from tests.conftest import ESH4_1225, sample
 from tests.support.auth import seed_access
-from tests.support.live import gateway, live_process, private_redis, replicas, window_file
+from tests.support.live import gateway, gateways, live_process, private_redis, replicas, wait_ready, window_file
 from tests.support.serving import build_served_lake
 
 MIDDAY = 1703545200_000_000_000  # 2023-12-25 23:00 UTC (18:00 ET, the Sunday open)
@@ -154,9 +154,10 @@ def test_live_day_resets_two_replicas_redis_outage(world, redis_server, tmp_path
     silver_out = tmp_path / "silver_live"
     r = redis_server
 
-    with gateway([world["window"]], speed=SPEED, at_end="close", log=tmp_path / "gw.log") as gw, \
-            replicas(world["lake"], 2, world["access"], QMACHINA_SERVING_REDIS_URL=r.url,
-                     QMACHINA_SERVING_CLIENT_QUEUE_BINS="4096") as (s0, s1):
+    with replicas(world["lake"], 2, world["access"], wait=False, QMACHINA_SERVING_REDIS_URL=r.url,
+                  QMACHINA_SERVING_CLIENT_QUEUE_BINS="4096") as (s0, s1), \
+            gateway([world["window"]], speed=SPEED, at_end="close", log=tmp_path / "gw.log") as gw:
+        wait_ready([s0, s1])
         headers = world["access"].ws_headers("viewer")
         outs = [{"seq": []} for _ in range(3)]
 
@@ -263,8 +264,8 @@ def test_stall_refused_auth_failover_and_back(world, redis_server, tmp_path: Pat
     args = ("--at-close", "exit", "--silver-out", str(silver_out), "--heartbeat-s", "1", "--backoff-base-s", "0.2",
             "--backoff-cap-s", "0.5", "--failover-after", "3", "--primary-probe-s", "1", "--run-id", "lv_test_c",
             "--alias", "vp")
-    with gateway([world["window"]], speed=SPEED, at_end="close", log=tmp_path / "gw_a.log") as a, \
-            gateway([world["window"]], speed=SPEED, at_end="close", log=tmp_path / "gw_b.log") as b, \
+    with gateways([[world["window"]]] * 2, speed=SPEED, at_end="close",
+                  logs=[tmp_path / "gw_a.log", tmp_path / "gw_b.log"]) as (a, b), \
             live_process([a.port, b.port], lake, redis_server.url, *args, log=tmp_path / "live.log") as proc:
         _wait(lambda: a.status()["sessions"], "the first session", proc, 120)
         first = a.status()["sessions"]
