@@ -545,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--backoff-cap-s", type=float, default=15.0)
     lv.add_argument("--failover-after", type=int, default=3, help="failed attempts before the next gateway")
     lv.add_argument("--primary-probe-s", type=float, default=5.0, help="probe the first gateway this often")
+    lv.add_argument("--max-replay-s", type=float, default=23 * 3600.0,
+                    help="a disconnection longer than this is not replayed: re-snapshot, report the gap")
     lv.add_argument("--at-close", choices=("reconnect", "exit"), default="reconnect",
                     help="when the gateway ends the session cleanly: reconnect, or flush and close the day")
     lv.add_argument("--silver-out", type=Path, default=None, help="also write the live silver (bins/grid Parquet)")

@@ -52,7 +52,7 @@ from qmachina_assets.core.ingest import dbn
 from qmachina_assets.core.instrument import InstrumentConfig, locked_instrument
 from qmachina_assets.core.paths import lake_root
 from qmachina_serving.live import wire
-from qmachina_serving.live.capture import DayCapture, day_of
+from qmachina_serving.live.capture import DayCapture, day_of, gap_clear
 from qmachina_serving.live.channel import Publisher
 from qmachina_serving.live.state import LiveSessions
 from qmachina_serving.stream.protocol import CLOSE_CODES
@@ -90,6 +90,8 @@ class LiveConfig(BaseModel):
     primary_probe_s: float = Field(5.0, gt=0)
     replay_margin_s: float = Field(1.0, ge=0, description="the replay after a reconnect starts this much "
                                                           "before the last ts_event (records seen are dropped)")
+    max_replay_s: float = Field(23 * 3600.0, gt=0, description="a disconnection longer than this (wall time since "
+                                "the last record) cannot be replayed: re-snapshot and report the gap")
     batch_s: float = Field(0.002, gt=0, description="the main thread takes the received records this often")
     at_close: str = Field("reconnect", pattern="^(reconnect|exit)$",
                           description="a clean end of session from the gateway: reconnect, or end the run "
@@ -223,6 +225,9 @@ class LiveRunner:
         self.reconnects = 0
         self.gaps = 0
         self.stalls: list[float] = []  # seconds of silence at each stall detection
+        self._publisher_id = 1
+        self._last_rx = 0.0  # wall time the last record was ingested (the replay window check)
+        self._gap: dict[str, Any] | None = None  # a gap waiting for its end (the first record after it)
         self._t_first: float | None = None  # monotonic time of the first / last ingested batch (ingest rate)
         self._t_last = 0.0
         self.last_ts_event: int | None = None
@@ -346,6 +351,13 @@ class LiveRunner:
         while not self.stop_event.is_set():
             gw = self.gateways[self.gw_index]
             start = self.replay_start()
+            if start is not None and time.time() - self._last_rx > self.cfg.max_replay_s:
+                self._unrepairable(f"disconnected for {time.time() - self._last_rx:.1f} s, more than the replay "
+                                   f"window ({self.cfg.max_replay_s:g} s)")
+                start = None
+            elif start is not None and self._gap is None:
+                self._gap = {"start_ns": self.dedupe.last_ts_recv, "end_ns": None, "repaired": True,
+                             "records_missed": 0}
             try:
                 live = self._open(gw, start)
             except Exception as exc:
@@ -441,6 +453,36 @@ class LiveRunner:
             self.stop_event.wait(min(0.1, end - time.monotonic()))
             self._save_state(None)
 
+    # ---- gaps --------------------------------------------------------------------------------------
+    def _unrepairable(self, why: str) -> None:
+        """The feed lost records it cannot replay: clear the book (the capture's marker record, fed to the engines
+        as silver will read it) and start again from a snapshot; the gap is reported when the feed resumes."""
+        log.error("unrepairable gap: %s; re-anchoring from a snapshot", why)
+        self._gap = {"start_ns": self.dedupe.last_ts_recv, "end_ns": None, "repaired": False, "records_missed": None,
+                     "reason": why}
+        if self.capture is not None and self.instrument_id is not None and self.last_ts_event is not None:
+            marker = gap_clear(self.instrument_id, self._publisher_id, self.dedupe.last_ts_recv, self.last_ts_event)
+            self.capture.append(marker)
+            self.records += 1
+            self._feed(marker)
+        self.last_ts_event = None  # the next subscription is a snapshot
+        self.dedupe = Dedupe()
+
+    def _close_gap(self, first_ts_recv: int) -> None:
+        gap, self._gap = self._gap, None
+        if gap is None:
+            return
+        gap["end_ns"] = int(first_ts_recv)
+        if self.capture is not None:
+            self.capture.add_gap(gap)
+        if gap["repaired"]:
+            return
+        self.gaps += 1
+        msg = {"type": "gap", "start_ns": str(gap["start_ns"]), "end_ns": str(gap["end_ns"]),
+               "reason": gap.get("reason"), "book_valid": False}
+        for f in self.feeds:
+            self.publisher.message(self.cfg.workspace, f.alias, msg)
+
     # ---- records -----------------------------------------------------------------------------------
     def _drain(self) -> None:
         box = self.inbox
@@ -470,6 +512,10 @@ class LiveRunner:
         if not len(recs):
             return
         self.dedupe.seen(recs)
+        self._last_rx = time.time()
+        self._publisher_id = int(recs["publisher_id"][0])
+        if self._gap is not None:
+            self._close_gap(int(recs["ts_recv"][0]))
         days = recs["ts_recv"].view(np.int64) // 86_400_000_000_000
         if days[0] != days[-1]:  # a UTC day boundary inside the batch: each day's records to its file
             for d in np.unique(days):
@@ -628,7 +674,8 @@ def config_from_args(args: Any) -> LiveConfig:
                       redis_url=args.redis_url or os.environ.get("QMACHINA_LIVE_REDIS_URL", "redis://127.0.0.1:6379/0"),
                       maxlen=args.maxlen, heartbeat_interval_s=args.heartbeat_s, backoff_base_s=args.backoff_base_s,
                       backoff_cap_s=args.backoff_cap_s, failover_after=args.failover_after,
-                      primary_probe_s=args.primary_probe_s, at_close=args.at_close, silver_out=args.silver_out,
+                      primary_probe_s=args.primary_probe_s, max_replay_s=args.max_replay_s, at_close=args.at_close,
+                      silver_out=args.silver_out,
                       run_id=args.run_id)
 
 
