@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             stage_s: dict[str, float] = defaultdict(float)
             run_rows = []
             for r in runs:
-                pids = {e.pid for e in instance.all_logs(r.run_id) if e.pid}
+                pids = {e.dagster_event.pid for e in instance.all_logs(r.run_id)
+                        if e.dagster_event and e.dagster_event.pid}
                 peak = max((sampler.peak.get(p, 0.0) for p in pids), default=0.0)
                 steps = instance.get_run_step_stats(r.run_id)
                 for st in steps:
