@@ -81,7 +81,7 @@ DERIVATIVE_WEIGHTS: tuple[str, ...] = ("bull_pressure", "bull_vacuum", "bear_pre
 SIGNAL_PARAMS: dict[str, tuple[str, ...] | None] = {
     **{name: None for name in KNOWN_SIGNALS},
     "derivative": DERIVATIVE_PARAMS,
-    "flow_score": (),
+    "flow_score": ("k",),  # the relative tick read (FlowScoreParams; default 0, the spot)
 }
 #: Signals whose score is clipped to [-1, 1]: a threshold above 1 never fires.
 BOUNDED_SIGNALS: tuple[str, ...] = ("flow_score", "derivative")
