@@ -221,7 +221,7 @@ def test_manifest_lineage(world, built):
     assert m.pipeline_spec == p.model_dump(mode="json")
     assert m.runtime_config_version == p.runtime().config_version
     assert m.gold_config_hash == p.gold_config().config_hash and m.gold_dsl is None
-    assert (m.engine_version, m.gold_version) == ("engine-1", gold.GOLD_VERSION)
+    assert (m.engine_version, m.gold_version) == ("engine-2", gold.GOLD_VERSION)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout
     assert m.code_version.source == "git" and m.code_version.commit == head.strip()
     assert isinstance(m.code_version.dirty, bool)

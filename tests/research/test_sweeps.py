@@ -79,9 +79,13 @@ def test_fold_rows_equal_direct_evaluation(world):
                                                                    "sl_ticks": 4})
     test = load_grid_data(lake, [dataset_id_for(lake, pipe, DAYS[1])], ["flow_score"])
     s = make_signal("flow_score").fit(test).score(test)
-    res = evaluate(s, test.mid, test.best_bid, test.best_ask, test.ts_ns, test.valid,
-                   EvalParams(threshold=0.1, tp_ticks=4, sl_ticks=4, cooldown_bins=20, max_hold_bins=600,
-                              tick_size=0.25, warmup_bins=100, entry_mode="cross"))
+    # the dataset carries the intrabin mid range (engine-2) and the sweep tests its barriers against it
+    ok = test.valid & np.isfinite(test.mid_high)
+    assert ok.mean() > 0.9 and np.all(test.mid_low[ok] <= test.mid[ok]) and np.all(test.mid[ok] <= test.mid_high[ok])
+    params = EvalParams(threshold=0.1, tp_ticks=4, sl_ticks=4, cooldown_bins=20, max_hold_bins=600,
+                        tick_size=0.25, warmup_bins=100, entry_mode="cross")
+    res = evaluate(s, test.mid, test.best_bid, test.best_ask, test.ts_ns, test.valid, params, day=test.day,
+                   high=test.mid_high, low=test.mid_low)
     assert row["oos_n_trades"] == res.metrics.n_trades
     assert np.isclose(row["oos_total_pnl_ticks"], res.metrics.total_pnl_ticks)
     # the swept gold scoring value is really recomputed: tanh 2.0 changes the flow score and the trades

@@ -19,8 +19,9 @@ Model
   random decaying bursts and a slow log-AR(1) regime factor.
 
 Planted effect (the demo's findable edge; `planted_episodes_per_day` 0 turns it off): episodes start at
-random events (~800 a day, most in the busy RTH hours). Each has a direction D = ±1 and two phases. Lead
-(`planted_lead_events` events, ~2-3 s at the open): 90 % of the events are the informed flow — an Add
+random events (~800 a day, most in the busy RTH hours). Each has a direction D = ±1 (leaning back
+towards the day's start price, so the day's range stays realistic) and two phases. Lead
+(`planted_lead_events` events, ~2 s at the open): 90 % of the events are the informed flow — an Add
 (twice the usual size) joining the touch the price will move away from (the bid when D = +1) or a Cancel
 of the newest order at the other touch. Move (`planted_move_events` events): the fair price steps
 D·`planted_move_ticks` (14) ticks, and the book follows through the ordinary aggressors. So resting
@@ -605,7 +606,10 @@ def _generate_kernel(rs, n, W, base_tick, tick_int, start_ns, f0, pf, pi, s_side
             if ep_phase == 0 and _rand(rs) < ep_day / est_events:
                 ep_phase = 1
                 ep_left = ep_lead
-                ep_dir = 1 if _rand(rs) < 0.5 else -1
+                # directions lean back towards the day's start (P(up) 12 % four moves above it): the
+                # day's range stays realistic however many episodes it holds
+                p_up = 0.5 - 0.5 * np.tanh((f - f0) / (4.0 * ep_move + 1.0))
+                ep_dir = 1 if _rand(rs) < p_up else -1
             if ep_phase == 1:
                 plant = _rand(rs) < ep_share
                 ep_left -= 1

@@ -172,7 +172,7 @@ def run_fold(lake: Path, exp: ExperimentSpec, serving: ServingSpec, pipeline: Pi
                                  cooldown_list=axes["cooldown_bins"], max_hold_bins=ev.max_hold_bins,
                                  tick_size=runtime.tick_size, warmup_bins=ev.warmup_bins, entry_mode=ev.entry_mode,
                                  cost_ticks_per_trade=ev.cost_ticks_per_trade, latency_bins=ev.latency_bins,
-                                 day=data.day)
+                                 day=data.day, high=data.mid_high, low=data.mid_low)
             index = {tuple(float(grid[k][i]) for k in TRADING_KEYS): i for i in range(len(grid["threshold"]))}
             metrics[tag] = (grid, index)
         for values, app in members:
