@@ -98,6 +98,8 @@ function render(): void {
   if (!s) return;
   const d = s.steps.data?.payload;
   if (d) byId<HTMLSelectElement>('data-pipeline').value = String(d['pipeline']);
+  const gold = s.steps.gold?.payload['scoring'] as Record<string, unknown> | undefined;
+  for (const el of document.querySelectorAll<HTMLInputElement>('#gold-fields input')) el.value = gold?.[el.name] !== undefined ? String(gold[el.name]) : '';
   const sig = s.steps.signal?.payload;
   if (sig) {
     byId<HTMLSelectElement>('signal-name').value = String(sig['name']);
@@ -110,6 +112,12 @@ function render(): void {
     set('ev-thresholds', ev['thresholds']); set('ev-tp', ev['tp_ticks']); set('ev-sl', ev['sl_ticks']); set('ev-cooldown', ev['cooldown_bins']);
     const sc = ev['scoring'] as Record<string, unknown> | undefined;
     set('ev-tanh', sc?.['tanh_scale'] ?? '');
+    const num = (id: string, v: unknown): void => { if (v !== undefined && v !== null) set(id, v); };
+    num('ev-hold', ev['max_hold_bins']); num('ev-warmup', ev['warmup_bins']); num('ev-min-signals', ev['min_signals']);
+    num('ev-cost', ev['cost_ticks_per_trade']); num('ev-train', ev['train_days']);
+    const g = ev['promotion'] as Record<string, unknown> | undefined;
+    num('ev-g-trades', g?.['min_oos_trades']); num('ev-g-hit', g?.['min_hit_rate']);
+    num('ev-g-pf', g?.['min_profit_factor']); num('ev-g-dd', g?.['max_drawdown_ticks']);
   }
   if (!val('promote-alias')) byId<HTMLInputElement>('promote-alias').value = `studio_${s.session_id.slice(0, 8)}`;
   updateEstimate();
