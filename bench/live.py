@@ -71,7 +71,8 @@ def start_gateway(files: list[Path], speed: float, *extra: str) -> tuple[subproc
 def run_live(port: int, lake: Path, redis_url: str, *extra: str, log: Path) -> subprocess.Popen:
     with log.open("ab") as err:
         return subprocess.Popen([*QM, "live", "--gateway", f"127.0.0.1:{port}", "--key", KEY, "--lake", str(lake),
-                                 "--redis-url", redis_url, "--at-close", "exit", *extra], stdout=subprocess.DEVNULL,
+                                 "--redis-url", redis_url, "--at-close", "exit", "--symbol", "ESH4", *extra],
+                                stdout=subprocess.DEVNULL,
                                 stderr=err, cwd=ROOT, start_new_session=True)
 
 
