@@ -56,7 +56,7 @@ def test_gold_assets_builtin_and_dsl(lake, instrument):
         assert np.allclose(dsl[name].to_numpy(), col, rtol=0, atol=1e-9), name  # DSL twin of the built-in
 
 
-def test_gold_partition_is_immutable_per_config(lake, instrument):
+def test_gold_partition_is_versioned_per_config(lake, instrument):
     lakemod.land_raw_file(sample(ESH4_1225), lake, instrument)
     with dg.instance_for_test() as instance:
         register_sessions(instance, [session_key(DATE, "ESH4")])
@@ -69,8 +69,11 @@ def test_gold_partition_is_immutable_per_config(lake, instrument):
     m1, created = build_gold(config=cfg.model_dump(mode="json"), config_hash=cfg.config_hash, builtin_config=cfg, **kw)
     m2, again = build_gold(config=cfg.model_dump(mode="json"), config_hash=cfg.config_hash, builtin_config=cfg, **kw)
     assert created and not again and m1 == m2
-    other = GoldFeatureConfig.from_instrument(instrument, c1=2.0)
-    with pytest.raises(FileExistsError, match="immutable"):
-        build_gold(config=other.model_dump(mode="json"), config_hash=other.config_hash, builtin_config=other, **kw)
+    other = GoldFeatureConfig.from_instrument(instrument, c1=2.0)  # another config: another version, no error
+    first = gold_dir(lake, "builtin", "ESH4", DATE).resolve()
+    m3, created3 = build_gold(config=other.model_dump(mode="json"), config_hash=other.config_hash,
+                              builtin_config=other, **kw)
+    assert created3 and m3.config_hash == other.config_hash and first.is_dir()
+    assert gold_dir(lake, "builtin", "ESH4", DATE).resolve() != first
     with pytest.raises(FileNotFoundError, match="silver partition"):
         build_gold(config={}, config_hash="x", builtin_config=cfg, **{**kw, "date": "2023-12-24"})
