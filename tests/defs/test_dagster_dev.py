@@ -13,6 +13,9 @@ from qmachina_assets.core.paths import PROJECT_ROOT
 QUERY = ("{ assetNodes { assetKey { path } partitionDefinition { description } automationCondition { label } "
          "hasAssetChecks } }")
 
+SENSORS = ('{ sensorsOrError(repositorySelector: {repositoryName: "__repository__", repositoryLocationName: '
+           '"qmachina"}) { ... on Sensors { results { name sensorState { status } } } } }')
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -62,6 +65,10 @@ def test_dagster_dev_shows_the_assets(dagster_home, lake, tmp_path):
         assert labels["bronze_mbo"] is None  # requested by raw_file_sensor
         sweep_keys = next(n for n in nodes if n["assetKey"]["path"] == ["sweep_demo_flow_score_sweep"])
         assert "2024-03-15|ESH4" in sweep_keys["partitionDefinition"]["description"]  # only the valid test day
+        sensors = _graphql(port, SENSORS)["data"]["sensorsOrError"]["results"]
+        status = {x["name"]: x["sensorState"]["status"] for x in sensors}
+        assert status["qmachina_automation"] == status["raw_file_sensor"] == "RUNNING"
+        assert status["published_versions_sensor"] == "RUNNING" and "promotion_sensor" not in status
         log_text = (tmp_path / "dagster-dev.log").read_text()
         assert "MultiAssetSensorDefinition" not in log_text and "DeprecationWarning" not in log_text
     finally:

@@ -60,9 +60,19 @@ def test_gold_partition_is_versioned_per_config(lake, instrument):
     lakemod.land_raw_file(sample(ESH4_1225), lake, instrument)
     with dg.instance_for_test() as instance:
         register_sessions(instance, [session_key(DATE, "ESH4")])
-        assert dg.materialize([bronze_mbo, silver_grid], partition_key=session_key(DATE, "ESH4"),
-                              instance=instance, resources={"lake_res": LakeResource(root=str(lake))},
-                              run_config=WINDOW).success
+        res = {"lake_res": LakeResource(root=str(lake))}
+        other = {"ops": {"silver_grid": {"config": {"start_et": "18:20", "end_et": "18:25"}}}}
+        # a different silver window materializes (a new version: another data version), then back to the first
+        versions = []
+        for rc in (WINDOW, other, WINDOW):
+            out = dg.materialize([bronze_mbo, silver_grid] if not versions else [silver_grid],
+                                 partition_key=session_key(DATE, "ESH4"), instance=instance, resources=res,
+                                 run_config=rc)
+            assert out.success
+            versions.append(out.asset_materializations_for_node("silver_grid")[0].metadata["version"].value)
+        assert versions[0] == versions[2] != versions[1]
+        event = instance.get_latest_materialization_event(dg.AssetKey("silver_grid"))
+        assert event.asset_materialization.tags["dagster/data_version"] == versions[0]
     cfg = GoldFeatureConfig.from_instrument(instrument)
     kw = dict(lake=lake, symbol="ESH4", date=DATE, feature_set="builtin", radius=instrument.grid_radius_ticks,
               tick_int=instrument.tick_int)

@@ -128,10 +128,13 @@ def test_sweep_asset_materializes_a_test_day(world):
     assert "| **yes** |" in meta["top_in_sample"].value
     assert "advice_error" not in meta and "data:image/png;base64," in meta["sensitivity"].value  # decision support
     assert "| deflated_sharpe |" in meta["robustness_flags"].value and meta["sets_tried"].value == 8
-    with dg.instance_for_test() as instance, pytest.raises(Exception, match="not a walk-forward test day"):
-        register_sessions(instance, [session_key("2024-03-14", "ESH4")])
-        dg.materialize([asset], partition_key=session_key("2024-03-14", "ESH4"), instance=instance,
-                       resources={"lake_res": LakeResource(root=str(lake))})
+    # only walk-forward test days are partitions; each depends on every dataset session its fold reads
+    assert asset.partitions_def.get_partition_keys() == ["2024-03-15|ESH4"]
+    [dep] = asset.specs_by_key[asset.key].deps
+    upstream = dep.partition_mapping.get_upstream_mapped_partitions_result_for_partitions(
+        asset.partitions_def.subset_with_partition_keys(["2024-03-15|ESH4"]), asset.partitions_def,
+        dg.StaticPartitionsDefinition(["2024-03-14|ESH4", "2024-03-15|ESH4"])).partitions_subset
+    assert sorted(upstream.get_partition_keys()) == ["2024-03-14|ESH4", "2024-03-15|ESH4"]
 
 
 def test_ml_signal_is_fitted_per_label_barrier_on_the_training_day(world):
