@@ -4,7 +4,7 @@ VENV := .venv
 UV_VERSION := 0.13.9
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: demo test lint install web-install web-build browser clean-lake
+.PHONY: live-demo demo test lint install web-install web-build browser clean-lake
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ browser:
 ## Main job end to end on the embedded default (sample data, SQLite Dagster instance); builds the web client
 demo: install web-build
 	$(VENV)/bin/qmachina demo
+
+## Live demo: loopback gateway (the real sample at real time) + qmachina live + qmachina serve (after `make demo`)
+live-demo: install web-build
+	$(VENV)/bin/qmachina live demo
 
 ## The test suite (CI runs this with QMACHINA_REQUIRE_SERVICES=1)
 test: install web-build browser

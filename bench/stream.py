@@ -57,9 +57,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def build_lake(root: Path) -> tuple[str, str]:
+def build_lake(root: Path, streams: int = 50) -> tuple[str, str]:
     """Bronze of the sample day + a registered serving version; returns the alias and an admin's token of
-    the lake's default workspace (clients authenticate like any other; stream stats need admin)."""
+    the lake's default workspace (clients authenticate like any other; stream stats need admin). The
+    workspace's concurrent-stream quota is raised to `streams` (+ margin): with the default 50 the server
+    refuses the 51st client with close code 4429 and the figures would be those of 50 clients."""
     from qmachina_assets.core.ingest import lake as lakemod
     from qmachina_assets.core.ingest.bronze import build_bronze
     from qmachina_assets.core.instrument import load_instrument
@@ -88,6 +90,8 @@ def build_lake(root: Path) -> tuple[str, str]:
         cp.create_workspace("default", actor="bench/stream.py", owner="bench")
         cp.add_member("default", "bench_admin", "admin", actor="bench/stream.py")
         _, token = cp.create_token("default", "bench_admin", actor="bench/stream.py", label="stream benchmark")
+        quotas = cp.quotas("default").model_copy(update={"max_concurrent_streams": max(50, streams + 16)})
+        cp.set_quotas("default", quotas, actor="bench/stream.py")
     return "bench", token
 
 
@@ -325,7 +329,7 @@ def main() -> int:
     try:
         if args.url is None:
             tmp = Path(tempfile.mkdtemp(prefix="qm_bench_stream_"))
-            serving, token = build_lake(tmp)
+            serving, token = build_lake(tmp, streams=args.clients)
             port = free_port()
             t = time.time()
             server = start_server(tmp / "lake", port, args.queue_bins, args.server_nice)
@@ -412,7 +416,11 @@ def main() -> int:
     lm = report["latency_ms"]
     print(f"{args.clients} clients, {report['bin_ms']:g} ms bins, {measured:.1f} s measured: "
           f"latency p50 {lm['p50']} / p95 {lm['p95']} / p99 {lm['p99']} / max {lm['max']} ms; "
-          f"missed bins {missed}; server CPU {report['server_cpu_pct']} %, clients {report['client_cpu_pct']} %")
+          f"missed bins {missed}; server CPU {report['server_cpu_pct']} %, clients {report['client_cpu_pct']} %; "
+          f"client ends {ends}")
+    if ends.get("error"):
+        print(f"WARNING: {ends['error']} clients ended with an error message (refused: quota, auth, ...)",
+              file=sys.stderr)
     print(json.dumps(report))
     return 0
 

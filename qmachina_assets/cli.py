@@ -211,6 +211,19 @@ def cmd_lake_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Replace this process with a Celery worker of the code location (`QMACHINA_EXECUTOR=celery` runs)."""
+    import socket
+
+    name = f"{args.name or 'qmachina'}-{os.getpid()}@{socket.gethostname()}"
+    argv = [sys.executable, "-m", "celery", "-A", "qmachina_assets.defs.celery_app", "worker",
+            "--prefetch-multiplier=1", "-Q", "dagster", "-n", name, "--loglevel", args.loglevel,
+            "--concurrency", str(args.concurrency), "--pool", args.pool]
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
+    return 0  # not reached
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """The serving process (FastAPI + WebSocket stream + REST under /v1); settings from QMACHINA_SERVING_*."""
     from qmachina_serving.server import serve
@@ -231,6 +244,10 @@ def cmd_live(args: argparse.Namespace) -> int:
     `qmachina live status`: the recent live_sessions rows."""
     from qmachina_serving.live import runner
 
+    if args.action == "demo":
+        from qmachina_serving.live.demo import main_with
+
+        return main_with(args)
     return runner.status_main(args) if args.action == "status" else runner.main_with(args)
 
 
@@ -308,7 +325,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     aliases = _register_demo_ema()
     token_file = _demo_access(lake)
     print(f"stream it:     .venv/bin/qmachina serve  -> http://127.0.0.1:8002/?serving={aliases}"
-          "  (registry: /registry.html, experiments: /experiments.html)")
+          "  (registry: /registry.html, experiments: /experiments.html, model studio: /studio.html)")
+    print("model studio:  http://127.0.0.1:8002/studio.html  (build, run, compare and promote a model in the browser;"
+          " runs go through Dagster: keep `dagster dev` above running)")
     print(f"log in:        the browser asks once at /login.html: paste the owner token of workspace "
           f"'{DEMO_WORKSPACE}' from {token_file} (API clients: Authorization: Bearer $(cat {token_file}))")
     return 0
@@ -484,6 +503,14 @@ def build_parser() -> argparse.ArgumentParser:
     v2.add_argument("--port", type=int, default=None, help="default: QMACHINA_SERVING_PORT")
     v2.set_defaults(func=cmd_serve)
 
+    w = sub.add_parser("worker", help="a Celery worker running Dagster steps of the code location "
+                                      "(runs with QMACHINA_EXECUTOR=celery; broker QMACHINA_CELERY_BROKER)")
+    w.add_argument("--concurrency", type=int, default=1, help="steps at once in this worker")
+    w.add_argument("--pool", choices=("prefork", "solo", "threads"), default="prefork")
+    w.add_argument("--name", default=None, help="worker name prefix (default: qmachina)")
+    w.add_argument("--loglevel", default="INFO")
+    w.set_defaults(func=cmd_worker)
+
     lg = sub.add_parser("live-gateway", help="loopback Databento Live gateway over DBN files (tests, demo market)")
     lg.add_argument("files", nargs="+", type=Path, help="DBN MBO files (merged on ts_recv)")
     lg.add_argument("--host", default="127.0.0.1")
@@ -500,13 +527,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     lv = sub.add_parser("live", help="live ingestion: Databento Live MBO -> engine -> every alias's frames -> "
                                      "Redis Streams (`live status`: the live_sessions rows)")
-    lv.add_argument("action", nargs="?", choices=("run", "status"), default="run")
+    lv.add_argument("action", nargs="?", choices=("run", "status", "demo"), default="run",
+                    help="run (default), status (the live_sessions rows), demo (gateway + live + serve)")
+    lv.add_argument("--speed", type=float, default=1.0, help="demo: the loopback market's speed (x real time)")
     lv.add_argument("--gateway", action="append", default=None,
                     help="HOST:PORT of a Live gateway (repeat for failover, in order; default: Databento's)")
     lv.add_argument("--key", default=None, help="API key (default: $DATABENTO_API_KEY)")
     lv.add_argument("--symbol", default=None, help="contract (default: the instrument lock's front contract)")
     lv.add_argument("--workspace", default="default")
     lv.add_argument("--alias", action="append", default=None, help="alias to publish (repeatable; default: all)")
+    lv.add_argument("--no-publish", action="store_true", help="no alias: capture and engine only (benchmarks)")
     lv.add_argument("--lake", type=Path, default=None, help="default: QMACHINA_LAKE_DIR, else lake/")
     lv.add_argument("--registry-url", default=None, help="default: QMACHINA_REGISTRY_URL, else SQLite in the lake")
     lv.add_argument("--redis-url", default=None, help="default: $QMACHINA_LIVE_REDIS_URL or redis://127.0.0.1:6379/0")
@@ -516,6 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--backoff-cap-s", type=float, default=15.0)
     lv.add_argument("--failover-after", type=int, default=3, help="failed attempts before the next gateway")
     lv.add_argument("--primary-probe-s", type=float, default=5.0, help="probe the first gateway this often")
+    lv.add_argument("--max-replay-s", type=float, default=23 * 3600.0,
+                    help="a disconnection longer than this is not replayed: re-snapshot, report the gap")
     lv.add_argument("--at-close", choices=("reconnect", "exit"), default="reconnect",
                     help="when the gateway ends the session cleanly: reconnect, or flush and close the day")
     lv.add_argument("--silver-out", type=Path, default=None, help="also write the live silver (bins/grid Parquet)")

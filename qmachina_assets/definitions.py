@@ -8,6 +8,7 @@ from qmachina_assets.defs.bronze.assets import bronze_mbo
 from qmachina_assets.defs.bronze.jobs import bronze_job
 from qmachina_assets.defs.bronze.sensors import raw_file_sensor
 from qmachina_assets.defs.datasets.assets import dataset_assets
+from qmachina_assets.defs.executor import select_executor
 from qmachina_assets.defs.gold.assets import gold_assets
 from qmachina_assets.defs.gold.jobs import gold_job
 from qmachina_assets.defs.promotion.assets import (
@@ -33,5 +34,5 @@ defs = dg.Definitions(
     jobs=[bronze_job, silver_job, gold_job, *experiment_jobs(RESEARCH), promote_job, experiment_job],
     sensors=[raw_file_sensor, automation_sensor, published_versions_sensor(EXPERIMENTS)],
     resources=default_resources(),
-    executor=dg.multiprocess_executor.configured({"max_concurrent": 2}),
+    executor=select_executor(),  # QMACHINA_EXECUTOR: multiprocess (default) | in_process | celery
 )

@@ -15,6 +15,7 @@ export default defineConfig({
         registry: resolve(import.meta.dirname, 'registry.html'),
         experiments: resolve(import.meta.dirname, 'experiments.html'),
         login: resolve(import.meta.dirname, 'login.html'),
+        studio: resolve(import.meta.dirname, 'studio.html'),
       },
     },
   },

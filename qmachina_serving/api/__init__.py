@@ -32,6 +32,8 @@ Endpoints (every one has a pydantic response model, so `/openapi.json` is comple
 - `POST /v1/jobs {experiment, session_id?, wall_time_s?}` — launch an experiment as a Dagster run (budget and
   quotas checked first); `GET /v1/jobs[?status=]`, `GET /v1/jobs/{id}`, `POST /v1/jobs/{id}/cancel|resume`,
   `GET /v1/jobs/{id}/events` (SSE), `GET /v1/jobs/estimate?experiment=`, `GET /v1/jobs/cost` (`api/jobs.py`).
+- `/v1/studio/…` — Model Studio (`api/studio.py`): `catalog`, `preview?pipeline=`, `sessions` (create, list, one),
+  `sessions/{id}/steps/{step}` (gated commit), `…/decisions`, `…/yaml` (manual mode), `…/gate`, `…/promote`.
 
 Errors: 404 unknown version/alias/experiment/run/dataset; 422 invalid input (names in paths are matched by a
 regex, so nothing reaches outside the lake's directories); 409 a refused write (`detail.issues` lists the
@@ -58,12 +60,12 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends
 
-from qmachina_serving.api import advisor, audit, auth, datasets, experiments, jobs, serving, workspaces
+from qmachina_serving.api import advisor, audit, auth, datasets, experiments, jobs, serving, studio, workspaces
 from qmachina_serving.api.common import ApiContext, ControlFactory, RegistryFactory
 
 #: The routers under `/v1`, each `module.build(ctx) -> APIRouter`. Add yours here: it is authenticated by
 #: construction (the `/v1` router carries the auth dependency); declare the role it needs with `ctx.role(...)`.
-V1_MODULES = (auth, workspaces, audit, serving, experiments, advisor, datasets, jobs)
+V1_MODULES = (auth, workspaces, audit, serving, experiments, advisor, datasets, jobs, studio)
 
 
 def build_router(registry_factory: RegistryFactory | None = None, lake: Path | None = None,

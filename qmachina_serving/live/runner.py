@@ -51,7 +51,8 @@ from qmachina_assets.core.engine.engine import Engine, SilverChunk
 from qmachina_assets.core.ingest import dbn
 from qmachina_assets.core.instrument import InstrumentConfig, locked_instrument
 from qmachina_assets.core.paths import lake_root
-from qmachina_serving.live.capture import DayCapture, day_of
+from qmachina_serving.live import wire
+from qmachina_serving.live.capture import DayCapture, day_of, gap_clear
 from qmachina_serving.live.channel import Publisher
 from qmachina_serving.live.state import LiveSessions
 from qmachina_serving.stream.protocol import CLOSE_CODES
@@ -75,7 +76,7 @@ class LiveConfig(BaseModel):
     symbol: str | None = Field(None, description="contract to subscribe (default: the lock's front contract)")
     workspace: str = "default"
     aliases: list[str] | None = Field(None, description="aliases to publish (default: every alias of the "
-                                                        "workspace)")
+                                                        "workspace; []: none, capture and engine only)")
     lake: Path | None = None
     registry_url: str | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -89,6 +90,8 @@ class LiveConfig(BaseModel):
     primary_probe_s: float = Field(5.0, gt=0)
     replay_margin_s: float = Field(1.0, ge=0, description="the replay after a reconnect starts this much "
                                                           "before the last ts_event (records seen are dropped)")
+    max_replay_s: float = Field(23 * 3600.0, gt=0, description="a disconnection longer than this (wall time since "
+                                "the last record) cannot be replayed: re-snapshot and report the gap")
     batch_s: float = Field(0.002, gt=0, description="the main thread takes the received records this often")
     at_close: str = Field("reconnect", pattern="^(reconnect|exit)$",
                           description="a clean end of session from the gateway: reconnect, or end the run "
@@ -221,6 +224,12 @@ class LiveRunner:
         self.bins = 0
         self.reconnects = 0
         self.gaps = 0
+        self.stalls: list[float] = []  # seconds of silence at each stall detection
+        self._publisher_id = 1
+        self._last_rx = 0.0  # wall time the last record was ingested (the replay window check)
+        self._gap: dict[str, Any] | None = None  # a gap waiting for its end (the first record after it)
+        self._t_first: float | None = None  # monotonic time of the first / last ingested batch (ingest rate)
+        self._t_last = 0.0
         self.last_ts_event: int | None = None
         self.last_sequence: int | None = None
         self.last_error: str | None = None
@@ -342,13 +351,21 @@ class LiveRunner:
         while not self.stop_event.is_set():
             gw = self.gateways[self.gw_index]
             start = self.replay_start()
+            if start is not None and time.time() - self._last_rx > self.cfg.max_replay_s:
+                self._unrepairable(f"disconnected for {time.time() - self._last_rx:.1f} s, more than the replay "
+                                   f"window ({self.cfg.max_replay_s:g} s)")
+                start = None
+            elif start is not None and self._gap is None:
+                self._gap = {"start_ns": self.dedupe.last_ts_recv, "end_ns": None, "repaired": True,
+                             "records_missed": 0}
             try:
                 live = self._open(gw, start)
             except Exception as exc:
                 failures += 1
                 attempt += 1
                 self.last_error = f"{_gw_name(gw)}: {exc}"
-                log.error("connection to %s failed (attempt %d): %s", _gw_name(gw), attempt, exc)
+                hint = " (check the API key: DATABENTO_API_KEY or --key)" if "auth" in str(exc).lower() else ""
+                log.error("connection to %s failed (attempt %d): %s%s", _gw_name(gw), attempt, exc, hint)
                 if failures >= self.cfg.failover_after and len(self.gateways) > 1:
                     self.gw_index = (self.gw_index + 1) % len(self.gateways)
                     failures = 0
@@ -410,6 +427,7 @@ class LiveRunner:
             # until the session's first message, the gateway gets START_GRACE_S (it may build a snapshot)
             limit = stall_s if self.inbox.messages > opened_at else max(stall_s, START_GRACE_S)
             if now - self.inbox.last_msg > limit:
+                self.stalls.append(round(now - self.inbox.last_msg, 3))
                 self.last_error = f"stall: no message for {now - self.inbox.last_msg:.1f} s " \
                                   f"(heartbeat interval {self.cfg.heartbeat_interval_s} s)"
                 log.warning("%s; reconnecting", self.last_error)
@@ -422,7 +440,7 @@ class LiveRunner:
                 return "stop"
             if self.gw_index != 0 and now >= next_probe:
                 next_probe = now + self.cfg.primary_probe_s
-                if _answers(self.gateways[0]):
+                if _answers(self.gateways[0], self.key, self.dataset):
                     log.info("the first gateway %s answers again: moving back", _gw_name(self.gateways[0]))
                     _terminate(live)
                     self._drain()
@@ -434,6 +452,36 @@ class LiveRunner:
         while not self.stop_event.is_set() and time.monotonic() < end:
             self.stop_event.wait(min(0.1, end - time.monotonic()))
             self._save_state(None)
+
+    # ---- gaps --------------------------------------------------------------------------------------
+    def _unrepairable(self, why: str) -> None:
+        """The feed lost records it cannot replay: clear the book (the capture's marker record, fed to the engines
+        as silver will read it) and start again from a snapshot; the gap is reported when the feed resumes."""
+        log.error("unrepairable gap: %s; re-anchoring from a snapshot", why)
+        self._gap = {"start_ns": self.dedupe.last_ts_recv, "end_ns": None, "repaired": False, "records_missed": None,
+                     "reason": why}
+        if self.capture is not None and self.instrument_id is not None and self.last_ts_event is not None:
+            marker = gap_clear(self.instrument_id, self._publisher_id, self.dedupe.last_ts_recv, self.last_ts_event)
+            self.capture.append(marker)
+            self.records += 1
+            self._feed(marker)
+        self.last_ts_event = None  # the next subscription is a snapshot
+        self.dedupe = Dedupe()
+
+    def _close_gap(self, first_ts_recv: int) -> None:
+        gap, self._gap = self._gap, None
+        if gap is None:
+            return
+        gap["end_ns"] = int(first_ts_recv)
+        if self.capture is not None:
+            self.capture.add_gap(gap)
+        if gap["repaired"]:
+            return
+        self.gaps += 1
+        msg = {"type": "gap", "start_ns": str(gap["start_ns"]), "end_ns": str(gap["end_ns"]),
+               "reason": gap.get("reason"), "book_valid": False}
+        for f in self.feeds:
+            self.publisher.message(self.cfg.workspace, f.alias, msg)
 
     # ---- records -----------------------------------------------------------------------------------
     def _drain(self) -> None:
@@ -451,7 +499,10 @@ class LiveRunner:
             self.last_error = f"gateway error: {e}"
             log.warning("gateway error message: %s", e)
         if chunks:
+            if self._t_first is None:
+                self._t_first = time.perf_counter()
             self.ingest(np.frombuffer(b"".join(chunks), dtype=dbn.MBO_DTYPE))
+            self._t_last = time.perf_counter()
 
     def ingest(self, recs: np.ndarray) -> None:
         """Records of the subscribed contract, in arrival order: dedupe, capture, engines, frames."""
@@ -461,6 +512,10 @@ class LiveRunner:
         if not len(recs):
             return
         self.dedupe.seen(recs)
+        self._last_rx = time.time()
+        self._publisher_id = int(recs["publisher_id"][0])
+        if self._gap is not None:
+            self._close_gap(int(recs["ts_recv"][0]))
         days = recs["ts_recv"].view(np.int64) // 86_400_000_000_000
         if days[0] != days[-1]:  # a UTC day boundary inside the batch: each day's records to its file
             for d in np.unique(days):
@@ -513,6 +568,7 @@ class LiveRunner:
                     path = self.capture.close_day()
                     log.info("closed the capture of %s: %s", self.capture.day, path)
                     self.capture = None
+            log.info("ingest: %s", json.dumps(self.ingest_stats()))
             if self.capture is not None:
                 self.capture.suspend()
             if self.silver_sink is not None:
@@ -527,6 +583,12 @@ class LiveRunner:
             self.state.close()
 
     # ---- state -------------------------------------------------------------------------------------
+    def ingest_stats(self) -> dict[str, Any]:
+        """Records and seconds from the first to the last ingested batch (callbacks -> engine -> frames)."""
+        secs = 0.0 if self._t_first is None else self._t_last - self._t_first
+        return {"records": self.records, "seconds": round(secs, 4),
+                "records_per_s": round(self.records / secs) if secs > 0 else None}
+
     def _save_state(self, status: str | None, force: bool = False) -> None:
         now = time.monotonic()
         if self.capture is not None and now - self._last_sync >= 1.0:
@@ -546,7 +608,8 @@ class LiveRunner:
                                  "published_bins": self.publisher.published_bins,
                                  "dropped_bins": self.publisher.dropped_bins},
                        "capture": None if self.capture is None else str(self.capture.body_path),
-                       "heartbeats": self.inbox.heartbeats}}
+                       "heartbeats": self.inbox.heartbeats, "stalls_s": self.stalls[-20:],
+                       "ingest": self.ingest_stats()}}
         if status is not None:
             fields["status"] = status
         try:
@@ -580,14 +643,24 @@ def _terminate(live: Any) -> None:
         live.terminate()
 
 
-def _answers(gw: tuple[str | None, int]) -> bool:
-    """Whether a gateway accepts a TCP connection and greets (a cheap probe, no login)."""
+def _answers(gw: tuple[str | None, int], key: str, dataset: str) -> bool:
+    """Whether a gateway accepts a login now (greeting, CRAM, `success=1`); the probe then hangs up before
+    subscribing. A gateway that greets but refuses the key does not count as back."""
     if gw[0] is None:
         return False
     try:
         with socket.create_connection((gw[0], gw[1]), timeout=1.0) as s:
             s.settimeout(1.0)
-            return s.recv(64).startswith(b"lsg_version=")
+            f = s.makefile("rb")
+            fields: dict[str, str] = {}
+            while "cram" not in fields:
+                line = f.readline(4096)
+                if not line:
+                    return False
+                fields.update(wire.parse_line(line))
+            s.sendall(wire.format_line(auth=wire.cram_response(fields["cram"], key), dataset=dataset,
+                                       encoding="dbn", ts_out=0))
+            return wire.parse_line(f.readline(4096)).get("success") == "1"
     except OSError:
         return False
 
@@ -597,11 +670,12 @@ def _answers(gw: tuple[str | None, int]) -> bool:
 
 def config_from_args(args: Any) -> LiveConfig:
     return LiveConfig(gateways=args.gateway or [], key=args.key, symbol=args.symbol, workspace=args.workspace,
-                      aliases=args.alias, lake=args.lake, registry_url=args.registry_url,
+                      aliases=[] if args.no_publish else args.alias, lake=args.lake, registry_url=args.registry_url,
                       redis_url=args.redis_url or os.environ.get("QMACHINA_LIVE_REDIS_URL", "redis://127.0.0.1:6379/0"),
                       maxlen=args.maxlen, heartbeat_interval_s=args.heartbeat_s, backoff_base_s=args.backoff_base_s,
                       backoff_cap_s=args.backoff_cap_s, failover_after=args.failover_after,
-                      primary_probe_s=args.primary_probe_s, at_close=args.at_close, silver_out=args.silver_out,
+                      primary_probe_s=args.primary_probe_s, max_replay_s=args.max_replay_s, at_close=args.at_close,
+                      silver_out=args.silver_out,
                       run_id=args.run_id)
 
 

@@ -47,7 +47,7 @@ def cp(db_url, tmp_path):
 
 def test_migration_creates_the_models_and_reopens(db_url, tmp_path):
     with ControlPlane(url=db_url, lake=tmp_path) as c:
-        assert c.revision() == "0001_initial"
+        assert c.revision() == "0002_studio_sessions"
         from alembic.autogenerate import compare_metadata
         from alembic.migration import MigrationContext
 

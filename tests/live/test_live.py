@@ -2,10 +2,11 @@
 redis-server, two serving replicas and WebSocket clients (`?serving=ALIAS&source=live`).
 
 One real minute of the ESH4 2023-12-25 sample (Sunday open, with a snapshot at its head) is the market,
-replayed at 6x real time; the gateway resets the connection three times and the private Redis is killed and
-restarted mid-run. Every check compares against an independent path: the captured day file against
-the source records, the live silver against the engine run on the captured file (what `qmachina silver`
-does), the replicas' frames against each other and against that silver.
+replayed at 4x real time; the gateway resets the connection three times, the private Redis is killed and
+restarted mid-run, and a last stall outlasts the replay window (an unrepairable gap). Every check compares
+against an independent path: the captured day file against the source records, the live silver against
+the engine run on the captured file (what `qmachina silver` does), the replicas' frames against each other
+and against that silver.
 """
 
 from __future__ import annotations
@@ -26,16 +27,16 @@ from websockets.exceptions import ConnectionClosed
 from qmachina_assets.core.engine.engine import run_file
 from qmachina_assets.core.ingest import dbn
 from qmachina_assets.core.registry import Registry
-from qmachina_serving.live.capture import read_manifest
+from qmachina_serving.live.capture import GAP_CLEAR_FLAGS, read_manifest
 from qmachina_serving.live.state import LiveSessions
 from tests.conftest import ESH4_1225, sample
 from tests.support.auth import seed_access
-from tests.support.live import gateway, live_process, private_redis, replicas, window_file
+from tests.support.live import gateway, gateways, live_process, private_redis, replicas, wait_ready, window_file
 from tests.support.serving import build_served_lake
 
 MIDDAY = 1703545200_000_000_000  # 2023-12-25 23:00 UTC (18:00 ET, the Sunday open)
 WINDOW_S = 60
-SPEED = 6  # the minute lasts 10 s
+SPEED = 4  # the minute lasts 15 s
 CAPTURED = "raw/databento/future_mbo/ES/2023-12-25/live-es-20231225.mbo.dbn"
 
 
@@ -73,19 +74,40 @@ def fresh_lake(world, name: str) -> Path:
     return lake
 
 
-def check_capture_and_parity(lake: Path, silver_out: Path, source: np.ndarray) -> int:
-    """The captured day holds exactly the source records; the live silver equals the engine on that file."""
+def check_capture_and_parity(lake: Path, silver_out: Path, source: np.ndarray, *, gap: bool = False) -> int:
+    """The captured day holds exactly the source records (with `gap`: up to the unrepairable gap, its marker,
+    a new snapshot, then the source from there); the live silver equals the engine on that file."""
     captured = lake / CAPTURED
     _, recs = dbn.load_mbo(captured)
     recs = np.asarray(recs)
+    # clears with the snapshot flags: the opening snapshot's; with a gap also its marker, then the new snapshot's
+    clears = np.flatnonzero((recs["flags"] == GAP_CLEAR_FLAGS) & (recs["action"] == b"R"))
+    assert clears[0] == 0 and len(clears) == (3 if gap else 1)
+    if gap:
+        m = int(clears[1])
+        assert clears[2] == m + 1 and recs["ts_recv"][m] < recs["ts_recv"][m + 1]
+        before, after = recs[:m], recs[m + 1:]
+        head = _snapshot_len(before)
+        tail = after[_snapshot_len(after):]
+        assert len(tail) > 0 and tail.tobytes() == source[len(source) - len(tail):].tobytes()
+        body = before[head:]
+        i = len(source) - len(tail)  # the records the gap lost lie before the tail
+        j = int(np.searchsorted(source["ts_recv"].view(np.int64), int(body["ts_recv"][0]), "left"))
+        while source[j:j + 1].tobytes() != body[:1].tobytes():
+            j += 1
+        assert source[j:j + len(body)].tobytes() == body.tobytes()  # up to the gap: every record once
+        assert i > j + len(body)  # records were lost in the gap (not replayable)
+        recs = before  # the part checked below against the source's head
     # the run opened on the gateway's snapshot of the book at the market's position (the source's head is a
     # snapshot too; the records of the first instants may be folded into the gateway's), then every later
     # record exactly once, in order
     head, src_head = _snapshot_len(recs), _snapshot_len(source)
-    tail = recs[head:]
-    start = len(source) - len(tail)
-    assert head > 0 and src_head <= start < src_head + 100, (head, src_head, start)
-    assert tail.tobytes() == source[start:].tobytes()  # none lost, none doubled, same order
+    assert head > 0
+    if not gap:
+        tail = recs[head:]
+        start = len(source) - len(tail)
+        assert src_head <= start < src_head + 100, (head, src_head, start)
+        assert tail.tobytes() == source[start:].tobytes()  # none lost, none doubled, same order
     bins, grid = run_file(captured, json_instrument())
     live_bins, live_grid = pq.read_table(silver_out / "bins.parquet"), pq.read_table(silver_out / "grid.parquet")
     assert live_bins.num_rows == bins.num_rows > 500
@@ -132,16 +154,17 @@ def test_live_day_resets_two_replicas_redis_outage(world, redis_server, tmp_path
     silver_out = tmp_path / "silver_live"
     r = redis_server
 
-    with gateway([world["window"]], speed=SPEED, at_end="close", log=tmp_path / "gw.log") as gw, \
-            replicas(world["lake"], 2, world["access"], QMACHINA_SERVING_REDIS_URL=r.url,
-                     QMACHINA_SERVING_CLIENT_QUEUE_BINS="4096") as (s0, s1):
+    with replicas(world["lake"], 2, world["access"], wait=False, QMACHINA_SERVING_REDIS_URL=r.url,
+                  QMACHINA_SERVING_CLIENT_QUEUE_BINS="4096") as (s0, s1), \
+            gateway([world["window"]], speed=SPEED, at_end="close", log=tmp_path / "gw.log") as gw:
+        wait_ready([s0, s1])
         headers = world["access"].ws_headers("viewer")
         outs = [{"seq": []} for _ in range(3)]
 
         def drive() -> None:
             with live_process([gw.port], lake, r.url, "--at-close", "exit", "--silver-out", str(silver_out),
                               "--heartbeat-s", "1", "--backoff-base-s", "0.2", "--backoff-cap-s", "0.5",
-                              "--run-id", "lv_test_a", log=tmp_path / "live.log") as proc:
+                              "--max-replay-s", "1.2", "--run-id", "lv_test_a", log=tmp_path / "live.log") as proc:
                 deadline = time.monotonic() + 120
                 while not gw.status()["sessions"]:
                     assert proc.poll() is None and time.monotonic() < deadline, "live never connected"
@@ -155,6 +178,8 @@ def test_live_day_resets_two_replicas_redis_outage(world, redis_server, tmp_path
                 r.start()
                 time.sleep(0.8)
                 assert gw.control("reset").startswith("ok reset 1")
+                time.sleep(0.8)  # then a silence longer than the replay window (1.2 s): an unrepairable gap
+                assert gw.control("stall 2.5").startswith("ok stall 1")
                 assert proc.wait(timeout=120) == 0
 
         async def main() -> None:
@@ -170,9 +195,16 @@ def test_live_day_resets_two_replicas_redis_outage(world, redis_server, tmp_path
         asyncio.run(main())
 
     # the capture is the source, the live silver is the engine on the capture
-    n_bins = check_capture_and_parity(lake, silver_out, world["records"])
+    n_bins = check_capture_and_parity(lake, silver_out, world["records"], gap=True)
     manifest = read_manifest(lake / CAPTURED)
-    assert manifest["records"] == len(dbn.load_mbo(lake / CAPTURED)[1]) and manifest["unrepaired_gaps"] == 0
+    assert manifest["records"] == len(dbn.load_mbo(lake / CAPTURED)[1])
+    assert manifest["unrepaired_gaps"] == 1 and manifest["repaired_gaps"] == 3  # the stall; the three resets
+    (gap,) = [g for g in manifest["gaps"] if not g["repaired"]]
+    assert gap["end_ns"] > gap["start_ns"] and "replay window" in gap["reason"]
+    live_bins = pq.read_table(silver_out / "bins.parquet").to_pydict()
+    in_gap = [v for v, e in zip(live_bins["book_valid"], live_bins["bin_end_ns"], strict=True)
+              if gap["start_ns"] < e <= gap["end_ns"]]
+    assert in_gap and not any(in_gap)  # the book is invalid across the gap
 
     # each client: first the alias is not published yet, then its live runtime_config, bins, Redis
     # unavailable, available again, bins, and the end of the live process (the three resets are invisible)
@@ -198,6 +230,8 @@ def test_live_day_resets_two_replicas_redis_outage(world, redis_server, tmp_path
                 t = pa.ipc.open_stream(arrow).read_all()
                 ref = silver_grid.slice(upd["bin_seq"] * w, w).select(t.schema.names)
                 assert t.num_rows == w and t.equals(ref.cast(t.schema))
+        gaps = [json.loads(t) for k, t, _ in out["seq"] if k == "gap"]
+        assert [(int(g["start_ns"]), int(g["end_ns"])) for g in gaps] == [(gap["start_ns"], gap["end_ns"])]
     # the replicas sent the same bytes
     frames0 = [(t, a) for k, t, a in outs[0]["seq"] if k in ("bin", "runtime_config")]
     frames1 = [(t, a) for k, t, a in outs[1]["seq"] if k in ("bin", "runtime_config")]
@@ -206,7 +240,53 @@ def test_live_day_resets_two_replicas_redis_outage(world, redis_server, tmp_path
     store = LiveSessions(lake=lake)
     row = store.get("lv_test_a")
     store.close()
-    assert row["status"] == "stopped" and row["bins"] == n_bins and row["reconnects"] == 3 and row["gaps"] == 0
+    assert row["status"] == "stopped" and row["bins"] == n_bins and row["reconnects"] == 4 and row["gaps"] == 1
     assert row["records"] == manifest["records"]
     assert row["checkpoint_ts_event"] == int(world["records"]["ts_event"][-1])
     assert row["detail"]["redis"]["outages"] == 1 and row["detail"]["redis"]["dropped_bins"] > 0
+
+
+def _wait(cond, what: str, proc, timeout: float = 30.0) -> float:
+    t0 = time.monotonic()
+    while not cond():
+        assert proc.poll() is None, f"qmachina live exited while waiting for {what}"
+        assert time.monotonic() - t0 < timeout, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+def test_stall_refused_auth_failover_and_back(world, redis_server, tmp_path: Path) -> None:
+    """A stall is detected within two heartbeat intervals; a refused login is a clear error with backoff, and
+    after three of them the run fails over to the second gateway; it moves back once the first accepts it
+    again. Nothing is lost or doubled through all of it."""
+    lake = fresh_lake(world, "lake_c")
+    silver_out = tmp_path / "silver_live"
+    args = ("--at-close", "exit", "--silver-out", str(silver_out), "--heartbeat-s", "1", "--backoff-base-s", "0.2",
+            "--backoff-cap-s", "0.5", "--failover-after", "3", "--primary-probe-s", "1", "--run-id", "lv_test_c",
+            "--alias", "vp")
+    with gateways([[world["window"]]] * 2, speed=SPEED, at_end="close",
+                  logs=[tmp_path / "gw_a.log", tmp_path / "gw_b.log"]) as (a, b), \
+            live_process([a.port, b.port], lake, redis_server.url, *args, log=tmp_path / "live.log") as proc:
+        _wait(lambda: a.status()["sessions"], "the first session", proc, 120)
+        first = a.status()["sessions"]
+        time.sleep(0.8)
+        assert a.control("stall 3").startswith("ok stall 1")
+        _wait(lambda: [s for s in a.status()["sessions"] if s not in first], "a new session after the stall", proc)
+        assert a.control("refuse_auth -1") and a.control("reset")
+        t = _wait(lambda: b.status()["sessions"], "failover to the second gateway", proc)
+        assert a.status()["refused"] == 3  # three attempts, then the next gateway: no hot retry loop
+        assert t >= 0.5  # the backoff between them (0.1-0.2, 0.2-0.4, 0.25-0.5 s)
+        time.sleep(1.0)
+        assert a.control("refuse_auth 0")
+        _wait(lambda: a.status()["sessions"] and not b.status()["sessions"], "back on the first gateway", proc)
+        assert proc.wait(timeout=60) == 0
+    check_capture_and_parity(lake, silver_out, world["records"])
+    store = LiveSessions(lake=lake)
+    row = store.get("lv_test_c")
+    store.close()
+    assert row["status"] == "stopped" and row["gaps"] == 0 and row["reconnects"] >= 3
+    stalls = row["detail"]["stalls_s"]
+    assert len(stalls) == 1 and 1.0 < stalls[0] <= 2.0  # within two heartbeat intervals of 1 s
+    log = (tmp_path / "live.log").read_text()
+    assert "Authentication failed" in log and "check the API key" in log
+    assert f"failing over to 127.0.0.1:{b.port}" in log and "moving back" in log

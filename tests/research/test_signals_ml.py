@@ -122,6 +122,20 @@ def test_barrier_labels_hand_built_path_and_purge():
     np.testing.assert_array_equal(use, [True] * 5 + [False] + [True] * 3 + [False] * 3)
 
 
+def test_barrier_labels_are_purged_per_day():
+    """Issue 14 item 5: a bin's label never looks into the next day (concatenated training days): the scan
+    stops at its day's last bin, and bins whose window reaches past it are purged."""
+    mid = np.array([10, 10, 10, 10, 10, 14, 14, 14, 14, 14], dtype=float)
+    day = np.array([0] * 5 + [1] * 5)
+    g = _path(mid)
+    g.day = day
+    lab, use = ml.barrier_labels(g, LabelSpec(tp_ticks=2, sl_ticks=2, max_hold_bins=3, tick_size=1.0))
+    # bins 2..4 would see day 1's +4 jump at bin 5: no label from the next day's open
+    np.testing.assert_array_equal(lab, [0] * 10)
+    # bins 0, 1 keep their window inside day 0; 2..4 and 7..9 reach past their day's end
+    np.testing.assert_array_equal(use, [True, True, False, False, False, True, True, False, False, False])
+
+
 def test_barrier_labels_match_reference_and_use_experiment_barriers():
     rng = np.random.default_rng(3)
     mid = 100 + np.cumsum(rng.choice([-0.25, 0, 0.25], size=2000))

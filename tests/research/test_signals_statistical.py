@@ -129,12 +129,6 @@ def test_bands_sides_and_asymmetry():
     assert common.asymmetry(more_bid_add, 1, 2, "pull")[0] < 0  # liquidity leaving below: bearish
 
 
-def test_percentile_thresholds():
-    v = np.array([-4.0, 1.0, 2.0, 3.0, np.nan, 0.0])
-    assert common.percentile_thresholds(v, [50, 100]) == (2.0, 4.0)
-    assert common.percentile_thresholds(np.zeros(5), [50]) == ()
-
-
 def test_rolling_robust_z_std_fallback_where_mad_is_zero():
     rng = np.random.default_rng(3)
     x = np.where(rng.random(400) < 0.2, rng.normal(size=400), 0.0)  # sparse: MAD 0 on most windows
@@ -160,7 +154,6 @@ def test_rolling_robust_z_std_fallback_where_mad_is_zero():
 R = 50
 N = 3000
 STAT = sorted(n for n, c in REGISTRY.items() if c.kind == "statistical")
-ADAPTIVE = ("ads_pfp_svac", "iirc", "msd", "pfp", "spg")
 #: signals whose score flips sign when the book is mirrored (k -> -k, directional codes negated)
 DIRECTIONAL = ("ads", "ads_pfp_svac", "derivative", "erd", "iirc", "jad", "msd", "pfp", "spg")
 CODE_DOMAIN = {"state5_code": (-2, 2), "flow_state_code": (-1, 1), "microstate_id": (0, 8)}
@@ -205,7 +198,7 @@ def test_registry_has_the_statistical_signals():
     assert sorted(statistical.STATISTICAL_SIGNALS) == STAT
     for name in STAT:
         sig = REGISTRY[name]()
-        assert sig.thresholds() == sig.default_thresholds and all(t > 0 for t in sig.default_thresholds)
+        assert all(t > 0 for t in sig.default_thresholds)
         with pytest.raises(ValueError):
             REGISTRY[name]({"no_such_param": 1})
 
@@ -268,35 +261,17 @@ def test_any_radius_works():
                                          {c: g[:, 40:61] for c, g in d.columns.items()}))
 
 
-# ------------------------------------------------------------------------------------ adaptive thresholds
+# ------------------------------------------------------------------------------------ no adaptive thresholds
 
 
-@pytest.mark.parametrize("name", ADAPTIVE)
-def test_adaptive_thresholds_come_from_the_training_slice_only(name, data):
+@pytest.mark.parametrize("name", STAT)
+def test_fit_learns_no_thresholds(name, data):
+    """Thresholds are the sweep's pre-registered axis: a statistical signal offers no fitted thresholds and
+    fitting it does not change its scores (issue 14 item 7: the adaptive ones had no caller)."""
     sig = REGISTRY[name]()
-    assert sig.thresholds() == sig.default_thresholds  # before fit: the SPEC fallback
-    n_train = 1500
-    fitted = sig.fit(data.slice(0, n_train)).thresholds()
-    assert fitted and all(t > 0 for t in fitted) and list(fitted) == sorted(fitted)
-    # change everything after the training window: fitting on the same training slice gives the same
-    rng = np.random.default_rng(11)
-    cols = {c: np.concatenate([g[:n_train], 3.0 * _random_column(c, g[n_train:].shape, rng)])
-            for c, g in data.columns.items()}
-    other = GridData(data.ts_ns, data.mid, data.best_bid, data.best_ask, data.valid, data.day, R, 100, cols)
-    assert REGISTRY[name]().fit(other.slice(0, n_train)).thresholds() == fitted
-    # ...and scoring the test data does not move them
-    sig.score(other)
-    assert sig.thresholds() == fitted
-    if name != "iirc":  # iirc's adaptive set only grows in coarse steps
-        assert REGISTRY[name]().fit(other).thresholds() != fitted  # the full series would differ
-
-
-def test_percentile_thresholds_match_training_scores(data):
-    train = data.slice(0, 1500)
-    sig = statistical.Pfp().fit(train)
-    s = statistical.Pfp().score(train)
-    keep = (np.arange(1500) >= 300) & np.isfinite(s)
-    assert sig.thresholds() == common.percentile_thresholds(s[keep], statistical.ADAPTIVE_PERCENTILES)
+    assert not hasattr(sig, "thresholds") and not hasattr(sig, "adaptive_thresholds")
+    before = REGISTRY[name]().score(data)
+    np.testing.assert_array_equal(sig.fit(data.slice(0, 1500)).score(data), before)
 
 
 # ------------------------------------------------------------------------------- hand-built sign tests

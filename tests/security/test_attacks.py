@@ -33,6 +33,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from qmachina_assets.core.control import ControlPlane
 from qmachina_assets.core.control import plane as planemod
+from qmachina_assets.core.control import studio as studio_sessions
 from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.registry import Registry
 from qmachina_assets.core.research import sweeps
@@ -105,6 +106,13 @@ class World:
             cp.register_resource("team_b", "experiment", EXP_B, actor="t")
             cp.register_resource("default", "dataset", "ds_default_only", actor="t")
             cp.signing_key()  # created once, before any snapshot
+            # a studio session and a job row of the default workspace: their real ids for the cross-workspace test
+            self.sid = studio_sessions.create_session(cp, "default", actor="t", title="a's").session_id
+            self.job_id = "j_" + "a" * 16
+            with cp.write("default") as conn:
+                cp.add_job(conn, job_id=self.job_id, workspace="default", kind="experiment", target=EXP,
+                           created_by="t", param_sets=1, estimated_cpu_seconds=1.0, status="success",
+                           detail={"runs": ["r1"]})
 
     def app(self) -> Any:
         app = create_app(ServingSettings(lake_dir=self.lake, web_dir=self.lake / "no_web",
@@ -178,7 +186,10 @@ def _fill(path: str, values: dict[str, str]) -> str:
     return path.replace("{", "x").replace("}", "x") if "{" in path else path
 
 
-ID_PARAMS = ("alias", "version_id", "name", "run_id", "dataset_id", "user", "token_id")
+ID_PARAMS = ("alias", "version_id", "name", "run_id", "dataset_id", "user", "token_id", "job_id", "sid")
+#: Routes that create an object of the caller's own workspace (the cross-workspace test leaves them out: they
+#: name no one's id and would change the tables it checks are unchanged).
+CREATES = {("POST", "/v1/studio/sessions"), ("POST", "/v1/jobs")}
 
 
 def _names_an_id(path: str) -> bool:
@@ -189,7 +200,8 @@ def _names_an_id(path: str) -> bool:
 def _ids(world: World, access: Access) -> dict[str, str]:
     """Real ids of the default workspace (what another workspace's attacker would try)."""
     return {"alias": "live", "version_id": world.v1, "name": EXP, "run_id": world.run_a,
-            "dataset_id": "ds_default_only", "user": "viewer", "token_id": access.token_ids["viewer"]}
+            "dataset_id": "ds_default_only", "user": "viewer", "token_id": access.token_ids["viewer"],
+            "job_id": world.job_id, "sid": world.sid}
 
 
 # ---- authentication --------------------------------------------------------------------------------
@@ -243,17 +255,22 @@ def test_every_v1_route_needs_a_valid_credential(world, app):
 
 def test_another_workspace_is_not_found_with_real_ids(world, app, unchanged):
     """team_b's owner tries every route with default's real ids: 404, and list routes leak nothing."""
-    ids = _ids(world, world.a)
+    ids = {**_ids(world, world.a), "step": "data"}
     bodies = {"/v1/serving/diff": {"a": world.v1, "b": "live"},
               "/v1/serving/aliases/{alias}/activate": {"version_id": world.v1, "reason": "take it",
                                                        "expected_version_id": world.v2},
               "/v1/serving/aliases/{alias}/rollback": {"reason": "take it", "expected_version_id": world.v2},
               "/v1/workspace/members/{user}": {"role": "owner"},
-              "/v1/workspace/tokens/{token_id}/revoke": {}}
+              "/v1/workspace/tokens/{token_id}/revoke": {},
+              "/v1/studio/sessions/{sid}/promote": {"alias": "take_it"},
+              "/v1/studio/sessions/{sid}/steps/{step}": {"payload": {"pipeline": "es_rth_1h"}},
+              "/v1/studio/sessions/{sid}/yaml": {"serving_yaml": "name: x", "experiment_yaml": "serving: x"}}
     secrets = [world.v1, world.v2, world.run_a, "ds_default_only", world.a.token_ids["viewer"], "'viewer'"]
     n = 0
     with _client(app, world.b, "owner") as c:
         for method, path in _routes(app):
+            if (method, path) in CREATES:
+                continue
             url = _fill(path, ids)
             r = c.request(method, url, json=bodies.get(path, {}))
             n += 1

@@ -77,7 +77,7 @@ def world(tmp_path_factory):
             (w.configs / "experiments" / f"{name}.yaml").write_text(EXPERIMENT.format(name=name))
         main = seed_access(w.lake, roles=("editor", "viewer"))
         other = seed_access(w.lake, workspace="team_b", roles=("editor",))
-        third = seed_access(w.lake, workspace="team_c", roles=("editor",))
+        third = seed_access(w.lake, workspace="team_c", roles=("editor", "admin"))
         with ControlPlane(lake=w.lake) as cp:
             cp.register_resource("team_b", "experiment", "jobs_other", actor="tests")
             cp.register_resource("team_c", "experiment", "jobs_wall", actor="tests")
@@ -120,7 +120,36 @@ def launched(world):
     third = world["client"](world["third"])
     d = third.post("/v1/jobs", json={"experiment": "jobs_wall", "wall_time_s": 0.001})
     assert d.status_code == 201, d.text
-    return {"main": (main, a.json()), "other": (other, b.json()), "third": (third, d.json())}
+    sid, studio_job = _studio_session_and_run(third)
+    return {"main": (main, a.json()), "other": (other, b.json()), "third": (third, d.json()),
+            "studio": (third, sid, studio_job)}
+
+
+EVALUATION = {"thresholds": [0.1, 0.2], "tp_ticks": [4, 8], "sl_ticks": [4], "cooldown_bins": [10],
+              "max_hold_bins": 600, "warmup_bins": 100, "min_signals": 1,
+              "promotion": {"min_oos_trades": 1, "min_hit_rate": 0.0, "min_profit_factor": 0.0,
+                            "max_drawdown_ticks": 1000}}
+
+
+def _studio_session_and_run(c: TestClient) -> tuple[str, dict]:
+    """A Model Studio session built step by step over the API (what the page does), then its run launched."""
+    s = c.post("/v1/studio/sessions", json={"title": "api test"}).json()
+    sid = s["session_id"]
+    assert s["status"] == "draft" and s["next_step"] == "data"
+    r = c.post(f"/v1/studio/sessions/{sid}/steps/gold", json={"payload": {}})
+    assert r.status_code == 409 and "data" in r.json()["detail"]  # gated
+    assert c.post(f"/v1/studio/sessions/{sid}/steps/data", json={"payload": {"pipeline": "nope"}}).status_code == 422
+    for step, payload in (("data", {"pipeline": "synth_two_days"}), ("gold", {"scoring": {"tanh_scale": 3.0}}),
+                          ("signal", {"name": "flow_score", "base_serving": "synth_flow"}),
+                          ("evaluation", EVALUATION)):
+        r = c.post(f"/v1/studio/sessions/{sid}/steps/{step}", json={"payload": payload})
+        assert r.status_code == 200, (step, r.text)
+    ev = r.json()["steps"]["evaluation"]["payload"]
+    assert ev["experiment"] == f"studio_{sid}_v1" and ev["sets_per_day"] == 4, ev
+    assert ev["dagster_reload"] == "requested"
+    job = c.post("/v1/jobs", json={"experiment": ev["experiment"], "session_id": sid})
+    assert job.status_code == 201, job.text
+    return sid, job.json()
 
 
 def sse(client: TestClient, job_id: str, after: int | None = None, headers: dict | None = None) -> list[dict]:
@@ -241,3 +270,46 @@ def test_dagster_down_answers_503(world):
     assert r.status_code == 503 and "Dagster is unavailable" in r.json()["detail"]
     assert c.get("/v1/jobs").status_code in (200, 503)
     assert c.get("/v1/auth/me").status_code == 200  # the rest of the API is unaffected
+
+
+def test_studio_session_from_steps_to_promoted_alias(world, launched):
+    c, sid, job = launched["studio"]
+    configs = world["w"].configs
+    name = f"studio_{sid}_v1"
+    assert (configs / "experiments" / f"{name}.yaml").is_file() and (configs / "serving" / f"{name}.yaml").is_file()
+    prev = c.get("/v1/studio/preview?pipeline=synth_two_days").json()
+    assert [d["built"] for d in prev["days"]] == [True, True] and prev["days"][0]["n_bins"] > 0
+    assert prev["days"][0]["heatmap"] and prev["days"][0]["fields"]
+    # manual YAML mode: the same models validate it (an unknown key is named)
+    layers = c.get(f"/v1/studio/sessions/{sid}/yaml").json()
+    broken = layers["experiment_yaml"] + "bogus: 1\n"
+    bad = c.post(f"/v1/studio/sessions/{sid}/yaml?dry_run=true",
+                 json={"serving_yaml": layers["serving_yaml"], "experiment_yaml": broken})
+    assert bad.json()["ok"] is False and "bogus" in bad.json()["error"]
+    ok = c.post(f"/v1/studio/sessions/{sid}/yaml?dry_run=true",
+                json={"serving_yaml": layers["serving_yaml"], "experiment_yaml": layers["experiment_yaml"]}).json()
+    assert ok == {"ok": True, "error": None, "experiment": name, "serving": name, "sets_per_day": 4}
+    # the run step needs the finished job
+    events = sse(c, job["job_id"])
+    assert [e["event"] for e in events][-2:] == ["completed", "end"]
+    r = c.post(f"/v1/studio/sessions/{sid}/steps/run", json={"payload": {"job_id": job["job_id"]}})
+    assert r.status_code == 200, r.text
+    run_ids = r.json()["steps"]["run"]["payload"]["run_ids"]
+    assert len(run_ids) == 4
+    assert c.get(f"/v1/experiments/{name}/runs").json()["total"] == 4  # the workspace sees its experiment
+    admin = world["client"](world["third"], "admin")
+    assert c.post(f"/v1/studio/sessions/{sid}/promote", json={"alias": "studio_model"}).status_code == 403  # admin
+    assert admin.post(f"/v1/studio/sessions/{sid}/promote", json={"alias": "studio_model"}).status_code == 409  # gated
+    c.post(f"/v1/studio/sessions/{sid}/steps/compare", json={"payload": {"run_id": run_ids[0], "note": "ok"}})
+    gate = c.get(f"/v1/studio/sessions/{sid}/gate").json()
+    assert gate["candidate"] is not None and {f["rule"] for f in gate["failures"]} <= {"dirty_code"}
+    r = admin.post(f"/v1/studio/sessions/{sid}/promote", json={"alias": "studio_model", "allow_dirty": True})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["stream_url"] == "./?serving=studio_model" and got["version_id"].startswith("sv_")
+    assert c.get("/v1/serving/aliases/studio_model").json()["version_id"] == got["version_id"]
+    s = c.get(f"/v1/studio/sessions/{sid}").json()
+    assert s["status"] == "promoted" and s["next_step"] is None
+    log = c.get(f"/v1/studio/sessions/{sid}/decisions").json()["decisions"]
+    assert [d["step"] for d in log] == ["data", "gold", "signal", "evaluation", "run", "compare", "promote"]
+    assert world["client"](world["main"]).get(f"/v1/studio/sessions/{sid}").status_code == 404

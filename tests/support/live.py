@@ -66,20 +66,38 @@ class GatewayProc:
 def gateway(files: list[Path], *, speed: float = 0, at_end: str = "close", port: int = 0,
             extra: tuple[str, ...] = (), log: Path | None = None) -> Iterator[GatewayProc]:
     """`qmachina live-gateway` as a subprocess; yields once it prints its ports."""
-    args = [*QMACHINA, "live-gateway", *map(str, files), "--speed", str(speed), "--at-end", at_end,
-            "--port", str(port), *extra]
-    err = log.open("ab") if log is not None else subprocess.DEVNULL
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, cwd=PROJECT_ROOT, start_new_session=True)
+    with gateways([files], speed=speed, at_end=at_end, port=port, extra=extra, logs=[log]) as (gw,):
+        yield gw
+
+
+@contextlib.contextmanager
+def gateways(file_sets: list[list[Path]], *, speed: float = 0, at_end: str = "close", port: int = 0,
+             extra: tuple[str, ...] = (), logs: list[Path | None] | None = None) -> Iterator[list[GatewayProc]]:
+    """Several gateways started together (their start-ups overlap); yields once each printed its ports."""
+    procs, errs = [], []
+    logs = logs or [None] * len(file_sets)
     try:
-        line = proc.stdout.readline() if proc.stdout else b""
-        if not line:
-            raise RuntimeError(f"gateway did not start (exit {proc.wait(timeout=10)}); see {log}")
-        info = json.loads(line)
-        yield GatewayProc(proc, info["port"], info["control_port"], info)
+        for files, log in zip(file_sets, logs, strict=True):
+            args = [*QMACHINA, "live-gateway", *map(str, files), "--speed", str(speed), "--at-end", at_end,
+                    "--port", str(port), *extra]
+            err = log.open("ab") if log is not None else subprocess.DEVNULL
+            errs.append(err)
+            procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, cwd=PROJECT_ROOT,
+                                          start_new_session=True))
+        out = []
+        for proc, log in zip(procs, logs, strict=True):
+            line = proc.stdout.readline() if proc.stdout else b""
+            if not line:
+                raise RuntimeError(f"gateway did not start (exit {proc.wait(timeout=10)}); see {log}")
+            info = json.loads(line)
+            out.append(GatewayProc(proc, info["port"], info["control_port"], info))
+        yield out
     finally:
-        kill_group(proc)
-        if log is not None:
-            err.close()
+        for proc in procs:
+            kill_group(proc)
+        for err in errs:
+            if err is not subprocess.DEVNULL:
+                err.close()
 
 
 @dataclass
@@ -176,8 +194,9 @@ def live_process(gateways: list[int], lake: Path, redis_url: str, *extra: str,
 
 
 @contextlib.contextmanager
-def replicas(lake: Path, n: int, access, **env_extra: str) -> Iterator[list]:
-    """`n` serving processes on free ports over the same lake, started together (each in its own group)."""
+def replicas(lake: Path, n: int, access, *, wait: bool = True, **env_extra: str) -> Iterator[list]:
+    """`n` serving processes on free ports over the same lake, started together (each in its own group);
+    `wait=False` yields at once (call `wait_ready` after starting something else meanwhile)."""
     from tests.support.serving import Server
 
     env = {**os.environ, "QMACHINA_LAKE_DIR": str(lake), "QMACHINA_SERVING_LOG_LEVEL": "warning", **env_extra}
@@ -190,16 +209,22 @@ def replicas(lake: Path, n: int, access, **env_extra: str) -> Iterator[list]:
             procs.append(subprocess.Popen([sys.executable, "-m", "qmachina_serving", "--port", str(port)],
                                           cwd=PROJECT_ROOT, env=env, start_new_session=True))
             servers.append(Server(port, lake, "", access))
-        deadline = time.time() + 240
-        for proc, srv in zip(procs, servers, strict=True):
-            while True:
-                assert proc.poll() is None, f"server exited with {proc.returncode}"
-                with contextlib.suppress(OSError):
-                    if srv.get("/readyz", auth=False)[0] == 200:
-                        break
-                assert time.time() < deadline, "server not ready"
-                time.sleep(0.2)
+            servers[-1].proc = procs[-1]
+        if wait:
+            wait_ready(servers)
         yield servers
     finally:
         for p in procs:
             kill_group(p)
+
+
+def wait_ready(servers: list) -> None:
+    deadline = time.time() + 240
+    for srv in servers:
+        while True:
+            assert srv.proc.poll() is None, f"server exited with {srv.proc.returncode}"
+            with contextlib.suppress(OSError):
+                if srv.get("/readyz", auth=False)[0] == 200:
+                    break
+            assert time.time() < deadline, "server not ready"
+            time.sleep(0.2)

@@ -9,6 +9,8 @@
 - `workspace_quotas`: per-workspace limits (jobs, parameter sets and CPU-seconds per UTC day, streams).
 - `workspace_resources`: which workspace an experiment or a dataset registration belongs to.
 - `jobs`: one row per launched job (a Dagster run): what the quotas count and the jobs API lists.
+- `studio_sessions`, `studio_decisions`: Model Studio sessions (gated steps, owned by a workspace) and the
+  decision log of every step commit.
 - `audit_events`: append-only (no update/delete path; the engine and database triggers refuse them).
 - `signing_keys`: the HMAC key of browser session cookies and stream tickets (created on first use).
 """
@@ -112,6 +114,32 @@ jobs = Table(
     Column("finished_at", DateTime(timezone=True), nullable=True),
     Column("detail", Text, nullable=False),  # JSON: what the job runs (tags, run config summary), error
     Index("ix_jobs_workspace_created", "workspace", "created_at"),
+)
+
+studio_sessions = Table(
+    "studio_sessions",
+    metadata,
+    Column("session_id", String(64), primary_key=True),
+    Column("workspace", String(64), ForeignKey("workspaces.name"), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("status", String(16), nullable=False),  # draft | in_progress | promoted
+    Column("steps", Text, nullable=False),  # JSON: step -> {payload, committed_at, committed_by}
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_studio_sessions_workspace", "workspace", "created_at"),
+)
+
+studio_decisions = Table(
+    "studio_decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("session_id", String(64), ForeignKey("studio_sessions.session_id"), nullable=False),
+    Column("step", String(32), nullable=False),
+    Column("payload", Text, nullable=False),  # JSON: what was committed
+    Column("actor", String(128), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_studio_decisions_session", "session_id", "id"),
 )
 
 audit_events = Table(

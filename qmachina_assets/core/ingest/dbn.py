@@ -192,13 +192,10 @@ def load_mbo(path: str | os.PathLike[str]) -> tuple[DbnHeader, np.ndarray]:
         arr = np.memmap(p, dtype=MBO_DTYPE, mode="r", offset=header.metadata_bytes, shape=(n,))
         _check_body(header.path, body_len, arr)
         return header, arr
-    parts = list(_zstd_chunks(p))
-    raw = b"".join(parts)
-    body = memoryview(raw)[header.metadata_bytes :]
-    _check_body(header.path, len(body))
-    arr = np.frombuffer(body, dtype=MBO_DTYPE)
-    _check_body(header.path, len(body), arr)
-    return header, arr
+    parts = list(_zstd_records(p, header, 4_000_000))
+    if len(parts) == 1:
+        return header, parts[0]
+    return header, np.concatenate(parts) if parts else np.zeros(0, MBO_DTYPE)
 
 
 def iter_mbo_chunks(path: str | os.PathLike[str], chunk_records: int = 2_000_000) -> Iterator[np.ndarray]:
@@ -211,53 +208,98 @@ def iter_mbo_chunks(path: str | os.PathLike[str], chunk_records: int = 2_000_000
         for i in range(0, len(arr), chunk_records):
             yield arr[i : i + chunk_records]
         return
-    want = chunk_records * MBO_RECORD_SIZE
-    buf = bytearray()
-    skip = header.metadata_bytes
-    for piece in _zstd_chunks(p):
-        buf += piece
-        if skip:
-            take = min(skip, len(buf))
-            del buf[:take]
-            skip -= take
-        while len(buf) >= want:
-            arr = np.frombuffer(bytes(buf[:want]), dtype=MBO_DTYPE)
-            del buf[:want]
-            _check_body(header.path, want, arr)
-            yield arr
-    _check_body(header.path, len(buf))
-    if buf:
-        arr = np.frombuffer(bytes(buf), dtype=MBO_DTYPE)
-        _check_body(header.path, len(buf), arr)
-        yield arr
+    yield from _zstd_records(p, header, chunk_records)
 
 
-def _zstd_chunks(p: Path, read_size: int = 1 << 22) -> Iterator[bytes]:
-    """Decompress every zstd frame of a file; a stream that stops inside a frame is an error.
+def _zstd_frames_complete(p: Path) -> None:
+    """Walk the zstd frame and block headers of a file (no decompression) and fail if it is cut short.
 
-    `zstandard.stream_reader` silently returns what it has on a cut-off file, so frames are walked
-    with decompressobj, which reports whether each frame reached its end.
+    The fast decoder (`stream_reader.readinto`) silently stops at the end of a cut-off file, so the
+    structure is checked first: each frame's blocks must be present up to the last-block flag (and the
+    checksum when the frame has one). ~1 header per 128 KiB of compressed data: milliseconds per GB.
     """
-    dctx = zstandard.ZstdDecompressor()
-    dobj = dctx.decompressobj()
-    in_frame = False
+    size = p.stat().st_size
     with p.open("rb") as fh:
-        while chunk := fh.read(read_size):
-            while chunk:
-                try:
-                    out = dobj.decompress(chunk)
-                except zstandard.ZstdError as exc:
-                    raise DbnError(p, f"corrupt zstd stream ({exc})") from exc
-                in_frame = not dobj.eof
-                if out:
-                    yield out
-                if dobj.eof:
-                    chunk = dobj.unused_data
-                    dobj = dctx.decompressobj()
-                else:
-                    chunk = b""
-    if in_frame:
-        raise DbnError(p, "truncated: the zstd stream ends inside a frame")
+        pos = 0
+        while pos < size:
+            fh.seek(pos)
+            head = fh.read(18)
+            if len(head) < 4:
+                raise DbnError(p, "truncated: the zstd stream ends inside a frame header")
+            magic = int.from_bytes(head[:4], "little")
+            if 0x184D2A50 <= magic <= 0x184D2A5F:  # skippable frame
+                if len(head) < 8:
+                    raise DbnError(p, "truncated: the zstd stream ends inside a skippable frame")
+                pos += 8 + int.from_bytes(head[4:8], "little")
+                if pos > size:
+                    raise DbnError(p, "truncated: the zstd stream ends inside a skippable frame")
+                continue
+            if head[:4] != ZSTD_MAGIC:
+                raise DbnError(p, f"corrupt zstd stream: bytes {head[:4]!r} at offset {pos}, expected a frame")
+            if len(head) < 5:
+                raise DbnError(p, "truncated: the zstd stream ends inside a frame header")
+            fhd = head[4]
+            fcs_flag, single, checksum, dict_flag = fhd >> 6, (fhd >> 5) & 1, (fhd >> 2) & 1, fhd & 3
+            hsize = 1 + (0 if single else 1) + (0, 1, 2, 4)[dict_flag] + ((1 if single else 0), 2, 4, 8)[fcs_flag]
+            pos += 4 + hsize
+            while True:
+                fh.seek(pos)
+                bh = fh.read(3)
+                if len(bh) < 3:
+                    raise DbnError(p, "truncated: the zstd stream ends inside a frame")
+                v = int.from_bytes(bh, "little")
+                last, btype, bsize = v & 1, (v >> 1) & 3, v >> 3
+                if btype == 3:
+                    raise DbnError(p, f"corrupt zstd stream: reserved block type at offset {pos}")
+                pos += 3 + (1 if btype == 1 else bsize)
+                if pos > size:
+                    raise DbnError(p, "truncated: the zstd stream ends inside a frame")
+                if last:
+                    break
+            pos += 4 if checksum else 0
+            if pos > size:
+                raise DbnError(p, "truncated: the zstd stream ends inside a frame")
+
+
+def _readinto_full(reader, view: memoryview, p: Path) -> int:
+    got = 0
+    while got < len(view):
+        try:
+            k = reader.readinto(view[got:])
+        except zstandard.ZstdError as exc:
+            raise DbnError(p, f"corrupt zstd stream ({exc})") from exc
+        if not k:
+            break
+        got += k
+    return got
+
+
+def _zstd_records(p: Path, header: DbnHeader, chunk_records: int) -> Iterator[np.ndarray]:
+    """Decompress straight into record arrays of `chunk_records` (no intermediate bytes objects).
+
+    `stream_reader.readinto` writes into the array's own memory with large input reads; that is about
+    4x less CPU than `decompressobj` (whose fresh output bytes are allocated, joined and copied again).
+    """
+    _zstd_frames_complete(p)
+    dctx = zstandard.ZstdDecompressor()
+    with p.open("rb") as fh, dctx.stream_reader(fh, read_size=1 << 20, read_across_frames=True) as reader:
+        skip = bytearray(header.metadata_bytes)
+        if _readinto_full(reader, memoryview(skip), p) < len(skip):
+            raise DbnError(p, "truncated header")
+        body = 0
+        while True:
+            arr = np.empty(chunk_records, dtype=MBO_DTYPE)
+            got = _readinto_full(reader, memoryview(arr.view(np.uint8)), p)
+            body += got
+            if got < arr.nbytes:
+                _check_body(header.path, body)
+                arr = arr[: got // MBO_RECORD_SIZE]
+                if len(arr):
+                    _check_body(header.path, got, arr)
+                    yield arr
+                return
+            _check_body(header.path, got, arr)
+            yield arr
 
 
 def encode_metadata(

@@ -241,6 +241,9 @@ export class Api {
     return this.call<T>(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   }
 
+  /** Untyped access for pages with their own response types (the studio). */
+  get = <T>(path: string): Promise<T> => this.call<T>(path);
+  send = <T>(path: string, body: unknown): Promise<T> => this.post<T>(path, body);
   versions = (): Promise<VersionSummary[]> => this.call('/serving/versions');
   version = (id: string): Promise<PublishedVersion> => this.call(`/serving/versions/${encodeURIComponent(id)}`);
   aliases = (): Promise<AliasRecord[]> => this.call('/serving/aliases');

@@ -27,6 +27,7 @@ const PAGES = [
   { href: './index.html', label: 'viewer', key: 'viewer' },
   { href: './registry.html', label: 'serving registry', key: 'registry' },
   { href: './experiments.html', label: 'experiments', key: 'experiments' },
+  { href: './studio.html', label: 'model studio', key: 'studio' },
 ] as const;
 
 /** The top navigation shared by the pages, the current one marked with aria-current. */

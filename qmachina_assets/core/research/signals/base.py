@@ -85,16 +85,13 @@ class Signal(ABC):
         self.fitted = False
 
     def fit(self, train: GridData, labels: LabelSpec | None = None) -> Signal:
-        """Learn from the training window only (statistical signals: adaptive thresholds, if any)."""
+        """Learn from the training window only (ML models; statistical signals learn nothing)."""
         self.fitted = True
         return self
 
     @abstractmethod
     def score(self, data: GridData) -> np.ndarray:
         """float64 per bin, causal; NaN where no value (warm-up, invalid bins)."""
-
-    def thresholds(self) -> tuple[float, ...]:
-        return self.default_thresholds
 
 
 REGISTRY: dict[str, type[Signal]] = {}

@@ -333,21 +333,3 @@ def asymmetry(grid: np.ndarray, k_lo: int, k_hi: int, kind: Literal["add", "pull
     return project(grid, asymmetry_vector(grid_radius(grid), k_lo, k_hi, kind, weights, mean))
 
 
-# -------------------------------------------------------------------------------------- thresholds
-
-
-def percentile_thresholds(values: np.ndarray, percentiles: Sequence[float],
-                          decimals: int | None = 6) -> tuple[float, ...]:
-    """Sorted unique positive percentiles of |values| (finite entries only); () when none is positive.
-
-    Callers pass *training* values only: thresholds fitted on the series they are evaluated on are
-    look-ahead (SPEC §10.9).
-    """
-    v = np.abs(np.asarray(values, dtype=np.float64))
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return ()
-    q = np.percentile(v, list(percentiles))
-    if decimals is not None:
-        q = np.round(q, decimals)
-    return tuple(float(t) for t in sorted(set(q.tolist())) if t > 0)

@@ -1,13 +1,13 @@
 """The six ML signals of SPEC §6.8 behind the one `Signal` interface: fit on a training window, score causally.
 
 Evaluation protocol (replaces the seed's in-array walk-forward, SPEC §10.9/10.10/10.13):
-- `fit(train, labels)` builds the causal features of `features.py` on the training window, labels each
-  training bin with the EXPERIMENT's barriers (`LabelSpec`: +1 if the mid reaches entry + tp·tick first, −1
-  if it reaches entry − sl·tick first, 0 if neither within max_hold bins; first touch, the same scan as the
-  evaluator: bins i+1 … i+max_hold, invalid bins skipped) and PURGES every bin whose label window
-  i+1 … i+max_hold reaches past the last training bin, even if a barrier was touched before the end: no
-  label depends on data outside `train`. The seed's training at bin i used labels resolved up to 1200 bins
-  later (look-ahead) with hard-coded tp 8 / sl 4 (not the experiment's).
+- `fit(train, labels)` builds the causal features of `features.py` on the training window, labels each training
+  bin with the EXPERIMENT's barriers (`LabelSpec`: +1 if the mid reaches entry + tp·tick first, −1 if it reaches
+  entry − sl·tick first, 0 if neither within max_hold bins; first touch, the same scan as the evaluator: bins i+1
+  … i+max_hold, invalid bins skipped) and PURGES every bin whose label window i+1 … i+max_hold reaches past the
+  last bin of its training DAY, even if a barrier was touched before the end: no label depends on data outside
+  `train`, nor on the next day's open when days are concatenated. The seed's training at bin i used labels
+  resolved up to 1200 bins later (look-ahead) with hard-coded tp 8 / sl 4 (not the experiment's).
 - Boosting early stopping uses a chronological 80/20 split of the usable rows with an embargo of max_hold
   bins (a fitting row's label window ends before the first validation bin) and monitors validation AUC,
   which, unlike log loss, does not punish a shift of the up/down base rate between the two parts.
@@ -60,9 +60,10 @@ def probability_to_signed(thresholds: tuple[float, ...]) -> tuple[float, ...]:
 
 
 @njit(cache=True)
-def _barrier_labels_kernel(mid, ok, up, dn, max_hold, label, usable):
+def _barrier_labels_kernel(mid, ok, day_end, up, dn, max_hold, label, usable):
     n = mid.shape[0]
     for i in range(n):
+        last = day_end[i]  # the last bin of i's day: no label looks into the next day
         label[i] = 0
         usable[i] = False
         if not ok[i]:
@@ -70,7 +71,7 @@ def _barrier_labels_kernel(mid, ok, up, dn, max_hold, label, usable):
         entry = mid[i]
         hi = entry + up
         lo = entry - dn
-        end = min(i + max_hold, n - 1)
+        end = min(i + max_hold, last)
         lab = 0
         for j in range(i + 1, end + 1):
             if not ok[j]:
@@ -82,14 +83,15 @@ def _barrier_labels_kernel(mid, ok, up, dn, max_hold, label, usable):
                 lab = -1
                 break
         label[i] = lab
-        usable[i] = i + max_hold <= n - 1  # purge: the label window must lie inside the data
+        usable[i] = i + max_hold <= last  # purge: the label window must lie inside the day
 
 
 def barrier_labels(data: GridData, spec: LabelSpec) -> tuple[np.ndarray, np.ndarray]:
     """(label int8 per bin, usable bool per bin) from the experiment's TP/SL barriers (see module doc).
 
     `label` is what the data shows (also for purged bins, for inspection); `usable` is False for invalid
-    bins and for bins whose window i+1 … i+max_hold reaches past the last bin (purged).
+    bins and for bins whose window i+1 … i+max_hold reaches past the last bin of their day (purged: with
+    several training days concatenated, a day's last bins are never labelled by the next day's open).
     """
     if spec.max_hold_bins < 1 or spec.tp_ticks <= 0 or spec.sl_ticks <= 0 or spec.tick_size <= 0:
         raise ValueError(f"label spec needs tp, sl, tick > 0 and max_hold_bins >= 1, got {spec}")
@@ -97,7 +99,10 @@ def barrier_labels(data: GridData, spec: LabelSpec) -> tuple[np.ndarray, np.ndar
     n = data.n_bins
     label = np.empty(n, dtype=np.int8)
     usable = np.empty(n, dtype=np.bool_)
-    _barrier_labels_kernel(np.asarray(data.mid, dtype=np.float64), features.valid_mask(data),
+    day = np.asarray(data.day)
+    change = np.flatnonzero(day[1:] != day[:-1])  # last bin of every day but the final one
+    day_end = np.repeat(np.append(change, n - 1), np.diff(np.concatenate(([-1], change, [n - 1])))).astype(np.int64)
+    _barrier_labels_kernel(np.asarray(data.mid, dtype=np.float64), features.valid_mask(data), day_end,
                            spec.tp_ticks * spec.tick_size - eps, spec.sl_ticks * spec.tick_size - eps,
                            int(spec.max_hold_bins), label, usable)
     return label, usable

@@ -6,9 +6,10 @@ statistics that restart at every day boundary. Invalid bins (`valid` false) are 
 series, so rolling statistics skip them, and the score is NaN there.
 
 Where the rebuild departs from the seed (SPEC §10 items 9, 12, 14):
-- **Adaptive thresholds come from the training window only.** `fit(train)` scores the training slice
-  and takes its percentiles; `thresholds()` returns them, or the SPEC fallback list before `fit` (or
-  when the training scores give none). The seed took percentiles of the whole evaluated series.
+- **No adaptive thresholds.** The seed took percentiles of the whole evaluated series (look-ahead). The
+  thresholds are an explicit sweep axis instead (`sweep.thresholds`, default the signal's
+  `default_thresholds`): pre-registered, part of each parameter set's hash, chosen by the walk-forward on
+  the training days and written back as one number into the promoted serving spec.
 - **Rolling z only.** Every z-score is the causal rolling robust z (0 while warming up); the seed's
   `derivative` fell back to a whole-series z-score when the rolling MAD was 0.
 - **PFP pairs LAGGED inner with CURRENT outer.** The thesis is that activity at the touch (inner zone,
@@ -32,8 +33,6 @@ from pydantic import Field, model_validator
 
 from qmachina_assets.core.research.signals import common
 from qmachina_assets.core.research.signals.base import GridData, LabelSpec, Signal, SignalParams, register
-
-ADAPTIVE_PERCENTILES: tuple[float, ...] = (50, 70, 80, 90, 95, 99)
 
 Band = tuple[int, int]
 
@@ -94,34 +93,13 @@ def _tanh_blend(zs: list[np.ndarray], weights: tuple[float, ...], scale: float) 
 
 
 class StatisticalSignal(Signal):
-    """Shared fit/thresholds: adaptive thresholds from the training slice, else the SPEC fallback."""
+    """Statistical signals learn nothing: `fit` only marks them fitted (thresholds are a sweep axis)."""
 
     kind = "statistical"
 
-    def __init__(self, params: SignalParams | dict | None = None):
-        super().__init__(params)
-        self.fitted_thresholds: tuple[float, ...] | None = None
-
     def fit(self, train: GridData, labels: LabelSpec | None = None) -> StatisticalSignal:
-        self.fitted_thresholds = self.adaptive_thresholds(train) or None
         self.fitted = True
         return self
-
-    def adaptive_thresholds(self, train: GridData) -> tuple[float, ...]:
-        """Thresholds learned from `train` (empty: none, use the defaults). Non-adaptive by default."""
-        return ()
-
-    def thresholds(self) -> tuple[float, ...]:
-        return self.fitted_thresholds or self.default_thresholds
-
-    def _post_warmup(self, train: GridData, warmup: int) -> np.ndarray:
-        """Training scores from `warmup` bins into each day on, valid bins only."""
-        s = self.score(train)
-        keep = (_bins_into_day(train) >= warmup) & np.isfinite(s)
-        return s[keep]
-
-    def _percentile_thresholds(self, train: GridData, warmup: int) -> tuple[float, ...]:
-        return common.percentile_thresholds(self._post_warmup(train, warmup), ADAPTIVE_PERCENTILES)
 
 
 def _check_band(b: Band) -> Band:
@@ -271,9 +249,6 @@ class Pfp(StatisticalSignal):
                        p.pairing)
         return _finish(s, data)
 
-    def adaptive_thresholds(self, train: GridData) -> tuple[float, ...]:
-        return self._percentile_thresholds(train, self.params.warmup_bins)
-
 
 # ------------------------------------------------------------------------------------- SVac / MSD
 
@@ -365,10 +340,6 @@ class AdsPfpSvac(StatisticalSignal):
         comp = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
         return _finish(comp, data)
 
-    def adaptive_thresholds(self, train: GridData) -> tuple[float, ...]:
-        b = self._bins(train)
-        return self._percentile_thresholds(train, max(b["ads_warmup"], b["lag"]) - 1)
-
 
 class MsdParams(SignalParams):
     variant: Literal["weighted", "sum"] = "weighted"
@@ -390,9 +361,6 @@ class Msd(StatisticalSignal):
 
     def score(self, data: GridData) -> np.ndarray:
         return _finish(_vacuum_asymmetry(data, self.params.k_max, self.params.variant == "weighted"), data)
-
-    def adaptive_thresholds(self, train: GridData) -> tuple[float, ...]:
-        return self._percentile_thresholds(train, self.params.warmup_bins)
 
 
 # ------------------------------------------------------------------------------------- derivative
@@ -638,20 +606,6 @@ class Iirc(StatisticalSignal):
         raw, imb = self._parts(data)
         return _finish(np.where(np.abs(imb) >= self.params.noise_floor, raw, 0.0), data)
 
-    def adaptive_thresholds(self, train: GridData) -> tuple[float, ...]:
-        """The defaults, plus 0.08/0.10 if the training p95 of |non-zero| scores exceeds 0.1, plus 0.2/0.5
-        if it exceeds 0.5 (SPEC §6.7)."""
-        s = self.score(train)
-        nz = np.abs(s[np.isfinite(s) & (s != 0)])
-        out = list(self.default_thresholds)
-        if nz.size:
-            p95 = float(np.percentile(nz, 95))
-            if p95 > 0.1:
-                out += [0.08, 0.10]
-            if p95 > 0.5:
-                out += [0.2, 0.5]
-        return tuple(sorted(set(out)))
-
 
 # -------------------------------------------------------------------------------------------- JAD
 
@@ -769,19 +723,6 @@ class Spg(StatisticalSignal):
                     + p.ema_slow_weight * common.ema(net, common.span_alpha(p.slow_span), day=data.day))
         curv_sig = common.ema(_masked(-curv, data), common.span_alpha(p.curv_span), day=data.day)
         return _finish(p.blend_smooth * smoothed + p.blend_curv * curv_sig, data)
-
-    def adaptive_thresholds(self, train: GridData) -> tuple[float, ...]:
-        """{0.5·IQR, IQR, max(|p25|,|p75|), midpoint to max(|p5|,|p95|), max(|p5|,|p95|)} of the training
-        scores after warm-up (SPEC §6.7)."""
-        v = self._post_warmup(train, self.params.warmup_bins)
-        if v.size == 0:
-            return ()
-        p5, p25, p75, p95 = np.percentile(v, [5, 25, 75, 95])
-        a75 = max(abs(p25), abs(p75))
-        a95 = max(abs(p5), abs(p95))
-        iqr = p75 - p25
-        cands = {round(float(x), 6) for x in (0.5 * iqr, iqr, a75, 0.5 * (a75 + a95), a95)}
-        return tuple(sorted(t for t in cands if t > 1e-8))
 
 
 # -------------------------------------------------------------------------------------- flow_score
