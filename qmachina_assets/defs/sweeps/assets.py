@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from qmachina_assets.core.paths import PROJECT_ROOT
+from qmachina_assets.core.paths import configs_root
 from qmachina_assets.core.research import sweeps
 from qmachina_assets.core.research.specs import ExperimentSpec, PipelineSpec, resolve_experiment
 from qmachina_assets.defs.automation import EAGER, condition
@@ -17,7 +17,7 @@ from qmachina_assets.defs.resources import LakeResource
 from qmachina_assets.defs.sweeps import checks
 from qmachina_assets.defs.sweeps.advice import advice_metadata
 
-EXPERIMENT_DIR = PROJECT_ROOT / "configs" / "experiments"
+EXPERIMENT_DIR = configs_root() / "experiments"  # QMACHINA_CONFIGS_DIR moves it (bench/backfill.py)
 SHOWN = ("oos_n_trades", "oos_hit_rate", "oos_total_pnl_ticks", "oos_profit_factor", "oos_max_drawdown_ticks",
          "is_n_trades", "is_total_pnl_ticks")
 
