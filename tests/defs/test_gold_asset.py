@@ -61,7 +61,7 @@ def test_gold_partition_is_versioned_per_config(lake, instrument):
     with dg.instance_for_test() as instance:
         register_sessions(instance, [session_key(DATE, "ESH4")])
         res = {"lake_res": LakeResource(root=str(lake))}
-        other = {"ops": {"silver_grid": {"config": {"start_et": "18:20", "end_et": "18:25"}}}}
+        other = {"ops": {"silver_grid": {"config": {"start_et": "18:20", "end_et": "18:22"}}}}
         # a different silver window materializes (a new version: another data version), then back to the first
         versions = []
         for rc in (WINDOW, other, WINDOW):
