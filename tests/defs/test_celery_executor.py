@@ -1,5 +1,6 @@
 """QMACHINA_EXECUTOR=celery: the same partition through two `qmachina worker` processes on Redis gives the
-same bronze and silver as the in-process executor (manifest and file checksums)."""
+same bronze and silver as the in-process executor (manifest and file checksums), even when the worker that
+took the first step is SIGKILLed while running it (its task is redelivered to the other worker)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -59,6 +61,23 @@ def _checksums(lake: Path) -> dict[str, str]:
     return out
 
 
+def _kill_first_taker(instance, workers: list[subprocess.Popen], killed: list[int], stop: threading.Event) -> None:
+    """SIGKILL the worker (whole process group) that reports executing the first step of the celery run."""
+    by_pid = {w.pid: w for w in workers}
+    while not stop.is_set():
+        for run in instance.get_runs():
+            for e in instance.all_logs(run.run_id):
+                engine = e.is_dagster_event and e.dagster_event.event_type == dg.DagsterEventType.ENGINE_EVENT
+                data = e.dagster_event.engine_event_data if engine else None
+                host = (data.metadata.get("Celery worker") if data else None)
+                if host is not None:
+                    pid = int(str(host.value).split("@")[0].rsplit("-", 1)[1])
+                    os.killpg(by_pid[pid].pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+        time.sleep(0.2)
+
+
 def _run(instance, monkeypatch, lake: Path, executor: str) -> dg.ExecuteJobResult:
     monkeypatch.setenv("QMACHINA_LAKE_DIR", str(lake))
     job = in_process_job if executor == "in_process" else celery_job
@@ -90,7 +109,8 @@ def test_lake_is_addressed_by_a_uri(tmp_path, monkeypatch):
 
 
 @pytest.mark.timeout(400)
-def test_two_celery_workers_write_the_same_partition_as_in_process(tmp_path, instrument, redis_url, monkeypatch):
+def test_two_celery_workers_write_the_same_partition_as_in_process_despite_a_killed_worker(
+        tmp_path, instrument, redis_url, monkeypatch):
     lakes = {name: tmp_path / f"lake_{name}" for name in ("in_process", "celery")}
     for lake in lakes.values():
         lake.mkdir()
@@ -98,8 +118,8 @@ def test_two_celery_workers_write_the_same_partition_as_in_process(tmp_path, ins
     prefix = f"qm-test-{uuid.uuid4().hex[:8]}:"
     monkeypatch.setenv("QMACHINA_CELERY_BROKER", redis_url)
     monkeypatch.setenv("QMACHINA_CELERY_KEY_PREFIX", prefix)
-    env = {**os.environ, "QMACHINA_EXECUTOR": "celery", "QMACHINA_LAKE_DIR": str(lakes["celery"]),
-           "QMACHINA_CELERY_BROKER": redis_url, "QMACHINA_CELERY_KEY_PREFIX": prefix}
+    monkeypatch.setenv("QMACHINA_CELERY_VISIBILITY_TIMEOUT_S", "5")  # a dead worker's task comes back soon
+    env = {**os.environ, "QMACHINA_EXECUTOR": "celery", "QMACHINA_LAKE_DIR": str(lakes["celery"])}
     workers = []
     for i in range(2):
         with (tmp_path / f"worker{i}.log").open("wb") as log:  # the child keeps its own copy of the fd
@@ -120,12 +140,29 @@ def test_two_celery_workers_write_the_same_partition_as_in_process(tmp_path, ins
             while len(app.control.ping(timeout=1.0)) < 2:
                 assert time.time() < deadline, "two workers did not answer a ping within 180 s"
                 assert all(w.poll() is None for w in workers), "a worker exited"
-            result = _run(instance, monkeypatch, lakes["celery"], "celery")
-            in_worker = [e for e in result.all_events if e.event_type == dg.DagsterEventType.ENGINE_EVENT
-                         and "in celery worker" in (e.message or "")]
-            assert len(in_worker) == 2  # bronze and silver each ran as a Celery task
+            killed: list[int] = []
+            stop = threading.Event()
+            killer = threading.Thread(target=_kill_first_taker, args=(instance, workers, killed, stop), daemon=True)
+            killer.start()
+            try:
+                result = _run(instance, monkeypatch, lakes["celery"], "celery")
+            finally:
+                stop.set()
+                killer.join()
+            assert len(killed) == 1
+            in_worker = [e.dagster_event.message for e in instance.all_logs(result.run_id)  # the killed one too
+                         if e.is_dagster_event and e.dagster_event.event_type == dg.DagsterEventType.ENGINE_EVENT
+                         and "in celery worker" in (e.dagster_event.message or "")]
+            # bronze started on the killed worker and again on the live one, then silver
+            assert [m.split()[3] for m in in_worker] == ["bronze_mbo", "bronze_mbo", "silver_grid"], in_worker
+            (survivor,) = [w for w in workers if w.pid not in killed]
+            assert survivor.poll() is None
     finally:
         for w in workers:
             os.killpg(w.pid, signal.SIGKILL)
             w.wait()
     assert _checksums(lakes["celery"]) == _checksums(lakes["in_process"])
+    # written once, whole: one partition directory per layer; the killed writer's temp directory (if it got
+    # that far) is named after its dead pid, and `qmachina lake gc` removes it
+    assert [p.name for p in (lakes["celery"] / "bronze" / "ESM4").iterdir() if not p.name.startswith(".")] == [
+        "2024-05-08"]

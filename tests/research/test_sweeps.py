@@ -132,10 +132,13 @@ def test_sweep_asset_materializes_a_test_day(world):
     assert "| **yes** |" in meta["top_in_sample"].value
     assert "advice_error" not in meta and "data:image/png;base64," in meta["sensitivity"].value  # decision support
     assert "| deflated_sharpe |" in meta["robustness_flags"].value and meta["sets_tried"].value == 8
-    with dg.instance_for_test() as instance, pytest.raises(Exception, match="not a walk-forward test day"):
-        register_sessions(instance, [session_key("2024-03-14", "ESH4")])
-        dg.materialize([asset], partition_key=session_key("2024-03-14", "ESH4"), instance=instance,
-                       resources={"lake_res": LakeResource(root=str(lake))})
+    # only walk-forward test days are partitions; each depends on every dataset session its fold reads
+    assert asset.partitions_def.get_partition_keys() == ["2024-03-15|ESH4"]
+    [dep] = asset.specs_by_key[asset.key].deps
+    upstream = dep.partition_mapping.get_upstream_mapped_partitions_result_for_partitions(
+        asset.partitions_def.subset_with_partition_keys(["2024-03-15|ESH4"]), asset.partitions_def,
+        dg.StaticPartitionsDefinition(["2024-03-14|ESH4", "2024-03-15|ESH4"])).partitions_subset
+    assert sorted(upstream.get_partition_keys()) == ["2024-03-14|ESH4", "2024-03-15|ESH4"]
 
 
 def test_ml_signal_is_fitted_per_label_barrier_on_the_training_day(world):
@@ -149,10 +152,10 @@ def test_ml_signal_is_fitted_per_label_barrier_on_the_training_day(world):
     assert by_tp[2.0][0]["oos_n_trades"] + by_tp[4.0][0]["oos_n_trades"] > 0
 
 
-def test_promotion_candidate_sensor_and_job(world, monkeypatch):
-    """Sweep -> candidates asset -> sensor (gate) -> promote_job -> the registry's alias."""
+def test_promotion_candidate_gate_check_and_alias(world, monkeypatch):
+    """Sweep -> candidates asset (gate = blocking check) -> serving alias asset -> the registry's alias."""
     from qmachina_assets.core.registry import Registry
-    from qmachina_assets.defs.promotion.assets import candidate_assets, promote_job, promotion_sensor
+    from qmachina_assets.defs.promotion.assets import alias_assets, candidate_assets, promote_job
 
     lake, exp_path, exp, srv, pipe = world
     strict = exp_path.parent / "synth_strict.yaml"
@@ -161,28 +164,32 @@ def test_promotion_candidate_sensor_and_job(world, monkeypatch):
     with pinned_code():  # a clean checkout (the registry refuses runs made from uncommitted code)
         sweeps.append_results(lake, sweeps.run_fold(lake, exp, srv, pipe, sweeps.folds(pipe, exp)[0]))
         sweeps.append_results(lake, sweeps.run_fold(lake, *resolve_experiment(strict), sweeps.folds(pipe, exp)[0]))
-    assets = [a for a in candidate_assets(exp_path.parent) if a.key.path[0].endswith(("synth_sweep", "synth_strict"))]
+    pick = ("synth_sweep", "synth_strict")
+    cands = {a.key.path[0]: a for a in candidate_assets(exp_path.parent) if a.key.path[0].endswith(pick)}
+    aliases = {a.key.path[0]: a for a in alias_assets(exp_path.parent) if a.key.path[0].endswith(pick)}
     res_def = {"lake_res": LakeResource(root=str(lake))}
-    with dg.instance_for_test() as instance:
-        res = dg.materialize(assets, instance=instance, resources=res_def)
+    with dg.instance_for_test() as instance, pinned_code():
+        res = dg.materialize([cands["promotion_candidates_synth_sweep"], aliases["serving_alias_synth_sweep"]],
+                             instance=instance, resources=res_def)
         assert res.success
         meta = res.asset_materializations_for_node("promotion_candidates_synth_sweep")[0].metadata
         assert meta["gate_passed"].value and len(meta["run_ids"].value) == 1
-        strict_meta = res.asset_materializations_for_node("promotion_candidates_synth_strict")[0].metadata
-        assert not strict_meta["gate_passed"].value and "oos_n_trades" in strict_meta["gate_problems"].value
-
-        sensor = promotion_sensor(assets)
-        defs = dg.Definitions(assets=assets, jobs=[promote_job], sensors=[sensor], resources=res_def)
-        ctx = dg.build_multi_asset_sensor_context(monitored_assets=[a.key for a in assets], instance=instance,
-                                                  definitions=defs, resources=res_def)
-        requests = list(sensor(ctx))
-        assert len(requests) == 1 and requests[0].run_key == meta["candidate_key"].value
-        run_config = requests[0].run_config
-        assert run_config["ops"]["promote"]["config"]["alias"] == "synth_sweep"
-        assert promote_job.execute_in_process(run_config=run_config, instance=instance, resources=res_def).success
+        [gate] = res.get_asset_check_evaluations()
+        assert gate.check_name == "promotion_gate" and gate.passed
+        published = res.asset_materializations_for_node("serving_alias_synth_sweep")[0].metadata
+        # a failing gate is a failed blocking check: the run fails and the alias is not materialized
+        out = dg.materialize([cands["promotion_candidates_synth_strict"], aliases["serving_alias_synth_strict"]],
+                             instance=instance, resources=res_def, raise_on_error=False)
+        assert not out.success
+        [failed] = out.get_asset_check_evaluations()
+        assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
+        assert "oos_n_trades" in failed.metadata["problems"].value
+        assert not out.asset_materializations_for_node("serving_alias_synth_strict")
+        strict_meta = out.asset_materializations_for_node("promotion_candidates_synth_strict")[0].metadata
     with Registry(lake=lake) as reg:
         live = reg.resolve("synth_sweep")
         assert reg.history("synth_sweep")[-1].actor == "dagster"
+        assert published["version_id"].value == live.version_id
     assert live.serving_spec().threshold == meta["params"].value["threshold"]  # what was evaluated is served
     # a manual launch with a run that fails the gate goes through the same gate and publishes nothing
     bad = {"ops": {"promote": {"config": {"experiment": str(strict), "run_ids": strict_meta["run_ids"].value,

@@ -220,7 +220,8 @@ _SWEEP_META = frozenset(("sweep_id", "experiment", "experiment_hash", "serving",
 
 
 def experiment_hash(exp: ExperimentSpec) -> str:
-    text = json.dumps(exp.model_dump(mode="json", exclude={"description"}), sort_keys=True, separators=(",", ":"))
+    body = exp.model_dump(mode="json", exclude={"description", "automation"})  # what shapes the results
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
