@@ -71,7 +71,8 @@ def start_gateway(files: list[Path], speed: float, *extra: str) -> tuple[subproc
 def run_live(port: int, lake: Path, redis_url: str, *extra: str, log: Path) -> subprocess.Popen:
     with log.open("ab") as err:
         return subprocess.Popen([*QM, "live", "--gateway", f"127.0.0.1:{port}", "--key", KEY, "--lake", str(lake),
-                                 "--redis-url", redis_url, "--at-close", "exit", *extra], stdout=subprocess.DEVNULL,
+                                 "--redis-url", redis_url, "--at-close", "exit", "--symbol", "ESH4", *extra],
+                                stdout=subprocess.DEVNULL,
                                 stderr=err, cwd=ROOT, start_new_session=True)
 
 
@@ -148,7 +149,7 @@ def client_proc(uri: str, n: int, stop_at: float, token: str, conn) -> None:
     async def one(out: list) -> None:
         rec = FrameLog()
         await bs._lean_client(uri, rec, stop_at, token)
-        out.append(np.asarray(rec.frames, dtype=np.int64).reshape(-1, 3))
+        out.append((np.asarray(rec.frames, dtype=np.int64).reshape(-1, 3), rec.end or "?"))
 
     async def main() -> list:
         out: list = []
@@ -176,7 +177,7 @@ def latency(work: Path, redis_url: str, clients: int, seconds: float, speed: flo
     from qmachina_assets.core.ingest import dbn
     from qmachina_assets.core.paths import shared_data_root
 
-    alias, token = bs.build_lake(work / "served")
+    alias, token = bs.build_lake(work / "served", streams=clients)  # the quota of concurrent streams
     lake = work / "served" / "lake"
     os.environ["QMACHINA_SERVING_REDIS_URL"] = redis_url
     servers = [bs.start_server(lake, p, 4096) for p in (bs.free_port(), bs.free_port())]
@@ -207,7 +208,11 @@ def latency(work: Path, redis_url: str, clients: int, seconds: float, speed: flo
             if proc is not None:
                 kill(proc)
     _, recs = dbn.load_mbo(shared_data_root() / SAMPLE)
-    frames = [f for part in results for f in part if len(f)]
+    ends: dict[str, int] = {}
+    for part in results:
+        for _, end in part:
+            ends[end] = ends.get(end, 0) + 1
+    frames = [f for part in results for f, _ in part if len(f)]
     if not frames:
         raise RuntimeError(f"no frame received; see {work / 'live_latency.log'}")
     allf = np.concatenate(frames)
@@ -218,7 +223,7 @@ def latency(work: Path, redis_url: str, clients: int, seconds: float, speed: flo
     per_client = [len(f) for f in frames]
     res = {"clients": clients, "replicas": 2, "speed": speed, "frames": len(allf),
            "frames_per_client_min": int(min(per_client)), "frames_per_client_max": int(max(per_client)),
-           "clients_with_frames": len(frames),
+           "clients_with_frames": len(frames), "client_ends": ends,
            "gateway_to_client_ms": {"p50": round(float(np.percentile(lat_gw, 50)), 2),
                                     "p99": round(float(np.percentile(lat_gw, 99)), 2),
                                     "max": round(float(lat_gw.max()), 2)},

@@ -12,12 +12,14 @@ other roots are refused.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,6 +28,24 @@ from qmachina_assets.core.paths import configs_root
 
 ENV_PATH = "QMACHINA_INSTRUMENT_CONFIG_PATH"
 MONTH_CODES = "FGHJKMNQUVXZ"
+
+
+class RollRule(BaseModel):
+    """When the front contract changes: the calendar roll of quarterly index futures (CME's for ES: 8 calendar
+    days before the contract's expiry, the third Friday of its month). The roll instant is `time_et` (New York)
+    on the day `days_before_expiry` days before the expiry of the contract being rolled out of."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rule: Literal["calendar"] = "calendar"
+    months: str = Field("HMUZ", pattern=f"^[{MONTH_CODES}]+$", description="contract months, in calendar order")
+    days_before_expiry: int = Field(8, ge=0, le=366)
+    time_et: str = Field("18:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$")
+
+
+def third_friday(year: int, month: int) -> dt.date:
+    first = dt.date(year, month, 1)
+    return first + dt.timedelta(days=(4 - first.weekday()) % 7 + 14)
 
 
 class InstrumentConfigError(ValueError):
@@ -96,6 +116,9 @@ class InstrumentConfig(BaseModel):
     state_model_bear_pressure_weight: float = Field(1.0, ge=0)
     state_model_bear_vacuum_weight: float = Field(1.0, ge=0)
     state_model_mixed_weight: float = Field(0.0, ge=0)
+    # not part of config_version (excluded from dumps): it picks which contract a live run follows, never how
+    # the engine or gold compute (every contract-level artifact keeps its version)
+    roll: RollRule | None = Field(None, exclude=True, description="front-contract roll rule (live ingestion)")
 
     _v_windows = field_validator("flow_windows", "projection_horizons_bins", mode="before")(
         lambda v: [int(x) for x in _positive_list(v)]
@@ -146,6 +169,21 @@ class InstrumentConfig(BaseModel):
             "projection_horizons_ms": self.projection_horizons_ms,
             "config_version": self.config_version,
         }
+
+    def front_contract(self, at_ns: int) -> str:
+        """The front contract at `at_ns` under the roll rule (the lock's `symbol` without one)."""
+        if self.roll is None:
+            return self.symbol
+        et = ZoneInfo("America/New_York")
+        at = dt.datetime.fromtimestamp(at_ns / 1e9, dt.UTC)
+        t = dt.time.fromisoformat(self.roll.time_et)
+        for year in (at.year - 1, at.year, at.year + 1):
+            for code in self.roll.months:
+                month = MONTH_CODES.index(code) + 1
+                day = third_friday(year, month) - dt.timedelta(days=self.roll.days_before_expiry)
+                if at < dt.datetime.combine(day, t, tzinfo=et):
+                    return f"{self.symbol_root}{code}{year % 10}"
+        raise ValueError(f"roll: no contract of {self.symbol_root} after {at.isoformat()}")
 
     # ---- the lock ------------------------------------------------------------------------------
     def symbol_matches_root(self, symbol: str) -> bool:

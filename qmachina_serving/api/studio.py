@@ -72,6 +72,7 @@ class PipelineInfo(BaseModel):
 
 class Catalog(BaseModel):
     pipelines: list[PipelineInfo]
+    gold_dsls: list[str]  # Gold DSL specs of configs/gold/ (the gold step's DSL mode)
     bases: list[str]  # serving specs a studio model can start from (their wire schema and layout)
     signals: dict[str, list[str] | None]  # signal -> allowed params (None: checked by its own model)
     scoring_keys: list[str]
@@ -209,11 +210,13 @@ def build(ctx: ApiContext) -> APIRouter:
             n += 1
         return n
 
-    def publish_specs(request: Request, cp: Any, principal: Any, sid: str, serving: dict, experiment: dict) -> dict:
+    def publish_specs(request: Request, cp: Any, principal: Any, sid: str, serving: dict, experiment: dict,
+                      pipeline: dict | None = None) -> dict:
         """Write the versioned files, register the experiment to the workspace, reload Dagster (best effort)."""
         configs = ctx.get_configs()
         try:
-            specs_mod.write_specs(specs_mod.dump(serving), specs_mod.dump(experiment), configs)
+            specs_mod.write_specs(specs_mod.dump(serving), specs_mod.dump(experiment), configs,
+                                  specs_mod.dump(pipeline) if pipeline is not None else None)
         except (ConfigError, ValueError) as exc:
             raise bad(exc) from exc
         control_call(lambda: cp.register_resource(principal.workspace, "experiment", experiment["name"],
@@ -228,8 +231,8 @@ def build(ctx: ApiContext) -> APIRouter:
                 client.reload()
 
         threading.Thread(target=reload, name="dagster-reload", daemon=True).start()
-        exp, srv, _ = resolve_experiment(experiment["name"], configs_dir=configs)
-        return {"experiment": exp.name, "serving": srv.name, "sets_per_day": exp.n_sets(srv),
+        exp, srv, pipe = resolve_experiment(experiment["name"], configs_dir=configs)
+        return {"experiment": exp.name, "serving": srv.name, "pipeline": pipe.name, "sets_per_day": exp.n_sets(srv),
                 "dagster_reload": "requested"}
 
     @r.get("/catalog", response_model=Catalog)
@@ -255,7 +258,8 @@ def build(ctx: ApiContext) -> APIRouter:
                 continue
             if srv.signal is not None:
                 bases.append(srv.name)
-        return Catalog(pipelines=pipes, bases=bases,
+        return Catalog(pipelines=[p for p in pipes if not p.name.startswith("studio_")], bases=bases,
+                       gold_dsls=sorted(p.stem for p in (configs / "gold").glob("*.yaml")),
                        signals={k: (list(v) if v is not None else None) for k, v in SIGNAL_PARAMS.items()
                                 if k in KNOWN_SIGNALS},
                        scoring_keys=list(ScoringConfig.model_fields), steps=list(STEPS))
@@ -305,11 +309,18 @@ def build(ctx: ApiContext) -> APIRouter:
         try:
             if step == "data":
                 choice = specs_mod.DataChoice.model_validate(payload)
-                load_pipeline(choice.pipeline, configs_dir=configs)
+                pipe = load_pipeline(choice.pipeline, configs_dir=configs)
+                days = {d.isoformat() for d in pipe.days}
+                if choice.dates and not set(choice.dates) <= days:
+                    raise ValueError(f"dates: {sorted(set(choice.dates) - days)} are not capture dates of "
+                                     f"{pipe.name} ({', '.join(sorted(days))})")
                 payload = choice.model_dump()
             elif step == "gold":
                 choice = specs_mod.GoldChoice.model_validate(payload)
                 ScoringConfig.model_validate(choice.scoring)
+                if choice.mode == "dsl" and not (choice.gold_dsl and (configs / "gold" / f"{choice.gold_dsl}.yaml")
+                                                 .is_file()):
+                    raise ValueError(f"gold_dsl: no Gold DSL spec {choice.gold_dsl!r} in {configs / 'gold'}")
                 payload = choice.model_dump()
             elif step == "signal":
                 choice = specs_mod.SignalChoice.model_validate(payload)
@@ -318,11 +329,13 @@ def build(ctx: ApiContext) -> APIRouter:
             elif step == "evaluation":
                 ev = specs_mod.EvalChoice.model_validate(payload)
                 name = specs_mod.spec_name(sid, next_version(cp, ws, sid, configs))
+                data = specs_mod.DataChoice.model_validate(s.steps["data"].payload)
+                gold = specs_mod.GoldChoice.model_validate(s.steps["gold"].payload)
                 serving, experiment = specs_mod.build_specs(
-                    name, specs_mod.DataChoice.model_validate(s.steps["data"].payload),
-                    specs_mod.GoldChoice.model_validate(s.steps["gold"].payload),
-                    specs_mod.SignalChoice.model_validate(s.steps["signal"].payload), ev, configs)
-                payload = {**ev.model_dump(), **publish_specs(request, cp, principal, sid, serving, experiment)}
+                    name, data, gold, specs_mod.SignalChoice.model_validate(s.steps["signal"].payload), ev, configs)
+                pipeline = specs_mod.build_pipeline(name, data, gold, configs)
+                payload = {**ev.model_dump(),
+                           **publish_specs(request, cp, principal, sid, serving, experiment, pipeline)}
             elif step == "run":
                 job = control_call(lambda: cp.job(ws, str(payload.get("job_id", ""))))
                 if job.target != session_experiment(s):

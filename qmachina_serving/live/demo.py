@@ -52,7 +52,7 @@ def main_with(args: Any) -> int:
                     "--start", SUNDAY_OPEN, "--at-end", "idle"], stdout=subprocess.PIPE)
         info = json.loads(gw.stdout.readline() if gw.stdout else b"{}")
         spawn([*QM, "live", "--gateway", f"127.0.0.1:{info['port']}", "--key", DEMO_KEY, "--lake", str(lake),
-               "--redis-url", redis_url, "--workspace", args.workspace])
+               "--redis-url", redis_url, "--workspace", args.workspace, "--symbol", "ESH4"])
         spawn([*QM, "serve", "--port", str(port)], env={**os.environ, "QMACHINA_LAKE_DIR": str(lake),
                                                           "QMACHINA_SERVING_REDIS_URL": redis_url})
         print(f"live demo: gateway 127.0.0.1:{info['port']} (control {info['control_port']}), redis {redis_url}")

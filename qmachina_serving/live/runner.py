@@ -122,7 +122,7 @@ class Inbox:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     records: list[bytes] = field(default_factory=list)
-    mappings: list[tuple[int, str]] = field(default_factory=list)
+    mappings: list[tuple[int, int, str]] = field(default_factory=list)  # (records before it, iid, symbol)
     errors: list[str] = field(default_factory=list)
     heartbeats: int = 0
     messages: int = 0
@@ -200,7 +200,9 @@ class LiveRunner:
         self.key = config.key or os.environ.get("DATABENTO_API_KEY")
         if not self.key:
             raise ValueError("qmachina live: no API key (set DATABENTO_API_KEY or pass --key)")
-        self.symbol = config.symbol or self.instrument.symbol
+        # the lock's roll rule picks the front contract (the lock's `symbol` without a rule); it is followed
+        # across rolls during the run
+        self.symbol = config.symbol or self.instrument.front_contract(time.time_ns())
         self.instrument.check_lock(source="qmachina live --symbol", symbols=[self.symbol])
         self.dataset = self.instrument.dataset
         self.gateways: list[tuple[str | None, int]] = [_hostport(g) for g in config.gateways] or [(None,
@@ -215,7 +217,10 @@ class LiveRunner:
         self.lock_engine_key = self.instrument.config_version
         self.dedupe = Dedupe()
         self.capture: DayCapture | None = None
-        self.silver_sink = SilverSink(config.silver_out) if config.silver_out else None
+        self.silver_sink = SilverSink(config.silver_out / self.symbol) if config.silver_out else None
+        self._live: Any = None
+        self._rolling: str | None = None  # the contract subscribed for a roll, until its mapping arrives
+        self.rolls: list[dict[str, Any]] = []
         self.instrument_id: int | None = None
         self.inbox = Inbox()
         self.gw_index = 0
@@ -226,6 +231,7 @@ class LiveRunner:
         self.gaps = 0
         self.stalls: list[float] = []  # seconds of silence at each stall detection
         self._publisher_id = 1
+        self._last_ts_recv_seen = -1
         self._last_rx = 0.0  # wall time the last record was ingested (the replay window check)
         self._gap: dict[str, Any] | None = None  # a gap waiting for its end (the first record after it)
         self._t_first: float | None = None  # monotonic time of the first / last ingested batch (ingest rate)
@@ -271,8 +277,8 @@ class LiveRunner:
     def hello(self, feed: AliasFeed) -> dict[str, Any]:
         v = feed.version
         day = self._day or dt.datetime.now(dt.UTC).date()
-        # `source` says live (the viewer's LIVE badge); the version's lineage source moves to `lineage_source`
-        return {**v.runtime_config, "source": "live", "lineage_source": v.runtime_config.get("source"),
+        # `source: "live"`: the viewer's LIVE badge, and a runtime_config that may be replaced on the connection
+        return {**v.runtime_config, "source": "live",
                 "replay": {"session_id": self.run_id, "symbol": self.symbol, "date": day.isoformat(), "speed": 1,
                            "cell_width_ms": int(v.runtime.cell_width_ms), "end": "data", "start_ns": None,
                            "end_ns": None, "dates_with_data": []},
@@ -289,16 +295,17 @@ class LiveRunner:
     def _on_record(self, rec: Any) -> None:
         """The client's callback (its event-loop thread): as little as possible per record."""
         box = self.inbox
-        if type(rec) is _MBO:
+        if type(rec) is _MBO:  # the hot path: no clock read, no wake-up (the main thread takes them every batch_s)
             b = bytes(rec)
             with box.lock:
                 box.records.append(b)
-        elif type(rec) is _SYSTEM:
+            return
+        if type(rec) is _SYSTEM:
             if rec.is_heartbeat():
                 box.heartbeats += 1
         elif type(rec) is _MAPPING:
             with box.lock:
-                box.mappings.append((int(rec.instrument_id), str(rec.stype_out_symbol)))
+                box.mappings.append((len(box.records), int(rec.instrument_id), str(rec.stype_out_symbol)))
         elif type(rec) is _ERROR:
             with box.lock:
                 box.errors.append(str(rec.err))
@@ -373,7 +380,8 @@ class LiveRunner:
                 self._save_state("starting" if not self.records else "active", force=True)
                 self._sleep(backoff_s(attempt, self.cfg.backoff_base_s, self.cfg.backoff_cap_s, self.rng))
                 continue
-            failures = attempt = 0
+            failures = 0
+            records_before = self.records
             self.session_id = str(getattr(live, "session_id", None) or "")
             log.info("streaming from %s (session %s, %s)", _gw_name(gw), self.session_id,
                      "snapshot" if start is None else f"replay from {start}")
@@ -383,6 +391,8 @@ class LiveRunner:
             if self.stop_event.is_set():
                 break
             self.reconnects += 1
+            if self.records > records_before:
+                attempt = 0  # the session delivered: the backoff starts over (one that fails at once keeps growing it)
             if outcome == "failback":
                 self.gw_index = 0
                 continue
@@ -405,6 +415,8 @@ class LiveRunner:
             self.inbox.wake.set()
 
         threading.Thread(target=watch, name="live-close-watch", daemon=True).start()
+        self._live = live
+        self._rolling = None  # a roll not completed on the previous session starts again on this one
         stall_s = self.cfg.stall_factor * self.cfg.heartbeat_interval_s
         opened_at = self.inbox.messages
         next_probe = time.monotonic() + self.cfg.primary_probe_s
@@ -490,19 +502,63 @@ class LiveRunner:
             chunks, box.records = box.records, []
             mappings, box.mappings = box.mappings, []
             errors, box.errors = box.errors, []
-        for iid, sym in mappings:
-            if sym == self.symbol:
-                self.instrument_id = iid
-                if self.capture is not None:
-                    self.capture.add_symbol(sym, iid)
+        if chunks:  # records count as messages for the stall watchdog (the callback does not read the clock)
+            box.messages += 1
+            box.last_msg = time.monotonic()
         for e in errors:
             self.last_error = f"gateway error: {e}"
             log.warning("gateway error message: %s", e)
+        pos = 0
+        for at, iid, sym in mappings:  # records before a mapping are of the contract followed until then
+            self._ingest_chunks(chunks[pos:at])
+            pos = at
+            if sym == self._rolling:
+                self._complete_roll(sym, iid)
+            elif sym == self.symbol:
+                self.instrument_id = iid
+                if self.capture is not None:
+                    self.capture.add_symbol(sym, iid)
+        self._ingest_chunks(chunks[pos:])
+        if self.instrument.roll is not None and self._rolling is None and self.dedupe.last_ts_recv > 0:
+            target = self.instrument.front_contract(self.dedupe.last_ts_recv)
+            if target != self.symbol:
+                self._begin_roll(target)
+
+    def _ingest_chunks(self, chunks: list[bytes]) -> None:
         if chunks:
             if self._t_first is None:
                 self._t_first = time.perf_counter()
             self.ingest(np.frombuffer(b"".join(chunks), dtype=dbn.MBO_DTYPE))
             self._t_last = time.perf_counter()
+
+    # ---- contract roll -----------------------------------------------------------------------------
+    def _begin_roll(self, target: str) -> None:
+        """The market passed the roll instant: subscribe the next contract (snapshot) on the running session."""
+        log.info("roll: %s -> %s (the lock's roll rule); subscribing %s", self.symbol, target, target)
+        self._rolling = target
+        try:
+            self._live.subscribe(dataset=self.dataset, schema="mbo", symbols=[target], snapshot=True)
+        except Exception as exc:  # the session is going away: the reconnection subscribes the new contract
+            log.warning("roll subscription failed (%s); switching at the reconnection", exc)
+            self._complete_roll(target, None)
+
+    def _complete_roll(self, target: str, iid: int | None) -> None:
+        """The new contract's mapping arrived: close the old contract's bins (flush), fresh engines for the new
+        one (its snapshot follows), and a new runtime_config on every alias stream (clients stay connected)."""
+        old = self.symbol
+        self._feed(np.zeros(0, dbn.MBO_DTYPE), flush=True)
+        if self.silver_sink is not None and self.cfg.silver_out is not None:
+            self.silver_sink.close()
+            self.silver_sink = SilverSink(self.cfg.silver_out / target)
+        self.engines = {k: Engine(rt) for k, rt in self.runtimes.items()}
+        self.symbol, self.instrument_id, self._rolling = target, iid, None
+        self.dedupe = Dedupe()
+        self.last_ts_event = None  # a reconnection before the first record of the new contract: its snapshot
+        if self.capture is not None and iid is not None:
+            self.capture.add_symbol(target, iid)
+        self.rolls.append({"from": old, "to": target, "at_ts_recv": self._last_ts_recv_seen})
+        self.publish_configs()
+        log.info("rolled %s -> %s", old, target)
 
     def ingest(self, recs: np.ndarray) -> None:
         """Records of the subscribed contract, in arrival order: dedupe, capture, engines, frames."""
@@ -512,6 +568,7 @@ class LiveRunner:
         if not len(recs):
             return
         self.dedupe.seen(recs)
+        self._last_ts_recv_seen = self.dedupe.last_ts_recv
         self._last_rx = time.time()
         self._publisher_id = int(recs["publisher_id"][0])
         if self._gap is not None:
@@ -600,7 +657,7 @@ class LiveRunner:
         fields: dict[str, Any] = {
             "records": self.records, "bins": self.bins, "reconnects": self.reconnects, "gaps": self.gaps,
             "checkpoint_sequence": self.last_sequence, "checkpoint_ts_event": self.last_ts_event,
-            "last_error": self.last_error, "session_id": self.session_id,
+            "last_error": self.last_error, "session_id": self.session_id, "symbol": self.symbol,
             "gateway": _gw_name(self.gateways[self.gw_index]),
             "detail": {"gateways": self.cfg.gateways, "gateway_index": self.gw_index,
                        "workspace": self.cfg.workspace, "aliases": [f.alias for f in self.feeds],
@@ -609,7 +666,7 @@ class LiveRunner:
                                  "dropped_bins": self.publisher.dropped_bins},
                        "capture": None if self.capture is None else str(self.capture.body_path),
                        "heartbeats": self.inbox.heartbeats, "stalls_s": self.stalls[-20:],
-                       "ingest": self.ingest_stats()}}
+                       "ingest": self.ingest_stats(), "symbol": self.symbol, "rolls": self.rolls}}
         if status is not None:
             fields["status"] = status
         try:

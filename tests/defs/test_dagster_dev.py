@@ -10,7 +10,11 @@ import urllib.request
 
 from qmachina_assets.core.paths import PROJECT_ROOT
 
-QUERY = "{ assetNodes { assetKey { path } partitionDefinition { description } } }"
+QUERY = ("{ assetNodes { assetKey { path } partitionDefinition { description } automationCondition { label } "
+         "hasAssetChecks } }")
+
+SENSORS = ('{ sensorsOrError(repositorySelector: {repositoryName: "__repository__", repositoryLocationName: '
+           '"qmachina"}) { ... on Sensors { results { name sensorState { status } } } } }')
 
 
 def _free_port() -> int:
@@ -53,6 +57,20 @@ def test_dagster_dev_shows_the_assets(dagster_home, lake, tmp_path):
         assert "bronze_mbo" in keys
         bronze = next(n for n in nodes if n["assetKey"]["path"] == ["bronze_mbo"])
         assert "sessions" in bronze["partitionDefinition"]["description"]  # date|symbol of what landed
+        # the automation is visible per asset: data layers eager, publishing gated by the promotion check
+        labels = {"/".join(n["assetKey"]["path"]): (n["automationCondition"] or {}).get("label") for n in nodes}
+        assert labels["silver_grid"] == labels["gold_builtin"] == labels["dataset_es_rth_1h"] == "eager"
+        assert labels["sweep_demo_flow_score_sweep"] == "eager"
+        assert labels["serving_alias_demo_flow_score_sweep"] == "when the promotion gate passed"
+        assert labels["bronze_mbo"] is None  # requested by raw_file_sensor
+        sweep_keys = next(n for n in nodes if n["assetKey"]["path"] == ["sweep_demo_flow_score_sweep"])
+        assert "2024-03-15|ESH4" in sweep_keys["partitionDefinition"]["description"]  # only the valid test day
+        sensors = _graphql(port, SENSORS)["data"]["sensorsOrError"]["results"]
+        status = {x["name"]: x["sensorState"]["status"] for x in sensors}
+        assert status["qmachina_automation"] == status["raw_file_sensor"] == "RUNNING"
+        assert status["published_versions_sensor"] == "RUNNING" and "promotion_sensor" not in status
+        log_text = (tmp_path / "dagster-dev.log").read_text()
+        assert "MultiAssetSensorDefinition" not in log_text and "DeprecationWarning" not in log_text
     finally:
         # background processes here may ignore SIGTERM: kill the whole process group
         os.killpg(proc.pid, signal.SIGKILL)

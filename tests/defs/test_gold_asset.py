@@ -56,21 +56,34 @@ def test_gold_assets_builtin_and_dsl(lake, instrument):
         assert np.allclose(dsl[name].to_numpy(), col, rtol=0, atol=1e-9), name  # DSL twin of the built-in
 
 
-def test_gold_partition_is_immutable_per_config(lake, instrument):
+def test_gold_partition_is_versioned_per_config(lake, instrument):
     lakemod.land_raw_file(sample(ESH4_1225), lake, instrument)
     with dg.instance_for_test() as instance:
         register_sessions(instance, [session_key(DATE, "ESH4")])
-        assert dg.materialize([bronze_mbo, silver_grid], partition_key=session_key(DATE, "ESH4"),
-                              instance=instance, resources={"lake_res": LakeResource(root=str(lake))},
-                              run_config=WINDOW).success
+        res = {"lake_res": LakeResource(root=str(lake))}
+        other = {"ops": {"silver_grid": {"config": {"start_et": "18:20", "end_et": "18:22"}}}}
+        # a different silver window materializes (a new version: another data version), then back to the first
+        versions = []
+        for rc in (WINDOW, other, WINDOW):
+            out = dg.materialize([bronze_mbo, silver_grid] if not versions else [silver_grid],
+                                 partition_key=session_key(DATE, "ESH4"), instance=instance, resources=res,
+                                 run_config=rc)
+            assert out.success
+            versions.append(out.asset_materializations_for_node("silver_grid")[0].metadata["version"].value)
+        assert versions[0] == versions[2] != versions[1]
+        event = instance.get_latest_materialization_event(dg.AssetKey("silver_grid"))
+        assert event.asset_materialization.tags["dagster/data_version"] == versions[0]
     cfg = GoldFeatureConfig.from_instrument(instrument)
     kw = dict(lake=lake, symbol="ESH4", date=DATE, feature_set="builtin", radius=instrument.grid_radius_ticks,
               tick_int=instrument.tick_int)
     m1, created = build_gold(config=cfg.model_dump(mode="json"), config_hash=cfg.config_hash, builtin_config=cfg, **kw)
     m2, again = build_gold(config=cfg.model_dump(mode="json"), config_hash=cfg.config_hash, builtin_config=cfg, **kw)
     assert created and not again and m1 == m2
-    other = GoldFeatureConfig.from_instrument(instrument, c1=2.0)
-    with pytest.raises(FileExistsError, match="immutable"):
-        build_gold(config=other.model_dump(mode="json"), config_hash=other.config_hash, builtin_config=other, **kw)
+    other = GoldFeatureConfig.from_instrument(instrument, c1=2.0)  # another config: another version, no error
+    first = gold_dir(lake, "builtin", "ESH4", DATE).resolve()
+    m3, created3 = build_gold(config=other.model_dump(mode="json"), config_hash=other.config_hash,
+                              builtin_config=other, **kw)
+    assert created3 and m3.config_hash == other.config_hash and first.is_dir()
+    assert gold_dir(lake, "builtin", "ESH4", DATE).resolve() != first
     with pytest.raises(FileNotFoundError, match="silver partition"):
         build_gold(config={}, config_hash="x", builtin_config=cfg, **{**kw, "date": "2023-12-24"})

@@ -8,7 +8,12 @@ import pytest
 
 from qmachina_assets.cli import main
 from qmachina_assets.core.engine import silver
-from qmachina_assets.core.engine.silver_partition import SilverWindow, build_silver, silver_dir
+from qmachina_assets.core.engine.silver_partition import (
+    SilverWindow,
+    build_silver,
+    read_silver_manifest,
+    silver_dir,
+)
 from qmachina_assets.core.ingest import lake as lakemod
 from qmachina_assets.defs.bronze.assets import bronze_mbo
 from qmachina_assets.defs.partitions import register_sessions, session_key
@@ -46,17 +51,26 @@ def test_bronze_then_silver_in_one_run(lake, instrument, tmp_path):
         bins[["bin_start_ns", "best_bid_price_int", "best_ask_price_int"]])
 
 
-def test_silver_partition_is_immutable_per_window(lake, instrument):
+def test_silver_partition_is_versioned_per_window(lake, instrument):
     f = lakemod.land_raw_file(sample(ESM4_0508), lake, instrument)
     from qmachina_assets.core.ingest.bronze import build_bronze
 
     build_bronze([f.path], date=f.date, symbol="ESM4", lake=lake, instrument=instrument)
-    m, created = build_silver(lake=lake, symbol="ESM4", date=dt.date(2024, 5, 8), instrument=instrument)
-    again, created2 = build_silver(lake=lake, symbol="ESM4", date=dt.date(2024, 5, 8), instrument=instrument)
+    day = dt.date(2024, 5, 8)
+    m, created = build_silver(lake=lake, symbol="ESM4", date=day, instrument=instrument)
+    again, created2 = build_silver(lake=lake, symbol="ESM4", date=day, instrument=instrument)
     assert created and not created2 and again == m
-    with pytest.raises(FileExistsError, match="immutable"):
-        build_silver(lake=lake, symbol="ESM4", date=dt.date(2024, 5, 8), instrument=instrument,
-                     window=SilverWindow(start_et="09:30", end_et="10:30"))
+    current = silver_dir(lake, "ESM4", day)
+    first = current.resolve()
+    assert current.is_symlink() and first.name.startswith("2024-05-08@")
+    # another window is another version beside the first (never an error, nothing overwritten)
+    w = SilverWindow(start_et="20:00", end_et="20:01")  # 00:00-00:01 UTC on the 8th is 20:00 ET the 7th
+    other, created3 = build_silver(lake=lake, symbol="ESM4", date=day, instrument=instrument, window=w)
+    assert created3 and other.window == w and current.resolve() != first and first.is_dir()
+    assert read_silver_manifest(lake, "ESM4", day).window == w
+    # back to the first window: the stored version is re-used, the link repointed
+    back, created4 = build_silver(lake=lake, symbol="ESM4", date=day, instrument=instrument)
+    assert not created4 and back == m and current.resolve() == first
 
 
 def test_silver_window_validation():

@@ -299,3 +299,32 @@ def test_run_file_and_write_silver(instrument, tmp_path):
     for col in ("bin_start_ns", "bin_end_ns", "best_bid_price_int", "best_ask_price_int"):
         assert col in bins.column_names
     assert not [p for p in (tmp_path / "silver").iterdir() if ".qmtmp-" in p.name]
+
+
+def test_bins_carry_the_intrabin_mid_range(instrument, small_day):
+    """mid_high/low_price: the extremes of the mid over the bin's open (the previous close), its F_LAST points
+    with an uncrossed two-sided book, and its close — what the evaluator tests TP/SL barriers against
+    (issue 14 item 6). Reference: the engine's own book read after every venue event."""
+    from qmachina_assets.core.ingest import dbn
+
+    start, end = _window(dt.date(2024, 3, 5), 14, 0, 14, 5)
+    whole = _run_chunked(instrument, small_day, 5000, start, end).bins
+    eng = Engine(instrument, start_ns=start, end_ns=end)
+    cell = instrument.cell_width_ms * 1_000_000
+    points: dict[int, list[float]] = {}
+    prev = 0
+    for e in np.flatnonzero(small_day["flags"] & dbn.F_LAST) + 1:
+        eng.feed(small_day[prev:e])
+        prev = e
+        b, a = eng.best_prices()
+        if 0 < b < a:
+            ts = int(small_day["ts_recv"][e - 1])
+            points.setdefault(ts // cell * cell, []).append((a + b) / 2 * 1e-9)
+    bid, ask = whole["best_bid_price_int"], whole["best_ask_price_int"]
+    close_ok = (bid > 0) & (ask > 0) & (bid < ask)
+    for j in range(1, len(bid)):
+        vals = list(points.get(int(whole["bin_start_ns"][j]), []))
+        vals += [whole["mid_price"][i] for i in (j - 1, j) if close_ok[i]]
+        hi, lo = (max(vals), min(vals)) if vals else (0.0, 0.0)
+        assert (whole["mid_high_price"][j], whole["mid_low_price"][j]) == pytest.approx((hi, lo), abs=1e-9), j
+    assert np.sum(whole["mid_high_price"][1:] > whole["mid_low_price"][1:]) >= 5  # not a degenerate check

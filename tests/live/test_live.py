@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
+import re
 import time
 from pathlib import Path
 
@@ -21,11 +23,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from qmachina_assets.core.engine.engine import run_file
+from qmachina_assets import cli
+from qmachina_assets.core.engine.engine import SilverChunk, iter_file, run_file
 from qmachina_assets.core.ingest import dbn
+from qmachina_assets.core.ingest.synth import SynthParams, generate_records, write_records
+from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.registry import Registry
 from qmachina_serving.live.capture import GAP_CLEAR_FLAGS, read_manifest
 from qmachina_serving.live.state import LiveSessions
@@ -52,8 +58,30 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     access = seed_access(w.lake, roles=("viewer",))
     win = root / "window.dbn"
     records = window_file(sample(ESH4_1225), win, MIDDAY, MIDDAY + WINDOW_S * 10**9)
+    m4_win, m4_records = _m4_window(root)
+    # the lock with a roll rule whose ESH4 -> ESM4 roll falls 50 s into the window (81 days before the
+    # 2024-03-15 expiry, 18:00:50 ET): the synthetic two-contract day
+    text = (PROJECT_ROOT / "configs" / "instrument.yaml").read_text()
+    roll_lock = root / "instrument_roll.yaml"
+    roll_lock.write_text(re.sub(r"^roll: .*$", 'roll: {rule: calendar, months: HMUZ, days_before_expiry: 81, '
+                                                'time_et: "18:00:50"}', text, flags=re.M))
     return {"root": root, "lake": w.lake, "vp": vp.version_id, "access": access, "window": win,
-            "records": records}
+            "records": records, "m4_window": m4_win, "m4_records": m4_records, "roll_lock": roll_lock}
+
+
+def _m4_window(root: Path) -> tuple[Path, np.ndarray]:
+    """ESM4 over the same minute: a busy synthetic minute (14:00 UTC) moved to the window, with its book as a
+    snapshot at the head."""
+    inst = json_instrument()
+    p = SynthParams(n_records=200_000, seed=3, date=dt.date(2023, 12, 25), symbol="ESM4")
+    recs = generate_records(p, inst).copy()
+    shift = np.uint64(MIDDAY - int(dt.datetime(2023, 12, 25, 14, tzinfo=dt.UTC).timestamp()) * 10**9)
+    recs["ts_recv"] += shift
+    recs["ts_event"] += shift
+    full = root / "esm4_shifted.dbn"
+    write_records(full, recs, p, inst)
+    out = root / "esm4_window.dbn"
+    return out, window_file(full, out, MIDDAY, MIDDAY + WINDOW_S * 10**9, symbol="ESM4")
 
 
 @pytest.fixture(scope="module")
@@ -109,10 +137,47 @@ def check_capture_and_parity(lake: Path, silver_out: Path, source: np.ndarray, *
         assert src_head <= start < src_head + 100, (head, src_head, start)
         assert tail.tobytes() == source[start:].tobytes()  # none lost, none doubled, same order
     bins, grid = run_file(captured, json_instrument())
-    live_bins, live_grid = pq.read_table(silver_out / "bins.parquet"), pq.read_table(silver_out / "grid.parquet")
+    live_bins, live_grid = (pq.read_table(silver_out / "ESH4" / "bins.parquet"),
+                            pq.read_table(silver_out / "ESH4" / "grid.parquet"))
     assert live_bins.num_rows == bins.num_rows > 500
     assert live_bins.equals(bins) and live_grid.equals(grid)  # bit for bit
     return bins.num_rows
+
+
+def silver_of(path: Path, iid: int) -> tuple[pa.Table, pa.Table]:
+    """`qmachina silver FILE --symbol X`: the engine on one instrument of a file."""
+    chunk = SilverChunk.concat([c.copy() for c in iter_file(path, json_instrument(), instrument_ids={iid})], 50)
+    return chunk.bins_table(), chunk.grid_table()
+
+
+def check_roll_capture_and_parity(lake: Path, silver_out: Path, h4: np.ndarray, m4: np.ndarray) -> tuple[int, int]:
+    """A capture across the roll: ESH4 from its snapshot on, contiguous, up to the roll; then ESM4 from the
+    gateway's snapshot at the roll to the end, contiguous; each contract's live silver equals the engine on
+    that contract's records of the captured file."""
+    captured = lake / CAPTURED
+    _, recs = dbn.load_mbo(captured)
+    recs = np.asarray(recs)
+    ids = recs["instrument_id"]
+    h4_iid, m4_iid = int(h4["instrument_id"][0]), int(m4["instrument_id"][0])
+    assert set(np.unique(ids).tolist()) == {h4_iid, m4_iid}
+    first_m4 = int(np.argmax(ids == m4_iid))
+    assert (ids[:first_m4] == h4_iid).all() and (ids[first_m4:] == m4_iid).all()  # one contract, then the other
+    got_h4 = recs[:first_m4]
+    body = got_h4[_snapshot_len(got_h4):]
+    j = int(np.searchsorted(h4["ts_recv"].view(np.int64), int(body["ts_recv"][0]), "left"))
+    while h4[j:j + 1].tobytes() != body[:1].tobytes():
+        j += 1
+    assert h4[j:j + len(body)].tobytes() == body.tobytes()  # every ESH4 record once, in order, to the roll
+    got_m4 = recs[first_m4:]
+    tail = got_m4[_snapshot_len(got_m4):]
+    assert len(tail) and tail.tobytes() == m4[len(m4) - len(tail):].tobytes()  # and ESM4 from the roll to the end
+    out = []
+    for sym, iid in (("ESH4", h4_iid), ("ESM4", m4_iid)):
+        bins, grid = silver_of(captured, iid)
+        lb, lg = pq.read_table(silver_out / sym / "bins.parquet"), pq.read_table(silver_out / sym / "grid.parquet")
+        assert lb.num_rows == bins.num_rows > 50 and lb.equals(bins) and lg.equals(grid), sym
+        out.append(bins.num_rows)
+    return out[0], out[1]
 
 
 def _snapshot_len(recs: np.ndarray) -> int:
@@ -164,7 +229,8 @@ def test_live_day_resets_two_replicas_redis_outage(world, redis_server, tmp_path
         def drive() -> None:
             with live_process([gw.port], lake, r.url, "--at-close", "exit", "--silver-out", str(silver_out),
                               "--heartbeat-s", "1", "--backoff-base-s", "0.2", "--backoff-cap-s", "0.5",
-                              "--max-replay-s", "1.2", "--run-id", "lv_test_a", log=tmp_path / "live.log") as proc:
+                              "--max-replay-s", "1.2", "--run-id", "lv_test_a", "--symbol", "ESH4",
+                              log=tmp_path / "live.log") as proc:
                 deadline = time.monotonic() + 120
                 while not gw.status()["sessions"]:
                     assert proc.poll() is None and time.monotonic() < deadline, "live never connected"
@@ -201,14 +267,14 @@ def test_live_day_resets_two_replicas_redis_outage(world, redis_server, tmp_path
     assert manifest["unrepaired_gaps"] == 1 and manifest["repaired_gaps"] == 3  # the stall; the three resets
     (gap,) = [g for g in manifest["gaps"] if not g["repaired"]]
     assert gap["end_ns"] > gap["start_ns"] and "replay window" in gap["reason"]
-    live_bins = pq.read_table(silver_out / "bins.parquet").to_pydict()
+    live_bins = pq.read_table(silver_out / "ESH4" / "bins.parquet").to_pydict()
     in_gap = [v for v, e in zip(live_bins["book_valid"], live_bins["bin_end_ns"], strict=True)
               if gap["start_ns"] < e <= gap["end_ns"]]
     assert in_gap and not any(in_gap)  # the book is invalid across the gap
 
     # each client: first the alias is not published yet, then its live runtime_config, bins, Redis
     # unavailable, available again, bins, and the end of the live process (the three resets are invisible)
-    silver_grid = pq.read_table(silver_out / "grid.parquet")
+    silver_grid = pq.read_table(silver_out / "ESH4" / "grid.parquet")
     w = 101
     for i, out in enumerate(outs):
         kinds = [k for k, _, _ in out["seq"]]
@@ -255,18 +321,21 @@ def _wait(cond, what: str, proc, timeout: float = 30.0) -> float:
     return time.monotonic() - t0
 
 
-def test_stall_refused_auth_failover_and_back(world, redis_server, tmp_path: Path) -> None:
+def test_stall_refused_auth_failover_back_and_roll(world, redis_server, tmp_path: Path, capsys) -> None:
     """A stall is detected within two heartbeat intervals; a refused login is a clear error with backoff, and
     after three of them the run fails over to the second gateway; it moves back once the first accepts it
-    again. Nothing is lost or doubled through all of it."""
+    again; then the market passes the lock's roll instant and the run follows ESM4 (a synthetic two-contract
+    day). Nothing is lost or doubled through all of it."""
     lake = fresh_lake(world, "lake_c")
     silver_out = tmp_path / "silver_live"
     args = ("--at-close", "exit", "--silver-out", str(silver_out), "--heartbeat-s", "1", "--backoff-base-s", "0.2",
             "--backoff-cap-s", "0.5", "--failover-after", "3", "--primary-probe-s", "1", "--run-id", "lv_test_c",
-            "--alias", "vp")
-    with gateways([[world["window"]]] * 2, speed=SPEED, at_end="close",
+            "--alias", "vp", "--symbol", "ESH4")
+    market = [world["window"], world["m4_window"]]  # ESH4 and ESM4 over the same minute
+    with gateways([market] * 2, speed=SPEED, at_end="close",
                   logs=[tmp_path / "gw_a.log", tmp_path / "gw_b.log"]) as (a, b), \
-            live_process([a.port, b.port], lake, redis_server.url, *args, log=tmp_path / "live.log") as proc:
+            live_process([a.port, b.port], lake, redis_server.url, *args, log=tmp_path / "live.log",
+                         env_extra={"QMACHINA_INSTRUMENT_CONFIG_PATH": str(world["roll_lock"])}) as proc:
         _wait(lambda: a.status()["sessions"], "the first session", proc, 120)
         first = a.status()["sessions"]
         time.sleep(0.8)
@@ -280,13 +349,26 @@ def test_stall_refused_auth_failover_and_back(world, redis_server, tmp_path: Pat
         assert a.control("refuse_auth 0")
         _wait(lambda: a.status()["sessions"] and not b.status()["sessions"], "back on the first gateway", proc)
         assert proc.wait(timeout=60) == 0
-    check_capture_and_parity(lake, silver_out, world["records"])
+    check_roll_capture_and_parity(lake, silver_out, world["records"], world["m4_records"])
     store = LiveSessions(lake=lake)
     row = store.get("lv_test_c")
     store.close()
     assert row["status"] == "stopped" and row["gaps"] == 0 and row["reconnects"] >= 3
+    assert [(r["from"], r["to"]) for r in row["detail"]["rolls"]] == [("ESH4", "ESM4")]
+    assert row["symbol"] == "ESM4"
+    # the alias stream got a new runtime_config at the roll (clients replace theirs on the same connection)
+    client = redis.Redis.from_url(redis_server.url)
+    configs = [json.loads(f[b"text"]) for _, f in client.xrange("qmachina:live:default:vp")
+               if f[b"kind"] == b"msg" and b'"runtime_config"' in f[b"text"][:40]]
+    client.close()
+    mine = [c["live"]["symbol"] for c in configs if c["live"]["run_id"] == "lv_test_c"]
+    assert mine == ["ESH4", "ESM4"]
     stalls = row["detail"]["stalls_s"]
     assert len(stalls) == 1 and 1.0 < stalls[0] <= 2.0  # within two heartbeat intervals of 1 s
+    capsys.readouterr()
+    assert cli.main(["live", "status", "--lake", str(lake), "--json"]) == 0  # `qmachina live status`
+    (printed,) = json.loads(capsys.readouterr().out)
+    assert printed["run_id"] == "lv_test_c" and printed["checkpoint_ts_event"] == row["checkpoint_ts_event"]
     log = (tmp_path / "live.log").read_text()
     assert "Authentication failed" in log and "check the API key" in log
     assert f"failing over to 127.0.0.1:{b.port}" in log and "moving back" in log

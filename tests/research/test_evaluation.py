@@ -508,3 +508,58 @@ def test_kernel_matches_plain_python_rules(seed, n, thr, tp, sl, hold, cooldown,
     want = _reference(s, mid, bid, ask, valid, high, low, p, day)
     assert [g[:4] for g in got] == [w[:4] for w in want]
     assert [g[4] for g in got] == pytest.approx([w[4] for w in want], abs=1e-9)
+
+
+# ---- the incremental form ----------------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 300),
+    thr=st.sampled_from([0.3, 0.8, 1.5]),
+    tp=st.sampled_from([1, 2, 3.5]),
+    sl=st.sampled_from([1, 2, 5]),
+    hold=st.integers(1, 25),
+    cooldown=st.integers(1, 12),
+    warmup=st.integers(0, 20),
+    mode=st.sampled_from(["mid", "cross"]),
+    use_hl=st.booleans(),
+    latency=st.sampled_from([0, 1, 3]),
+)
+def test_trader_steps_to_the_batch_trades(seed, n, thr, tp, sl, hold, cooldown, warmup, mode, use_hl, latency):
+    """Issue 14 item 4: the stream's incremental Trader, fed one bin at a time, makes exactly `evaluate`'s
+    trades, and announces each event no earlier than the bin that makes it known."""
+    from qmachina_assets.core.research.evaluation import Trader
+
+    rng = np.random.default_rng(seed)
+    bid = BASE + TICK * np.cumsum(rng.integers(-2, 3, n))
+    ask = bid + TICK * rng.integers(1, 3, n)
+    mid = (bid + ask) / 2
+    mid[rng.random(n) < 0.05] = 0.0
+    bid[rng.random(n) < 0.03] = np.nan
+    valid = rng.random(n) > 0.1
+    s = rng.standard_normal(n)
+    s[rng.random(n) < 0.1] = np.nan
+    high = mid + TICK * rng.integers(0, 4, n) if use_hl else None
+    low = mid - TICK * rng.integers(0, 4, n) if use_hl else None
+    if use_hl:
+        high[rng.random(n) < 0.1] = np.nan
+    p = EvalParams(threshold=thr, tp_ticks=tp, sl_ticks=sl, max_hold_bins=hold, cooldown_bins=cooldown,
+                   tick_size=TICK, warmup_bins=warmup, entry_mode=mode, cost_ticks_per_trade=0.5,
+                   latency_bins=latency)
+    want = evaluate(s, mid, bid, ask, DAY0 + BIN_NS * np.arange(n), valid, p, high=high, low=low).trades
+    tr = Trader(p)
+    events = []
+    for b in range(n):
+        events += tr.step(s[b], mid[b], bid[b], ask[b], valid[b], None if high is None else high[b],
+                          None if low is None else low[b])
+    events += tr.finish()
+    got = tr.trade_array()
+    assert got.dtype == want.dtype and len(got) == len(want)
+    for name in want.dtype.names:
+        np.testing.assert_allclose(got[name], want[name], atol=1e-9, err_msg=name)
+    assert [(e.event, e.bin) for e in events] == [x for t in want for x in (("entry", t["entry_bin"]),
+                                                                            ("exit", t["exit_bin"]))]
+    assert all(e.known_at >= e.bin for e in events)
+    assert all(e.known_at == e.bin for e in events if e.event == "entry" or e.outcome in (1, -1))

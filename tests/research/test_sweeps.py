@@ -79,9 +79,13 @@ def test_fold_rows_equal_direct_evaluation(world):
                                                                    "sl_ticks": 4})
     test = load_grid_data(lake, [dataset_id_for(lake, pipe, DAYS[1])], ["flow_score"])
     s = make_signal("flow_score").fit(test).score(test)
-    res = evaluate(s, test.mid, test.best_bid, test.best_ask, test.ts_ns, test.valid,
-                   EvalParams(threshold=0.1, tp_ticks=4, sl_ticks=4, cooldown_bins=20, max_hold_bins=600,
-                              tick_size=0.25, warmup_bins=100, entry_mode="cross"))
+    # the dataset carries the intrabin mid range (engine-2) and the sweep tests its barriers against it
+    ok = test.valid & np.isfinite(test.mid_high)
+    assert ok.mean() > 0.9 and np.all(test.mid_low[ok] <= test.mid[ok]) and np.all(test.mid[ok] <= test.mid_high[ok])
+    params = EvalParams(threshold=0.1, tp_ticks=4, sl_ticks=4, cooldown_bins=20, max_hold_bins=600,
+                        tick_size=0.25, warmup_bins=100, entry_mode="cross")
+    res = evaluate(s, test.mid, test.best_bid, test.best_ask, test.ts_ns, test.valid, params, day=test.day,
+                   high=test.mid_high, low=test.mid_low)
     assert row["oos_n_trades"] == res.metrics.n_trades
     assert np.isclose(row["oos_total_pnl_ticks"], res.metrics.total_pnl_ticks)
     # the swept gold scoring value is really recomputed: tanh 2.0 changes the flow score and the trades
@@ -128,10 +132,13 @@ def test_sweep_asset_materializes_a_test_day(world):
     assert "| **yes** |" in meta["top_in_sample"].value
     assert "advice_error" not in meta and "data:image/png;base64," in meta["sensitivity"].value  # decision support
     assert "| deflated_sharpe |" in meta["robustness_flags"].value and meta["sets_tried"].value == 8
-    with dg.instance_for_test() as instance, pytest.raises(Exception, match="not a walk-forward test day"):
-        register_sessions(instance, [session_key("2024-03-14", "ESH4")])
-        dg.materialize([asset], partition_key=session_key("2024-03-14", "ESH4"), instance=instance,
-                       resources={"lake_res": LakeResource(root=str(lake))})
+    # only walk-forward test days are partitions; each depends on every dataset session its fold reads
+    assert asset.partitions_def.get_partition_keys() == ["2024-03-15|ESH4"]
+    [dep] = asset.specs_by_key[asset.key].deps
+    upstream = dep.partition_mapping.get_upstream_mapped_partitions_result_for_partitions(
+        asset.partitions_def.subset_with_partition_keys(["2024-03-15|ESH4"]), asset.partitions_def,
+        dg.StaticPartitionsDefinition(["2024-03-14|ESH4", "2024-03-15|ESH4"])).partitions_subset
+    assert sorted(upstream.get_partition_keys()) == ["2024-03-14|ESH4", "2024-03-15|ESH4"]
 
 
 def test_ml_signal_is_fitted_per_label_barrier_on_the_training_day(world):
@@ -145,10 +152,10 @@ def test_ml_signal_is_fitted_per_label_barrier_on_the_training_day(world):
     assert by_tp[2.0][0]["oos_n_trades"] + by_tp[4.0][0]["oos_n_trades"] > 0
 
 
-def test_promotion_candidate_sensor_and_job(world, monkeypatch):
-    """Sweep -> candidates asset -> sensor (gate) -> promote_job -> the registry's alias."""
+def test_promotion_candidate_gate_check_and_alias(world, monkeypatch):
+    """Sweep -> candidates asset (gate = blocking check) -> serving alias asset -> the registry's alias."""
     from qmachina_assets.core.registry import Registry
-    from qmachina_assets.defs.promotion.assets import candidate_assets, promote_job, promotion_sensor
+    from qmachina_assets.defs.promotion.assets import alias_assets, candidate_assets, promote_job
 
     lake, exp_path, exp, srv, pipe = world
     strict = exp_path.parent / "synth_strict.yaml"
@@ -157,28 +164,32 @@ def test_promotion_candidate_sensor_and_job(world, monkeypatch):
     with pinned_code():  # a clean checkout (the registry refuses runs made from uncommitted code)
         sweeps.append_results(lake, sweeps.run_fold(lake, exp, srv, pipe, sweeps.folds(pipe, exp)[0]))
         sweeps.append_results(lake, sweeps.run_fold(lake, *resolve_experiment(strict), sweeps.folds(pipe, exp)[0]))
-    assets = [a for a in candidate_assets(exp_path.parent) if a.key.path[0].endswith(("synth_sweep", "synth_strict"))]
+    pick = ("synth_sweep", "synth_strict")
+    cands = {a.key.path[0]: a for a in candidate_assets(exp_path.parent) if a.key.path[0].endswith(pick)}
+    aliases = {a.key.path[0]: a for a in alias_assets(exp_path.parent) if a.key.path[0].endswith(pick)}
     res_def = {"lake_res": LakeResource(root=str(lake))}
-    with dg.instance_for_test() as instance:
-        res = dg.materialize(assets, instance=instance, resources=res_def)
+    with dg.instance_for_test() as instance, pinned_code():
+        res = dg.materialize([cands["promotion_candidates_synth_sweep"], aliases["serving_alias_synth_sweep"]],
+                             instance=instance, resources=res_def)
         assert res.success
         meta = res.asset_materializations_for_node("promotion_candidates_synth_sweep")[0].metadata
         assert meta["gate_passed"].value and len(meta["run_ids"].value) == 1
-        strict_meta = res.asset_materializations_for_node("promotion_candidates_synth_strict")[0].metadata
-        assert not strict_meta["gate_passed"].value and "oos_n_trades" in strict_meta["gate_problems"].value
-
-        sensor = promotion_sensor(assets)
-        defs = dg.Definitions(assets=assets, jobs=[promote_job], sensors=[sensor], resources=res_def)
-        ctx = dg.build_multi_asset_sensor_context(monitored_assets=[a.key for a in assets], instance=instance,
-                                                  definitions=defs, resources=res_def)
-        requests = list(sensor(ctx))
-        assert len(requests) == 1 and requests[0].run_key == meta["candidate_key"].value
-        run_config = requests[0].run_config
-        assert run_config["ops"]["promote"]["config"]["alias"] == "synth_sweep"
-        assert promote_job.execute_in_process(run_config=run_config, instance=instance, resources=res_def).success
+        [gate] = res.get_asset_check_evaluations()
+        assert gate.check_name == "promotion_gate" and gate.passed
+        published = res.asset_materializations_for_node("serving_alias_synth_sweep")[0].metadata
+        # a failing gate is a failed blocking check: the run fails and the alias is not materialized
+        out = dg.materialize([cands["promotion_candidates_synth_strict"], aliases["serving_alias_synth_strict"]],
+                             instance=instance, resources=res_def, raise_on_error=False)
+        assert not out.success
+        [failed] = out.get_asset_check_evaluations()
+        assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
+        assert "oos_n_trades" in failed.metadata["problems"].value
+        assert not out.asset_materializations_for_node("serving_alias_synth_strict")
+        strict_meta = out.asset_materializations_for_node("promotion_candidates_synth_strict")[0].metadata
     with Registry(lake=lake) as reg:
         live = reg.resolve("synth_sweep")
         assert reg.history("synth_sweep")[-1].actor == "dagster"
+        assert published["version_id"].value == live.version_id
     assert live.serving_spec().threshold == meta["params"].value["threshold"]  # what was evaluated is served
     # a manual launch with a run that fails the gate goes through the same gate and publishes nothing
     bad = {"ops": {"promote": {"config": {"experiment": str(strict), "run_ids": strict_meta["run_ids"].value,
@@ -243,3 +254,20 @@ def test_equity_downsample_keeps_the_ends_and_the_extremes():
     steps = np.repeat([0.0, 2.0, 2.0, -1.0], 3)  # a step curve: only the changes and the ends
     t, e = downsample(np.arange(12), steps)
     assert t.tolist() == [0, 3, 9, 11] and e.tolist() == [0.0, 2.0, -1.0, -1.0]
+
+
+def test_the_planted_order_flow_effect_is_in_the_data(world):
+    """The synthetic days' planted effect (synth.py "Planted effect"): the flow score at the bid touch leads the
+    mid, and reads the other way at the ask level (k = 0); what the demo experiment finds."""
+    lake, _, _, _, pipe = world
+    corr = {}
+    for day in DAYS:
+        d = load_grid_data(lake, [dataset_id_for(lake, pipe, day)], ["flow_score"])
+        fwd = np.full(d.n_bins, np.nan)
+        fwd[:-50] = d.mid[50:] - d.mid[:-50]  # the next 5 s
+        ok = d.valid & np.isfinite(fwd) & np.concatenate([d.valid[50:], np.zeros(50, bool)])
+        for k in (-1, 0):
+            corr[day, k] = np.corrcoef(d.columns["flow_score"][ok, d.k_index(k)], fwd[ok])[0, 1]
+    # these small days (300 k records) hold few episodes: the contrast of the two levels is the robust part
+    assert all(corr[day, -1] - corr[day, 0] > 0.05 for day in DAYS), corr
+    assert sum(corr[day, -1] for day in DAYS) > 0 > sum(corr[day, 0] for day in DAYS), corr

@@ -313,3 +313,24 @@ def test_studio_session_from_steps_to_promoted_alias(world, launched):
     log = c.get(f"/v1/studio/sessions/{sid}/decisions").json()["decisions"]
     assert [d["step"] for d in log] == ["data", "gold", "signal", "evaluation", "run", "compare", "promote"]
     assert world["client"](world["main"]).get(f"/v1/studio/sessions/{sid}").status_code == 404
+
+
+def test_studio_dates_and_gold_dsl_make_a_studio_pipeline(world):
+    c = world["client"](world["third"])
+    sid = c.post("/v1/studio/sessions", json={}).json()["session_id"]
+    step = lambda name, payload: c.post(f"/v1/studio/sessions/{sid}/steps/{name}", json={"payload": payload})  # noqa: E731
+    r = step("data", {"pipeline": "synth_two_days", "dates": ["2024-03-14", "2024-03-16"]})
+    assert r.status_code == 422 and "2024-03-16" in r.text
+    assert step("data", {"pipeline": "synth_two_days", "dates": ["2024-03-14", "2024-03-15"]}).status_code == 200
+    r = step("gold", {"mode": "dsl", "gold_dsl": "nope"})
+    assert r.status_code == 422 and "nope" in r.text
+    assert step("gold", {"mode": "dsl", "gold_dsl": "depth_imbalance"}).status_code == 200
+    assert step("signal", {"name": "flow_score", "base_serving": "synth_flow"}).status_code == 200
+    r = step("evaluation", EVALUATION)
+    assert r.status_code == 200, r.text
+    ev = r.json()["steps"]["evaluation"]["payload"]
+    name = f"studio_{sid}_v1"
+    assert ev["pipeline"] == name and ev["serving"] == name
+    text = (world["w"].configs / "pipelines" / f"{name}.yaml").read_text()
+    assert "gold_dsl: depth_imbalance" in text
+    assert name not in [p["name"] for p in c.get("/v1/studio/catalog").json()["pipelines"]]

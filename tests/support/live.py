@@ -172,12 +172,12 @@ def live_client(port: int, **kw):
 
 
 @contextlib.contextmanager
-def live_process(gateways: list[int], lake: Path, redis_url: str, *extra: str,
-                 log: Path | None = None) -> Iterator[subprocess.Popen]:
+def live_process(gateways: list[int], lake: Path, redis_url: str, *extra: str, log: Path | None = None,
+                 env_extra: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
     """`qmachina live` against loopback gateways (ports, in failover order); yields once it printed its start."""
     args = [*QMACHINA, "live", *(a for p in gateways for a in ("--gateway", f"127.0.0.1:{p}")), "--key", DEMO_KEY,
             "--lake", str(lake), "--redis-url", redis_url, *extra]
-    env = {**os.environ}
+    env = {**os.environ, **(env_extra or {})}
     env.pop("QMACHINA_REGISTRY_URL", None)
     err = log.open("ab") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, cwd=PROJECT_ROOT, env=env,

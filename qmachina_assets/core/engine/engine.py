@@ -67,7 +67,7 @@ from qmachina_assets.core.ingest import dbn
 from qmachina_assets.core.instrument import InstrumentConfig
 from qmachina_assets.core.numba_cache import drop_stale_cache
 
-ENGINE_VERSION = "engine-1"
+ENGINE_VERSION = "engine-2"  # 2: bins carry the intrabin mid range (mid_high/low_price)
 
 
 # The kernels inline book.py and physics.py: their edits must invalidate this module's numba cache.
@@ -78,7 +78,9 @@ INT64_MAX = np.iinfo(np.int64).max
 (S_TICK_INT, S_CELL_NS, S_ANCHOR, S_ANCHOR_SET, S_LIVE, S_USED, S_EVENTS, S_VENUE_SEQ, S_LAST_TS, S_CLOCK,
  S_BIN_START, S_EMIT_START, S_EMIT_END, S_VALID, S_SNAP, S_PREV_BID, S_PREV_ASK, S_BIN_EVENTS, S_BIN_UNKNOWN,
  S_BIN_CROSSED, S_BIN_SKIPPED, S_IN_EVENT, S_SEQ, S_RA_BB, S_RA_BA, S_RA_OB, S_RA_OA, S_MARGIN,
- S_RADIUS) = range(29)
+ S_RADIUS, S_BIN_MID2_HI, S_BIN_MID2_LO) = range(31)
+# S_BIN_MID2_HI/LO: highest/lowest bid + ask price sum (1e-9 units) of the open bin at F_LAST points with an
+# uncrossed two-sided book, seeded with the book at the bin's open; 0 = none yet
 # global counters
 (K_UNKNOWN_CANCEL, K_UNKNOWN_MODIFY, K_UNKNOWN_FILL, K_DUP_ADD, K_ZERO_ADD, K_NULL_PRICE, K_OFF_TICK,
  K_BAD_SIDE, K_TS_BACK, K_REANCHOR, K_CROSSED, K_MID_EVENT_BINS, K_BAD_ACTION, K_OVER_CANCEL,
@@ -95,8 +97,8 @@ COUNTERS = {
 
 # ---- per-bin int output rows -------------------------------------------------------------------
 (O_START, O_END, O_EVENTS, O_EID, O_SPOT, O_BID, O_ASK, O_VALID, O_CROSSED, O_CROSSED_EV, O_UNKNOWN,
- O_SKIPPED, O_MID, O_ASK_MOVE, O_BID_MOVE, O_ANCHOR, O_OOW, O_SEQ) = range(18)
-N_OB = 18
+ O_SKIPPED, O_MID, O_ASK_MOVE, O_BID_MOVE, O_ANCHOR, O_OOW, O_SEQ, O_MID2_HI, O_MID2_LO) = range(20)
+N_OB = 20
 
 DONE, NEED_GROW, OUT_FULL = 0, 1, 2
 _A, _C, _M, _R, _T, _F, _N = (ord(c) for c in "ACMRTFN")
@@ -283,6 +285,25 @@ def _clear(si, ht, depth, best, oow, ph, tk, pc, tab, big, phys, ts):
 
 
 @njit(cache=True, _nrt=False, error_model="numpy")
+def _mid2(si, best, n) -> int:
+    """bid + ask price sum (1e-9 units) of an uncrossed two-sided book, else 0."""
+    if best[0] < 0 or best[1] < 0 or best[0] >= best[1]:
+        return 0
+    return (2 * (si[S_ANCHOR] - n // 2) + best[0] + best[1]) * si[S_TICK_INT]
+
+
+@njit(cache=True, _nrt=False, error_model="numpy")
+def _track_mid(si, best, n) -> None:
+    """Widen the open bin's mid range by the book at this F_LAST point."""
+    m2 = _mid2(si, best, n)
+    if m2 > 0:
+        if si[S_BIN_MID2_HI] == 0 or m2 > si[S_BIN_MID2_HI]:
+            si[S_BIN_MID2_HI] = m2
+        if si[S_BIN_MID2_LO] == 0 or m2 < si[S_BIN_MID2_LO]:
+            si[S_BIN_MID2_LO] = m2
+
+
+@njit(cache=True, _nrt=False, error_model="numpy")
 def _close_bin(si, depth, best, oow, ph, tk, pc, tab, big, ob, og, oe, nb, radius, tick_int):
     """Close the open bin at T = bin_end: advance, emit (when inside the window), reset bin counters."""
     cell = si[S_CELL_NS]
@@ -336,6 +357,9 @@ def _close_bin(si, depth, best, oow, ph, tk, pc, tab, big, ob, og, oe, nb, radiu
         ob[O_ANCHOR, nb] = si[S_ANCHOR]
         ob[O_OOW, nb] = oow[0] + oow[1]
         ob[O_SEQ, nb] = si[S_SEQ]
+        _track_mid(si, best, n)  # the close is inside the bin's range
+        ob[O_MID2_HI, nb] = si[S_BIN_MID2_HI]
+        ob[O_MID2_LO, nb] = si[S_BIN_MID2_LO]
         si[S_SEQ] += 1
         si[S_PREV_BID] = bid_px
         si[S_PREV_ASK] = ask_px
@@ -344,6 +368,9 @@ def _close_bin(si, depth, best, oow, ph, tk, pc, tab, big, ob, og, oe, nb, radiu
     si[S_BIN_UNKNOWN] = 0
     si[S_BIN_CROSSED] = 0
     si[S_BIN_SKIPPED] = 0
+    m2 = _mid2(si, best, depth.shape[1])  # the next bin opens on this book
+    si[S_BIN_MID2_HI] = m2
+    si[S_BIN_MID2_LO] = m2
     return emitted
 
 
@@ -541,6 +568,8 @@ def _run(ts_a, act_a, side_a, px_a, sz_a, oid_a, fl_a, start, stop, close_throug
             if best[0] >= 0 and best[1] >= 0 and best[0] >= best[1]:
                 si[S_BIN_CROSSED] += 1
                 si[K_CROSSED] += 1
+            else:
+                _track_mid(si, best, n)
             if is_snap and si[S_SNAP] == 1:
                 _end_snapshot(si, ht, depth, best, oow, ph, tk, pc, tab, big)
         else:
@@ -731,6 +760,8 @@ class Engine:
         ask = ob[O_ASK, :nb]
         spot = ob[O_SPOT, :nb]
         mid = np.where((bid > 0) & (ask > 0), (bid + ask) / 2.0 * 1e-9, 0.0)
+        mid_hi = ob[O_MID2_HI, :nb] / 2.0 * 1e-9  # 0 where the bin never had an uncrossed two-sided book
+        mid_lo = ob[O_MID2_LO, :nb] / 2.0 * 1e-9
         bins = {
             "bin_seq": ob[O_SEQ, :nb].copy(), "ts_ns": ob[O_END, :nb].copy(),
             "bin_start_ns": ob[O_START, :nb].copy(), "bin_end_ns": ob[O_END, :nb].copy(),
@@ -741,6 +772,7 @@ class Engine:
             "unknown_order_events": ob[O_UNKNOWN, :nb].copy(), "skipped_records": ob[O_SKIPPED, :nb].copy(),
             "closes_mid_event": ob[O_MID, :nb].astype(bool), **labels,
             "anchor_tick": ob[O_ANCHOR, :nb].copy(), "out_of_window_orders": ob[O_OOW, :nb].copy(),
+            "mid_high_price": mid_hi, "mid_low_price": mid_lo,
         }
         grid: dict[str, np.ndarray] = {
             "bin_seq": np.repeat(bins["bin_seq"], w),

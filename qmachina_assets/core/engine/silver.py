@@ -61,6 +61,8 @@ BIN_COLUMNS: tuple[tuple[str, np.dtype], ...] = (
     *SILVER_INT_TAIL[1:],  # the BBO permutation labels (SPEC §3.4), also broadcast onto the grid
     ("anchor_tick", np.dtype(np.int64)),  # absolute tick of the engine's window centre slot
     ("out_of_window_orders", np.dtype(np.int64)),  # live orders outside the absolute-tick window
+    ("mid_high_price", np.dtype(np.float64)),  # intrabin extremes of the mid over F_LAST points with an
+    ("mid_low_price", np.dtype(np.float64)),  # uncrossed two-sided book, incl. open and close; 0 = none
 )
 
 #: The BBO label columns broadcast from the bins table onto every grid row.

@@ -4,14 +4,18 @@ Emission window: a dense ±R grid at 100 ms is ~87 M rows for a 24 h day (measur
 Parquet, 190 s to write), so a partition covers an explicit window. `SilverWindow` takes ET wall
 times (the market's clock, DST-aware) on the partition's UTC date; no window means the engine's
 default span, from the first live record to the last record. The window is part of the partition's
-identity: it is recorded in the manifest, and asking for another window on a stored partition is an
-error rather than a silent overwrite. Records before the window still build the book (warm-up).
+identity: it is recorded in the manifest and in the version tag. Each version is an immutable directory
+`silver/{symbol}/{date}@{tag}`; `silver/{symbol}/{date}` is a symlink to the current one, repointed
+atomically when another window (engine, config, bronze) is built, so nothing is overwritten and readers
+keep one path. Records before the window still build the book (warm-up).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +30,7 @@ from qmachina_assets.core.engine import silver
 from qmachina_assets.core.ingest import dbn
 from qmachina_assets.core.ingest.bronze import DATA_NAME, code_version, read_manifest
 from qmachina_assets.core.ingest.lake import bronze_dir
+from qmachina_assets.core.ingest.tempfiles import temp_path
 from qmachina_assets.core.instrument import InstrumentConfig
 
 ET = ZoneInfo("America/New_York")
@@ -89,6 +94,35 @@ def silver_dir(lake: Path, symbol: str, date: dt.date | str) -> Path:
     return lake / "silver" / symbol / str(date)
 
 
+def version_tag(**identity: object) -> str:
+    """12 hex of sha256 over what makes one version of a partition (canonical JSON)."""
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def version_dir(final: Path, tag: str) -> Path:
+    return final.parent / f"{final.name}@{tag}"
+
+
+def point_to(final: Path, version: Path, legacy_tag: str | None = None) -> None:
+    """Make `final` a symlink to its sibling `version`, atomically (rename of a fresh link over the old one).
+    A `final` that is still a plain directory (written before versions existed) is first renamed to its own
+    version name `legacy_tag`, so it is kept, not overwritten."""
+    if final.is_dir() and not final.is_symlink():
+        if legacy_tag is None:
+            raise FileExistsError(f"{final}: an unversioned partition is in the way")
+        os.rename(final, version_dir(final, legacy_tag))
+    link = temp_path(final)
+    os.symlink(version.name, link)
+    os.replace(link, final)
+
+
+def silver_tag(window: SilverWindow, engine_version: str, instrument_config_version: str,
+               bronze_sha256: str) -> str:
+    return version_tag(window=window.model_dump(), engine=engine_version, config=instrument_config_version,
+                       bronze=bronze_sha256)
+
+
 def read_silver_manifest(lake: Path, symbol: str, date: dt.date | str) -> SilverManifest | None:
     path = silver_dir(lake, symbol, date) / MANIFEST_NAME
     return SilverManifest.model_validate_json(path.read_text()) if path.is_file() else None
@@ -116,28 +150,34 @@ def build_silver(
     *, lake: Path, symbol: str, date: dt.date, instrument: InstrumentConfig, window: SilverWindow | None = None,
     chunk_records: int = 1_000_000,
 ) -> tuple[SilverManifest, bool]:
-    """Run the engine over a bronze partition into an immutable silver partition: (manifest, created)."""
+    """Run the engine over a bronze partition into an immutable silver version and make it the partition's
+    current one: (manifest, created). A version built before (same window, engine, config, bronze) is re-used."""
     window = window or SilverWindow()
     bronze = read_manifest(lake, symbol, date)
     if bronze is None:
         raise FileNotFoundError(f"{bronze_dir(lake, symbol, date)}: bronze partition {date}|{symbol} is missing")
     final = silver_dir(lake, symbol, date)
+    tag = silver_tag(window, eng.ENGINE_VERSION, instrument.config_version, bronze.data_sha256)
     existing = read_silver_manifest(lake, symbol, date)
-    if existing is not None:
-        same = (existing.bronze_sha256 == bronze.data_sha256 and existing.window == window
-                and existing.engine_version == eng.ENGINE_VERSION
-                and existing.instrument_config_version == instrument.config_version)
-        if same:
-            return existing, False
-        raise FileExistsError(
-            f"{final}: silver partition {date}|{symbol} is immutable and was built with window "
-            f"{existing.window.model_dump()}, {existing.engine_version}, config {existing.instrument_config_version}; "
-            f"delete it explicitly to rebuild with window {window.model_dump()}"
-        )
+    old_tag = None if existing is None else silver_tag(existing.window, existing.engine_version,
+                                                       existing.instrument_config_version, existing.bronze_sha256)
+    if existing is not None and old_tag == tag:
+        return existing, False
+    version = version_dir(final, tag)
+    if (version / MANIFEST_NAME).is_file():  # built before: switch back to it
+        point_to(final, version, old_tag)
+        return SilverManifest.model_validate_json((version / MANIFEST_NAME).read_text()), False
+    manifest = _run_engine(lake, symbol, date, instrument, window, bronze, version, chunk_records)
+    point_to(final, version, old_tag)
+    return manifest, True
+
+
+def _run_engine(lake: Path, symbol: str, date: dt.date, instrument: InstrumentConfig, window: SilverWindow,
+                bronze, version: Path, chunk_records: int) -> SilverManifest:
     start_ns, end_ns = window.bounds_ns(date)
     source = bronze_dir(lake, symbol, date) / DATA_NAME
     tally = _Tally()
-    with dbn.atomic_dir(final) as tmp:
+    with dbn.atomic_dir(version) as tmp:
         t0 = time.perf_counter()
         engine = eng.Engine(instrument, start_ns, end_ns)
 
@@ -159,7 +199,7 @@ def build_silver(
             code_version=code_version(), created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.model_dump(), indent=2))
-    return manifest, True
+    return manifest
 
 
 # ---- checks ---------------------------------------------------------------------------------------

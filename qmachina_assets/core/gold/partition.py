@@ -3,8 +3,8 @@
 A feature set is either the hand-written built-in set (`builtin`, `gold.GoldRuntime.batch`, streamed over
 silver row groups so memory stays bounded on any partition) or a Gold DSL spec (a YAML under
 `configs/gold/`, executed on the whole partition). Layout: `{lake}/gold/{feature_set}/{symbol}/{date}/`.
-A partition is immutable: it is rebuilt only if its silver input and its config hash are unchanged
-(then reused) — any other request is an error naming what differs.
+Each version (config hash + the silver version it reads) is an immutable directory `{date}@{tag}`;
+`{date}` is a symlink to the current one, repointed atomically when silver or the config changes.
 """
 
 from __future__ import annotations
@@ -21,7 +21,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
-from qmachina_assets.core.engine.silver_partition import read_silver_manifest, silver_dir
+from qmachina_assets.core.engine.silver_partition import (
+    point_to,
+    read_silver_manifest,
+    silver_dir,
+    version_dir,
+    version_tag,
+)
 from qmachina_assets.core.gold import features as gold
 from qmachina_assets.core.ingest import dbn
 from qmachina_assets.core.ingest.bronze import code_version
@@ -120,19 +126,35 @@ def build_gold(
     if silver is None:
         raise FileNotFoundError(f"{src}: silver partition {date}|{symbol} is missing; materialize silver_grid first")
     final = gold_dir(lake, feature_set, symbol, date)
+    tag = gold_tag(config_hash, gold.GOLD_VERSION, silver.engine_version, silver.bronze_sha256,
+                   silver.window.model_dump())
     existing = read_gold_manifest(final)
-    if existing is not None:
-        if (existing.config_hash == config_hash and existing.silver_bronze_sha256 == silver.bronze_sha256
-                and existing.silver_window == silver.window.model_dump()
-                and existing.silver_engine_version == silver.engine_version):
-            return existing, False
-        raise FileExistsError(
-            f"{final}: gold partition {date}|{symbol} ({feature_set}) is immutable and was built from config "
-            f"{existing.config_hash} on silver {existing.silver_window}; delete it explicitly to rebuild "
-            f"with config {config_hash}"
-        )
+    old_tag = None if existing is None else gold_tag(
+        existing.config_hash, existing.gold_version, existing.silver_engine_version, existing.silver_bronze_sha256,
+        existing.silver_window)
+    if existing is not None and old_tag == tag:
+        return existing, False
+    version = version_dir(final, tag)
+    built = read_gold_manifest(version)
+    if built is not None:  # this version exists already (e.g. silver switched back): point at it
+        point_to(final, version, old_tag)
+        return built, False
+    manifest = _compute(silver, src, version, date, symbol, feature_set, config, config_hash, radius, tick_int,
+                        builtin_config, dsl, progress)
+    point_to(final, version, old_tag)
+    return manifest, True
+
+
+def gold_tag(config_hash: str, gold_version: str, silver_engine: str, silver_bronze: str, silver_window: dict) -> str:
+    """Version of a gold partition: its config and the silver version it was computed from."""
+    return version_tag(config=config_hash, gold=gold_version, silver_engine=silver_engine, silver_bronze=silver_bronze,
+                       silver_window=silver_window)
+
+
+def _compute(silver, src: Path, version: Path, date, symbol: str, feature_set: str, config: dict, config_hash: str,
+             radius: int, tick_int: int, builtin_config, dsl, progress) -> GoldManifest:
     w = 2 * radius + 1
-    with dbn.atomic_dir(final) as tmp:
+    with dbn.atomic_dir(version) as tmp:
         t0 = time.perf_counter()
         bins = rows = valid = 0
         with _LazyWriter(tmp / DATA_NAME) as writer:
@@ -167,7 +189,7 @@ def build_gold(
             created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.model_dump(), indent=2))
-    return manifest, True
+    return manifest
 
 
 class _LazyWriter:

@@ -18,6 +18,17 @@ Model
   cash open 13:30 and close 20:00 UTC by default, quiet Asia, 22:00-23:00 maintenance lull) times
   random decaying bursts and a slow log-AR(1) regime factor.
 
+Planted effect (the demo's findable edge; `planted_episodes_per_day` 0 turns it off): episodes start at
+random events (~800 a day, most in the busy RTH hours). Each has a direction D = ±1 (leaning back
+towards the day's start price, so the day's range stays realistic) and two phases. Lead
+(`planted_lead_events` events, ~2 s at the open): 90 % of the events are the informed flow — an Add
+(twice the usual size) joining the touch the price will move away from (the bid when D = +1) or a Cancel
+of the newest order at the other touch. Move (`planted_move_events` events): the fair price steps
+D·`planted_move_ticks` (14) ticks, and the book follows through the ordinary aggressors. So resting
+liquidity building at the bid while the ask is pulled precedes a rise (mirrored for a fall); the gold
+flow score at the bid touch (k = −1) rises in the lead. Without costs the effect is an easy win; the demo
+experiment finds it with the spread, 0.5 tick of costs and one bin of latency paid (README "Demo").
+
 Engine: one numba kernel (`cache=True`) writes straight into the fields of the preallocated MBO array.
 The book is intrusive doubly-linked FIFO lists over order slots, head/tail per (side, absolute tick) on a
 fixed window of `window_ticks` around the start price (the fair price is reflected off its edges), a
@@ -107,6 +118,13 @@ class SynthParams(BaseModel):
     # time; with ~7 % of events trading the branching ratio is 0.07 * jump / decay (keep it < 1)
     hawkes_jump: float = Field(6.0, ge=0, description="event-rate excitation added by each trade")
     hawkes_decay: float = Field(1.0, gt=0, description="excitation decay rate per unit of event time")
+
+    # the planted order-flow effect (module doc, "Planted effect"); planted_episodes_per_day 0 turns it off
+    planted_episodes_per_day: float = Field(800.0, ge=0, description="informed-flow episodes per day")
+    planted_lead_events: int = Field(100, ge=1, description="events of flow before the price moves")
+    planted_share: float = Field(0.9, ge=0, le=1, description="share of the lead's events that are the flow")
+    planted_move_ticks: float = Field(14.0, ge=0, description="fair-price move after the lead, in ticks")
+    planted_move_events: int = Field(30, ge=1, description="events the move is spread over")
 
     latency_min_ns: int = Field(2_000, ge=1, description="ts_recv - ts_event, lower bound")
     latency_max_ns: int = Field(9_000, ge=1)
@@ -519,10 +537,13 @@ def _generate_kernel(rs, n, W, base_tick, tick_int, start_ns, f0, pf, pi, s_side
     """Fill the record columns; returns (records in the snapshot incl. the Clear, total event time)."""
     # tunables, in the order generate_records packs them
     (target, sig_day, jumps_day, jump_mean, w_add, w_cancel, w_mod, w_mkt, p_partial, mean_depth, p_touch,
-     p_improve, h_jump, h_decay, margin, far, p_rest) = (
+     p_improve, h_jump, h_decay, margin, far, p_rest, ep_day, ep_share, ep_move) = (
         pf[0], pf[1], pf[2], pf[3], pf[4], pf[5], pf[6], pf[7], pf[8], pf[9], pf[10],
-        pf[11], pf[12], pf[13], pf[14], pf[15], pf[16])
-    lat_min, lat_max, cap, max_depth = pi[0], pi[1], pi[2], pi[3]
+        pf[11], pf[12], pf[13], pf[14], pf[15], pf[16], pf[17], pf[18], pf[19])
+    lat_min, lat_max, cap, max_depth, ep_lead, ep_move_events = pi[0], pi[1], pi[2], pi[3], pi[4], pi[5]
+    ep_phase = 0  # planted episode: 0 none, 1 lead (the flow), 2 move (the fair price steps ep_move ticks)
+    ep_left = 0
+    ep_dir = 1
 
     head = np.full((2, W), -1, np.int64)
     tail = np.full((2, W), -1, np.int64)
@@ -580,6 +601,26 @@ def _generate_kernel(rs, n, W, base_tick, tick_int, start_ns, f0, pf, pi, s_side
         if _rand(rs) < jumps_day / est_events:
             jmp = 1.0 + jump_mean * _expo(rs)
             f += jmp if _rand(rs) < 0.5 else -jmp
+        plant = False
+        if ep_day > 0.0:
+            if ep_phase == 0 and _rand(rs) < ep_day / est_events:
+                ep_phase = 1
+                ep_left = ep_lead
+                # directions lean back towards the day's start (P(up) 12 % four moves above it): the
+                # day's range stays realistic however many episodes it holds
+                p_up = 0.5 - 0.5 * np.tanh((f - f0) / (4.0 * ep_move + 1.0))
+                ep_dir = 1 if _rand(rs) < p_up else -1
+            if ep_phase == 1:
+                plant = _rand(rs) < ep_share
+                ep_left -= 1
+                if ep_left <= 0:
+                    ep_phase = 2
+                    ep_left = ep_move_events
+            elif ep_phase == 2:
+                f += ep_dir * ep_move / ep_move_events
+                ep_left -= 1
+                if ep_left <= 0:
+                    ep_phase = 0
         if f < margin:
             f = 2.0 * margin - f
         elif f > W - margin:
@@ -595,7 +636,29 @@ def _generate_kernel(rs, n, W, base_tick, tick_int, start_ns, f0, pf, pi, s_side
         # event kind; a full slot pool forces a Cancel
         r = w_add + 0.5 * wc if nlive >= cap - 8 else _rand(rs) * (w_add + wc + wm + wk)
         traded = False
-        if r < w_add:
+        if plant:
+            # ---- the planted flow: join the touch the price will move away from, pull the other one ----
+            side = 0 if ep_dir > 0 else 1
+            if _rand(rs) < 0.5:
+                p = best[0] if side == 0 else best[1]
+                if 0 <= p < W:
+                    oid = next_id
+                    next_id += 1 + _randint(rs, 3)
+                    size = 2 * _passive_size(rs)
+                    _put(pos, _ACT_A, _SIDE_CODE[side], (base_tick + p) * tick_int, size, oid, 0,
+                         c_act, c_side, c_px, c_size, c_oid, c_flags)
+                    _new_order(side, p, size, oid, o, head, tail, best, nside, live, free, ctr)
+                    pos += 1
+            else:
+                other = 1 - side
+                p = best[other]
+                if 0 <= p < W and head[other, p] >= 0 and nside[other] > 1:
+                    slot = tail[other, p]
+                    _put(pos, _ACT_C, _SIDE_CODE[other], (base_tick + p) * tick_int, o[slot, _OSIZE],
+                         o[slot, _OID], 0, c_act, c_side, c_px, c_size, c_oid, c_flags)
+                    _remove_order(slot, o, head, tail, best, nside, live, free, ctr, W)
+                    pos += 1
+        elif r < w_add:
             # ---- Add (crosses -> aggressive limit order) ----
             pb = 0.5 + 0.3 * (nside[1] - nside[0]) / (nside[0] + nside[1] + 1.0)
             side = 0 if _rand(rs) < pb else 1
@@ -830,9 +893,11 @@ def generate_records(params: SynthParams, instrument: InstrumentConfig) -> np.nd
         params.target_live_orders, params.daily_vol_ticks, params.jumps_per_day, params.jump_mean_ticks,
         params.w_add, params.w_cancel, params.w_modify, params.w_market, params.p_partial_cancel,
         params.mean_depth_ticks, params.p_touch, params.p_improve, params.hawkes_jump, params.hawkes_decay,
-        margin, params.far_ticks, params.p_rest_remainder,
+        margin, params.far_ticks, params.p_rest_remainder, params.planted_episodes_per_day, params.planted_share,
+        params.planted_move_ticks,
     ], dtype=np.float64)
-    pi = np.array([params.latency_min_ns, params.latency_max_ns, cap, params.max_depth_ticks], dtype=np.int64)
+    pi = np.array([params.latency_min_ns, params.latency_max_ns, cap, params.max_depth_ticks,
+                   params.planted_lead_events, params.planted_move_events], dtype=np.int64)
 
     out = np.zeros(n, dtype=dbn.MBO_DTYPE)
     out["length"] = dbn.MBO_LENGTH_WORDS

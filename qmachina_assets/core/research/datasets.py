@@ -602,7 +602,8 @@ def load_grid_data(lake: Path, dataset_ids: list[str], columns: list[str]) -> Gr
                                f"{first.dataset_id!r} has {first.radius} / {first.cell_width_ms} ms: "
                                f"they cannot share one GridData")
     w = 2 * first.radius + 1
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("ts_ns", "mid", "best_bid", "best_ask", "valid", "day")}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("ts_ns", "mid", "best_bid", "best_ask", "valid", "day",
+                                                          "mid_high", "mid_low")}
     cols: dict[str, list[np.ndarray]] = {c: [] for c in columns}
     for day, (m, path) in enumerate(manifests):
         grid_names = set(pq.read_schema(path / GRID_NAME).names)
@@ -612,8 +613,10 @@ def load_grid_data(lake: Path, dataset_ids: list[str], columns: list[str]) -> Gr
             raise DatasetError(f"dataset {m.dataset_id!r}: unknown column(s) {', '.join(map(repr, unknown))} "
                                f"(silver: {', '.join(sorted(grid_names - {'bin_seq'}))}; "
                                f"gold: {', '.join(sorted(gold_names))})")
+        bin_names = set(pq.read_schema(path / BINS_NAME).names)
+        extremes = [c for c in ("mid_high_price", "mid_low_price") if c in bin_names]  # engine-2 on
         bins = pq.read_table(path / BINS_NAME, columns=["ts_ns", "mid_price", "best_bid_price_int",
-                                                         "best_ask_price_int", "book_valid"])
+                                                         "best_ask_price_int", "book_valid", *extremes])
         n = bins.num_rows
         mid = bins["mid_price"].to_numpy().astype(np.float64)
         valid = bins["book_valid"].to_numpy().astype(bool) & (mid > 0)
@@ -624,6 +627,9 @@ def load_grid_data(lake: Path, dataset_ids: list[str], columns: list[str]) -> Gr
         parts["best_ask"].append(bins["best_ask_price_int"].to_numpy() * price_scale)
         parts["valid"].append(valid)
         parts["day"].append(np.full(n, day, np.int64))
+        for c, key in (("mid_high_price", "mid_high"), ("mid_low_price", "mid_low")):
+            x = bins[c].to_numpy().astype(np.float64) if c in extremes else np.full(n, np.nan)
+            parts[key].append(np.where(valid & (x > 0), x, np.nan))  # NaN: unknown, the evaluator uses the close
         for file, names in ((GRID_NAME, [c for c in columns if c in grid_names]),
                             (GOLD_NAME, [c for c in columns if c not in grid_names])):
             if not names:
@@ -640,6 +646,7 @@ def load_grid_data(lake: Path, dataset_ids: list[str], columns: list[str]) -> Gr
         best_bid=np.concatenate(parts["best_bid"]), best_ask=np.concatenate(parts["best_ask"]),
         valid=np.concatenate(parts["valid"]), day=np.concatenate(parts["day"]), radius=first.radius,
         cell_width_ms=first.cell_width_ms, columns={c: np.concatenate(v) for c, v in cols.items()},
+        mid_high=np.concatenate(parts["mid_high"]), mid_low=np.concatenate(parts["mid_low"]),
     )
 
 

@@ -1,7 +1,8 @@
 """TP/SL evaluation of a causal bin-level signal (SPEC §6.4 firing, §6.5 metrics), rebuilt without the
 seed's defects (SPEC §10 items 6, 9, 14). One numba kernel simulates the trades and one computes the
 metrics; `evaluate` runs them once, `evaluate_grid` runs them for every parameter combination in a
-single parallel call, so a sweep and a single run are the same code.
+single parallel call, so a sweep and a single run are the same code. `Trader` applies the same rules one
+bin at a time without look-ahead (for a stream), tested to make exactly `evaluate`'s trades.
 
 Rules (each departs from the seed where noted):
 - **Firing** (SPEC §6.4, kept): from `warmup_bins` on, state = +1 if s ≥ thr, −1 if s ≤ −thr, else 0
@@ -30,7 +31,8 @@ Rules (each departs from the seed where noted):
   the overshooting observed price, so a TP trade earns exactly tp − cost and an SL trade −sl − cost
   (gaps through a stop are therefore optimistic; put that slippage in `cost_ticks_per_trade`).
   Barriers are compared with a 1e−9·tick tolerance against float noise.
-- **Both barriers in one bin** (possible with the optional intrabin `high`/`low` of the mid): the STOP
+- **Both barriers in one bin** (possible with the optional intrabin `high`/`low` of the mid; sweeps and
+  replays pass the dataset's `mid_high_price`/`mid_low_price`, the mid's range over the bin's venue events): the STOP
   wins, the conservative assumption since the order within the bin is unknown. In cross mode the
   exit-side extremes are the mid's extremes shifted by the bin's closing half spread.
 - **Timeout** at the last valid bin ≤ e + max_hold at its exit-side price. When the session ends before
@@ -551,3 +553,145 @@ def evaluate_grid(s, mid, best_bid, best_ask, ts_ns, valid, *, thresholds, tp_li
     for k, name in enumerate(METRIC_NAMES):
         cols[name] = out[:, k].astype(np.int64) if name in COUNT_METRICS else out[:, k].copy()
     return cols
+
+
+# ---- the incremental form (the stream) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TradeEvent:
+    """An entry or exit as the stream announces it: `bin` is the bin it happened at (entry: the fill bin; exit:
+    the exit bin), `known_at` the bin whose close made it known (a timeout is known at the end of its window,
+    a truncation when the session ends)."""
+
+    event: Literal["entry", "exit"]
+    bin: int
+    known_at: int
+    direction: int
+    price: float
+    outcome: int | None = None
+    pnl_ticks: float | None = None
+
+
+OUTCOME_NAMES = {OUTCOME_TP: "tp", OUTCOME_SL: "sl", OUTCOME_TIMEOUT: "timeout", OUTCOME_TRUNCATED: "truncated"}
+
+
+class Trader:
+    """`evaluate`'s rules one bin at a time, for one session, without look-ahead: `step` takes a bin's score and
+    prices and returns the events known at its close; `finish` closes what the session's end closes. The
+    trades equal `evaluate(...)` on the same session (tested), so a stream can show the evaluated strategy.
+    One position at a time only (`allow_overlap` is an offline study tool)."""
+
+    def __init__(self, params: EvalParams):
+        if params.allow_overlap:
+            raise ValueError("Trader: allow_overlap is not supported incrementally")
+        self.p = params
+        self.eps = 1e-9 * params.tick_size
+        self.b = -1  # index of the last bin seen
+        self.prev = 0
+        self.last = params.warmup_bins - params.cooldown_bins
+        self.last_ok = -1
+        self.last_ok_px = (math.nan, math.nan)  # long / short exit-side close of the last tradable bin
+        self.pending: tuple[int, int] | None = None  # (signal bin, direction)
+        self.pos: dict | None = None
+        self.trades: list[tuple] = []  # TRADE_DTYPE rows
+
+    def _ok(self, mid: float, bid: float, ask: float, valid: bool) -> bool:
+        good = bool(valid) and math.isfinite(mid) and mid > 0
+        if self.p.entry_mode == "cross":
+            good = good and math.isfinite(bid) and bid > 0 and math.isfinite(ask) and ask > 0
+        return good
+
+    def step(self, score: float, mid: float, bid: float, ask: float, valid: bool, high: float | None = None,
+             low: float | None = None) -> list[TradeEvent]:
+        p = self.p
+        self.b += 1
+        b = self.b
+        out: list[TradeEvent] = []
+        ok = self._ok(mid, bid, ask, valid)
+        cross = p.entry_mode == "cross"
+        lpx, spx = (bid, ask) if cross else (mid, mid)
+        if ok:  # exit-side extremes exactly as _prepare computes them
+            mhi = mid if high is None or math.isnan(high) else high
+            mlo = mid if low is None or math.isnan(low) else low
+            ext = (max(lpx, mhi + (lpx - mid)), min(lpx, mlo + (lpx - mid)),
+                   max(spx, mhi + (spx - mid)), min(spx, mlo + (spx - mid)))
+        pos = self.pos
+        if pos is not None and b > pos["entry"]:
+            if ok:
+                hi, lo = (ext[0], ext[1]) if pos["dir"] > 0 else (ext[2], ext[3])
+                t_up, t_dn = hi >= pos["up"], lo <= pos["dn"]
+                if t_up or t_dn:
+                    stop = t_dn if pos["dir"] > 0 else t_up
+                    self._close(b, b, -1 if stop else 1, out)
+            if self.pos is not None and b == pos["end"]:
+                j = self.last_ok if not ok else b
+                self._close(j, b, OUTCOME_TIMEOUT, out, lpx if ok else None, spx if ok else None)
+        st = _state(score, p.threshold)
+        if self.pending is not None and ok and b >= self.pending[0] + p.latency_bins:
+            i, d = self.pending
+            self.pending = None
+            entry = ask if (cross and d > 0) else (bid if cross else mid)
+            tp_px, sl_px = entry + d * p.tp_ticks * p.tick_size, entry - d * p.sl_ticks * p.tick_size
+            up, dn = (tp_px - self.eps, sl_px + self.eps) if d > 0 else (sl_px - self.eps, tp_px + self.eps)
+            self.pos = {"signal": i, "entry": b, "dir": d, "price": entry, "tp": tp_px, "sl": sl_px, "up": up,
+                        "dn": dn, "end": b + p.max_hold_bins}
+            out.append(TradeEvent("entry", b, b, d, entry))
+        elif (self.pending is None and self.pos is None and b >= p.warmup_bins and st != 0 and st != self.prev
+              and ok and b - self.last >= p.cooldown_bins):
+            self.pending = (b, st)
+            if p.latency_bins == 0:
+                self.prev = st
+                return [*out, *self._fill_now(b, st, mid, bid, ask)]
+        if b >= p.warmup_bins:  # the state before the warmup's end is not seen (evaluate starts there)
+            self.prev = st
+        if ok:
+            self.last_ok = b
+            self.last_ok_px = (lpx, spx)
+        return out
+
+    def _fill_now(self, b: int, d: int, mid: float, bid: float, ask: float) -> list[TradeEvent]:
+        """Zero latency: the signal bin is its own fill bin (it is tradable, or it could not have fired)."""
+        self.pending = None
+        cross = self.p.entry_mode == "cross"
+        entry = ask if (cross and d > 0) else (bid if cross else mid)
+        p = self.p
+        tp_px, sl_px = entry + d * p.tp_ticks * p.tick_size, entry - d * p.sl_ticks * p.tick_size
+        up, dn = (tp_px - self.eps, sl_px + self.eps) if d > 0 else (sl_px - self.eps, tp_px + self.eps)
+        self.pos = {"signal": b, "entry": b, "dir": d, "price": entry, "tp": tp_px, "sl": sl_px, "up": up,
+                    "dn": dn, "end": b + p.max_hold_bins}
+        self.last_ok = b
+        self.last_ok_px = (bid, ask) if cross else (mid, mid)
+        return [TradeEvent("entry", b, b, d, entry)]
+
+    def _close(self, j: int, known: int, outcome: int, out: list[TradeEvent], lpx: float | None = None,
+               spx: float | None = None) -> None:
+        p, pos = self.p, self.pos
+        assert pos is not None
+        d = pos["dir"]
+        if outcome == OUTCOME_SL:
+            xp, pnl = pos["sl"], -p.sl_ticks - p.cost_ticks_per_trade
+        elif outcome == OUTCOME_TP:
+            xp, pnl = pos["tp"], p.tp_ticks - p.cost_ticks_per_trade
+        else:
+            if lpx is not None and j == known:
+                xp = lpx if d > 0 else spx
+            else:
+                xp = self.last_ok_px[0] if d > 0 else self.last_ok_px[1]
+            pnl = d * (xp - pos["price"]) / p.tick_size - p.cost_ticks_per_trade
+        self.trades.append((pos["signal"], pos["entry"], j, d, pos["price"], xp, outcome, pnl, j - pos["entry"]))
+        out.append(TradeEvent("exit", j, known, d, xp, outcome, pnl))
+        self.pos = None
+        self.last = j
+
+    def finish(self) -> list[TradeEvent]:
+        """The session ended: an open position closes at its last tradable bin (`truncated`); an unfilled
+        order is dropped."""
+        out: list[TradeEvent] = []
+        self.pending = None
+        if self.pos is not None:
+            self._close(self.last_ok, self.b, OUTCOME_TRUNCATED, out)
+        return out
+
+    def trade_array(self) -> np.ndarray:
+        return np.array(self.trades, dtype=TRADE_DTYPE)

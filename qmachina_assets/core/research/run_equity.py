@@ -127,7 +127,7 @@ def replay_evaluations(lake: Path, row: dict[str, Any], configs_dir: Path | None
                         entry_mode=ev.entry_mode, cost_ticks_per_trade=ev.cost_ticks_per_trade,
                         latency_bins=ev.latency_bins)
     return {tag: (evaluate(s, data.mid, data.best_bid, data.best_ask, data.ts_ns, data.valid, params,
-                           day=data.day), data)
+                           day=data.day, high=data.mid_high, low=data.mid_low), data)
             for tag, (s, data) in scores.items()}
 
 

@@ -81,7 +81,7 @@ DERIVATIVE_WEIGHTS: tuple[str, ...] = ("bull_pressure", "bull_vacuum", "bear_pre
 SIGNAL_PARAMS: dict[str, tuple[str, ...] | None] = {
     **{name: None for name in KNOWN_SIGNALS},
     "derivative": DERIVATIVE_PARAMS,
-    "flow_score": (),
+    "flow_score": ("k",),  # the relative tick read (FlowScoreParams; default 0, the spot)
 }
 #: Signals whose score is clipped to [-1, 1]: a threshold above 1 never fires.
 BOUNDED_SIGNALS: tuple[str, ...] = ("flow_score", "derivative")
@@ -417,6 +417,7 @@ class PipelineSpec(_FileSpec):
     engine: EngineOverrides = EngineOverrides()
     gold_dsl: Name | None = None
     feature_store: FeatureStoreConfig = FeatureStoreConfig()
+    automation: bool = True  # Dagster builds the datasets as sessions land; false: on request only
 
     def overrides(self) -> dict[str, Any]:
         return self.engine.model_dump(exclude_none=True)
@@ -450,7 +451,7 @@ class PipelineSpec(_FileSpec):
     @property
     def spec_hash(self) -> str:
         """16 hex of sha256 over canonical JSON of the spec (all but `description`; unset overrides omitted)."""
-        body = self.model_dump(mode="json", exclude={"description"})
+        body = self.model_dump(mode="json", exclude={"description", "automation"})
         body["engine"] = self.engine.model_dump(mode="json", exclude_none=True)
         return _canonical_hash(body, 16)
 
@@ -988,6 +989,7 @@ class ExperimentSpec(_FileSpec):
     tracking: TrackingConfig
     parallel: ParallelConfig = ParallelConfig()
     feature_store: FeatureStoreConfig = FeatureStoreConfig()
+    automation: bool = True  # Dagster sweeps, evaluates the gate and publishes on its own; false: on request only
 
     @model_validator(mode="before")
     @classmethod
@@ -1423,6 +1425,14 @@ def validate_configs(root: Path) -> list[ConfigIssue]:
         shown = loader.display(p)
         if parts == ("instrument.yaml",):
             continue
+        if parts == ("silver.yaml",):  # silver_grid's window policy (core/engine/silver_window.py)
+            from qmachina_assets.core.engine.silver_window import load_window_policy
+
+            try:
+                load_window_policy(p)
+            except ValueError as exc:
+                issues.append(ConfigIssue(shown, "", str(exc)))
+            continue
         if len(parts) == 2 and parts[0] == "gold" and p.suffix == ".yaml":
             gold_files.append(p)
         elif len(parts) == 2 and parts[0] in KIND_DIRS:
@@ -1431,7 +1441,8 @@ def validate_configs(root: Path) -> list[ConfigIssue]:
                 continue
             issues += [e.issue() for e in loader.load(parts[0], p)[1]]
         else:
-            issues.append(ConfigIssue(shown, "", "unknown config location (expected configs/instrument.yaml or "
+            issues.append(ConfigIssue(shown, "", "unknown config location (expected configs/instrument.yaml, "
+                                                 "configs/silver.yaml or "
                                                  "configs/{pipelines,serving,experiments,gold}/<name>.yaml)"))
     issues += _gold_issues(gold_files, loader)
     return issues

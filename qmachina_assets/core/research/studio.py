@@ -23,13 +23,19 @@ DEFAULT_BASE = "demo_flow_score"  # the serving spec whose wire schema and layou
 
 
 class DataChoice(BaseModel):
+    """A pipeline, optionally restricted to some of its capture dates (then the studio writes its own pipeline)."""
+
     model_config = ConfigDict(extra="forbid")
     pipeline: str = Field(pattern=r"^[a-z0-9][a-z0-9_]*$", max_length=64)
+    dates: list[str] | None = Field(None, max_length=400)
 
 
 class GoldChoice(BaseModel):
+    """The built-in gold set (its scoring values), optionally plus a Gold DSL spec of `configs/gold/`."""
+
     model_config = ConfigDict(extra="forbid")
-    mode: str = Field("builtin", pattern=r"^builtin$")
+    mode: str = Field("builtin", pattern=r"^(builtin|dsl)$")
+    gold_dsl: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_]*$", max_length=64)
     scoring: dict[str, Any] = {}  # specs.ScoringConfig keys
 
 
@@ -62,16 +68,32 @@ def spec_name(session_id: str, version: int) -> str:
     return f"studio_{re.sub(r'[^a-z0-9]', '', session_id.lower())[:12]}_v{version}"
 
 
+def build_pipeline(name: str, data: DataChoice, gold: GoldChoice, configs: Path) -> dict[str, Any] | None:
+    """The studio's own pipeline when the choices differ from the picked one (some dates, a Gold DSL), else None."""
+    if not data.dates and not (gold.mode == "dsl" and gold.gold_dsl):
+        return None
+    base = yaml.safe_load((configs / "pipelines" / f"{data.pipeline}.yaml").read_text())
+    base["name"] = name
+    base["description"] = f"Model Studio pipeline {name} (from {data.pipeline})"
+    if data.dates:
+        base["capture"] = {**base["capture"], "dates": list(data.dates)}
+    if gold.mode == "dsl" and gold.gold_dsl:
+        base["gold_dsl"] = gold.gold_dsl
+    return base
+
+
 def build_specs(name: str, data: DataChoice, gold: GoldChoice, signal: SignalChoice, ev: EvalChoice,
                 configs: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(serving dict, experiment dict) of the choices; the serving spec starts from `signal.base_serving`."""
+    """(serving dict, experiment dict) of the choices; the serving spec starts from `signal.base_serving`. When
+    `build_pipeline` gives a pipeline, the serving spec names it (`name`): write it with `write_specs`."""
     base_path = configs / "serving" / f"{signal.base_serving}.yaml"
     if not base_path.is_file():
         raise ConfigError(f"{base_path}: no base serving spec {signal.base_serving!r}")
     serving = copy.deepcopy(yaml.safe_load(base_path.read_text()))
     serving.update({
         "name": name, "description": f"Model Studio model {name} ({signal.name} on {data.pipeline})",
-        "display_name": f"{name} (studio)", "pipeline": data.pipeline,
+        "display_name": f"{name} (studio)",
+        "pipeline": name if build_pipeline(name, data, gold, configs) is not None else data.pipeline,
         "scoring": {**(serving.get("scoring") or {}), **gold.scoring},
         "signal": {"name": signal.name, **({"params": signal.params} if signal.params else {})},
         "threshold": ev.thresholds[0], "cooldown_bins": ev.cooldown_bins[0], "tp_ticks": ev.tp_ticks[0],
@@ -91,7 +113,8 @@ def build_specs(name: str, data: DataChoice, gold: GoldChoice, signal: SignalCho
     return serving, experiment
 
 
-def validate_texts(serving_yaml: str, experiment_yaml: str, configs: Path) -> tuple[Any, Any, Any]:
+def validate_texts(serving_yaml: str, experiment_yaml: str, configs: Path,
+                   pipeline_yaml: str | None = None) -> tuple[Any, Any, Any]:
     """Validate a serving + experiment pair (YAML texts) against the configs tree's pipelines and instrument,
     without writing into it: (ExperimentSpec, ServingSpec, PipelineSpec); ConfigError names file and field."""
     try:
@@ -106,7 +129,16 @@ def validate_texts(serving_yaml: str, experiment_yaml: str, configs: Path) -> tu
         root = Path(tmp)
         (root / "serving").mkdir()
         (root / "experiments").mkdir()
-        (root / "pipelines").symlink_to(configs / "pipelines")
+        (root / "pipelines").mkdir()
+        for f in (configs / "pipelines").glob("*.yaml"):
+            (root / "pipelines" / f.name).symlink_to(f)
+        if pipeline_yaml is not None:
+            p = yaml.safe_load(pipeline_yaml)
+            if not isinstance(p, dict):
+                raise ConfigError("the pipeline layer must be a YAML mapping")
+            target = root / "pipelines" / f"{p.get('name')}.yaml"
+            target.unlink(missing_ok=True)
+            target.write_text(pipeline_yaml)
         for extra in ("gold", "instrument.yaml"):
             if (configs / extra).exists():
                 (root / extra).symlink_to(configs / extra)
@@ -116,14 +148,19 @@ def validate_texts(serving_yaml: str, experiment_yaml: str, configs: Path) -> tu
         return resolve_experiment(path, configs_dir=root)
 
 
-def write_specs(serving_yaml: str, experiment_yaml: str, configs: Path) -> tuple[Path, Path]:
-    """Validate, then write both files (never over an existing one: a new name is a new version)."""
-    exp, serving, _ = validate_texts(serving_yaml, experiment_yaml, configs)
-    out = (configs / "serving" / f"{serving.name}.yaml", configs / "experiments" / f"{exp.name}.yaml")
+def write_specs(serving_yaml: str, experiment_yaml: str, configs: Path,
+                pipeline_yaml: str | None = None) -> list[Path]:
+    """Validate, then write the files (never over an existing one: a new name is a new version)."""
+    exp, serving, pipeline = validate_texts(serving_yaml, experiment_yaml, configs, pipeline_yaml)
+    out = [configs / "serving" / f"{serving.name}.yaml", configs / "experiments" / f"{exp.name}.yaml"]
+    texts = [serving_yaml, experiment_yaml]
+    if pipeline_yaml is not None:
+        out.insert(0, configs / "pipelines" / f"{pipeline.name}.yaml")
+        texts.insert(0, pipeline_yaml)
     for p in out:
         if p.exists():
             raise ConfigError(f"{p}: already exists (studio specs are versioned, never rewritten)")
-    for p, text in zip(out, (serving_yaml, experiment_yaml), strict=True):
+    for p, text in zip(out, texts, strict=True):
         with atomic_path(p) as tmp:
             Path(tmp).write_text(text)
     return out

@@ -172,7 +172,7 @@ def run_fold(lake: Path, exp: ExperimentSpec, serving: ServingSpec, pipeline: Pi
                                  cooldown_list=axes["cooldown_bins"], max_hold_bins=ev.max_hold_bins,
                                  tick_size=runtime.tick_size, warmup_bins=ev.warmup_bins, entry_mode=ev.entry_mode,
                                  cost_ticks_per_trade=ev.cost_ticks_per_trade, latency_bins=ev.latency_bins,
-                                 day=data.day)
+                                 day=data.day, high=data.mid_high, low=data.mid_low)
             index = {tuple(float(grid[k][i]) for k in TRADING_KEYS): i for i in range(len(grid["threshold"]))}
             metrics[tag] = (grid, index)
         for values, app in members:
@@ -220,7 +220,8 @@ _SWEEP_META = frozenset(("sweep_id", "experiment", "experiment_hash", "serving",
 
 
 def experiment_hash(exp: ExperimentSpec) -> str:
-    text = json.dumps(exp.model_dump(mode="json", exclude={"description"}), sort_keys=True, separators=(",", ":"))
+    body = exp.model_dump(mode="json", exclude={"description", "automation"})  # what shapes the results
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

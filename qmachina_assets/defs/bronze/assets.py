@@ -2,16 +2,19 @@
 
 
 import datetime as dt
+from pathlib import Path
 
 import dagster as dg
 
 from qmachina_assets.core.ingest import bronze_checks, lake
 from qmachina_assets.core.ingest.bronze import DATA_NAME, BronzeManifest, build_bronze
 from qmachina_assets.core.instrument import locked_instrument
+from qmachina_assets.defs.metadata import table_metadata
 from qmachina_assets.defs.partitions import parse_session_key, session_partitions_def
 from qmachina_assets.defs.resources import LakeResource
 
 BRONZE_KEY = dg.AssetKey("bronze_mbo")
+BRONZE_VERSION = "bronze-1"  # bump when build_bronze's output for the same source changes
 BRONZE_CHECK_SPECS = [
     dg.AssetCheckSpec(name, asset=BRONZE_KEY, blocking=blocking, description=desc)
     for name, (blocking, desc) in bronze_checks.BRONZE_RULES.items()
@@ -31,6 +34,7 @@ def manifest_metadata(m: BronzeManifest, created: bool) -> dict:
                   "dropped_other_instruments")
     )
     return {
+        **table_metadata(None, m.record_count, Path(m.data_file).parent),
         "records": dg.MetadataValue.int(m.record_count),
         "sha256_source": dg.MetadataValue.text(m.sources[0].sha256),
         "sha256_bronze": dg.MetadataValue.text(m.data_sha256),
@@ -60,6 +64,7 @@ def manifest_metadata(m: BronzeManifest, created: bool) -> dict:
     check_specs=BRONZE_CHECK_SPECS,
     kinds={"dbn", "numba"},
     description="Validated, immutable DBN v3 copy of one (UTC date, contract) of raw MBO, with manifest.json.",
+    code_version=BRONZE_VERSION,
 )
 def bronze_mbo(context: dg.AssetExecutionContext, lake_res: LakeResource) -> dg.MaterializeResult:
     date, symbol = parse_session_key(context.partition_key)
@@ -83,4 +88,5 @@ def bronze_mbo(context: dg.AssetExecutionContext, lake_res: LakeResource) -> dg.
         )
         for o in outcomes
     ]
-    return dg.MaterializeResult(metadata=manifest_metadata(manifest, created), check_results=checks)
+    return dg.MaterializeResult(metadata=manifest_metadata(manifest, created), check_results=checks,
+                                data_version=dg.DataVersion(manifest.data_sha256[:16]))

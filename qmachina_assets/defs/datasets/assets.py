@@ -1,6 +1,8 @@
 """Research datasets as Dagster assets: one `dataset_<name>` asset per `configs/pipelines/<name>.yaml`,
-partitioned like bronze (date × symbol), built from the bronze partition with the pipeline's engine
-overrides and window, its checks evaluated on the written files in the same step."""
+partitioned by the pipeline's capture sessions (`date|symbol` of each capture date: only valid days exist),
+built from the bronze session of the same key with the pipeline's engine overrides and window, its checks
+evaluated on the written files in the same step. Built as soon as the pipeline's capture sessions have
+landed in bronze, unless the pipeline says `automation: false`."""
 
 from pathlib import Path
 
@@ -9,14 +11,18 @@ import dagster as dg
 from qmachina_assets.core.paths import configs_root
 from qmachina_assets.core.research.datasets import (
     DATASET_RULES,
+    DATASET_VERSION,
+    GRID_NAME,
     build_dataset_day,
     check_dataset,
     dataset_dir,
     lineage_markdown,
 )
-from qmachina_assets.core.research.specs import ConfigError, load_pipeline
+from qmachina_assets.core.research.specs import ConfigError, PipelineSpec, load_pipeline
+from qmachina_assets.defs.automation import EAGER, condition
 from qmachina_assets.defs.bronze.assets import BRONZE_KEY
-from qmachina_assets.defs.partitions import parse_session_key, session_partitions_def
+from qmachina_assets.defs.metadata import table_metadata
+from qmachina_assets.defs.partitions import parse_session_key, session_key, session_partitions_def
 from qmachina_assets.defs.resources import LakeResource
 
 
@@ -33,14 +39,30 @@ def _description(path: Path) -> str:
     return f"{head} {spec.description}".strip()
 
 
+def capture_partitions(pipeline: PipelineSpec) -> dg.StaticPartitionsDefinition:
+    """The pipeline's capture sessions: exactly the days it may be built for."""
+    return dg.StaticPartitionsDefinition([session_key(d, pipeline.capture.symbol) for d in pipeline.days])
+
+
 def _dataset_asset(path: Path) -> dg.AssetsDefinition:
     name = path.stem
     key = dataset_key(name)
     specs = [dg.AssetCheckSpec(rule, asset=key, blocking=True, description=desc)
              for rule, desc in DATASET_RULES.items()]
+    try:
+        spec = load_pipeline(path)
+        partitions, auto = capture_partitions(spec), condition(EAGER, spec.automation)
+        # every capture session of bronze is upstream (Dagster maps no dynamic → static keys one to one): the
+        # datasets are built once the pipeline's whole capture has landed
+        bronze = dg.AssetDep(BRONZE_KEY, partition_mapping=dg.SpecificPartitionsPartitionMapping(
+            partitions.get_partition_keys()))
+        version = f"{DATASET_VERSION}+{spec.dataset_hash[:8]}"
+    except Exception:  # an invalid spec still gets its asset (on every session): the run reports the ConfigError
+        partitions, auto, version, bronze = session_partitions_def, None, None, dg.AssetDep(BRONZE_KEY)
 
-    @dg.asset(key=key, deps=[BRONZE_KEY], partitions_def=session_partitions_def, group_name="datasets",
-              check_specs=specs, kinds={"parquet", "numba"}, description=_description(path))
+    @dg.asset(key=key, deps=[bronze], partitions_def=partitions, group_name="datasets",
+              check_specs=specs, kinds={"parquet", "numba"}, description=_description(path),
+              automation_condition=auto, code_version=version, pool="engine")
     def _asset(context: dg.AssetExecutionContext, lake_res: LakeResource) -> dg.MaterializeResult:
         date, symbol = parse_session_key(context.partition_key)
         try:
@@ -60,7 +82,9 @@ def _dataset_asset(path: Path) -> dg.AssetsDefinition:
         outcomes = check_dataset(out)
         dsl = manifest.gold_dsl
         return dg.MaterializeResult(
+            data_version=dg.DataVersion(manifest.dataset_id),
             metadata={
+                **table_metadata(out / GRID_NAME, manifest.grid_rows, out),
                 "dataset_id": dg.MetadataValue.text(manifest.dataset_id),
                 "path": dg.MetadataValue.path(str(out)),
                 "n_bins": dg.MetadataValue.int(manifest.n_bins),

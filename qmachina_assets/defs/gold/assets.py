@@ -11,10 +11,21 @@ import dagster as dg
 from qmachina_assets.core.engine.silver_partition import silver_dir
 from qmachina_assets.core.gold import dsl as gold_dsl
 from qmachina_assets.core.gold import dsl_runtime
-from qmachina_assets.core.gold.features import GoldFeatureConfig
-from qmachina_assets.core.gold.partition import BUILTIN, GOLD_RULES, build_gold, check_gold, gold_dir, summary
+from qmachina_assets.core.gold.features import GOLD_VERSION, GoldFeatureConfig
+from qmachina_assets.core.gold.partition import (
+    BUILTIN,
+    DATA_NAME,
+    GOLD_RULES,
+    build_gold,
+    check_gold,
+    gold_dir,
+    gold_tag,
+    summary,
+)
 from qmachina_assets.core.instrument import InstrumentConfig, locked_instrument
 from qmachina_assets.core.paths import PROJECT_ROOT
+from qmachina_assets.defs.automation import EAGER
+from qmachina_assets.defs.metadata import table_metadata
 from qmachina_assets.defs.partitions import parse_session_key, session_partitions_def
 from qmachina_assets.defs.resources import LakeResource
 from qmachina_assets.defs.silver.assets import SILVER_KEY
@@ -43,12 +54,21 @@ def _dsl(path: Path) -> Resolver:
     return resolve
 
 
+def _code_version(resolve: Resolver) -> str:
+    """Gold version + the feature set's config hash: a changed spec or lock marks the partitions stale."""
+    try:
+        return f"{GOLD_VERSION}+{resolve(locked_instrument())[2]}"
+    except Exception:  # an invalid DSL spec still gets its asset: the run reports the error
+        return f"{GOLD_VERSION}+invalid"
+
+
 def _gold_asset(feature_set: str, resolve: Resolver, description: str) -> dg.AssetsDefinition:
     key = dg.AssetKey(f"gold_{feature_set}")
     specs = [dg.AssetCheckSpec(name, asset=key, blocking=True, description=desc) for name, desc in GOLD_RULES.items()]
 
     @dg.asset(key=key, deps=[SILVER_KEY], partitions_def=session_partitions_def, group_name="gold",
-              check_specs=specs, kinds={"parquet", "numba"}, description=description)
+              check_specs=specs, kinds={"parquet", "numba"}, description=description,
+              code_version=_code_version(resolve), automation_condition=EAGER, pool="gold")
     def _asset(context: dg.AssetExecutionContext, lake_res: LakeResource) -> dg.MaterializeResult:
         date, symbol = parse_session_key(context.partition_key)
         inst = locked_instrument()
@@ -65,8 +85,13 @@ def _gold_asset(feature_set: str, resolve: Resolver, description: str) -> dg.Ass
         path = gold_dir(lake_res.path, feature_set, symbol, date)
         outcomes = check_gold(path, silver_dir(lake_res.path, symbol, date))
         table, png = summary(path)
+        tag = gold_tag(manifest.config_hash, manifest.gold_version, manifest.silver_engine_version,
+                       manifest.silver_bronze_sha256, manifest.silver_window)
         return dg.MaterializeResult(
+            data_version=dg.DataVersion(tag),
             metadata={
+                **table_metadata(path / DATA_NAME, manifest.rows, path.resolve()),
+                "version": dg.MetadataValue.text(tag),
                 "feature_set": dg.MetadataValue.text(feature_set),
                 "config_hash": dg.MetadataValue.text(config_hash),
                 "config": dg.MetadataValue.json(config),

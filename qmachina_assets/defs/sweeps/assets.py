@@ -1,7 +1,8 @@
 """Sweeps as Dagster assets: one `sweep_<experiment>` asset per configs/experiments/<name>.yaml, partitioned
-by (test date, symbol) like the data. Materializing a partition runs the walk-forward fold whose test day is
-that date (training on the `train_days` capture dates before it), appends the rows to the results store and
-logs them to MLflow. A backfill over dates is one `dagster asset backfill` command (README)."""
+by its walk-forward test sessions (`date|symbol`; only valid test days exist). Each partition depends on
+every dataset session its fold reads (training days and test day), so all of them are upstream in the UI
+and the automation waits for all. Materializing a partition runs that fold, appends the rows to the results
+store and logs them to MLflow; its checks (sweeps/checks.py) are evaluated on the rows in the same step."""
 
 from pathlib import Path
 
@@ -9,9 +10,11 @@ import dagster as dg
 
 from qmachina_assets.core.paths import configs_root
 from qmachina_assets.core.research import sweeps
-from qmachina_assets.core.research.specs import load_experiment, resolve_experiment
-from qmachina_assets.defs.partitions import parse_session_key, session_partitions_def
+from qmachina_assets.core.research.specs import ExperimentSpec, PipelineSpec, resolve_experiment
+from qmachina_assets.defs.automation import EAGER, condition
+from qmachina_assets.defs.partitions import parse_session_key, session_key
 from qmachina_assets.defs.resources import LakeResource
+from qmachina_assets.defs.sweeps import checks
 from qmachina_assets.defs.sweeps.advice import advice_metadata
 
 EXPERIMENT_DIR = configs_root() / "experiments"  # QMACHINA_CONFIGS_DIR moves it (bench/backfill.py)
@@ -32,15 +35,33 @@ def _top_table(rows: list[dict], n: int = 10) -> str:
     return "\n".join([head, sep, *body])
 
 
-def _sweep_asset(path: Path) -> dg.AssetsDefinition:
-    exp = load_experiment(path)
-    _, serving, pipeline = resolve_experiment(path)
-    key = dg.AssetKey(f"sweep_{exp.name}")
+def fold_partitions(pipeline: PipelineSpec, exp: ExperimentSpec
+                    ) -> tuple[dg.StaticPartitionsDefinition, dg.StaticPartitionMapping]:
+    """Test sessions of the walk-forward, and the mapping from each dataset session to the folds reading it."""
+    sym = pipeline.capture.symbol
+    reads: dict[str, set[str]] = {}
+    tests = []
+    for fold in sweeps.folds(pipeline, exp):
+        test = session_key(fold.test, sym)
+        tests.append(test)
+        for day in (*fold.train, fold.test):
+            reads.setdefault(session_key(day, sym), set()).add(test)
+    return dg.StaticPartitionsDefinition(tests), dg.StaticPartitionMapping(reads)
 
-    @dg.asset(key=key, deps=[dg.AssetKey(f"dataset_{pipeline.name}")], partitions_def=session_partitions_def,
-              group_name="experiments", kinds={"parquet", "mlflow"},
+
+def _sweep_asset(path: Path) -> dg.AssetsDefinition:
+    exp, serving, pipeline = resolve_experiment(path)
+    key = dg.AssetKey(f"sweep_{exp.name}")
+    partitions, mapping = fold_partitions(pipeline, exp)
+    dataset = dg.AssetKey(f"dataset_{pipeline.name}")
+
+    @dg.asset(key=key, deps=[dg.AssetDep(dataset, partition_mapping=mapping)], partitions_def=partitions,
+              group_name="experiments", kinds={"parquet", "mlflow"}, check_specs=checks.check_specs(key),
+              automation_condition=condition(EAGER, exp.automation and pipeline.automation),
+              code_version=sweeps.experiment_hash(exp), pool="engine",
               description=f"Walk-forward sweep of {exp.name} ({serving.name} on {pipeline.name}): "
-                          f"{exp.n_sets(serving)} parameter sets per test day.")
+                          f"{exp.n_sets(serving)} parameter sets per test day; a partition per test session, "
+                          f"upstream of it every dataset session its fold reads.")
     def _asset(context: dg.AssetExecutionContext, lake_res: LakeResource) -> dg.MaterializeResult:
         test, symbol = parse_session_key(context.partition_key)
         e, s, p = resolve_experiment(path)  # read at run time: the YAML may have changed since load
@@ -70,7 +91,10 @@ def _sweep_asset(path: Path) -> dg.AssetsDefinition:
                       "oos_max_drawdown_ticks"):
                 meta[f"selected_{k}"] = dg.MetadataValue.float(float(best[k]))
         meta.update(advice_metadata(lake_res.path, e.name, path.parent.parent, context.log))  # decision support
-        return dg.MaterializeResult(metadata=meta)
+        meta.update({"dagster/row_count": dg.MetadataValue.int(len(rows)),
+                     "dagster/uri": dg.MetadataValue.url(out.resolve().as_uri())})
+        return dg.MaterializeResult(metadata=meta, check_results=checks.evaluate(key, rows, e, s),
+                                    data_version=dg.DataVersion(rows[0]["sweep_id"]))
 
     return _asset
 

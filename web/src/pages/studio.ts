@@ -23,7 +23,7 @@ interface Session {
 }
 interface Catalog {
   pipelines: { name: string; symbol: string; dates: string[]; window: string | null; description: string }[];
-  bases: string[]; signals: Record<string, string[] | null>; scoring_keys: string[];
+  gold_dsls: string[]; bases: string[]; signals: Record<string, string[] | null>; scoring_keys: string[];
 }
 interface FieldStats { name: string; min: number | null; q25: number | null; median: number | null; q75: number | null; max: number | null; nan_share: number }
 interface DayPreview { date: string; dataset_id: string | null; built: boolean; n_bins: number; ts_first: string | null; ts_last: string | null; fields: FieldStats[]; heatmap: number[][] }
@@ -97,7 +97,11 @@ function render(): void {
   }
   if (!s) return;
   const d = s.steps.data?.payload;
-  if (d) byId<HTMLSelectElement>('data-pipeline').value = String(d['pipeline']);
+  if (d) {
+    byId<HTMLSelectElement>('data-pipeline').value = String(d['pipeline']);
+    byId<HTMLInputElement>('data-dates').value = Array.isArray(d['dates']) ? d['dates'].join(', ') : '';
+  }
+  byId<HTMLSelectElement>('gold-dsl').value = String(s.steps.gold?.payload['gold_dsl'] ?? '');
   const gold = s.steps.gold?.payload['scoring'] as Record<string, unknown> | undefined;
   for (const el of document.querySelectorAll<HTMLInputElement>('#gold-fields input')) el.value = gold?.[el.name] !== undefined ? String(gold[el.name]) : '';
   const sig = s.steps.signal?.payload;
@@ -148,11 +152,15 @@ async function commit(step: StepName, payload: Record<string, unknown>): Promise
 
 function payloadOf(step: StepName): Record<string, unknown> | null {
   switch (step) {
-    case 'data': return { pipeline: byId<HTMLSelectElement>('data-pipeline').value };
+    case 'data': {
+      const dates = val('data-dates').split(',').map((x) => x.trim()).filter(Boolean);
+      return { pipeline: byId<HTMLSelectElement>('data-pipeline').value, dates: dates.length ? dates : null };
+    }
     case 'gold': {
       const scoring: Record<string, number> = {};
       for (const el of document.querySelectorAll<HTMLInputElement>('#gold-fields input')) if (el.value.trim()) scoring[el.name] = Number(el.value);
-      return { mode: 'builtin', scoring };
+      const dsl = byId<HTMLSelectElement>('gold-dsl').value;
+      return dsl ? { mode: 'dsl', gold_dsl: dsl, scoring } : { mode: 'builtin', scoring };
     }
     case 'signal': {
       let params: unknown;
@@ -178,7 +186,8 @@ function payloadOf(step: StepName): Record<string, unknown> | null {
 function updateEstimate(): void {
   const pipe = catalog?.pipelines.find((p) => p.name === byId<HTMLSelectElement>('data-pipeline').value);
   const train = Number(val('ev-train')) || 1;
-  const days = Math.max(0, (pipe?.dates.length ?? 0) - train);
+  const picked = val('data-dates').split(',').map((x) => x.trim()).filter(Boolean).length;
+  const days = Math.max(0, (picked || (pipe?.dates.length ?? 0)) - train);
   const tanh = nums('ev-tanh');
   const sets = [nums('ev-thresholds'), nums('ev-tp'), nums('ev-sl'), nums('ev-cooldown'), tanh.length ? tanh : [0]]
     .reduce((n, a) => n * Math.max(1, a.length), 1);
@@ -443,13 +452,14 @@ async function init(): Promise<void> {
   });
   byId('yaml-validate').addEventListener('click', () => void yamlSend(true).catch((e) => setStatus(status, msg(e), 'error')));
   byId('yaml-apply').addEventListener('click', () => void yamlSend(false).catch((e) => setStatus(status, msg(e), 'error')));
-  for (const id of ['ev-thresholds', 'ev-tp', 'ev-sl', 'ev-cooldown', 'ev-tanh', 'ev-train', 'data-pipeline']) byId(id).addEventListener('input', updateEstimate);
+  for (const id of ['ev-thresholds', 'ev-tp', 'ev-sl', 'ev-cooldown', 'ev-tanh', 'ev-train', 'data-pipeline', 'data-dates']) byId(id).addEventListener('input', updateEstimate);
   try {
     catalog = await api.get<Catalog>('/studio/catalog');
     const cost = await api.get<{ cost_per_set_day_s: number; budget_cpu_seconds: number }>('/jobs/cost');
     costPerSetDay = cost.cost_per_set_day_s;
     budget = cost.budget_cpu_seconds;
     byId('data-pipeline').replaceChildren(...catalog.pipelines.map((p) => h('option', { value: p.name }, `${p.name} · ${p.symbol} · ${p.dates.join(', ')}${p.window ? ` · ${p.window}` : ''}`)));
+    byId('gold-dsl').replaceChildren(h('option', { value: '' }, 'none: the built-in set'), ...catalog.gold_dsls.map((g) => h('option', { value: g }, g)));
     byId('signal-name').replaceChildren(...Object.keys(catalog.signals).map((s) => h('option', { value: s }, s)));
     byId<HTMLSelectElement>('signal-name').value = 'flow_score';
     byId('signal-base').replaceChildren(...catalog.bases.map((b) => h('option', { value: b }, b)));

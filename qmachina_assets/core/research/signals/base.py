@@ -33,6 +33,10 @@ class GridData:
     radius: int
     cell_width_ms: int
     columns: dict[str, np.ndarray] = field(default_factory=dict)
+    #: intrabin extremes of the mid (float64 per bin, NaN where unknown; None: the data has none) — the
+    #: evaluator tests its barriers against them
+    mid_high: np.ndarray | None = None
+    mid_low: np.ndarray | None = None
 
     @property
     def n_bins(self) -> int:
@@ -53,7 +57,9 @@ class GridData:
     def slice(self, start: int, stop: int) -> GridData:
         return GridData(self.ts_ns[start:stop], self.mid[start:stop], self.best_bid[start:stop],
                         self.best_ask[start:stop], self.valid[start:stop], self.day[start:stop], self.radius,
-                        self.cell_width_ms, {k: v[start:stop] for k, v in self.columns.items()})
+                        self.cell_width_ms, {k: v[start:stop] for k, v in self.columns.items()},
+                        None if self.mid_high is None else self.mid_high[start:stop],
+                        None if self.mid_low is None else self.mid_low[start:stop])
 
 
 class SignalParams(BaseModel):
