@@ -160,7 +160,12 @@ def client_proc(uri: str, n: int, stop_at: float, token: str, conn) -> None:
         await asyncio.gather(*tasks)
         return out
 
-    conn.send(asyncio.run(main()))
+    import resource
+
+    t0 = time.time()
+    out = asyncio.run(main())
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    conn.send((out, ru.ru_utime + ru.ru_stime, time.time() - t0))
     conn.close()
 
 
@@ -197,7 +202,9 @@ def latency(work: Path, redis_url: str, clients: int, seconds: float, speed: flo
         time.sleep(4)  # clients connected (they wait for the alias to be published)
         gw, info = start_gateway([shared_data_root() / SAMPLE], speed, "--start", str(MIDDAY))
         live = run_live(info["port"], lake, redis_url, "--alias", alias, log=work / "live_latency.log")
-        results = [a.recv() for a in pipes]
+        got = [a.recv() for a in pipes]
+        results = [r for r, _, _ in got]
+        client_cpu = [round(100 * cpu / wall, 1) for _, cpu, wall in got]  # % of one core, whole client run
         for p in procs:
             p.join()
         from qmachina_serving.live.gateway import control
@@ -223,7 +230,8 @@ def latency(work: Path, redis_url: str, clients: int, seconds: float, speed: flo
     per_client = [len(f) for f in frames]
     res = {"clients": clients, "replicas": 2, "speed": speed, "frames": len(allf),
            "frames_per_client_min": int(min(per_client)), "frames_per_client_max": int(max(per_client)),
-           "clients_with_frames": len(frames), "client_ends": ends,
+           "clients_with_frames": len(frames), "client_ends": ends, "client_proc_cpu_pct": client_cpu,
+           "loadavg_1m": round(os.getloadavg()[0], 2),
            "gateway_to_client_ms": {"p50": round(float(np.percentile(lat_gw, 50)), 2),
                                     "p99": round(float(np.percentile(lat_gw, 99)), 2),
                                     "max": round(float(lat_gw.max()), 2)},
@@ -232,7 +240,8 @@ def latency(work: Path, redis_url: str, clients: int, seconds: float, speed: flo
     print(f"latency {clients} clients over 2 replicas at {speed:g}x: gateway send -> client receive "
           f"p50 {res['gateway_to_client_ms']['p50']} ms, p99 {res['gateway_to_client_ms']['p99']} ms "
           f"(publish -> receive p50 {res['publish_to_client_ms']['p50']} ms, p99 "
-          f"{res['publish_to_client_ms']['p99']} ms); {len(allf)} frames, {len(frames)} clients", flush=True)
+          f"{res['publish_to_client_ms']['p99']} ms); {len(allf)} frames, {len(frames)} clients; client "
+          f"processes' CPU {client_cpu} % of a core", flush=True)
     return res
 
 

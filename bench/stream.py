@@ -174,6 +174,11 @@ class LeanClient(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
+        if self.open and not buf:  # the usual case: whole frames in one read, parsed in place (no copy)
+            pos = self._frames(data)
+            if pos < len(data):
+                buf += data[pos:]
+            return
         buf += data
         if not self.open:
             i = buf.find(b"\r\n\r\n")
@@ -184,6 +189,10 @@ class LeanClient(asyncio.Protocol):
                 return
             del buf[:i + 4]
             self.open = True
+        del buf[:self._frames(buf)]
+
+    def _frames(self, buf: bytes | bytearray) -> int:
+        """Handle the complete frames at the start of `buf`; returns the bytes consumed."""
         pos = 0
         n = len(buf)
         while n - pos >= 2:
@@ -206,7 +215,7 @@ class LeanClient(asyncio.Protocol):
                 if now / 1e9 > self.stop_at:
                     self._send(8, (1000).to_bytes(2, "big"))
                     self._finish("client_stop")
-                    return
+                    return n
             elif op == 1:
                 self.rec.text(buf[off:off + b1].decode())
             elif op == 9:
@@ -214,9 +223,9 @@ class LeanClient(asyncio.Protocol):
             elif op == 8:
                 code = int.from_bytes(buf[off:off + 2], "big") if b1 >= 2 else 1005
                 self._finish(self.rec.end or f"close {code}")
-                return
+                return n
             pos = off + b1
-        del buf[:pos]
+        return pos
 
     def _finish(self, why: str) -> None:
         self.rec.end = self.rec.end if why.startswith("close") and self.rec.end else why

@@ -17,7 +17,9 @@ Session (SPEC §10.19 fixes):
   a normal close (1000).
 
 Slow-client policy (per subscriber, never blocking the session or other clients):
-- Each client has its own sender task and a bounded queue of `client_queue_bins` bins.
+- Each client has its own sender task and a bounded queue of `client_queue_bins` bins. A client with an
+  empty queue and a transport that takes bytes is written by the fan-out loop directly (`Subscriber.offer`,
+  `DirectWriter.try_write`): the sender task only works off a backlog (and the hello and final messages).
 - Skip ahead: when a new bin finds the queue full, the oldest queued bin is discarded; the client
   keeps receiving the newest bins in order, with a gap in `bin_seq` (each grid_update is still
   followed by its binary frame: a bin is skipped whole).
@@ -131,6 +133,15 @@ class Subscriber:
             pass
         elif not self.queue and not self.sending:
             self.last_progress = now  # idle until now: the stall clock starts with this bin
+            w = self.writer
+            if w is not None and self.final is None and w.try_write(wire):
+                # the fast path: an idle client whose transport takes bytes gets them now, from the fan-out
+                # loop itself; waking its sender task instead costs a task switch per client and bin
+                self.sent += 1
+                fan.pending -= 1
+                if fan.pending == 0:
+                    fan.done(clock())
+                return True
         elif now - self.last_progress > self.max_stall_s:
             return False
         if len(self.queue) >= self.maxlen:

@@ -87,6 +87,15 @@ class DirectWriter:
             raise ClientGone
         p.transport.write(data)
 
+    def try_write(self, data: bytes) -> bool:
+        """`write` without waiting: True when written now; False when the transport is paused or the
+        connection is closing (the caller queues the frame and its sender task deals with it)."""
+        p = self.proto
+        if not p.writable.is_set() or p.disconnected or p.close_sent or p.conn.state is not self._open:
+            return False
+        p.transport.write(data)
+        return True
+
 
 def _unsent(sock: socket.socket) -> int:
     """Bytes in the kernel send queue not yet acknowledged (Linux TIOCOUTQ / SIOCOUTQ)."""
