@@ -233,3 +233,30 @@ def test_data_preview_has_the_price_range_and_is_bounded(world):
     assert [d["date"] for d in one["days"]] == [DAY.isoformat()]
     r = c.get("/v1/studio/preview?pipeline=gold_day&date=2024-01-01")
     assert r.status_code == 422 and "date" in r.text
+
+
+def test_the_editor_in_chromium(world, tmp_path):
+    """web/e2e/studio-gold.e2e.ts: a bad spec's error at its node and line, a good one's preview, then commit."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from tests.conftest import REQUIRE_SERVICES
+    from tests.support.serving import serve
+
+    chromium = os.environ.get("QMACHINA_E2E_CHROMIUM", "/usr/bin/chromium")
+    web = PROJECT_ROOT / "web"
+    if not Path(chromium).is_file() or not (web / "dist" / "studio.html").is_file() \
+            or not (web / "node_modules" / "playwright-core").is_dir():
+        if REQUIRE_SERVICES:
+            pytest.fail("Chromium, web/dist or web/node_modules is missing and QMACHINA_REQUIRE_SERVICES=1")
+        pytest.skip("Chromium, web/dist or web/node_modules is missing (`make browser`, `make web-build`)")
+    artifacts = Path(os.environ.get("QMACHINA_E2E_ARTIFACTS", PROJECT_ROOT / "test-artifacts" / "e2e"))
+    with serve(world["lake"], "", QMACHINA_CONFIGS_DIR=str(world["configs"]),
+               QMACHINA_SERVING_DAGSTER_URL=f"http://127.0.0.1:{free_port()}") as srv:
+        env = {**os.environ, "QMACHINA_E2E_URL": srv.http, "QMACHINA_E2E_ARTIFACTS": str(artifacts),
+               "QMACHINA_E2E_CHROMIUM": chromium, "QMACHINA_E2E_TOKEN": srv.access.tokens["editor"],
+               "QMACHINA_E2E_PIPELINE": "gold_day"}
+        out = subprocess.run(["npm", "--prefix", str(web), "run", "e2e:studio-gold"], env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert out.returncode == 0, f"gold editor browser test failed:\n{out.stdout[-6000:]}\n{out.stderr[-3000:]}"
