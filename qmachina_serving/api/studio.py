@@ -23,10 +23,12 @@ from pydantic import BaseModel, Field, ValidationError
 
 from qmachina_assets.core.control import studio as sessions
 from qmachina_assets.core.control.studio import STEPS, Decision, StudioSession
+from qmachina_assets.core.gold.dsl import DslValidationError
 from qmachina_assets.core.registry import PreflightError
 from qmachina_assets.core.registry.candidates import GateFailure, candidate
 from qmachina_assets.core.research import datasets as dsets
 from qmachina_assets.core.research import studio as specs_mod
+from qmachina_assets.core.research import studio_gold
 from qmachina_assets.core.research.specs import (
     KNOWN_SIGNALS,
     SIGNAL_PARAMS,
@@ -37,6 +39,7 @@ from qmachina_assets.core.research.specs import (
     load_serving,
     resolve_experiment,
 )
+from qmachina_assets.core.research.studio_gold import DayNotBuilt, GoldPreview, SampleError, SpecCheck
 from qmachina_serving.api.common import ALIAS_RE, NAME_RE, NOT_FOUND, ApiContext, control_call, not_found
 from qmachina_serving.dagster_api import DagsterClient, DagsterError, DagsterUnavailable
 from qmachina_serving.settings import ServingSettings
@@ -96,6 +99,8 @@ class DayPreview(BaseModel):
     n_bins: int = 0
     ts_first: str | None = None
     ts_last: str | None = None
+    price_min: float | None = None  # the day's mid price range (two-sided bins)
+    price_max: float | None = None
     fields: list[FieldStats] = []
     heatmap: list[list[float]] = []  # a small (time x k) grid of the day's first gold/silver field
 
@@ -103,6 +108,26 @@ class DayPreview(BaseModel):
 class Preview(BaseModel):
     pipeline: str
     days: list[DayPreview]
+    more_days: int = 0  # capture days past MAX_PREVIEW_DAYS, not previewed (ask for one with `date`)
+
+
+MAX_PREVIEW_DAYS = 10
+#: Row groups of a day's gold read for the heatmap and the composite's quartiles (evenly spaced; ~1024 bins each).
+MAX_HEATMAP_GROUPS = 48
+
+
+class GoldSpecText(BaseModel):
+    spec_yaml: str = Field(max_length=studio_gold.MAX_SPEC_CHARS)
+
+
+class GoldPreviewRequest(GoldSpecText):
+    date: dt.date | None = None  # a capture date of the data step (default: its first with silver)
+    sample_bins: int = Field(2000, ge=1, le=studio_gold.MAX_SAMPLE_BINS)
+    start_bin: int = Field(0, ge=0)
+
+
+#: Gold previews computing at once in this process (each bounded by MAX_SAMPLE_BINS); more is a 429.
+PREVIEW_SLOTS = threading.BoundedSemaphore(2)
 
 
 class YamlLayers(BaseModel):
@@ -166,9 +191,18 @@ def _day_preview(lake: Path, pipeline: Any, day: dt.date) -> DayPreview:
         out.ts_last = dt.datetime.fromtimestamp(int(col[-1]) / 1e9, dt.UTC).isoformat()
     out.fields = [_stats(c, bins[c].to_numpy(zero_copy_only=False)) for c in bins.column_names
                   if c in PREVIEW_FIELDS or c.startswith("mid")][:6]
+    if "mid_price" in bins.column_names:
+        mid = bins["mid_price"].to_numpy(zero_copy_only=False).astype("float64")
+        mid = mid[np.isfinite(mid) & (mid > 0)]
+        if mid.size:
+            out.price_min, out.price_max = float(mid.min()), float(mid.max())
     gold_path = d / dsets.GOLD_NAME
     if gold_path.is_file():
-        g = pq.read_table(gold_path, columns=["bin_seq", "k", "composite"])
+        f = pq.ParquetFile(gold_path)  # bounded: at most MAX_HEATMAP_GROUPS row groups, evenly spaced
+        groups = sorted({int(i) for i in np.linspace(0, f.num_row_groups - 1, min(f.num_row_groups,
+                                                                                   MAX_HEATMAP_GROUPS))})
+        g = f.read_row_groups(groups, columns=["bin_seq", "k", "composite"]) if groups else \
+            pq.read_table(gold_path, columns=["bin_seq", "k", "composite"])
         out.fields += [_stats("gold.composite", g["composite"].to_numpy(zero_copy_only=False))]
         # heatmap: composite at k by bin, 48 time buckets x every 5th k
         seq, k = g["bin_seq"].to_numpy(), g["k"].to_numpy()
@@ -196,7 +230,22 @@ def build(ctx: ApiContext) -> APIRouter:
         return s if isinstance(s, ServingSettings) else ServingSettings()
 
     def bad(exc: Exception) -> HTTPException:
+        if isinstance(exc, DslValidationError):  # every problem, each naming its node
+            return HTTPException(status_code=422, detail={"message": str(exc), "errors": [
+                e.model_dump() for e in exc.errors]})
         return HTTPException(status_code=422, detail=str(exc))
+
+    def reload_dagster(request: Request) -> None:
+        """Ask Dagster to reload the code location, in the background (best effort): a reload re-imports it
+        (tens of seconds on a busy machine); new specs' assets appear after it, runs do not wait for it."""
+        s = settings(request)
+        client = DagsterClient(s.dagster_url, location=s.dagster_location, timeout_s=120)
+
+        def reload() -> None:
+            with contextlib.suppress(DagsterUnavailable, DagsterError):
+                client.reload()
+
+        threading.Thread(target=reload, name="dagster-reload", daemon=True).start()
 
     def session_experiment(s: StudioSession) -> str:
         ev = s.steps.get("evaluation")
@@ -221,16 +270,7 @@ def build(ctx: ApiContext) -> APIRouter:
             raise bad(exc) from exc
         control_call(lambda: cp.register_resource(principal.workspace, "experiment", experiment["name"],
                                                   actor=principal.actor))
-        s = settings(request)
-        client = DagsterClient(s.dagster_url, location=s.dagster_location, timeout_s=120)
-
-        def reload() -> None:
-            # in the background: a reload re-imports the code location (tens of seconds on a busy machine); the
-            # run does not wait for it (experiment_job reads the spec at run time), the sweep asset appears after
-            with contextlib.suppress(DagsterUnavailable, DagsterError):
-                client.reload()
-
-        threading.Thread(target=reload, name="dagster-reload", daemon=True).start()
+        reload_dagster(request)  # experiment_job reads the spec at run time; the sweep asset appears after
         exp, srv, pipe = resolve_experiment(experiment["name"], configs_dir=configs)
         return {"experiment": exp.name, "serving": srv.name, "pipeline": pipe.name, "sets_per_day": exp.n_sets(srv),
                 "dagster_reload": "requested"}
@@ -266,9 +306,10 @@ def build(ctx: ApiContext) -> APIRouter:
 
     @r.get("/preview", response_model=Preview, responses=NOT_FOUND)
     def preview(request: Request, principal: ctx.caller(),
-                pipeline: Annotated[str, Query(pattern=NAME_RE, max_length=64)]) -> Preview:
-        """Bins, time range, quartiles of the main fields and a small heatmap of each built day of a pipeline
-        (a day not built yet says so: the run builds it)."""
+                pipeline: Annotated[str, Query(pattern=NAME_RE, max_length=64)],
+                date: Annotated[dt.date | None, Query()] = None) -> Preview:
+        """Bins, time range, price range, quartiles of the main fields and a small heatmap of each built day of a
+        pipeline (the first MAX_PREVIEW_DAYS, or the one `date`; a day not built yet says so: the run builds it)."""
         try:
             spec = load_pipeline(pipeline, configs_dir=ctx.get_configs())
         except FileNotFoundError as exc:
@@ -276,7 +317,11 @@ def build(ctx: ApiContext) -> APIRouter:
         except ConfigError as exc:
             raise bad(exc) from exc
         lake = ctx.get_lake(request)
-        return Preview(pipeline=spec.name, days=[_day_preview(lake, spec, d) for d in spec.days])
+        if date is not None and date not in spec.days:
+            raise HTTPException(status_code=422, detail=f"date: {date} is not a capture date of {spec.name}")
+        days = [date] if date is not None else spec.days[:MAX_PREVIEW_DAYS]
+        return Preview(pipeline=spec.name, days=[_day_preview(lake, spec, d) for d in days],
+                       more_days=0 if date is not None else max(0, len(spec.days) - MAX_PREVIEW_DAYS))
 
     @r.post("/sessions", response_model=StudioSession, status_code=201)
     def create(body: NewSession, principal: ctx.role("editor"), cp: Control) -> StudioSession:
@@ -318,6 +363,11 @@ def build(ctx: ApiContext) -> APIRouter:
             elif step == "gold":
                 choice = specs_mod.GoldChoice.model_validate(payload)
                 ScoringConfig.model_validate(choice.scoring)
+                if choice.dsl_yaml is not None:  # typed in the editor: a new versioned spec file
+                    gname, gspec = studio_gold.write_gold_spec(configs, sid, choice.dsl_yaml)
+                    choice = choice.model_copy(update={"mode": "dsl", "gold_dsl": gname, "dsl_yaml": None,
+                                                       "spec_hash": gspec.spec_hash})
+                    reload_dagster(request)  # its gold_dsl_<name> asset appears on the next load
                 if choice.mode == "dsl" and not (choice.gold_dsl and (configs / "gold" / f"{choice.gold_dsl}.yaml")
                                                  .is_file()):
                     raise ValueError(f"gold_dsl: no Gold DSL spec {choice.gold_dsl!r} in {configs / 'gold'}")
@@ -349,9 +399,54 @@ def build(ctx: ApiContext) -> APIRouter:
             elif step == "compare":
                 payload = {"run_id": str(payload.get("run_id") or "")[:200], "note": str(payload.get("note") or
                                                                                     "")[:2000]}
-        except (ValidationError, ConfigError, ValueError, OSError) as exc:
+        except (ValidationError, ConfigError, ValueError, OSError) as exc:  # DslValidationError too
             raise bad(exc) from exc
         return control_call(lambda: sessions.commit_step(cp, ws, sid, step, payload, actor=principal.actor))
+
+    @r.post("/sessions/{sid}/gold/validate", response_model=SpecCheck, responses=NOT_FOUND)
+    def gold_validate(sid: SessionId, body: GoldSpecText, principal: ctx.role("editor"), cp: Control) -> SpecCheck:
+        """Validate a Gold DSL spec typed in the gold step's editor with the core's models and checks: every
+        problem with its node and its line in the text (ok false), or the spec's hash and outputs."""
+        control_call(lambda: sessions.get_session(cp, principal.workspace, sid))
+        return studio_gold.check_spec_text(body.spec_yaml)[1]
+
+    @r.post("/sessions/{sid}/gold/preview", response_model=GoldPreview, responses={**NOT_FOUND, 409: {}, 429: {}})
+    def gold_preview(request: Request, sid: SessionId, body: GoldPreviewRequest, principal: ctx.role("editor"),
+                     cp: Control) -> GoldPreview:
+        """The spec's outputs on at most MAX_SAMPLE_BINS bins of one day of the data step's pipeline (its dataset's
+        silver, else the silver partition), computed by the batch kernel: quantiles, NaN share, correlation with
+        the built-in features and a histogram per output. 422 names the field (an invalid spec: every error)."""
+        s = control_call(lambda: sessions.get_session(cp, principal.workspace, sid))
+        if "data" not in s.steps:
+            raise HTTPException(status_code=409, detail="the data step is not committed: no day to preview on")
+        spec, check = studio_gold.check_spec_text(body.spec_yaml)
+        if spec is None:
+            raise HTTPException(status_code=422, detail={"message": "spec_yaml: the Gold DSL spec is invalid",
+                                                         "errors": [e.model_dump() for e in check.errors]})
+        data = specs_mod.DataChoice.model_validate(s.steps["data"].payload)
+        try:
+            pipe = load_pipeline(data.pipeline, configs_dir=ctx.get_configs())
+        except (ConfigError, OSError) as exc:
+            raise bad(exc) from exc
+        days = [d for d in pipe.days if not data.dates or d.isoformat() in data.dates]
+        if body.date is not None and body.date not in days:
+            raise HTTPException(status_code=422, detail=f"date: {body.date} is not a day of the data step "
+                                                        f"({', '.join(d.isoformat() for d in days)})")
+        if not PREVIEW_SLOTS.acquire(blocking=False):
+            raise HTTPException(status_code=429, detail="two gold previews are computing: retry in a moment")
+        try:
+            lake = ctx.get_lake(request)
+            last: SampleError = DayNotBuilt("date: the data step has no day")
+            for day in [body.date] if body.date is not None else days:  # default: its first built day
+                try:
+                    return studio_gold.preview_spec(spec, lake, pipe, day, body.sample_bins, body.start_bin)
+                except DayNotBuilt as exc:
+                    last = exc
+                except SampleError as exc:
+                    raise bad(exc) from exc
+            raise HTTPException(status_code=409, detail=str(last))
+        finally:
+            PREVIEW_SLOTS.release()
 
     @r.get("/sessions/{sid}/yaml", response_model=YamlLayers, responses={**NOT_FOUND, 409: {}})
     def get_yaml(sid: SessionId, principal: ctx.caller(), cp: Control) -> YamlLayers:

@@ -264,7 +264,9 @@ def test_another_workspace_is_not_found_with_real_ids(world, app, unchanged):
               "/v1/workspace/tokens/{token_id}/revoke": {},
               "/v1/studio/sessions/{sid}/promote": {"alias": "take_it"},
               "/v1/studio/sessions/{sid}/steps/{step}": {"payload": {"pipeline": "es_rth_1h"}},
-              "/v1/studio/sessions/{sid}/yaml": {"serving_yaml": "name: x", "experiment_yaml": "serving: x"}}
+              "/v1/studio/sessions/{sid}/yaml": {"serving_yaml": "name: x", "experiment_yaml": "serving: x"},
+              "/v1/studio/sessions/{sid}/gold/validate": {"spec_yaml": "version: 1"},
+              "/v1/studio/sessions/{sid}/gold/preview": {"spec_yaml": "version: 1"}}
     secrets = [world.v1, world.v2, world.run_a, "ds_default_only", world.a.token_ids["viewer"], "'viewer'"]
     n = 0
     with _client(app, world.b, "owner") as c:

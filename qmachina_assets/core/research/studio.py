@@ -37,6 +37,10 @@ class GoldChoice(BaseModel):
     mode: str = Field("builtin", pattern=r"^(builtin|dsl)$")
     gold_dsl: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_]*$", max_length=64)
     scoring: dict[str, Any] = {}  # specs.ScoringConfig keys
+    # a spec typed in the studio's editor: the API writes it as `configs/gold/studio_<sid>_g<n>.yaml`
+    # (`studio_gold.write_gold_spec`) and commits its name as `gold_dsl` (the text itself is not kept here)
+    dsl_yaml: str | None = Field(None, max_length=100_000)
+    spec_hash: str | None = Field(None, pattern=r"^[0-9a-f]{16}$")
 
 
 class SignalChoice(BaseModel):

@@ -23,14 +23,12 @@ from qmachina_assets.core.gold.partition import (
     summary,
 )
 from qmachina_assets.core.instrument import InstrumentConfig, locked_instrument
-from qmachina_assets.core.paths import PROJECT_ROOT
+from qmachina_assets.core.paths import configs_root
 from qmachina_assets.defs.automation import EAGER
 from qmachina_assets.defs.metadata import table_metadata
 from qmachina_assets.defs.partitions import parse_session_key, session_partitions_def
 from qmachina_assets.defs.resources import LakeResource
 from qmachina_assets.defs.silver.assets import SILVER_KEY
-
-GOLD_SPEC_DIR = PROJECT_ROOT / "configs" / "gold"
 
 #: (inputs for build_gold, config dict, config hash) of one feature set, resolved at run time.
 Resolver = Callable[[InstrumentConfig], tuple[dict, dict, str]]
@@ -115,8 +113,10 @@ def _gold_asset(feature_set: str, resolve: Resolver, description: str) -> dg.Ass
     return _asset
 
 
-def gold_assets(spec_dir: Path = GOLD_SPEC_DIR) -> list[dg.AssetsDefinition]:
-    """The built-in gold asset and one `gold_dsl_<name>` asset per `configs/gold/<name>.yaml`."""
+def gold_assets(spec_dir: Path | None = None) -> list[dg.AssetsDefinition]:
+    """The built-in gold asset and one `gold_dsl_<name>` asset per `configs/gold/<name>.yaml` of the configs tree
+    the code location reads (`QMACHINA_CONFIGS_DIR`, where Model Studio writes its typed specs)."""
+    spec_dir = spec_dir if spec_dir is not None else configs_root() / "gold"
     assets = [_gold_asset(BUILTIN, _builtin, "Built-in gold (force block, composite, derivatives, state5, "
                                              "flow scoring) from silver, on absolute-tick series.")]
     for path in sorted(spec_dir.glob("*.yaml")):

@@ -26,7 +26,18 @@ interface Catalog {
   gold_dsls: string[]; bases: string[]; signals: Record<string, string[] | null>; scoring_keys: string[];
 }
 interface FieldStats { name: string; min: number | null; q25: number | null; median: number | null; q75: number | null; max: number | null; nan_share: number }
-interface DayPreview { date: string; dataset_id: string | null; built: boolean; n_bins: number; ts_first: string | null; ts_last: string | null; fields: FieldStats[]; heatmap: number[][] }
+interface DayPreview { date: string; dataset_id: string | null; built: boolean; n_bins: number; ts_first: string | null; ts_last: string | null; price_min: number | null; price_max: number | null; fields: FieldStats[]; heatmap: number[][] }
+interface LocatedError { node: string | null; kind: string; message: string; line: number | null; field: string | null }
+interface SpecCheck { ok: boolean; errors: LocatedError[]; name: string | null; spec_hash: string | null; outputs: string[]; node_lines: Record<string, number> }
+interface OutputPreview {
+  name: string; n: number; nan_share: number; mean: number | null; std: number | null;
+  p01: number | null; p25: number | null; p50: number | null; p75: number | null; p99: number | null;
+  corr_with_builtin: Record<string, number | null>; max_abs_corr: number | null; max_abs_corr_with: string | null; redundant_with: string[];
+}
+interface GoldPreview {
+  pipeline: string; date: string; source: string; n_bins_day: number; start_bin: number; spec_hash: string; n_bins_sampled: number;
+  n_rows: number; execution_time_ms: number; outputs: { preview: OutputPreview; histogram: { edges: number[]; counts: number[] } | null }[];
+}
 interface Job { job_id: string; status: string; runs: string[]; progress: { done: number; total: number; eta_s: number | null } | null; error: string | null }
 interface RunRow { run_id: string; test_date: string | null; selected: boolean; params: Record<string, unknown>; metrics: Record<string, number | null> }
 interface AxisPoint { value: number | string; median: number | null }
@@ -48,6 +59,25 @@ const msg = (err: unknown): string => (err instanceof ApiError ? err.message : e
 const val = (id: string): string => byId<HTMLInputElement>(id).value.trim();
 const nums = (id: string): number[] => val(id).split(',').map((s) => s.trim()).filter(Boolean).map(Number);
 const fmt = (x: number | null | undefined, d = 4): string => (x === null || x === undefined || !Number.isFinite(x) ? '–' : String(Number(x.toPrecision(d))));
+
+/** A small spec to start from (the editor's "Example spec"): depth imbalance near each level, smoothed. */
+const EXAMPLE_SPEC = `version: 1
+name: studio_depth_tilt
+description: resting-depth tilt near each level, EWM-smoothed, with a rolling z-score
+nodes:
+  bid_depth: {type: silver_ref, field: bid_depth}
+  ask_depth: {type: silver_ref, field: ask_depth}
+  bid_near: {type: spatial_neighborhood, source: bid_depth, radius_ticks: 3, agg: sum}
+  ask_near: {type: spatial_neighborhood, source: ask_depth, radius_ticks: 3, agg: sum}
+  tilt:
+    type: expr
+    inputs: {b: bid_near, a: ask_near}
+    expr: where(b + a > 0, (b - a) / (b + a), 0)
+  tilt_ewm: {type: temporal_window, source: tilt, agg: ewm, alpha: 0.2}
+  tilt_z: {type: norm, source: tilt_ewm, method: zscore, window_bins: 300, min_periods: 50}
+  out_tilt: {type: output, source: tilt_ewm, name: depth_tilt}
+  out_tilt_z: {type: output, source: tilt_z, name: depth_tilt_z}
+`;
 
 function experimentName(): string | null {
   const p = session?.steps.evaluation?.payload;
@@ -101,7 +131,15 @@ function render(): void {
     byId<HTMLSelectElement>('data-pipeline').value = String(d['pipeline']);
     byId<HTMLInputElement>('data-dates').value = Array.isArray(d['dates']) ? d['dates'].join(', ') : '';
   }
-  byId<HTMLSelectElement>('gold-dsl').value = String(s.steps.gold?.payload['gold_dsl'] ?? '');
+  const goldDsl = String(s.steps.gold?.payload['gold_dsl'] ?? '');
+  const goldSel = byId<HTMLSelectElement>('gold-dsl');
+  if (goldDsl && ![...goldSel.options].some((o) => o.value === goldDsl)) goldSel.append(h('option', { value: goldDsl }, goldDsl));
+  goldSel.value = goldDsl;
+  const days = sessionDays();
+  const dateSel = byId<HTMLSelectElement>('gold-preview-date');
+  if (dateSel.options.length !== days.length || days.some((d, i) => dateSel.options[i]?.value !== d)) {
+    dateSel.replaceChildren(...days.map((d) => h('option', { value: d }, d)));
+  }
   const gold = s.steps.gold?.payload['scoring'] as Record<string, unknown> | undefined;
   for (const el of document.querySelectorAll<HTMLInputElement>('#gold-fields input')) el.value = gold?.[el.name] !== undefined ? String(gold[el.name]) : '';
   const sig = s.steps.signal?.payload;
@@ -125,6 +163,14 @@ function render(): void {
   }
   if (!val('promote-alias')) byId<HTMLInputElement>('promote-alias').value = `studio_${s.session_id.slice(0, 8)}`;
   updateEstimate();
+}
+
+/** The days the data step chose (its dates, else all of its pipeline's). */
+function sessionDays(): string[] {
+  const d = session?.steps.data?.payload;
+  if (!d) return [];
+  if (Array.isArray(d['dates']) && d['dates'].length) return d['dates'].map(String);
+  return catalog?.pipelines.find((p) => p.name === d['pipeline'])?.dates ?? [];
 }
 
 async function loadDecisions(): Promise<void> {
@@ -159,6 +205,7 @@ function payloadOf(step: StepName): Record<string, unknown> | null {
     case 'gold': {
       const scoring: Record<string, number> = {};
       for (const el of document.querySelectorAll<HTMLInputElement>('#gold-fields input')) if (el.value.trim()) scoring[el.name] = Number(el.value);
+      if (byId<HTMLInputElement>('gold-use-editor').checked) return { mode: 'dsl', dsl_yaml: byId<HTMLTextAreaElement>('gold-dsl-text').value, scoring };
       const dsl = byId<HTMLSelectElement>('gold-dsl').value;
       return dsl ? { mode: 'dsl', gold_dsl: dsl, scoring } : { mode: 'builtin', scoring };
     }
@@ -202,11 +249,13 @@ async function preview(): Promise<void> {
   if (!name) return;
   setStatus(status, 'loading preview…', 'busy');
   try {
-    const p = await api.get<{ days: DayPreview[] }>(`/studio/preview?pipeline=${encodeURIComponent(name)}`);
+    const p = await api.get<{ days: DayPreview[]; more_days: number }>(`/studio/preview?pipeline=${encodeURIComponent(name)}`);
     byId('preview').replaceChildren(...p.days.map((d) => h('div', { class: 'day', 'data-testid': `preview-${d.date}` },
-      h('strong', {}, d.date), d.built ? ` · ${d.n_bins} bins · ${d.ts_first?.slice(11, 19) ?? ''}–${d.ts_last?.slice(11, 19) ?? ''} UTC` : ' · not built yet (the run builds it)',
+      h('strong', {}, d.date), d.built ? ` · ${d.n_bins} bins · ${d.ts_first?.slice(11, 19) ?? ''}–${d.ts_last?.slice(11, 19) ?? ''} UTC`
+        + (d.price_min !== null && d.price_max !== null ? ` · price ${fmt(d.price_min, 7)}–${fmt(d.price_max, 7)}` : '') : ' · not built yet (the run builds it)',
       d.fields.length ? h('table', { class: 'grid' }, h('thead', {}, h('tr', {}, ...['field', 'min', 'q25', 'median', 'q75', 'max', 'NaN'].map((x) => h('th', {}, x)))),
         h('tbody', {}, ...d.fields.map((f) => h('tr', {}, h('td', {}, f.name), ...[f.min, f.q25, f.median, f.q75, f.max].map((x) => h('td', {}, fmt(x))), h('td', {}, `${(f.nan_share * 100).toFixed(1)} %`))))) : null)));
+    if (p.more_days) byId('preview').append(h('p', { class: 'hint' }, `${p.more_days} more capture day(s) not previewed`));
     const hm = p.days.find((d) => d.heatmap.length)?.heatmap;
     if (hm) drawHeatmap(byId<HTMLCanvasElement>('preview-heatmap'), hm);
     setStatus(status, 'preview loaded', 'ok');
@@ -226,6 +275,101 @@ function drawHeatmap(canvas: HTMLCanvasElement, grid: number[][]): void {
     ctx.fillStyle = v >= 0 ? `rgba(80,170,255,${a})` : `rgba(255,140,60,${a})`;
     ctx.fillRect(x * cw, canvas.height - (y + 1) * ch, cw + 0.5, ch + 0.5);
   }));
+}
+
+// ---- gold: the Gold DSL editor ----------------------------------------------------------------------
+
+/** Line numbers beside the editor; the lines of `errors` marked (class `err`, data-line). */
+function renderGutter(errors: LocatedError[] = []): void {
+  const text = byId<HTMLTextAreaElement>('gold-dsl-text');
+  const bad = new Set(errors.map((e) => e.line).filter((l): l is number => l !== null));
+  const n = Math.max(1, text.value.split('\n').length);
+  byId('gold-dsl-gutter').replaceChildren(...Array.from({ length: n }, (_, i) =>
+    bad.has(i + 1) ? h('span', { class: 'err', 'data-line': String(i + 1) }, `${i + 1}`) : `${i + 1}\n`));
+  byId('gold-dsl-gutter').scrollTop = text.scrollTop;
+}
+
+/** Put the caret on a line of the editor and select it (an error's place). */
+function selectLine(line: number): void {
+  const text = byId<HTMLTextAreaElement>('gold-dsl-text');
+  const lines = text.value.split('\n');
+  const start = lines.slice(0, line - 1).reduce((n, l) => n + l.length + 1, 0);
+  text.focus();
+  text.setSelectionRange(start, start + (lines[line - 1]?.length ?? 0));
+  text.scrollTop = Math.max(0, (line - 4) * 16);
+}
+
+function showErrors(errors: LocatedError[]): void {
+  renderGutter(errors);
+  byId('gold-dsl-errors').replaceChildren(...errors.map((e) => {
+    const li = h('li', { 'data-node': e.node ?? '', 'data-kind': e.kind, 'data-line': e.line === null ? '' : String(e.line) },
+      e.line !== null ? `line ${e.line} · ` : '', e.message);
+    if (e.line !== null) li.addEventListener('click', () => selectLine(e.line!));
+    return li;
+  }));
+}
+
+async function dslValidate(): Promise<SpecCheck | null> {
+  if (!session) return null;
+  const res = byId('gold-dsl-result');
+  try {
+    const r = await api.send<SpecCheck>(`/studio/sessions/${session.session_id}/gold/validate`, { spec_yaml: byId<HTMLTextAreaElement>('gold-dsl-text').value });
+    showErrors(r.errors);
+    res.textContent = r.ok ? `valid: ${r.name} · ${r.outputs.length} output(s) · spec ${r.spec_hash}` : `${r.errors.length} error(s)`;
+    res.dataset['tone'] = r.ok ? 'ok' : 'error';
+    if (r.ok) byId<HTMLInputElement>('gold-use-editor').checked = true;
+    return r;
+  } catch (err) {
+    res.textContent = msg(err);
+    res.dataset['tone'] = 'error';
+    return null;
+  }
+}
+
+async function dslPreview(): Promise<void> {
+  if (!session) return;
+  const check = await dslValidate();
+  if (!check?.ok) return;
+  const res = byId('gold-dsl-result');
+  res.textContent = 'computing the preview…';
+  res.dataset['tone'] = 'busy';
+  try {
+    const date = byId<HTMLSelectElement>('gold-preview-date').value;
+    const p = await api.send<GoldPreview>(`/studio/sessions/${session.session_id}/gold/preview`, {
+      spec_yaml: byId<HTMLTextAreaElement>('gold-dsl-text').value, ...(date ? { date } : {}),
+      sample_bins: Number(val('gold-preview-bins')) || 2000, start_bin: Number(val('gold-preview-start')) || 0 });
+    const head = ['output', 'NaN', 'mean', 'p01', 'p25', 'median', 'p75', 'p99', 'max |corr| (built-in)', 'redundant with', 'histogram (p01–p99)'];
+    byId('gold-dsl-preview').replaceChildren(
+      h('p', { class: 'hint' }, `${p.date} · bins ${p.start_bin}–${p.start_bin + p.n_bins_sampled} of ${p.n_bins_day} · ${p.n_rows} rows · `
+        + `${p.execution_time_ms.toFixed(0)} ms · ${p.source}`),
+      h('table', { class: 'grid dsl-preview', 'data-testid': 'gold-preview-table' }, h('thead', {}, h('tr', {}, ...head.map((x) => h('th', {}, x)))),
+        h('tbody', {}, ...p.outputs.map(({ preview: o, histogram }) => {
+          const canvas = h('canvas', { width: '160', height: '36', 'data-output': o.name }) as HTMLCanvasElement;
+          if (histogram) drawHistogram(canvas, histogram.counts);
+          return h('tr', { 'data-output': o.name },
+            h('td', {}, o.name), h('td', {}, `${(o.nan_share * 100).toFixed(1)} %`),
+            ...[o.mean, o.p01, o.p25, o.p50, o.p75, o.p99].map((x) => h('td', {}, fmt(x))),
+            h('td', {}, o.max_abs_corr === null ? '–' : `${fmt(o.max_abs_corr, 3)} (${o.max_abs_corr_with})`),
+            h('td', {}, o.redundant_with.join(', ') || '–'), h('td', {}, canvas));
+        }))));
+    res.textContent = `preview of ${p.outputs.length} output(s) on ${p.date}`;
+    res.dataset['tone'] = 'ok';
+  } catch (err) {
+    res.textContent = `preview: ${msg(err)}`;
+    res.dataset['tone'] = 'error';
+  }
+}
+
+function drawHistogram(canvas: HTMLCanvasElement, counts: number[]): void {
+  const ctx = canvas.getContext('2d');
+  if (!ctx || !counts.length) return;
+  const m = Math.max(1, ...counts);
+  const bw = canvas.width / counts.length;
+  ctx.fillStyle = '#6aa8ff';
+  counts.forEach((c, i) => {
+    const bh = Math.max(c > 0 ? 1 : 0, (c / m) * canvas.height);
+    ctx.fillRect(i * bw, canvas.height - bh, Math.max(1, bw - 1), bh);
+  });
 }
 
 // ---- run --------------------------------------------------------------------------------------------
@@ -438,6 +582,13 @@ async function init(): Promise<void> {
   })());
   byId('session-select').addEventListener('change', () => { const v = byId<HTMLSelectElement>('session-select').value; if (v) void openSession(v); });
   byId('data-preview').addEventListener('click', () => void preview());
+  const editor = byId<HTMLTextAreaElement>('gold-dsl-text');
+  editor.addEventListener('input', () => renderGutter());
+  editor.addEventListener('scroll', () => { byId('gold-dsl-gutter').scrollTop = editor.scrollTop; });
+  byId('gold-example').addEventListener('click', () => { editor.value = EXAMPLE_SPEC; renderGutter(); });
+  byId('gold-validate').addEventListener('click', () => void dslValidate());
+  byId('gold-preview').addEventListener('click', () => void dslPreview());
+  renderGutter();
   byId('run-launch').addEventListener('click', () => void launch());
   byId('run-cancel').addEventListener('click', () => void jobAction('cancel'));
   byId('run-resume').addEventListener('click', () => void jobAction('resume'));
