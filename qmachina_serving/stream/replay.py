@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import multiprocessing
 import re
@@ -46,11 +47,13 @@ from qmachina_assets.core.ingest import dbn
 from qmachina_assets.core.ingest.bronze import load_bronze, read_manifest
 from qmachina_assets.core.ingest.lake import bronze_dir
 from qmachina_assets.core.instrument import InstrumentConfig
-from qmachina_serving.stream.protocol import CloseCode, StreamError
+from qmachina_assets.core.research.evaluation import OUTCOME_NAMES, TradeEvent
+from qmachina_assets.core.research.served_signal import SignalSetup, SignalStream, SignalUnavailable, score_json
+from qmachina_serving.stream.protocol import CloseCode, StreamError, dumps
 from qmachina_serving.stream.source import ServedVersion
 
 ET = ZoneInfo("America/New_York")
-PARAMS = ("serving", "date", "start", "end", "speed")
+PARAMS = ("serving", "date", "start", "end", "speed", "signals")
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$")
 _EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # Arrow IPC end-of-stream marker
 
@@ -65,6 +68,7 @@ class ReplayRequest:
     start: dt.time | None = None
     end: dt.time | None = None
     speed: float = 1.0
+    signals: bool = False  # `signals=1`: the served signal's score and trade events after every bin
 
 
 def parse_query(items: list[tuple[str, str]], max_speed: float) -> ReplayRequest:
@@ -103,7 +107,12 @@ def parse_query(items: list[tuple[str, str]], max_speed: float) -> ReplayRequest
             raise bad(f"speed {seen['speed']!r}: expected a number") from None
         if not (0 < speed <= max_speed):
             raise bad(f"speed {speed:g}: must be > 0 and <= {max_speed:g}")
-    return ReplayRequest(serving=serving, date=date, start=start, end=end, speed=speed)
+    signals = False
+    if "signals" in seen:
+        if seen["signals"] not in ("0", "1"):
+            raise bad(f"signals {seen['signals']!r}: expected 1 (stream the served signal) or 0")
+        signals = seen["signals"] == "1"
+    return ReplayRequest(serving=serving, date=date, start=start, end=end, speed=speed, signals=signals)
 
 
 # ---- plan -------------------------------------------------------------------------------------------
@@ -121,6 +130,8 @@ class ReplayPlan:
     cell_ns: int
     #: Days of the symbol with live records in the same ET window, newest first (for the viewer's day picker).
     dates_with_data: tuple[str, ...] = ()
+    #: Stream the served signal (score + trade events per bin, `signal` messages).
+    signals: bool = False
 
     def describe(self) -> dict[str, Any]:
         def et(ns: int | None) -> str | None:
@@ -217,7 +228,7 @@ def plan_replay(version: ServedVersion, req: ReplayRequest, lake: Path) -> Repla
     end_ns = None if end_t is None else _et_ns(date, end_t)
     return ReplayPlan(symbol=symbol, date=date, start_ns=start_ns, end_ns=end_ns, speed=req.speed,
                       cell_ns=int(version.runtime.cell_width_ms) * 1_000_000,
-                      dates_with_data=tuple(offer["dates_with_data"]))
+                      dates_with_data=tuple(offer["dates_with_data"]), signals=req.signals)
 
 
 # ---- frames -----------------------------------------------------------------------------------------
@@ -234,6 +245,7 @@ class Frame:
     arrow: bytes
     gold: dict[str, np.ndarray] | None = None  # the bin's Gold DSL outputs (2R+1 rows), when the version has one
     dsl_in: tuple[np.ndarray, ...] | None = None  # its DslRuntime.step_raw input (the session's per-client state)
+    signal: str | None = None  # with signals=1: the bin's `signal` message (JSON text), sent right after the bin
 
     def grid_update(self, due_unix_ns: int) -> str:
         return f'{self.json_prefix},"due_unix_ns":"{due_unix_ns}"}}'
@@ -390,17 +402,77 @@ def dsl_follower(version: ServedVersion, plan: ReplayPlan) -> DslFollower | None
     return DslFollower(section, version.runtime, start)
 
 
+class Followers:
+    """Several followers of one silver (the Gold DSL and the served signal) as one `SilverFollower`: they share
+    the start (the capture window's) and one engine checkpoint."""
+
+    def __init__(self, parts: list[Any]):
+        if len({p.start_ns for p in parts}) != 1:
+            raise ValueError("Followers: every part must follow the silver from the same start")
+        self.parts = parts
+
+    @property
+    def identity(self) -> str:
+        return "+".join(p.identity for p in self.parts)
+
+    @property
+    def start_ns(self) -> int | None:
+        return self.parts[0].start_ns
+
+    def feed(self, bins: dict[str, np.ndarray], grid: dict[str, np.ndarray]) -> None:
+        for p in self.parts:
+            p.feed(bins, grid)
+
+    def checkpoint(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, **{f"p{i}": np.frombuffer(p.checkpoint(), np.uint8) for i, p in enumerate(self.parts)})
+        return buf.getvalue()
+
+    def restore(self, blob: bytes) -> None:
+        z = np.load(io.BytesIO(blob), allow_pickle=False)
+        for i, p in enumerate(self.parts):
+            p.restore(z[f"p{i}"].tobytes())
+
+
+def signal_setup(version: ServedVersion) -> SignalSetup:
+    """What `signals=1` trades for this version; StreamError when it cannot (module docstring of
+    served_signal): 4422 without a signal, 4501 for an ML signal (no fitted model in the version)."""
+    try:
+        return SignalSetup.from_published(version.serving_spec, version.experiment_eval, version.runtime,
+                                          version.snapshot["gold_config"])
+    except SignalUnavailable as exc:
+        code = CloseCode.NOT_IMPLEMENTED if "ML signal" in str(exc) else CloseCode.NOT_SERVABLE
+        raise StreamError(code, f"signals=1: {exc} (version {version.version_id})") from exc
+
+
+def _capture_start(version: ServedVersion, date: dt.date) -> int | None:
+    return None if version.start_et is None else _et_ns(date, dt.time.fromisoformat(version.start_et))
+
+
+def signal_follower(version: ServedVersion, plan: ReplayPlan) -> SignalStream | None:
+    """With signals=1: the served signal's stream, following the silver from the capture window's start (where
+    the evaluated dataset starts), so a mid-day start resumes the evaluation's state."""
+    if not plan.signals:
+        return None
+    return SignalStream(signal_setup(version), _capture_start(version, plan.date))
+
+
 def _warm_checkpoint(lake: str, symbol: str, date: str, runtime: dict[str, Any], boundary_ns: int,
                      start_ns: int | None, end_ns: int | None,
-                     dsl: tuple[dict[str, Any], int | None] | None = None) -> bool:
+                     dsl: tuple[dict[str, Any], int | None] | None = None,
+                     signal: tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any], int | None]
+                     | None = None) -> bool:
     """Worker-process side of a large checkpoint miss: build and store it (returns loaded_from_cache)."""
     inst = InstrumentConfig.model_validate(runtime)
-    follower = None if dsl is None else DslFollower(dsl[0], inst, dsl[1])
+    parts: list[Any] = [] if dsl is None else [DslFollower(dsl[0], inst, dsl[1])]
+    if signal is not None:
+        parts.append(SignalStream(SignalSetup.from_published(signal[0], signal[1], inst, signal[2]), signal[3]))
+    follower = None if not parts else (parts[0] if len(parts) == 1 else Followers(parts))
     return engine_at(Path(lake), symbol, date, inst, boundary_ns, start_ns, end_ns, follower)[2]
 
 
 def checkpoint_cached(lake: Path, plan: ReplayPlan, runtime: InstrumentConfig, data_sha256: str,
-                      boundary_ns: int, follower: DslFollower | None = None) -> bool:
+                      boundary_ns: int, follower: Any = None) -> bool:
     """Whether `engine_at` will find its checkpoint (the same key it builds; a mismatch only costs time)."""
     key = checkpoint_key(runtime, checkpoint_source(data_sha256, plan.start_ns, plan.end_ns, follower), boundary_ns)
     return checkpoint_path(lake, plan.symbol, plan.date, key).is_file()
@@ -424,6 +496,9 @@ class BinProducer:
         self._pool = pool
         self.engine: Engine | None = None
         self.dsl: DslFollower | None = None
+        self.signal: SignalStream | None = None
+        self.final_signal: str | None = None  # signals=1: the session end's `signal` message (final: true)
+        self._last_bin: tuple[int, int] | None = None  # (bin_seq, ts_ns) of the last produced bin
         self._chunks: Iterator[SilverChunk] | None = None
         self.finished = False
         self.bins = 0
@@ -436,7 +511,8 @@ class BinProducer:
         manifest, records = load_bronze(self.lake, plan.symbol, plan.date)
         checkpoint = "none"
         self.dsl = dsl_follower(self.version, plan)
-        dsl_warm = "fresh"
+        self.signal = signal_follower(self.version, plan)
+        dsl_warm = signal_warm = "fresh"
         if plan.start_ns is None:
             engine, rest = Engine(runtime, None, plan.end_ns), records
         else:
@@ -445,20 +521,25 @@ class BinProducer:
             if cut == 0:
                 engine, rest = Engine(runtime, plan.start_ns, plan.end_ns), records
             else:
-                follower = self.dsl
-                if follower is not None and (follower.start_ns is None or follower.start_ns < boundary):
-                    dsl_warm = "checkpoint"  # warmed from its start to the boundary, stored with the engine's
-                else:
-                    follower = None
+                # followers that started before the boundary are warmed from their start to it and stored
+                # with the engine's checkpoint
+                warm = [f for f in (self.dsl, self.signal)
+                        if f is not None and (f.start_ns is None or f.start_ns < boundary)]
+                dsl_warm = "checkpoint" if self.dsl is not None and self.dsl in warm else dsl_warm
+                signal_warm = "checkpoint" if self.signal is not None and self.signal in warm else signal_warm
+                follower = None if not warm else (warm[0] if len(warm) == 1 else Followers(warm))
                 built = (cut > self.inline_warmup_records and self._pool is not None
                          and not checkpoint_cached(self.lake, plan, runtime, manifest.data_sha256, boundary,
                                                    follower))
                 if built:  # a long warm-up holds the GIL for its whole engine call: build it in a worker process
-                    dsl = None if follower is None else (self.version.snapshot["gold_dsl"], follower.start_ns)
+                    v = self.version
+                    dsl = (v.snapshot["gold_dsl"], self.dsl.start_ns) if self.dsl in warm else None
+                    sig = ((v.serving_spec, v.experiment_eval, v.snapshot["gold_config"], self.signal.start_ns)
+                           if self.signal is not None and self.signal in warm else None)
                     try:
                         self._pool().submit(_warm_checkpoint, str(self.lake), plan.symbol, plan.date.isoformat(),
                                             runtime.model_dump(), boundary, plan.start_ns, plan.end_ns,
-                                            dsl).result()
+                                            dsl, sig).result()
                     except BrokenExecutor:  # the worker died: build it here (the hub respawns the pool)
                         built = False
                 engine, rest, hit = engine_at(self.lake, plan.symbol, plan.date, runtime, boundary, plan.start_ns,
@@ -471,6 +552,8 @@ class BinProducer:
         if self.dsl is not None:
             self.open_info["gold_dsl"] = {"spec_hash": self.version.snapshot["gold_dsl"]["spec_hash"],
                                           "state": dsl_warm}
+        if self.signal is not None:
+            self.open_info["signal"] = {"identity": self.signal.identity, "state": signal_warm}
         return self.open_info
 
     def _iter_chunks(self, engine: Engine, records: np.ndarray) -> Iterator[SilverChunk]:
@@ -492,6 +575,8 @@ class BinProducer:
             chunk = next(self._chunks, None)
             if chunk is None:
                 self.finished = True
+                if self.signal is not None and self._last_bin is not None:
+                    self.final_signal = self._signal_message(*self._last_bin, None, self.signal.finish(), True)
                 break
             frames = self.shaper.frames(chunk)  # chunk views are valid until the next chunk is requested
             if self.dsl is not None:
@@ -502,9 +587,37 @@ class BinProducer:
                 for b, f in enumerate(frames):
                     f.gold = {c: gold[c][b * w:(b + 1) * w] for c in names}
                     f.dsl_in = (seq[b:b + 1], valid[b:b + 1], spot[b:b + 1], inp[:, b * w:(b + 1) * w])
+            if self.signal is not None:
+                for f, s in zip(frames, self.signal.feed(chunk.bins, chunk.grid), strict=True):
+                    f.signal = self._signal_message(f.bin_seq, s.ts_ns, s.score, s.events)
+            if frames:
+                self._last_bin = (frames[-1].bin_seq, int(chunk.bins["ts_ns"][-1]))
             out.extend(frames)
         self.bins += len(out)
         return out
+
+
+    def _signal_message(self, bin_seq: int, ts_ns: int, score: float | None, events: list[TradeEvent],
+                        final: bool = False) -> str:
+        """The `signal` message of a bin (web/src/viewer/signals.ts): the score and the events its close made
+        known, each at its own bin (bin_seq in this stream's numbering, bin close, dollars, ticks)."""
+        sig = self.signal
+        assert sig is not None
+        cell = self.plan.cell_ns
+        evs = []
+        for e in events:
+            t = sig.event_ts(e)
+            d: dict[str, Any] = {"event": e.event, "bin_seq": bin_seq + (t - ts_ns) // cell, "ts_ns": str(t),
+                                 "direction": int(e.direction), "price": float(e.price)}
+            if e.event == "exit":
+                d["outcome"] = OUTCOME_NAMES[int(e.outcome)]
+                d["pnl_ticks"] = float(e.pnl_ticks)
+            evs.append(d)
+        body: dict[str, Any] = {"type": "signal", "bin_seq": bin_seq, "ts_ns": str(ts_ns),
+                                "score": None if score is None else score_json(score), "events": evs}
+        if final:
+            body["final"] = True
+        return dumps(body)
 
 
 def warm_kernels(runtime: InstrumentConfig) -> None:
@@ -516,5 +629,7 @@ def warm_kernels(runtime: InstrumentConfig) -> None:
 
 
 def plan_key(version: ServedVersion, plan: ReplayPlan) -> tuple[Any, ...]:
-    """Sessions are shared per (version, symbol, date, window, speed)."""
-    return (version.version_id, plan.symbol, plan.date.isoformat(), plan.start_ns, plan.end_ns, plan.speed)
+    """Sessions are shared per (version, symbol, date, window, speed[, signals]). A signals=1 client gets its
+    own session (the key, and so the session id, of a plain stream is what it was before signals existed)."""
+    key = (version.version_id, plan.symbol, plan.date.isoformat(), plan.start_ns, plan.end_ns, plan.speed)
+    return (*key, "signals") if plan.signals else key

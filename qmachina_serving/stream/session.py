@@ -52,9 +52,17 @@ import numpy as np
 from qmachina_assets.core.gold.dsl_runtime import DslRuntime
 from qmachina_serving.settings import ServingSettings
 from qmachina_serving.stream.protocol import CLOSE_CODES, CloseCode, StreamError, dumps
-from qmachina_serving.stream.replay import BinProducer, Frame, ReplayPlan, plan_key, shaper_for, spawn_pool
+from qmachina_serving.stream.replay import (
+    BinProducer,
+    Frame,
+    ReplayPlan,
+    plan_key,
+    shaper_for,
+    signal_setup,
+    spawn_pool,
+)
 from qmachina_serving.stream.source import ServedVersion
-from qmachina_serving.stream.wire import Connection, DirectWriter, bin_wire
+from qmachina_serving.stream.wire import OP_TEXT, Connection, DirectWriter, bin_wire, ws_frame
 
 log = logging.getLogger("qmachina_serving.stream")
 
@@ -107,8 +115,9 @@ class Subscriber:
         self.conn = Connection(ws.send)
         self.conn.set_send_buffer(send_buffer_bytes)
         self.on_stall = on_stall  # called (once) when the sender gives up on a client that stopped reading
-        # (text message, binary message or None for a text-only message, the pre-built wire bytes, fan-out)
-        self.queue: deque[tuple[dict[str, Any], dict[str, Any] | None, bytes, FanOut]] = deque()
+        # (text message, binary message or None for a text-only message, the pre-built wire bytes, fan-out,
+        # a text message after the binary one or None: the bin's `signal` message with signals=1)
+        self.queue: deque[tuple[dict[str, Any], dict[str, Any] | None, bytes, FanOut, dict[str, Any] | None]] = deque()
         self.maxlen = maxlen
         self.max_stall_s = max_stall_s
         self._waiter: asyncio.Future[None] | None = None  # set while the sender waits for work
@@ -125,7 +134,8 @@ class Subscriber:
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
-    def offer(self, text: dict[str, Any], data: dict[str, Any] | None, wire: bytes, fan: FanOut, now: float) -> bool:
+    def offer(self, text: dict[str, Any], data: dict[str, Any] | None, wire: bytes, fan: FanOut, now: float,
+              extra: dict[str, Any] | None = None) -> bool:
         """Queue one bin (skip-ahead when full); False when the client is stalled and must be dropped."""
         if self.closed:
             return True
@@ -147,7 +157,7 @@ class Subscriber:
         if len(self.queue) >= self.maxlen:
             self.queue.popleft()
             self.skipped += 1
-        self.queue.append((text, data, wire, fan))
+        self.queue.append((text, data, wire, fan, extra))
         self._wake()
         return True
 
@@ -198,13 +208,14 @@ class Subscriber:
             self.last_progress = clock()
             while True:
                 while self.queue:
-                    text, data, wire, fan = self.queue.popleft()
+                    text, data, wire, fan, extra = self.queue.popleft()
                     self.sending = True
                     if writer is not None:
                         if not await self._ready():
                             return self._stall()
                         await writer.write(wire)
-                    elif not (await self._send(text) and (data is None or await self._send(data))):
+                    elif not (await self._send(text) and (data is None or await self._send(data))
+                              and (extra is None or await self._send(extra))):
                         return self._stall()
                     self.sending = False
                     self.sent += 1
@@ -262,9 +273,10 @@ class Session:
         self.open_info: dict[str, Any] = {}
         self.t0: float | None = None
         self.created = time.time()
-        hello = {**version.runtime_config,
-                 "replay": {"session_id": self.id, **plan.describe(),
-                            "cell_width_ms": int(version.runtime.cell_width_ms)},
+        replay = {"session_id": self.id, **plan.describe(), "cell_width_ms": int(version.runtime.cell_width_ms)}
+        if plan.signals:  # what the `signal` messages trade (signal, EvalParams, where they came from)
+            replay["signals"] = signal_setup(version).describe()
+        hello = {**version.runtime_config, "replay": replay,
                  "stream_contract": {"version": 1, "close_codes": {str(int(k)): v for k, v in CLOSE_CODES.items()},
                                      "client_queue_bins": self.settings.client_queue_bins,
                                      "max_stall_s": self.settings.max_stall_s}}
@@ -393,12 +405,17 @@ class Session:
         text = _send_text(update)
         data = {"type": "websocket.send", "bytes": frame.arrow}
         wire = bin_wire(update, frame.arrow) if self.settings.direct_write else b""
+        extra = None
+        if frame.signal is not None:  # signals=1: the bin's signal message right after its frame, same write
+            extra = _send_text(frame.signal)
+            if wire:
+                wire += ws_frame(OP_TEXT, frame.signal.encode())
         now = clock()
         self.lateness_ms.append((now - due) * 1e3)
         if self.fan_dsl is not None and frame.dsl_in is not None:
             self.fan_dsl.step_raw(*frame.dsl_in)  # a client joining after this bin starts from this state
         fan = FanOut(due, len(self.subscribers), self.written_ms)
-        stalled = [s for s in self.subscribers if not s.offer(text, data, wire, fan, now)]
+        stalled = [s for s in self.subscribers if not s.offer(text, data, wire, fan, now, extra)]
         for s in stalled:
             self._drop(s)
         self.bins_sent += 1
@@ -409,8 +426,9 @@ class Session:
         self._release_hellos()
         msg = dumps({"type": "end_of_stream", "reason": "end_of_window" if self.plan.end_ns else "end_of_data",
                      "bins": self.bins_sent, "last_bin_seq": self.last_bin_seq, "session_id": self.id})
+        final = self.producer.final_signal  # signals=1: what the session's end closes (Trader.finish)
         for s in self.subscribers:
-            s.finish([msg], CloseCode.NORMAL, "end of stream")
+            s.finish([msg] if final is None else [final, msg], CloseCode.NORMAL, "end of stream")
 
     def _fail(self, err: StreamError) -> None:
         self.state = "ended"
@@ -473,6 +491,8 @@ class StreamHub:
                 raise StreamError(CloseCode.UNAVAILABLE, f"server at capacity ({self.settings.max_sessions} "
                                                          "replay sessions)")
             shaper_for(version)  # 4501 before a session exists
+            if plan.signals:
+                signal_setup(version)  # 4422 / 4501 (no signal, an ML signal) before a session exists
             session = Session(self, key, version, plan)
             self.sessions[key] = session
             self.started_sessions += 1

@@ -35,6 +35,10 @@ class ServedVersion:
     runtime: InstrumentConfig = field(repr=False)
     schema: pa.Schema = field(repr=False)
     runtime_config: dict[str, Any] = field(repr=False)  # SPEC §7.2 first message, without `replay`
+    #: The published ServingSpec (dump) and the `eval` settings of the experiment that evaluated it (None:
+    #: registered without one): what `signals=1` trades (`served_signal.SignalSetup`).
+    serving_spec: dict[str, Any] | None = field(default=None, repr=False)
+    experiment_eval: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def model_id(self) -> str:
@@ -143,5 +147,7 @@ class RegistrySource:
         if problems or runtime is None or schema is None:
             raise StreamError(CloseCode.NOT_SERVABLE, f"version {pv.version_id} cannot be streamed here: "
                                                       + "; ".join(problems))
+        experiment = pv.lineage.experiment
         return ServedVersion(version_id=pv.version_id, alias=pv.alias, snapshot=snap, runtime=runtime,
-                             schema=schema, runtime_config=pv.runtime_config_message())
+                             schema=schema, runtime_config=pv.runtime_config_message(), serving_spec=pv.serving,
+                             experiment_eval=None if experiment is None else experiment.get("eval", {}))

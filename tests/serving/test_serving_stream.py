@@ -30,6 +30,11 @@ from qmachina_assets.core.engine import silver
 from qmachina_assets.core.engine.silver_partition import silver_dir
 from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.registry import Registry
+from qmachina_assets.core.research import sweeps
+from qmachina_assets.core.research.datasets import build_dataset_day
+from qmachina_assets.core.research.evaluation import evaluate
+from qmachina_assets.core.research.signals.base import LabelSpec
+from qmachina_assets.core.research.specs import EvalConfig, resolve_serving
 from qmachina_serving.settings import ServingSettings
 from tests.support.auth import seed_access
 from tests.support.serving import DATE, Server, build_served_lake, serve
@@ -52,10 +57,11 @@ def served_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 def _serve(lake: Path, version_id: str, **env_extra: str):
-    return serve(lake, version_id, QMACHINA_SERVING_CORS_ORIGINS=ALLOWED_ORIGIN, QMACHINA_SERVING_MAX_STALL_S="1.0",
-                 QMACHINA_SERVING_CLIENT_QUEUE_BINS="16", QMACHINA_SERVING_LEAD_IN_S="0.05",
-                 QMACHINA_SERVING_INLINE_WARMUP_RECORDS="19000",  # starts after 18:03 warm up in the worker
-                 **env_extra)
+    env = {"QMACHINA_SERVING_CORS_ORIGINS": ALLOWED_ORIGIN, "QMACHINA_SERVING_MAX_STALL_S": "1.0",
+           "QMACHINA_SERVING_CLIENT_QUEUE_BINS": "16", "QMACHINA_SERVING_LEAD_IN_S": "0.05",
+           "QMACHINA_SERVING_INLINE_WARMUP_RECORDS": "19000",  # starts after 18:03 warm up in the worker
+           **env_extra}
+    return serve(lake, version_id, **env)
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +77,24 @@ def server_asgi(served_lake) -> Iterator[Server]:
         yield srv
 
 
+@pytest.fixture(scope="module")
+def server_deep(served_lake) -> Iterator[Server]:
+    """The same server with client queues deep enough for a whole 3,000-bin day: a max-speed stream then reaches
+    the (slower) Python client whole instead of skipping ahead (the signal tests compare every event)."""
+    with _serve(*served_lake, QMACHINA_SERVING_CLIENT_QUEUE_BINS="4096", QMACHINA_SERVING_MAX_STALL_S="30",
+                QMACHINA_SERVING_INLINE_WARMUP_RECORDS="1000") as srv:  # every mid-day start warms in the worker
+        yield srv
+
+
 #: The stream's credential (a real viewer token of the served lake; set by `served_lake`).
 AUTH: dict[str, str] = {}
 
 
 async def _collect(uri: str, *, limit_bins: int | None = None, **kw) -> dict:
-    """Every message of one stream: runtime_config, [(grid_update, arrow bytes, t_recv_ns)], end, close."""
-    out: dict = {"hello": None, "bins": [], "end": None, "error": None, "close": None, "first_bin_s": None}
+    """Every message of one stream: runtime_config, [(grid_update, arrow bytes, t_recv_ns)], signal messages
+    (each right after its bin's binary frame, or the final one before end_of_stream), end, close."""
+    out: dict = {"hello": None, "bins": [], "signals": [], "end": None, "error": None, "close": None,
+                 "first_bin_s": None}
     t0 = time.perf_counter()
     pending = None
     kw.setdefault("additional_headers", AUTH)
@@ -101,6 +118,11 @@ async def _collect(uri: str, *, limit_bins: int | None = None, **kw) -> dict:
                     assert out["hello"] is not None, "grid_update before runtime_config"
                     assert pending is None, "two grid_updates without a binary frame"
                     pending = d
+                elif d["type"] == "signal":
+                    assert pending is None and out["bins"] and out["end"] is None
+                    assert d["bin_seq"] == out["bins"][-1][0]["bin_seq"], "a signal message not right after its bin"
+                    assert d.get("final") or len(out["signals"]) == len(out["bins"]) - 1
+                    out["signals"].append(d)
                 elif d["type"] == "end_of_stream":
                     out["end"] = d
                 elif d["type"] == "error":
@@ -176,6 +198,7 @@ def test_contract_bin_by_bin_against_silver(request, which):
     assert got["end"] == {"type": "end_of_stream", "reason": "end_of_window", "bins": 3000, "last_bin_seq": 2999,
                           "session_id": hello["replay"]["session_id"]}
     assert got["close"] == (1000, "end of stream")
+    assert got["signals"] == [] and "signals" not in hello["replay"]  # only with signals=1
     wire = silver.silver_schema()
     expected = grid.drop(["bin_seq"]).cast(wire)
     w = 101
@@ -230,6 +253,9 @@ def test_ema_ensemble_streams_the_spot_row_of_silver(server):
     ("serving=sv_0000000000000000", 4404, "sv_0000000000000000"),
     ("serving=live&date=2023-12-24", 4410, "no data"),
     ("serving=live&start=20:00&end=21:00", 4410, "no data"),
+    ("serving=live&signals=yes", 4400, "signals 'yes'"),
+    ("serving=ema&signals=1", 4422, "has no signal (signal: null)"),
+    ("serving=live&source=live&signals=1", 4400, "'signals' is not allowed with source=live"),
 ])
 def test_error_closes_with_documented_code(server, query, code, needle):
     got = run(_collect(f"{server.ws}?{query}"))
@@ -438,6 +464,106 @@ def test_wire_frames_parse_as_websocket_frames(size):
         frames.append(stop.value.value)
     assert [(f.opcode, f.fin) for f in frames] == [(Opcode.BINARY, True), (Opcode.TEXT, True), (Opcode.BINARY, True)]
     assert frames[0].data == payload and frames[1].data == b'{"type":"grid_update"}' and frames[2].data == b"\x01\x02"
+
+
+# ---- signals=1: the served signal is the evaluated one -------------------------------------------------
+
+
+def _evaluated_day(lake: Path):
+    """The evaluation of the `live` version's spec on the served day, by the sweep's own code: the research
+    dataset of the capture window, `sweeps.fit_and_score`, `evaluate` with `sweeps.eval_params` (a registered
+    version has no experiment: EvalConfig's defaults)."""
+    serving, pipeline = resolve_serving("vp_stream_test", configs_dir=lake.parent / "configs")
+    runtime = pipeline.runtime()
+    manifest, _ = build_dataset_day(lake, pipeline, DATE)
+    src = sweeps.DayData(lake, [manifest.dataset_id], runtime.grid_radius_ticks, runtime.tick_int)
+    ev = EvalConfig()
+    label = LabelSpec(serving.tp_ticks, serving.sl_ticks, ev.max_hold_bins, runtime.tick_size)
+    s, data = sweeps.fit_and_score(serving, pipeline, label, src, src, pipeline.gold_config().config_hash)["oos"]
+    params = sweeps.eval_params(serving, ev, runtime.tick_size)
+    res = evaluate(s, data.mid, data.best_bid, data.best_ask, data.ts_ns, data.valid, params, day=data.day,
+                   high=data.mid_high, low=data.mid_low)
+    return s, data, params, res
+
+
+def _expected_events(res, data) -> list[tuple]:
+    """The evaluation's trades as the stream announces them: entry at the fill bin, exit at the exit bin."""
+    names = {1: "tp", -1: "sl", 0: "timeout", 2: "truncated"}
+    out = []
+    for t in res.trades:
+        e, x = int(t["entry_bin"]), int(t["exit_bin"])
+        out.append(("entry", e, str(int(data.ts_ns[e])), int(t["direction"]), float(t["entry_price"]), None, None))
+        out.append(("exit", x, str(int(data.ts_ns[x])), int(t["direction"]), float(t["exit_price"]),
+                    names[int(t["outcome"])], float(t["pnl_ticks"])))
+    return out
+
+
+def _events(signals: list[dict]) -> list[tuple]:
+    return [(e["event"], e["bin_seq"], e["ts_ns"], e["direction"], e["price"], e.get("outcome"), e.get("pnl_ticks"))
+            for m in signals for e in m["events"]]
+
+
+def test_signals_stream_the_evaluated_trades_exactly(server_deep):
+    """signals=1 at max speed: every bin's score equals the batch signal on the research dataset and the entry /
+    exit events equal `evaluate`'s trades on the same day with the same params: bins, directions, prices,
+    outcomes and P&L, exactly (flow_score has a one-bin memory, so the online score is exact)."""
+    s, data, params, res = _evaluated_day(server_deep.lake)
+    assert res.metrics.n_trades >= 4 and {int(o) for o in res.trades["outcome"]} >= {1, -1}  # the test can fail
+    got = run(_collect(f"{server_deep.ws}?serving=live&signals=1&speed=1000"))
+    info = got["hello"]["replay"]["signals"]
+    assert info["signal"] == "flow_score" and info["eval_source"] == "defaults" and info["lookback_exact"]
+    assert info["eval"] == {**params.model_dump(mode="json"), "threshold": 0.15, "cooldown_bins": 20,
+                            "tp_ticks": 8.0, "sl_ticks": 4.0, "latency_bins": 1, "entry_mode": "cross"}
+    assert len(got["bins"]) == len(data.ts_ns) == 3000 and got["end"]["bins"] == 3000
+    signals = got["signals"]
+    assert len(signals) == 3001 and signals[-1]["final"] and signals[-1]["score"] is None
+    assert [m["ts_ns"] for m in signals[:-1]] == [u["ts_ns"] for u, _, _ in got["bins"]] == [str(t) for t in data.ts_ns]
+    scores = np.array([np.nan if m["score"] is None else m["score"] for m in signals[:-1]])
+    np.testing.assert_array_equal(scores, s)  # NaN where the batch score is NaN, else bit-equal
+    assert _events(signals) == _expected_events(res, data)
+    for m in signals:  # an event is announced at or after its own bin (a timeout's exit when its window ends)
+        assert all(e["bin_seq"] <= m["bin_seq"] for e in m["events"])
+
+
+def test_signals_midday_start_resumes_the_evaluation_state(server_deep):
+    """A mid-day start with signals=1 warms the signal (gold, score buffer, Trader) from the capture window's
+    start into the engine checkpoint (built in the worker process here): its messages are the full day's
+    (which equal the evaluation, above) from that bin on, positions opened before the start included."""
+    full = run(_collect(f"{server_deep.ws}?serving=live&signals=1&speed=1000"))["signals"]
+    start_ts = int(full[1100]["ts_ns"])  # the bin ending 100 ms after 18:01:50 (a position is open then)
+    uri = f"{server_deep.ws}?serving=live&signals=1&start=18:01:50&speed=1000"
+    first, opened = _collect_with_session(server_deep, uri, "18:01:50")
+    assert opened["open"]["checkpoint"] == "built_in_worker" and opened["open"]["signal"]["state"] == "checkpoint"
+    got = first["signals"]
+    assert first["bins"][0][0]["ts_ns"] == str(start_ts) and first["bins"][0][0]["bin_seq"] == 0
+    expected = [m for m in full if int(m["ts_ns"]) >= start_ts]
+    assert len(got) == len(expected) == 1901
+
+    def key(e: dict) -> tuple:
+        return e["event"], e["ts_ns"], e["direction"], e["price"], e.get("outcome"), e.get("pnl_ticks")
+
+    for a, b in zip(got, expected, strict=True):
+        assert (a["ts_ns"], a["score"], a.get("final")) == (b["ts_ns"], b["score"], b.get("final"))
+        assert [key(e) for e in a["events"]] == [key(e) for e in b["events"]]
+        # bin_seq restarts at 0 at the start: an event's bin_seq is its bin in this stream's numbering
+        assert all(e["bin_seq"] - a["bin_seq"] == (int(e["ts_ns"]) - int(a["ts_ns"])) // 100_000_000
+                   for e in a["events"])
+    events = [e for m in got for e in m["events"]]
+    assert len(events) >= 5 and events[0]["event"] == "exit"  # the first closes a position opened before the start
+
+
+@pytest.mark.parametrize("which", ["server", "server_asgi"])
+def test_signals_message_follows_each_bin_on_both_write_paths(request, which):
+    """With signals=1 each bin's `signal` message comes right after its binary frame (`_collect` checks the
+    order) on the direct-write path (one write of text + binary + signal frames) and the plain ASGI sends; the
+    final one, before end_of_stream, names the session's last bin."""
+    server = request.getfixturevalue(which)
+    got = run(_collect(f"{server.ws}?serving=live&signals=1&start=18:04:50&speed=10"))
+    assert len(got["bins"]) == 100 and len(got["signals"]) == 101 and got["close"][0] == 1000
+    assert got["signals"][-1]["final"] is True and got["signals"][-1]["bin_seq"] == got["end"]["last_bin_seq"]
+    assert all(isinstance(m["score"], float) for m in got["signals"][:-1])
+    assert [e["event"] for e in got["signals"][-1]["events"]] == ["exit"]  # the position open at the end
+    assert got["signals"][-1]["events"][0]["outcome"] == "truncated"
 
 
 def test_serving_process_imports_no_dagster(served_lake):

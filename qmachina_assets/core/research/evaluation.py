@@ -693,5 +693,18 @@ class Trader:
             self._close(self.last_ok, self.b, OUTCOME_TRUNCATED, out)
         return out
 
+    def state(self) -> dict:
+        """Everything `step` carries between bins, JSON-able (a checkpoint; `load_state` resumes from it)."""
+        return {"b": self.b, "prev": self.prev, "last": self.last, "last_ok": self.last_ok,
+                "last_ok_px": list(self.last_ok_px), "pending": None if self.pending is None else list(self.pending),
+                "pos": None if self.pos is None else dict(self.pos), "trades": [list(t) for t in self.trades]}
+
+    def load_state(self, state: dict) -> None:
+        self.b, self.prev, self.last, self.last_ok = (int(state[k]) for k in ("b", "prev", "last", "last_ok"))
+        self.last_ok_px = (float(state["last_ok_px"][0]), float(state["last_ok_px"][1]))
+        self.pending = None if state["pending"] is None else (int(state["pending"][0]), int(state["pending"][1]))
+        self.pos = None if state["pos"] is None else dict(state["pos"])
+        self.trades = [tuple(t) for t in state["trades"]]
+
     def trade_array(self) -> np.ndarray:
         return np.array(self.trades, dtype=TRADE_DTYPE)

@@ -196,6 +196,23 @@ class OnlineSignal:
         self._n += 1
         return self.value()
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The buffer's live rows as arrays (a checkpoint; `load_state` resumes from it)."""
+        s, e = self._start, self._start + self._n
+        out = {"ts": self._ts, "mid": self._mid, "bid": self._bid, "ask": self._ask, "valid": self._valid,
+               "day": self._day, **{f"col:{c}": a for c, a in self._cols.items()}}
+        return {k: a[s:e].copy() for k, a in out.items()}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        n = int(state["ts"].shape[0])
+        if n > self.lookback:
+            raise ValueError(f"OnlineSignal state holds {n} bins, the buffer {self.lookback}")
+        self._start, self._n = 0, n
+        for key, arr in (("ts", self._ts), ("mid", self._mid), ("bid", self._bid), ("ask", self._ask),
+                         ("valid", self._valid), ("day", self._day),
+                         *((f"col:{c}", a) for c, a in self._cols.items())):
+            arr[:n] = state[key]
+
     def data(self) -> GridData:
         s, e = self._start, self._start + self._n
         return GridData(self._ts[s:e], self._mid[s:e], self._bid[s:e], self._ask[s:e], self._valid[s:e],

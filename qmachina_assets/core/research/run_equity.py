@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from qmachina_assets.core.research import datasets as dsets
 from qmachina_assets.core.research import sweeps
-from qmachina_assets.core.research.evaluation import EvalParams, EvalResult, evaluate
+from qmachina_assets.core.research.evaluation import EvalResult, evaluate
 from qmachina_assets.core.research.signals.base import GridData, LabelSpec
 from qmachina_assets.core.research.specs import (
     ConfigError,
@@ -121,11 +121,7 @@ def replay_evaluations(lake: Path, row: dict[str, Any], configs_dir: Path | None
     test_src = sweeps.DayData(lake, test_ids, runtime.grid_radius_ticks, runtime.tick_int)
     label = LabelSpec(applied.tp_ticks, applied.sl_ticks, ev.max_hold_bins, runtime.tick_size)
     scores = sweeps.fit_and_score(applied, pipeline, label, train_src, test_src, pipeline.gold_config().config_hash)
-    params = EvalParams(threshold=float(row["threshold"]), tp_ticks=float(row["tp_ticks"]),
-                        sl_ticks=float(row["sl_ticks"]), cooldown_bins=int(row["cooldown_bins"]),
-                        max_hold_bins=ev.max_hold_bins, tick_size=runtime.tick_size, warmup_bins=ev.warmup_bins,
-                        entry_mode=ev.entry_mode, cost_ticks_per_trade=ev.cost_ticks_per_trade,
-                        latency_bins=ev.latency_bins)
+    params = sweeps.eval_params(applied, ev, runtime.tick_size)  # the row's trading values: `applied` carries them
     return {tag: (evaluate(s, data.mid, data.best_bid, data.best_ask, data.ts_ns, data.valid, params,
                            day=data.day, high=data.mid_high, low=data.mid_low), data)
             for tag, (s, data) in scores.items()}

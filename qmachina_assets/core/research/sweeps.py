@@ -33,10 +33,10 @@ from qmachina_assets.core.gold import features as gold
 from qmachina_assets.core.ingest.tempfiles import atomic_path
 from qmachina_assets.core.research import datasets as dsets
 from qmachina_assets.core.research import search
-from qmachina_assets.core.research.evaluation import METRIC_NAMES, evaluate_grid
+from qmachina_assets.core.research.evaluation import METRIC_NAMES, EvalParams, evaluate_grid
 from qmachina_assets.core.research.signals.base import GridData, LabelSpec
 from qmachina_assets.core.research.signals.catalog import make_signal
-from qmachina_assets.core.research.specs import ExperimentSpec, PipelineSpec, ServingSpec, apply_params
+from qmachina_assets.core.research.specs import EvalConfig, ExperimentSpec, PipelineSpec, ServingSpec, apply_params
 
 GOLD_COLUMNS = frozenset((*gold.GOLD_FLOAT_COLUMNS, *gold.GOLD_CODE_COLUMNS))
 TRADING_KEYS = ("threshold", "tp_ticks", "sl_ticks", "cooldown_bins")
@@ -70,6 +70,19 @@ def signal_kwargs(serving: ServingSpec) -> dict[str, Any]:
     """Constructor parameters of the serving spec's signal (weights map to `<key>_weight`)."""
     assert serving.signal is not None
     return serving.signal.kwargs()
+
+
+def eval_params(serving: ServingSpec, ev: EvalConfig, tick_size: float) -> EvalParams:
+    """The evaluation setting of one applied serving spec: its trading values (threshold, TP/SL, cooldown)
+    with the experiment's eval settings. The one formula a replayed run (`run_equity`) and the served
+    signal's stream (`served_signal`) use, so both trade what the sweep's grid row evaluated."""
+    if serving.signal is None:
+        raise ValueError(f"serving spec {serving.name!r} has no signal (signal: null): nothing to evaluate")
+    return EvalParams(threshold=float(serving.threshold), tp_ticks=float(serving.tp_ticks),
+                      sl_ticks=float(serving.sl_ticks), cooldown_bins=int(serving.cooldown_bins),
+                      max_hold_bins=ev.max_hold_bins, tick_size=float(tick_size), warmup_bins=ev.warmup_bins,
+                      entry_mode=ev.entry_mode, cost_ticks_per_trade=ev.cost_ticks_per_trade,
+                      latency_bins=ev.latency_bins)
 
 
 def _group_key(serving: ServingSpec, gold_hash: str, is_ml: bool) -> str:
