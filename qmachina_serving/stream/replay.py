@@ -1,7 +1,7 @@
 """Replay: stream parameters -> a plan -> bins from the engine the assets use -> encoded frames.
 
-- `parse_query` validates the WebSocket query (`serving`, `date`, `start`, `end`, `speed`; anything
-  else is refused, 4400).
+- `parse_query` validates the WebSocket query (`serving`, `date`, `start`, `end`, `speed`, `signals`;
+  anything else is refused, 4400).
 - `plan_replay` resolves them against the version's snapshot (default window: the pipeline capture's ET
   window) and the lake's bronze partitions: without a date it picks the latest day of the symbol with live
   records in that window (`days_with_data`); a day without them is refused with 4410, naming the days that
@@ -16,6 +16,11 @@
   DSL outputs (`gold`, not on the wire: the browser computes them from the same silver). At a mid-day start
   its state joins the engine checkpoint, warmed from the capture window's start, so the outputs equal a
   replay from the session start.
+- `signals=1`: `SignalStream` (`core/research/served_signal.py`: the evaluation's gold, signal and `Trader`
+  one bin at a time) follows the same silver and each `Frame` carries the bin's `signal` message (score and
+  entry/exit events), sent right after the bin; the session's end adds a `final` one (`final_signal`). Like
+  the DSL, it follows the silver from the capture window's start, so at a mid-day start its state is warmed
+  to the boundary and stored with the engine checkpoint (`Followers` when both run).
 - Frame shapers are per model (`SHAPERS`): `vacuum_pressure` sends the dense ±R grid; `ema_ensemble`
   (SPEC §9) sends one k = 0 row per bin, the spot tick's row of the same engine grid (zeros while the
   spot is invalid). Both share the grid_update scalars and the one-encode-per-bin framing.
