@@ -10,7 +10,7 @@ Messages on `/v1/stream` (SPEC §7.2 with the §10.19 fixes):
 3. at the end of the window or of the data, a JSON `end_of_stream`, then a normal close (1000).
 
 With `signals=1`, each bin's binary message is followed by a JSON `signal` message (the served signal's score
-and the entry/exit events its close made known) and `end_of_stream` by a `signal` message with `final: true`
+and the entry/exit events its close made known) and `end_of_stream` is preceded by a `signal` message with `final: true`
 (qmachina_serving/README.md, "Messages").
 
 A failure is a JSON `error` message (`code`, `message`) followed by a close with that code. Codes

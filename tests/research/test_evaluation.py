@@ -3,6 +3,7 @@ single runs, and a hypothesis property (barrier exits earn exactly tp − cost /
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -552,6 +553,9 @@ def test_trader_steps_to_the_batch_trades(seed, n, thr, tp, sl, hold, cooldown, 
     tr = Trader(p)
     events = []
     for b in range(n):
+        if b == n // 2:  # a checkpoint through JSON mid-way (what a stream's engine checkpoint stores) changes nothing
+            tr, state = Trader(p), json.loads(json.dumps(tr.state()))
+            tr.load_state(state)
         events += tr.step(s[b], mid[b], bid[b], ask[b], valid[b], None if high is None else high[b],
                           None if low is None else low[b])
     events += tr.finish()

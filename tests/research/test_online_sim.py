@@ -110,8 +110,14 @@ def test_online_signal_equals_batch_score(flow_run, batch, name, params):
     if name == "flow_score":
         got = np.array([o.signal for o in outs])  # the value run_online_sim itself produced
     else:
-        buf = OnlineSignal(sig, lb.bins, int(inst.grid_radius_ticks), int(inst.cell_width_ms), inst.price_scale)
-        got = np.array([buf.push(o.silver.bins, o.silver.grid, o.gold) for o in outs])
+        def fresh() -> OnlineSignal:
+            return OnlineSignal(sig, lb.bins, int(inst.grid_radius_ticks), int(inst.cell_width_ms), inst.price_scale)
+
+        buf, half = fresh(), len(outs) // 2
+        vals = [buf.push(o.silver.bins, o.silver.grid, o.gold) for o in outs[:half]]
+        state, buf = buf.state(), fresh()  # a checkpoint mid-way (a stream's mid-day start) changes nothing
+        buf.load_state(state)
+        got = np.array(vals + [buf.push(o.silver.bins, o.silver.grid, o.gold) for o in outs[half:]])
     assert np.isfinite(want).sum() > 0.5 * len(want) and np.nanstd(want) > 0
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, equal_nan=True)
 

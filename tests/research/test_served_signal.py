@@ -1,0 +1,49 @@
+"""`served_signal.SignalSetup`: what `signals=1` trades is read from the published version, and what it cannot
+score is refused with the reason (the stream test, tests/serving/test_serving_stream.py, proves the events equal
+`evaluate`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from qmachina_assets.core.gold.features import GoldFeatureConfig
+from qmachina_assets.core.instrument import locked_instrument
+from qmachina_assets.core.research.served_signal import SignalSetup, SignalStream, SignalUnavailable
+from qmachina_assets.core.research.specs import load_serving
+
+
+def _dump(**change) -> dict:
+    return {**load_serving("vp_flow_score").model_dump(mode="json"), **change}
+
+
+def _setup(serving: dict | None, ev: dict | None = None) -> SignalSetup:
+    runtime = locked_instrument()
+    return SignalSetup.from_published(serving, ev, runtime, GoldFeatureConfig.from_instrument(runtime).model_dump())
+
+
+def test_params_come_from_the_spec_and_the_experiments_eval() -> None:
+    default = _setup(_dump())
+    assert default.eval_source == "defaults"
+    p = default.params
+    assert (p.threshold, p.cooldown_bins, p.tp_ticks, p.sl_ticks) == (0.15, 20, 8.0, 4.0)
+    assert (p.max_hold_bins, p.warmup_bins, p.latency_bins, p.entry_mode) == (1200, 300, 1, "cross")
+    exp = _setup(_dump(), {"max_hold_bins": 300, "warmup_bins": 10, "cost_ticks_per_trade": 0.5, "latency_bins": 2})
+    q = exp.params
+    assert exp.eval_source == "experiment"
+    assert (q.max_hold_bins, q.warmup_bins, q.cost_ticks_per_trade, q.latency_bins) == (300, 10, 0.5, 2)
+    info = exp.describe()
+    assert info["signal"] == "flow_score" and info["lookback_bins"] == 1 and info["lookback_exact"]
+    assert info["eval"]["cost_ticks_per_trade"] == 0.5
+    s = SignalStream(exp, start_ns=123)
+    assert s.start_ns == 123 and s.identity.startswith("signal:") and s.identity != SignalStream(default).identity
+
+
+@pytest.mark.parametrize(("serving", "needle"), [
+    (None, "no serving spec"),
+    (_dump(signal=None, threshold=None, cooldown_bins=None, tp_ticks=None, sl_ticks=None), "has no signal"),
+    (_dump(signal={"name": "gbm_mf", "params": {}, "weights": {}}), "ML signal"),
+    (_dump(threshold=-1), "does not validate"),
+])
+def test_what_cannot_be_scored_is_refused_with_the_reason(serving, needle) -> None:
+    with pytest.raises(SignalUnavailable, match=needle):
+        _setup(serving)
