@@ -111,6 +111,31 @@ def test_midday_start_resumes_the_session_state_from_the_checkpoint(world) -> No
     assert np.abs(frames[0].gold["book_depth_imbalance_z"]).max() > 0
 
 
+def test_signals_and_the_dsl_share_one_checkpoint(world) -> None:
+    """signals=1 on a Gold DSL version: both followers warm into one engine checkpoint (`replay.Followers`) and a
+    mid-day start from it (built, then loaded) sends the full replay's signal messages and DSL outputs; the
+    position opened before the start closes at the end with the full replay's price and P&L."""
+    whole, full = _frames(world, signals=True)
+    by_end = {f.bin_end_ns: f for f in full}
+    want = json.loads(whole.final_signal)
+    for expect in ("miss", "hit"):
+        producer, frames = _frames(world, start=dt.time(18, 3, 30), signals=True)
+        info = producer.open_info
+        assert (info["checkpoint"], info["gold_dsl"]["state"], info["signal"]["state"]) == (expect, "checkpoint",
+                                                                                            "checkpoint")
+        assert len(frames) == 900 and frames[0].bin_seq == 0
+        for f in frames:
+            ref = by_end[f.bin_end_ns]
+            a, b = json.loads(f.signal), json.loads(ref.signal)
+            assert (a["ts_ns"], a["score"]) == (b["ts_ns"], b["score"]) and a["score"] is not None
+            assert [e["ts_ns"] for e in a["events"]] == [e["ts_ns"] for e in b["events"]]
+            for c, v in f.gold.items():
+                assert np.array_equal(v, ref.gold[c], equal_nan=True), (f.bin_end_ns, c, expect)
+        final = json.loads(producer.final_signal)
+        assert final["final"] and final["events"][0]["outcome"] == "truncated"
+        assert final["events"] == [{**e, "bin_seq": e["bin_seq"] - 2100} for e in want["events"]]
+
+
 def _refused(world, name: str, kinds: set[str], *needles: str) -> None:
     with Registry(lake=world.lake, instrument=world.instrument) as reg, pytest.raises(PreflightError) as e:
         reg.register(world.serving(name), alias=f"x_{name}", actor="tests", reason="refused",
