@@ -53,7 +53,13 @@ from qmachina_assets.core.ingest.bronze import load_bronze, read_manifest
 from qmachina_assets.core.ingest.lake import bronze_dir
 from qmachina_assets.core.instrument import InstrumentConfig
 from qmachina_assets.core.research.evaluation import OUTCOME_NAMES, TradeEvent
-from qmachina_assets.core.research.served_signal import SignalSetup, SignalStream, SignalUnavailable, score_json
+from qmachina_assets.core.research.served_signal import (
+    MLSignalUnavailable,
+    SignalSetup,
+    SignalStream,
+    SignalUnavailable,
+    score_json,
+)
 from qmachina_serving.stream.protocol import CloseCode, StreamError, dumps
 from qmachina_serving.stream.source import ServedVersion
 
@@ -446,7 +452,7 @@ def signal_setup(version: ServedVersion) -> SignalSetup:
         return SignalSetup.from_published(version.serving_spec, version.experiment_eval, version.runtime,
                                           version.snapshot["gold_config"])
     except SignalUnavailable as exc:
-        code = CloseCode.NOT_IMPLEMENTED if "ML signal" in str(exc) else CloseCode.NOT_SERVABLE
+        code = CloseCode.NOT_IMPLEMENTED if isinstance(exc, MLSignalUnavailable) else CloseCode.NOT_SERVABLE
         raise StreamError(code, f"signals=1: {exc} (version {version.version_id})") from exc
 
 

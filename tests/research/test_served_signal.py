@@ -8,7 +8,12 @@ import pytest
 
 from qmachina_assets.core.gold.features import GoldFeatureConfig
 from qmachina_assets.core.instrument import locked_instrument
-from qmachina_assets.core.research.served_signal import SignalSetup, SignalStream, SignalUnavailable
+from qmachina_assets.core.research.served_signal import (
+    MLSignalUnavailable,
+    SignalSetup,
+    SignalStream,
+    SignalUnavailable,
+)
 from qmachina_assets.core.research.specs import load_serving
 
 
@@ -45,5 +50,6 @@ def test_params_come_from_the_spec_and_the_experiments_eval() -> None:
     (_dump(threshold=-1), "does not validate"),
 ])
 def test_what_cannot_be_scored_is_refused_with_the_reason(serving, needle) -> None:
-    with pytest.raises(SignalUnavailable, match=needle):
+    with pytest.raises(SignalUnavailable, match=needle) as exc:
         _setup(serving)
+    assert isinstance(exc.value, MLSignalUnavailable) == (needle == "ML signal")  # 4501 on the stream, else 4422

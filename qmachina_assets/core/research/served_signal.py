@@ -56,6 +56,10 @@ class SignalUnavailable(ValueError):
     """The version's signal cannot be streamed (no signal, an ML signal, a spec that does not validate)."""
 
 
+class MLSignalUnavailable(SignalUnavailable):
+    """An ML signal: it needs a fitted model, which a published version does not carry."""
+
+
 @dataclass(frozen=True)
 class SignalSetup:
     """What the stream of a published version's signal is built from (all from the published version)."""
@@ -81,7 +85,7 @@ class SignalSetup:
             raise SignalUnavailable(f"serving spec {spec.name!r} has no signal (signal: null)")
         sig = make_signal(spec.signal.name, signal_kwargs(spec))
         if sig.kind == "ml":
-            raise SignalUnavailable(f"signal {spec.signal.name!r} is an ML signal: it scores with a model fitted on "
+            raise MLSignalUnavailable(f"signal {spec.signal.name!r} is an ML signal: it scores with a model fitted on "
                                     "earlier days, and the published version carries no fitted model to load")
         ev = EvalConfig() if experiment_eval is None else EvalConfig.model_validate(experiment_eval)
         return cls(spec, ev, "defaults" if experiment_eval is None else "experiment", runtime,
