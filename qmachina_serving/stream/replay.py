@@ -447,10 +447,12 @@ class Followers:
 
 def signal_setup(version: ServedVersion) -> SignalSetup:
     """What `signals=1` trades for this version; StreamError when it cannot (module docstring of
-    served_signal): 4422 without a signal, 4501 for an ML signal (no fitted model in the version)."""
+    served_signal): 4422 without a signal, 4501 for an ML signal whose fitted model cannot be loaded (none in
+    the version, or its file missing or altered: the message names it)."""
     try:
         return SignalSetup.from_published(version.serving_spec, version.experiment_eval, version.runtime,
-                                          version.snapshot["gold_config"])
+                                          version.snapshot["gold_config"], model=version.snapshot.get("model"),
+                                          lake=version.lake)
     except SignalUnavailable as exc:
         code = CloseCode.NOT_IMPLEMENTED if isinstance(exc, MLSignalUnavailable) else CloseCode.NOT_SERVABLE
         raise StreamError(code, f"signals=1: {exc} (version {version.version_id})") from exc
@@ -471,13 +473,14 @@ def signal_follower(version: ServedVersion, plan: ReplayPlan) -> SignalStream | 
 def _warm_checkpoint(lake: str, symbol: str, date: str, runtime: dict[str, Any], boundary_ns: int,
                      start_ns: int | None, end_ns: int | None,
                      dsl: tuple[dict[str, Any], int | None] | None = None,
-                     signal: tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any], int | None]
-                     | None = None) -> bool:
+                     signal: tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any], int | None,
+                                   dict[str, Any] | None] | None = None) -> bool:
     """Worker-process side of a large checkpoint miss: build and store it (returns loaded_from_cache)."""
     inst = InstrumentConfig.model_validate(runtime)
     parts: list[Any] = [] if dsl is None else [DslFollower(dsl[0], inst, dsl[1])]
     if signal is not None:
-        parts.append(SignalStream(SignalSetup.from_published(signal[0], signal[1], inst, signal[2]), signal[3]))
+        parts.append(SignalStream(SignalSetup.from_published(signal[0], signal[1], inst, signal[2], model=signal[4],
+                                                             lake=lake), signal[3]))
     follower = None if not parts else (parts[0] if len(parts) == 1 else Followers(parts))
     return engine_at(Path(lake), symbol, date, inst, boundary_ns, start_ns, end_ns, follower)[2]
 
@@ -545,8 +548,8 @@ class BinProducer:
                 if built:  # a long warm-up holds the GIL for its whole engine call: build it in a worker process
                     v = self.version
                     dsl = (v.snapshot["gold_dsl"], self.dsl.start_ns) if self.dsl in warm else None
-                    sig = ((v.serving_spec, v.experiment_eval, v.snapshot["gold_config"], self.signal.start_ns)
-                           if self.signal is not None and self.signal in warm else None)
+                    sig = ((v.serving_spec, v.experiment_eval, v.snapshot["gold_config"], self.signal.start_ns,
+                            v.snapshot.get("model")) if self.signal is not None and self.signal in warm else None)
                     try:
                         self._pool().submit(_warm_checkpoint, str(self.lake), plan.symbol, plan.date.isoformat(),
                                             runtime.model_dump(), boundary, plan.start_ns, plan.end_ns,

@@ -39,6 +39,8 @@ class ServedVersion:
     #: registered without one): what `signals=1` trades (`served_signal.SignalSetup`).
     serving_spec: dict[str, Any] | None = field(default=None, repr=False)
     experiment_eval: dict[str, Any] | None = field(default=None, repr=False)
+    #: The lake holding an ML version's model file (snapshot `model`, `model_artifact`); the registry's lake.
+    lake: Path | None = field(default=None, repr=False)
 
     @property
     def model_id(self) -> str:
@@ -150,4 +152,5 @@ class RegistrySource:
         experiment = pv.lineage.experiment
         return ServedVersion(version_id=pv.version_id, alias=pv.alias, snapshot=snap, runtime=runtime,
                              schema=schema, runtime_config=pv.runtime_config_message(), serving_spec=pv.serving,
-                             experiment_eval=None if experiment is None else experiment.get("eval", {}))
+                             experiment_eval=None if experiment is None else experiment.get("eval", {}),
+                             lake=self._reg().lake)

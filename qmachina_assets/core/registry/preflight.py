@@ -19,7 +19,11 @@ one `PreflightError` listing them, each with a `kind`:
 - `selection`: the runs are not the walk-forward's selection (`candidates.gate_failures`: every fold's
   selected run of the latest sweep, the promoted parameters being the latest fold's).
 - `gate`: an out-of-sample metric of a run is below the experiment's promotion gate (and the caller's).
-- `artifact`: an ML signal without its fitted model, or a model file missing or not matching its hash.
+- `artifact`: an ML signal without its fitted model (a direct `register` has no walk-forward fold to fit it on,
+  so an ML spec cannot be registered), a model fitted for another signal/params/training days than the latest
+  fold's, a model file missing or not matching its sha256, a model given for a signal that is not ML, or a fit
+  at promotion that failed (`model_artifact`). The checked entry becomes the snapshot's `model` section (only
+  ML versions have one, so other versions keep their ids).
 - `gold_dsl`: the pipeline's Gold DSL spec is missing or invalid, or the browser could not run it (a node,
   option or expression function outside `web/src/gold/dsl-capabilities.json`, a silver column that is not
   streamed, or a producer without the dense grid); a lineage dataset built from another version of the spec
@@ -329,14 +333,45 @@ def _check_experiment(serving: ServingSpec, pipeline: PipelineSpec, lineage: Lin
         issues.add(_GATE_KINDS.get(f.rule, "gate"), f.message)
 
 
+def _check_artifact(serving: ServingSpec, lineage: Lineage, lake: Path, snapshot: dict[str, Any] | None,
+                    model: dict[str, Any] | None, model_error: str | None, issues: _Issues) -> None:
+    """The `artifact` rule (module doc); an accepted entry is added to the snapshot as `model`."""
+    from qmachina_assets.core.research import model_artifact
+
+    try:
+        ml = model_artifact.is_ml(serving)
+    except ValueError:
+        return  # a signal that does not validate is the spec check's
+    if not ml:
+        if model is not None:
+            issues.add("artifact", f"a model entry ({model.get('path')}) was given for signal "
+                                   f"{serving.signal.name if serving.signal else None!r}, which is not an ML signal")
+        return
+    if model_error is not None:
+        issues.add("artifact", model_error)
+        return
+    train_days = None
+    if lineage.kind == "experiment" and lineage.runs:
+        train_days = max(lineage.runs, key=lambda r: r.test_date).train_dates
+    problems = model_artifact.entry_problems(lake, model, serving, train_days)
+    if problems and model is None and lineage.kind == "register":
+        problems = [problems[0] + " (a direct registration has no walk-forward fold to fit it on)"]
+    for p in problems:
+        issues.add("artifact", p)
+    if not problems and snapshot is not None:
+        snapshot["model"] = dict(model)  # type: ignore[arg-type]
+
+
 #: Issue kind of each failed gate rule (`candidates.RULES`); the metric rules are `gate`.
 _GATE_KINDS: dict[str, str] = {"selection": "selection", "dirty_code": "code_version"}
 
 
 def preflight(serving: ServingSpec, pipeline: PipelineSpec, lineage: Lineage, *, instrument: InstrumentConfig,
-              lake: Path, gate: PromotionGate | None = None, allow_dirty: bool = False) -> dict[str, Any]:
+              lake: Path, gate: PromotionGate | None = None, allow_dirty: bool = False,
+              model: dict[str, Any] | None = None, model_error: str | None = None) -> dict[str, Any]:
     """The runtime snapshot of `serving` when it may be published; else PreflightError with every problem.
-    `allow_dirty` publishes runs made from uncommitted changes (the caller records that in the audit)."""
+    `allow_dirty` publishes runs made from uncommitted changes (the caller records that in the audit). `model`:
+    an ML signal's fitted model entry (`model_artifact.model_entry`), `model_error` why it could not be fitted."""
     issues = _Issues()
     snapshot = None
     if _check_spec(serving, pipeline, issues):
@@ -359,6 +394,7 @@ def preflight(serving: ServingSpec, pipeline: PipelineSpec, lineage: Lineage, *,
             issues.add("lineage", "a register lineage carries no experiment runs")
         if gate is not None:
             issues.add("gate", "a metrics gate needs experiment runs; this lineage has none (kind register)")
+    _check_artifact(serving, lineage, Path(lake), snapshot, model, model_error, issues)
     dsl_hash = (snapshot.get("gold_dsl") or {}).get("spec_hash") if snapshot is not None else None
     _check_datasets(Path(lake), lineage.dataset_ids, pipeline, instrument, issues, dsl_hash)
     versions = {v for v in lineage.code_version.split(",") if v} | {r.code_version for r in lineage.runs}

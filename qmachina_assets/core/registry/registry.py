@@ -287,6 +287,7 @@ class Registry:
             raise RegistryError(f"{make_url(self.url).render_as_string()}: supported databases are SQLite and "
                                 "PostgreSQL")
         self._instrument = instrument
+        self.last_fit_seconds: float | None = None  # of the latest ML model fitted at promotion (figures, logs)
         if migrate:
             upgrade(self.engine)
 
@@ -462,10 +463,15 @@ class Registry:
     def promote(self, serving: ServingSpec, *, alias: str, lineage: Lineage, actor: str, reason: str,
                 expected_version_id: str | None, gate: PromotionGate | None = None,
                 pipeline: PipelineSpec | None = None, action: Action = "promote",
-                allow_dirty: bool = False, workspace: str = DEFAULT_WORKSPACE) -> PromotionResult:
+                allow_dirty: bool = False, workspace: str = DEFAULT_WORKSPACE,
+                model: dict[str, Any] | None = None) -> PromotionResult:
         """Preflight, then publish `serving` (if new) and compare-and-swap `alias` from `expected_version_id`
         to it, with its audit row, in one transaction. Raises PreflightError (nothing written) when the spec
-        may not be published, AliasConflictError / AliasOwnedError when the alias may not be repointed."""
+        may not be published, AliasConflictError / AliasOwnedError when the alias may not be repointed.
+
+        An ML signal's version carries its fitted model (`model`, a `model_artifact.model_entry`); without one,
+        an experiment lineage's model is fitted here, before the transaction (`fit_promoted_model`), and the
+        preflight's `artifact` rule checks the file against its hash inside it."""
         check_alias(alias)
         _check_who(actor, reason)
         if action not in ("promote", "register"):
@@ -477,9 +483,12 @@ class Registry:
                 raise PreflightError(f"serving spec {serving.name!r}", [PreflightIssue(
                     kind="lineage", message=f"the lineage's pipeline spec does not validate: {exc}")]) from exc
         check_workspace(workspace)
+        fit_error = None
+        if model is None:
+            model, fit_error = self.fit_promoted_model(serving, pipeline, lineage)
         with self._write(alias, workspace) as conn:
             snapshot = preflight(serving, pipeline, lineage, instrument=self.instrument, lake=self.lake, gate=gate,
-                                 allow_dirty=allow_dirty)
+                                 allow_dirty=allow_dirty, model=model, model_error=fit_error)
             serving_dump = serving.model_dump(mode="json")
             vid, sha = content_hash(content_of(serving_dump, snapshot, lineage))
             payload = canonical_json({"serving": serving_dump, "runtime_snapshot": snapshot,
@@ -493,10 +502,42 @@ class Registry:
         return PromotionResult(version=version, created=created, event=ev)
 
     def dry_run(self, serving: ServingSpec, *, lineage: Lineage, gate: PromotionGate | None = None,
-                pipeline: PipelineSpec | None = None, allow_dirty: bool = False) -> dict[str, Any]:
-        """The preflight of `promote` without writing: the runtime snapshot, or PreflightError."""
-        return preflight(serving, pipeline or lineage.pipeline_spec(), lineage, instrument=self.instrument,
-                         lake=self.lake, gate=gate, allow_dirty=allow_dirty)
+                pipeline: PipelineSpec | None = None, allow_dirty: bool = False,
+                model: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The preflight of `promote` without writing to the registry: the runtime snapshot, or PreflightError.
+        (An ML experiment's model is fitted and stored in the lake's content-addressed models, as promote does.)"""
+        pipeline = pipeline or lineage.pipeline_spec()
+        fit_error = None
+        if model is None:
+            model, fit_error = self.fit_promoted_model(serving, pipeline, lineage)
+        return preflight(serving, pipeline, lineage, instrument=self.instrument, lake=self.lake, gate=gate,
+                         allow_dirty=allow_dirty, model=model, model_error=fit_error)
+
+    def fit_promoted_model(self, serving: ServingSpec, pipeline: PipelineSpec,
+                           lineage: Lineage) -> tuple[dict[str, Any] | None, str | None]:
+        """(model entry, None) for an ML signal promoted from an experiment: fitted as the walk-forward's latest
+        fold fitted it (its training datasets, parameters and labels; `model_artifact.build_model`) and written
+        to the lake's models. (None, None) when there is nothing to fit (not ML, or no experiment runs: the
+        preflight refuses an ML spec without a model); (None, why) when the fit fails."""
+        from qmachina_assets.core.research import model_artifact
+
+        try:
+            if not model_artifact.is_ml(serving):
+                return None, None
+        except ValueError:
+            return None, None  # the spec check reports a signal that does not validate
+        exp = lineage.experiment_spec() if lineage.kind == "experiment" else None
+        if exp is None or not lineage.runs:
+            return None, None
+        last = max(lineage.runs, key=lambda r: r.test_date)
+        try:
+            entry, seconds = model_artifact.build_model(self.lake, serving, pipeline, exp.eval, last.train_dates,
+                                                        last.train_dataset_ids)
+        except Exception as exc:  # reported by the preflight's artifact rule, with every other problem
+            return None, (f"fitting {serving.signal.name!r} on the latest fold's training days "  # type: ignore[union-attr]
+                          f"{last.train_dates} failed: {type(exc).__name__}: {exc}")
+        self.last_fit_seconds = seconds
+        return entry, None
 
     def register(self, serving_yaml: str | os.PathLike[str], *, alias: str, actor: str, reason: str,
                  expected_version_id: str | None, configs_dir: Path | None = None,
@@ -584,8 +625,13 @@ class Registry:
             return ev
 
     def _servable(self, version: PublishedVersion) -> None:
+        from qmachina_assets.core.research.model_artifact import file_problems
+
         issues = [PreflightIssue(kind="instrument", message=p)
                   for p in lock_problems(version.runtime_snapshot, self.instrument)]
+        model = version.runtime_snapshot.get("model")
+        if model is not None:
+            issues += [PreflightIssue(kind="artifact", message=p) for p in file_problems(self.lake, model)]
         try:
             version.arrow_schema()
         except (KeyError, ValueError) as exc:

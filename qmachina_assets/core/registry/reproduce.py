@@ -6,6 +6,12 @@ are compared with the stored datasets, and the recorded walk-forward fold is re-
 with exactly the recorded parameter set (`sweeps.run_fold(..., param_sets=[that set])`) and the recorded
 experiment, base serving spec and pipeline (not today's YAML files). Metrics must match exactly (None =
 NaN on both sides). `rebuild=False` re-runs the evaluation on the stored datasets.
+
+An ML version's model (snapshot `model`) is checked too (`ModelCheck`): the stored file must match its sha256,
+and refitting with the recorded params and labels on the recorded training datasets (of the evaluation lake:
+the rebuilt ones with `rebuild`) must give the same predictions on the latest fold's test day as the stored
+model, bit for bit (NaN where both are undefined); whether the refit's pickle has the same bytes is reported
+(`same_bytes`: the fits are deterministic, one thread, fixed seeds). A mismatch is the named cause.
 """
 
 from __future__ import annotations
@@ -53,6 +59,17 @@ class RunCheck(_Report):
     match: bool
 
 
+class ModelCheck(_Report):
+    path: str
+    sha256: str
+    test_date: str
+    match: bool  # the stored model is intact and the refit predicts exactly as it does on the test day
+    same_bytes: bool  # the refit pickles to the stored bytes
+    n_scored: int  # test-day bins both score
+    max_abs_diff: float | None
+    problems: list[str]
+
+
 class ReproduceReport(_Report):
     version_id: str
     match: bool  # every dataset id and file, and every metric of every run, reproduced exactly
@@ -63,7 +80,8 @@ class ReproduceReport(_Report):
     code_version_now: str
     notes: list[str]
     seconds: float
-    cause: str | None = None  # when it does not reproduce: the code, the datasets, or neither (named)
+    cause: str | None = None  # when it does not reproduce: the code, the datasets, the model, or neither (named)
+    model: ModelCheck | None = None  # an ML version's fitted model
 
     def text(self) -> str:
         lines = [f"{self.version_id}: {'REPRODUCED' if self.match else 'NOT REPRODUCED'} "
@@ -73,6 +91,10 @@ class ReproduceReport(_Report):
         for d in self.datasets:
             lines.append(f"  dataset {d.dataset_id}: {'ok' if d.match else 'DIFFERS'}"
                          + "".join(f"\n    {p}" for p in d.problems))
+        if self.model is not None:
+            m = self.model
+            lines.append(f"  model {m.path}: {'ok' if m.match else 'DIFFERS'} ({m.n_scored} test-day scores, "
+                         f"same bytes: {m.same_bytes})" + "".join(f"\n    {p}" for p in m.problems))
         for r in self.runs:
             lines.append(f"  run {r.run_id} ({r.test_date}): {'ok' if r.match else 'DIFFERS'}")
             lines += [f"    {k}: recorded {m.recorded!r}, reproduced {m.reproduced!r}" for k, m in r.mismatches.items()]
@@ -173,10 +195,14 @@ def reproduce_version(version, lake: Path, *, rebuild: bool = True, scratch_dir:
                          if reproduced and reproduced.get(k) != v})
             runs.append(RunCheck(run_id=run.run_id, test_date=run.test_date, recorded=recorded,
                                  reproduced=reproduced, mismatches=mism, match=not mism))
+        model = None
+        if version.runtime_snapshot.get("model") is not None:
+            model = check_model(version, lake, eval_lake, pipeline)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-    match = all(c.match for c in checks) and all(r.match for r in runs) and bool(runs)
+    match = (all(c.match for c in checks) and all(r.match for r in runs) and bool(runs)
+             and (model is None or model.match))
     cause = None
     if not match:
         bad_data = [c.dataset_id for c in checks if not c.match]
@@ -185,12 +211,53 @@ def reproduce_version(version, lake: Path, *, rebuild: bool = True, scratch_dir:
                      "the recorded code (a run made from uncommitted changes cannot be checked out again)")
         elif bad_data:
             cause = f"dataset mismatch: {', '.join(bad_data)} did not rebuild identically from bronze (same code)"
+        elif model is not None and not model.match:
+            cause = f"model artifact mismatch: {'; '.join(model.problems)}"
         else:
             cause = ("same code and the same datasets give other figures: the recorded metrics are not what "
                      "this evaluation produces (non-determinism or an altered record)")
     return ReproduceReport(version_id=version.version_id, match=match, rebuilt=rebuild, datasets=checks, runs=runs,
                            code_version_recorded=lin.code_version, code_version_now=now.describe(), notes=notes,
-                           seconds=round(time.perf_counter() - t0, 3), cause=cause)
+                           seconds=round(time.perf_counter() - t0, 3), cause=cause, model=model)
+
+
+def check_model(version, lake: Path, eval_lake: Path, pipeline) -> ModelCheck:
+    """The stored model against a refit from its recorded entry (module doc); `lake` holds the model file,
+    `eval_lake` the training/test datasets the refit and the comparison read."""
+    import pickle
+
+    import numpy as np
+
+    from qmachina_assets.core.research import model_artifact
+
+    entry = version.runtime_snapshot["model"]
+    spec = version.serving_spec()
+    last = max(version.lineage.runs, key=lambda r: r.test_date)
+    exp = version.lineage.experiment_spec()
+    head = {"path": str(entry.get("path")), "sha256": str(entry.get("sha256")), "test_date": last.test_date}
+    try:
+        stored = model_artifact.load_model(lake, entry)
+    except model_artifact.ModelArtifactError as exc:
+        return ModelCheck(**head, match=False, same_bytes=False, n_scored=0, max_abs_diff=None,
+                          problems=[f"stored model: {exc}"])
+    problems: list[str] = []
+    try:
+        refit = model_artifact.fit_model(eval_lake, spec, pipeline, exp.eval, list(entry["train_dataset_ids"]))
+        a = model_artifact.score_days(eval_lake, stored, spec, pipeline, [last.test_dataset_id])
+        b = model_artifact.score_days(eval_lake, refit, spec, pipeline, [last.test_dataset_id])
+    except Exception as exc:
+        return ModelCheck(**head, match=False, same_bytes=False, n_scored=0, max_abs_diff=None,
+                          problems=[f"refit on {entry.get('train_days')} failed: {type(exc).__name__}: {exc}"])
+    same_bytes = pickle.dumps(refit, protocol=model_artifact.PICKLE_PROTOCOL) == (lake / entry["path"]).read_bytes()
+    both = np.isfinite(a) & np.isfinite(b)
+    diff = float(np.max(np.abs(a[both] - b[both]))) if both.any() else None
+    if not np.array_equal(a, b, equal_nan=True):
+        nan_diff = int((np.isfinite(a) != np.isfinite(b)).sum())
+        problems.append(f"model {entry['path']}: refitting {entry['signal']} {entry['params']} on "
+                        f"{entry['train_days']} predicts otherwise on {last.test_date} (max |diff| {diff}, "
+                        f"{nan_diff} bins defined on one side only): the stored model is not that fit")
+    return ModelCheck(**head, match=not problems, same_bytes=same_bytes, n_scored=int(both.sum()), max_abs_diff=diff,
+                      problems=problems)
 
 
 def _same_code(run, now) -> bool:

@@ -27,7 +27,11 @@ pfp/svac parts of ads_pfp_svac) have infinite memory: the buffer covers the EMA'
 `EMA_TOLERANCE` (ceil(ln tol / ln(1 − α)) bins for the slowest α), so the online value differs from the
 batch one by at most that share of the EMA's initial deviation (`exact` false in the report). The ads
 warm-up and pfp lag gates use bins-into-day, which the buffer reproduces once it is at least that long.
-ML signals need a model fitted on earlier days (fit/score protocol of ml.py) and are refused.
+ML signals need a model fitted on earlier days (fit/score protocol of ml.py): `replay` refuses them; their
+lookback (`served_signal` streams a published version's stored model) is their features' longest window, + 1
+bin and the last valid bin before it where the features use tick returns (`Lookback.keep_last_valid`: a return
+is the change from the last valid mid of the day, however far back; the buffer keeps that bin), which makes
+them exact except pca_ad (its warm-up gate counts the day's valid bins).
 
 Timing: `time.perf_counter_ns` around each stage of each bin. Engine time is all engine work since the
 previous emitted bin (a feed that emits nothing, e.g. before the bin clock starts, is added to the next
@@ -74,11 +78,38 @@ _INT64_MIN = np.iinfo(np.int64).min
 
 @dataclass(frozen=True)
 class Lookback:
-    """Bins of history the signal's value at a bin depends on; `exact` false: EMA tail truncated."""
+    """Bins of history the signal's value at a bin depends on; `exact` false: EMA tail truncated.
+    `keep_last_valid`: the buffer also keeps the last valid bin before its window (tick returns carry the
+    last valid mid across invalid bins, see `OnlineSignal`)."""
 
     bins: int
     exact: bool
     rule: str
+    keep_last_valid: bool = False
+
+
+def _ml_lookback(sig: Signal) -> Lookback:
+    """The longest rolling window of an ML signal's features (signals/features.py) from its Params; + 1 and
+    `keep_last_valid` where they use tick returns (a return needs the previous valid mid)."""
+    p, name = sig.params, sig.name
+    ret = "tick returns: + 1 bin and the last valid bin before it"
+    if name == "gbm_mf":
+        w = max(p.slope_window, 300, 600, 200)
+        return Lookback(w + 1, True, f"max(slope_window {p.slope_window}, P-V 300, returns 600, spread 200) + 1; "
+                                     + ret, keep_last_valid=True)
+    if name == "knn_cl":
+        return Lookback(601, True, "max(slopes 200, returns 600) + 1; " + ret, keep_last_valid=True)
+    if name == "svm_sp":
+        return Lookback(601, True, "max(band moments 600, returns 600) + 1; " + ret, keep_last_valid=True)
+    if name == "xgb_snap":
+        return Lookback(601, True, "returns 600 + 1; " + ret, keep_last_valid=True)
+    if name == "lsvm_der":
+        return Lookback(max(p.slope_windows), True, "max(slope_windows)")
+    if name == "pca_ad":
+        return Lookback(p.z_window, False, f"z_window; the z_min_periods gate counts valid bins since the day's start "
+                                           f"(the buffer counts them over its {p.z_window} bins)")
+    raise ValueError(f"ML signal {name!r} has no online lookback rule (known: gbm_mf, knn_cl, lsvm_der, pca_ad, "
+                     "svm_sp, xgb_snap)")
 
 
 def _ema_bins(alpha: float, tol: float = EMA_TOLERANCE) -> int:
@@ -87,11 +118,11 @@ def _ema_bins(alpha: float, tol: float = EMA_TOLERANCE) -> int:
 
 
 def signal_lookback(sig: Signal, cell_width_ms: int) -> Lookback:
-    """The rolling-buffer length of a statistical signal (see the module docstring for each rule)."""
+    """The rolling-buffer length of a signal (see the module docstring for each rule). An ML signal's is its
+    features' longest window (it scores with a fitted model: `served_signal` loads a published version's)."""
     p, name = sig.params, sig.name
     if sig.kind == "ml":
-        raise ValueError(f"signal {name!r} is an ML signal: it scores with a model fitted on earlier days "
-                         "(fit/score protocol), which online-sim does not train; use a statistical signal")
+        return _ml_lookback(sig)
     if name in ("flow_score", "msd"):
         return Lookback(1, True, "pointwise")
     if name == "ads":
@@ -141,7 +172,7 @@ class OnlineSignal:
     """
 
     def __init__(self, signal: Signal, lookback: int, radius: int, cell_width_ms: int, price_scale: float,
-                 threads: int | None = 1):
+                 threads: int | None = 1, keep_last_valid: bool = False):
         if lookback < 1:
             raise ValueError(f"lookback must be >= 1 bin, got {lookback}")
         known = {n for n, _ in silver.GRID_COLUMNS} | _GOLD_COLUMNS
@@ -163,6 +194,7 @@ class OnlineSignal:
         self._start = 0
         self._n = 0
         self.threads = threads
+        self.keep_last_valid = bool(keep_last_valid)
 
     def _arrays(self) -> list[np.ndarray]:
         return [self._ts, self._mid, self._bid, self._ask, self._valid, self._day, *self._cols.values()]
@@ -170,14 +202,11 @@ class OnlineSignal:
     def push(self, bins: dict[str, np.ndarray], grid: dict[str, np.ndarray], gold: dict[str, np.ndarray],
              b: int = 0) -> float:
         """Append bin `b` of a silver chunk (and its gold) and return the signal's value at it."""
-        if self._n == self.lookback:
+        if self._n == self.lookback and not self.keep_last_valid:
             self._start += 1
             self._n -= 1
         if self._start + self._n == self._ts.shape[0]:
-            s, n = self._start, self._n
-            for a in self._arrays():
-                a[:n] = a[s:s + n]
-            self._start = 0
+            self._make_room()
         i = self._start + self._n
         mid = float(bins["mid_price"][b])
         valid = bool(bins["book_valid"][b]) and mid > 0
@@ -194,7 +223,37 @@ class OnlineSignal:
             else:
                 arr[i] = 0.0
         self._n += 1
+        if self.keep_last_valid:
+            self._trim()
         return self.value()
+
+    def _make_room(self) -> None:
+        """Move the live rows to the front (amortised one row per bin), or double the storage when they fill
+        more than half of it (only with `keep_last_valid`, across a stretch of invalid bins)."""
+        s, n, cap = self._start, self._n, self._ts.shape[0]
+        if n > cap // 2:
+            def grow(a: np.ndarray) -> np.ndarray:
+                out = np.zeros((2 * cap, *a.shape[1:]), a.dtype)
+                out[:n] = a[s:s + n]
+                return out
+            self._ts, self._mid, self._bid, self._ask = (grow(a) for a in (self._ts, self._mid, self._bid, self._ask))
+            self._valid, self._day = grow(self._valid), grow(self._day)
+            self._cols = {c: grow(a) for c, a in self._cols.items()}
+        else:
+            for a in self._arrays():
+                a[:n] = a[s:s + n]
+        self._start = 0
+
+    def _trim(self) -> None:
+        """`keep_last_valid`: drop the oldest rows while the buffer holds more than `lookback` bins, except the
+        last valid bin before the window (rows 1 .. n − lookback are the ones before it): the tick return of
+        the window's first valid bin is its change from that bin's mid, as in the batch day."""
+        while self._n > self.lookback:
+            s, j = self._start, self._n - self.lookback
+            if self._valid[s] and not self._valid[s + 1:s + j + 1].any():
+                break
+            self._start += 1
+            self._n -= 1
 
     def state(self) -> dict[str, np.ndarray]:
         """The buffer's live rows as arrays (a checkpoint; `load_state` resumes from it)."""
@@ -205,8 +264,11 @@ class OnlineSignal:
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         n = int(state["ts"].shape[0])
-        if n > self.lookback:
+        if n > self.lookback and not self.keep_last_valid:
             raise ValueError(f"OnlineSignal state holds {n} bins, the buffer {self.lookback}")
+        while n > self._ts.shape[0] // 2 and self.keep_last_valid:
+            self._start, self._n = 0, self._ts.shape[0] // 2 + 1
+            self._make_room()
         self._start, self._n = 0, n
         for key, arr in (("ts", self._ts), ("mid", self._mid), ("bid", self._bid), ("ask", self._ask),
                          ("valid", self._valid), ("day", self._day),
@@ -415,6 +477,10 @@ def run_online_sim(path: str | os.PathLike[str], serving_name: str, *, start_et:
     instrument = serving.runtime(pipeline)
     gold_config = serving.gold_config(pipeline)
     signal = make_signal(serving.signal.name, signal_kwargs(serving))
+    if signal.kind == "ml":
+        raise ValueError(f"signal {signal.name!r} is an ML signal: it scores with a model fitted on earlier days "
+                         "(fit/score protocol), which online-sim does not train; use a statistical signal (a "
+                         "published ML version streams with its stored model: served_signal)")
     cw = int(instrument.cell_width_ms)
     lb = signal_lookback(signal, cw)
     if lookback_bins is not None:

@@ -10,8 +10,11 @@ incremental:
    finite-memory signals (flow_score, msd, ads, derivative, iirc, jad, erd); EMA signals (pfp, spg,
    ads_pfp_svac) keep their EMA's horizon to a weight of `online_sim.EMA_TOLERANCE` (1e-9 of the initial
    deviation), so a score within that of a threshold may fire differently (`Lookback.exact` false, reported
-   with the stream). ML signals score with a model fitted on earlier days, which a published version does not
-   carry (the preflight's `artifact` rule has no stored model to check yet): refused (`SignalUnavailable`).
+   with the stream). ML signals score with the fitted model the version carries (snapshot `model`, fitted at
+   promotion on the walk-forward's latest fold: `model_artifact`), loaded after its sha256 is verified; their
+   lookback is their features' longest window (+ the last valid bin before it for tick returns), exact. A
+   version without a model, or whose model file is missing or altered, is refused (`MLSignalUnavailable`,
+   naming the file).
 3. **Trades**: `evaluation.Trader`, `evaluate`'s rules one bin at a time (tested equal to it), with the
    `EvalParams` of `sweeps.eval_params`: the served spec's threshold / cooldown / TP / SL and the eval settings
    of the experiment that evaluated it (a version registered without an experiment: `EvalConfig()`'s
@@ -35,6 +38,7 @@ import io
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -42,7 +46,9 @@ import numpy as np
 from qmachina_assets.core.gold.features import GoldFeatureConfig, GoldRuntime
 from qmachina_assets.core.instrument import InstrumentConfig
 from qmachina_assets.core.research.evaluation import EvalParams, TradeEvent, Trader
+from qmachina_assets.core.research.model_artifact import ModelArtifactError, load_model
 from qmachina_assets.core.research.online_sim import Lookback, OnlineSignal, signal_lookback
+from qmachina_assets.core.research.signals.base import Signal
 from qmachina_assets.core.research.signals.catalog import make_signal
 from qmachina_assets.core.research.specs import EvalConfig, ServingSpec
 from qmachina_assets.core.research.sweeps import eval_params, signal_kwargs
@@ -53,11 +59,12 @@ _GOLD_STATE = ("si", "sf", "ring", "fifo", "srt")
 
 
 class SignalUnavailable(ValueError):
-    """The version's signal cannot be streamed (no signal, an ML signal, a spec that does not validate)."""
+    """The version's signal cannot be streamed (no signal, an ML model that cannot be loaded, a spec that does not
+    validate)."""
 
 
 class MLSignalUnavailable(SignalUnavailable):
-    """An ML signal: it needs a fitted model, which a published version does not carry."""
+    """An ML signal whose fitted model cannot be loaded: none in the version, or a missing or altered file."""
 
 
 @dataclass(frozen=True)
@@ -69,12 +76,16 @@ class SignalSetup:
     eval_source: Literal["experiment", "defaults"]
     runtime: InstrumentConfig
     gold_config: GoldFeatureConfig
+    model: Signal | None = None  # an ML signal's fitted model (loaded from the version's artifact)
+    model_sha256: str | None = None
 
     @classmethod
     def from_published(cls, serving: dict[str, Any] | None, experiment_eval: dict[str, Any] | None,
-                       runtime: InstrumentConfig, gold_config: dict[str, Any]) -> SignalSetup:
+                       runtime: InstrumentConfig, gold_config: dict[str, Any], *,
+                       model: dict[str, Any] | None = None, lake: Path | str | None = None) -> SignalSetup:
         """From a published version's serving spec dump, its lineage experiment's `eval` (None: registered
-        without an experiment) and the snapshot's runtime and gold config. SignalUnavailable names why not."""
+        without an experiment), the snapshot's runtime and gold config, and for an ML signal the snapshot's
+        `model` entry with the lake holding its file. SignalUnavailable names why not."""
         if serving is None:
             raise SignalUnavailable("the published version carries no serving spec")
         try:
@@ -84,29 +95,50 @@ class SignalSetup:
         if spec.signal is None:
             raise SignalUnavailable(f"serving spec {spec.name!r} has no signal (signal: null)")
         sig = make_signal(spec.signal.name, signal_kwargs(spec))
+        fitted = None
         if sig.kind == "ml":
-            raise MLSignalUnavailable(f"signal {spec.signal.name!r} is an ML signal: it scores with a model fitted on "
-                                    "earlier days, and the published version carries no fitted model to load")
+            if model is None:
+                raise MLSignalUnavailable(f"signal {spec.signal.name!r} is an ML signal and the published version "
+                                          "carries no fitted model (published before models were stored); "
+                                          "re-promote it from its experiment")
+            if lake is None:
+                raise MLSignalUnavailable(f"signal {spec.signal.name!r}: no lake to load its model "
+                                          f"{model.get('path')} from")
+            if model.get("signal") != spec.signal.name or model.get("params") != signal_kwargs(spec):
+                raise MLSignalUnavailable(f"model {model.get('path')} was fitted for {model.get('signal')!r} "
+                                          f"{model.get('params')}, the version serves {spec.signal.name!r}")
+            try:
+                fitted = load_model(Path(lake), model)
+            except ModelArtifactError as exc:
+                raise MLSignalUnavailable(f"signal {spec.signal.name!r}: its model cannot be loaded: {exc}") from exc
         ev = EvalConfig() if experiment_eval is None else EvalConfig.model_validate(experiment_eval)
         return cls(spec, ev, "defaults" if experiment_eval is None else "experiment", runtime,
-                   GoldFeatureConfig.model_validate(gold_config))
+                   GoldFeatureConfig.model_validate(gold_config), fitted,
+                   None if fitted is None else str(model["sha256"]))  # type: ignore[index]
+
+    def signal(self) -> Signal:
+        """The signal that scores: the loaded model (ML), else a fresh instance of the spec's signal."""
+        assert self.serving.signal is not None
+        return self.model if self.model is not None else make_signal(self.serving.signal.name,
+                                                                     signal_kwargs(self.serving))
 
     @property
     def params(self) -> EvalParams:
         return eval_params(self.serving, self.eval, self.runtime.tick_size)
 
     def lookback(self) -> Lookback:
-        assert self.serving.signal is not None
-        sig = make_signal(self.serving.signal.name, signal_kwargs(self.serving))
-        return signal_lookback(sig, int(self.runtime.cell_width_ms))
+        return signal_lookback(self.signal(), int(self.runtime.cell_width_ms))
 
     def describe(self) -> dict[str, Any]:
         """The stream's announcement of what it trades (JSON)."""
         assert self.serving.signal is not None
         lb = self.lookback()
-        return {"signal": self.serving.signal.name, "signal_params": signal_kwargs(self.serving),
-                "eval": self.params.model_dump(mode="json"), "eval_source": self.eval_source,
-                "lookback_bins": lb.bins, "lookback_exact": lb.exact}
+        out = {"signal": self.serving.signal.name, "signal_params": signal_kwargs(self.serving),
+               "eval": self.params.model_dump(mode="json"), "eval_source": self.eval_source,
+               "lookback_bins": lb.bins, "lookback_exact": lb.exact}
+        if self.model_sha256 is not None:
+            out["model_sha256"] = self.model_sha256
+        return out
 
 
 @dataclass(frozen=True)
@@ -127,10 +159,11 @@ class SignalStream:
         self.setup = setup
         self.params = setup.params
         self.radius, self.cell_ns = int(rt.grid_radius_ticks), int(rt.cell_width_ms) * 1_000_000
-        sig = make_signal(setup.serving.signal.name, signal_kwargs(setup.serving))
+        sig = setup.signal()
         self.lookback = signal_lookback(sig, int(rt.cell_width_ms))
         self.gold = GoldRuntime(setup.gold_config, self.radius, int(rt.tick_int))
-        self.online = OnlineSignal(sig, self.lookback.bins, self.radius, int(rt.cell_width_ms), float(rt.price_scale))
+        self.online = OnlineSignal(sig, self.lookback.bins, self.radius, int(rt.cell_width_ms), float(rt.price_scale),
+                                   keep_last_valid=self.lookback.keep_last_valid)
         self.trader = Trader(self.params)
         self.ts: list[int] = []  # bin close of each Trader bin index (events name bins by that index)
         self._start_ns = start_ns

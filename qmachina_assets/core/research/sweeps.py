@@ -34,7 +34,7 @@ from qmachina_assets.core.ingest.tempfiles import atomic_path
 from qmachina_assets.core.research import datasets as dsets
 from qmachina_assets.core.research import search
 from qmachina_assets.core.research.evaluation import METRIC_NAMES, EvalParams, evaluate_grid
-from qmachina_assets.core.research.signals.base import GridData, LabelSpec
+from qmachina_assets.core.research.signals.base import GridData, LabelSpec, Signal
 from qmachina_assets.core.research.signals.catalog import make_signal
 from qmachina_assets.core.research.specs import EvalConfig, ExperimentSpec, PipelineSpec, ServingSpec, apply_params
 
@@ -131,17 +131,30 @@ class DayData:
 _BIN_INPUTS = ("bin_seq", "spot_ref_price_int", "book_valid", "ask_reprice_sign", "bid_reprice_sign")
 
 
+def label_spec(applied: ServingSpec, ev: EvalConfig, tick_size: float) -> LabelSpec:
+    """The barriers an ML signal of one applied serving spec learns: its TP/SL with the experiment's
+    max_hold (what the evaluator trades on the same rows)."""
+    return LabelSpec(applied.tp_ticks, applied.sl_ticks, ev.max_hold_bins, tick_size)
+
+
+def fit_signal(applied: ServingSpec, pipeline: PipelineSpec, label: LabelSpec, train_src: DayData,
+               stored_gold: str) -> tuple[Signal, GridData]:
+    """(signal fitted on the training days, their GridData): the one fitting step of the sweep, a run's
+    replay and a promoted ML version's model artifact (`model_artifact`), so the stored model is the one the
+    walk-forward scored."""
+    sig = make_signal(applied.signal.name, signal_kwargs(applied))
+    train = train_src.load(list(sig.columns), applied.gold_config(pipeline), stored_gold)
+    sig.fit(train, label)
+    return sig, train
+
+
 def fit_and_score(applied: ServingSpec, pipeline: PipelineSpec, label: LabelSpec, train_src: DayData,
                   test_src: DayData, stored_gold: str) -> dict[str, tuple[np.ndarray, GridData]]:
     """The signal of one applied serving spec fitted on the training days (ML signals learn `label`'s
     barriers), scored in-sample ("is", the training days) and out-of-sample ("oos", the test day). Shared by
     the sweep and a single run's replay (run_equity), so a replay is the code that produced the row."""
-    sig = make_signal(applied.signal.name, signal_kwargs(applied))
-    cols = list(sig.columns)
-    gold_cfg = applied.gold_config(pipeline)
-    train = train_src.load(cols, gold_cfg, stored_gold)
-    test = test_src.load(cols, gold_cfg, stored_gold)
-    sig.fit(train, label)
+    sig, train = fit_signal(applied, pipeline, label, train_src, stored_gold)
+    test = test_src.load(list(sig.columns), applied.gold_config(pipeline), stored_gold)
     return {"is": (sig.score(train), train), "oos": (sig.score(test), test)}
 
 
@@ -175,7 +188,7 @@ def run_fold(lake: Path, exp: ExperimentSpec, serving: ServingSpec, pipeline: Pi
     done = 0
     for members in groups.values():
         applied = members[0][1]
-        label = LabelSpec(applied.tp_ticks, applied.sl_ticks, ev.max_hold_bins, runtime.tick_size)
+        label = label_spec(applied, ev, runtime.tick_size)
         scores = fit_and_score(applied, pipeline, label, train_src, test_src, stored_gold)
         axes = {k: sorted({m[0].get(k, getattr(m[1], k)) for m in members}) for k in TRADING_KEYS}
         metrics = {}

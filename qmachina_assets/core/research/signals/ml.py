@@ -42,13 +42,26 @@ from typing import ClassVar, Literal
 import numpy as np
 from numba import njit
 from pydantic import Field, model_validator
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from qmachina_assets.core.research.signals import common, features
 from qmachina_assets.core.research.signals.base import GridData, LabelSpec, Signal, SignalParams, register
 
 SEED = 42
 PROBABILITY_THRESHOLDS = (0.50, 0.52, 0.55, 0.58, 0.60, 0.65)  # SPEC §6.8 on P(up)
+
+
+_CONTROLLER: ThreadpoolController | None = None
+
+
+def _scoring_threads():
+    """`threadpool_limits(1)` for `score`, with the controller built once: building one scans the process's
+    loaded libraries (~5 ms), which an online stream scoring every bin would pay per bin. Built at the first
+    score, after fit or unpickling loaded the model's library (fit keeps a fresh `threadpool_limits`)."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1)
 
 
 def probability_to_signed(thresholds: tuple[float, ...]) -> tuple[float, ...]:
@@ -213,7 +226,7 @@ class MLSignal(Signal):
     def score(self, data: GridData) -> np.ndarray:
         self._check_fitted()
         self._check_radius(data)
-        with threadpool_limits(1):
+        with _scoring_threads():
             x = self.features(data)
             if x.shape[1] != self._n_features:  # pragma: no cover - guarded by the radius check
                 raise ValueError(f"{self.name}: {x.shape[1]} features on this data, the model was fitted on "
@@ -581,7 +594,7 @@ class PcaAd(MLSignal):
     def score(self, data: GridData) -> np.ndarray:
         self._check_fitted()
         p = self.params
-        with threadpool_limits(1):
+        with _scoring_threads():
             comp = self.components(data)
         raw = np.column_stack([comp["pc1"], comp["direction"], comp["recon"], comp["mahal"]])
         z = common.rolling_robust_z(raw, p.z_window, p.z_min_periods, day=data.day)
