@@ -233,9 +233,9 @@ def test_reproduce_refits_the_model_and_names_a_mismatch(world):
     assert check.n_scored > 1000 and check.max_abs_diff == 0.0
     # a published entry whose file holds another fit: the refit's predictions differ, and the cause says so
     entry = world.version.runtime_snapshot["model"]
-    other_sig = model_artifact.fit_model(world.lake, apply_params(world.version.serving_spec(),
-                                                                  {"signal.params.num_leaves": 4, "signal.params.learning_rate": 0.3}),
-                                         world.pipeline, world.exp.eval, entry["train_dataset_ids"])
+    other = apply_params(world.version.serving_spec(),
+                         {"signal.params.num_leaves": 4, "signal.params.learning_rate": 0.3})
+    other_sig = model_artifact.fit_model(world.lake, other, world.pipeline, world.exp.eval, entry["train_dataset_ids"])
     p, sha, size = model_artifact.write_model(world.lake, other_sig)
     forged_entry = {**entry, "path": p.relative_to(world.lake).as_posix(), "sha256": sha, "bytes": size}
     forged = world.version.model_copy(update={"runtime_snapshot": {**world.version.runtime_snapshot,
@@ -246,3 +246,29 @@ def test_reproduce_refits_the_model_and_names_a_mismatch(world):
     assert not bad.match and not bad.model.match and not bad.model.same_bytes
     assert bad.cause.startswith("model artifact mismatch") and p.name in bad.cause, bad.cause
     assert "model " + forged_entry["path"] in bad.text()
+
+
+def test_the_serving_source_accepts_the_ml_version_and_refuses_an_altered_model_with_4501(world, tmp_path):
+    from qmachina_serving.stream.protocol import CloseCode, StreamError
+    from qmachina_serving.stream.replay import signal_setup
+    from qmachina_serving.stream.source import RegistrySource
+
+    src = RegistrySource(url=world.reg.url, lake=world.lake, instrument=world.w.instrument)
+    try:
+        served = src.resolve("gbm")
+        assert served.lake == world.lake
+        info = signal_setup(served).describe()
+        assert info["signal"] == "gbm_mf" and info["model_sha256"] == served.snapshot["model"]["sha256"]
+        path = world.lake / served.snapshot["model"]["path"]
+        keep = tmp_path / "model.pkl"
+        shutil.copy2(path, keep)
+        try:
+            path.write_bytes(b"not the model")
+            with pytest.raises(StreamError) as exc:
+                signal_setup(served)
+            assert exc.value.code == CloseCode.NOT_IMPLEMENTED and str(path) in exc.value.message
+            assert "sha256" in exc.value.message and served.version_id in exc.value.message
+        finally:
+            shutil.copy2(keep, path)
+    finally:
+        src.close()
