@@ -147,6 +147,25 @@ def test_an_altered_or_missing_model_is_refused_naming_the_rule_and_the_file(wor
     with pinned_code(), pytest.raises(PreflightError, match=r"\[artifact\] model .* was fitted for signal"):
         world.reg.promote(promoted, alias="other", lineage=lineage, actor="t", reason="r",
                           expected_version_id=None, model=other)
+    moved = {**entry, "train_days": [DAYS[1].isoformat()]}
+    with pinned_code(), pytest.raises(PreflightError, match=r"\[artifact\] model .* has train_days \['2024-03-15'\]; "
+                                                            r"the walk-forward's latest fold has \['2024-03-14'\]"):
+        world.reg.promote(promoted, alias="other", lineage=lineage, actor="t", reason="r",
+                          expected_version_id=None, model=moved)
+    assert world.reg.count_rows() == before
+
+
+def test_a_failed_fit_at_promotion_is_refused_by_the_artifact_rule(world, monkeypatch):
+    def broken(*a, **k):
+        raise ValueError("gbm_mf: 12 usable training rows")
+
+    monkeypatch.setattr(model_artifact, "build_model", broken)
+    before = world.reg.count_rows()
+    with pinned_code(), pytest.raises(PreflightError) as exc:
+        world.reg.promote_run("synth_gbm", alias="other", actor="t", reason="r", expected_version_id=None)
+    assert exc.value.kinds == {"artifact"}
+    assert "fitting 'gbm_mf' on the latest fold's training days ['2024-03-14'] failed: ValueError: gbm_mf: 12" \
+        in str(exc.value)
     assert world.reg.count_rows() == before
 
 

@@ -350,10 +350,19 @@ def _check_artifact(serving: ServingSpec, lineage: Lineage, lake: Path, snapshot
     if model_error is not None:
         issues.add("artifact", model_error)
         return
-    train_days = None
-    if lineage.kind == "experiment" and lineage.runs:
-        train_days = max(lineage.runs, key=lambda r: r.test_date).train_dates
-    problems = model_artifact.entry_problems(lake, model, serving, train_days)
+    fold = None
+    try:
+        exp = lineage.experiment_spec() if lineage.kind == "experiment" and lineage.runs else None
+    except ValidationError:
+        exp = None  # reported as `lineage`
+    if exp is not None and serving.tp_ticks is not None and serving.sl_ticks is not None:
+        last = max(lineage.runs, key=lambda r: r.test_date)
+        tick = snapshot["grid"]["tick_size"] if snapshot is not None else None
+        fold = {"train_days": last.train_dates, "train_dataset_ids": last.train_dataset_ids}
+        if tick is not None:
+            fold["labels"] = {"tp_ticks": float(serving.tp_ticks), "sl_ticks": float(serving.sl_ticks),
+                              "max_hold_bins": exp.eval.max_hold_bins, "tick_size": float(tick)}
+    problems = model_artifact.entry_problems(lake, model, serving, fold)
     if problems and model is None and lineage.kind == "register":
         problems = [problems[0] + " (a direct registration has no walk-forward fold to fit it on)"]
     for p in problems:

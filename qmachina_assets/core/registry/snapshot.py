@@ -18,6 +18,9 @@ Sections (all JSON):
 - `gold_dsl` (null without one): the pipeline's Gold DSL spec itself (name, spec_hash, the validated spec,
   its outputs, the executor's runtime version): the stream's `DslRuntime` and the browser run this copy, so a
   later edit of `configs/gold/<name>.yaml` never changes what a published version serves.
+- `model` (ML signals only; absent otherwise, so other versions keep their ids): the fitted model the version
+  scores with, added by the preflight's `artifact` rule (`model_artifact.model_entry`: path in the lake,
+  sha256, bytes, signal, params, train days and dataset ids, labels, library versions).
 """
 
 from __future__ import annotations

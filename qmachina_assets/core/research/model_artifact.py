@@ -181,9 +181,10 @@ def file_problems(lake: Path, entry: dict[str, Any]) -> list[str]:
 
 
 def entry_problems(lake: Path, entry: dict[str, Any] | None, serving: ServingSpec,
-                   train_days: list[str] | None = None) -> list[str]:
+                   fold: dict[str, Any] | None = None) -> list[str]:
     """Every way a snapshot `model` entry fails to be `serving`'s fitted model (the preflight's `artifact`
-    rule): no entry, missing keys, another signal/params/training days than published, the file (above)."""
+    rule): no entry, missing keys, another signal/params than published, other `train_days`,
+    `train_dataset_ids` or `labels` than `fold` says (the latest fold's), the file (above)."""
     from qmachina_assets.core.research.sweeps import signal_kwargs
 
     assert serving.signal is not None
@@ -201,9 +202,9 @@ def entry_problems(lake: Path, entry: dict[str, Any] | None, serving: ServingSpe
     if entry["signal"] != name or entry["params"] != signal_kwargs(serving):
         out.append(f"model {entry['path']} was fitted for signal {entry['signal']!r} {entry['params']}; the version "
                    f"serves {name!r} {signal_kwargs(serving)}")
-    if train_days is not None and list(entry["train_days"]) != list(train_days):
-        out.append(f"model {entry['path']} was fitted on {entry['train_days']}; the walk-forward's latest fold "
-                   f"trained on {train_days}")
+    for key, want in (fold or {}).items():
+        if entry[key] != want:
+            out.append(f"model {entry['path']} has {key} {entry[key]}; the walk-forward's latest fold has {want}")
     return out + file_problems(lake, entry)
 
 
