@@ -53,3 +53,18 @@ def test_what_cannot_be_scored_is_refused_with_the_reason(serving, needle) -> No
     with pytest.raises(SignalUnavailable, match=needle) as exc:
         _setup(serving)
     assert isinstance(exc.value, MLSignalUnavailable) == (needle == "ML signal")  # 4501 on the stream, else 4422
+
+
+def test_an_ml_version_needs_its_model_file(tmp_path) -> None:
+    """The loading rules (the full path, promotion to stream, is tests/registry/test_model_artifact.py)."""
+    runtime = locked_instrument()
+    gold = GoldFeatureConfig.from_instrument(runtime).model_dump()
+    spec = _dump(signal={"name": "knn_cl", "params": {}, "weights": {}})
+    entry = {"format": "pickle", "path": "registry/models/" + "0" * 64 + ".pkl", "sha256": "0" * 64, "bytes": 1,
+             "signal": "knn_cl", "params": {}}
+    with pytest.raises(MLSignalUnavailable, match="no lake"):
+        SignalSetup.from_published(spec, None, runtime, gold, model=entry)
+    with pytest.raises(MLSignalUnavailable, match=f"model file {tmp_path}/registry/models/0+.pkl is missing"):
+        SignalSetup.from_published(spec, None, runtime, gold, model=entry, lake=tmp_path)
+    with pytest.raises(MLSignalUnavailable, match="fitted for 'gbm_mf'"):
+        SignalSetup.from_published(spec, None, runtime, gold, model={**entry, "signal": "gbm_mf"}, lake=tmp_path)

@@ -526,7 +526,10 @@ class Registry:
                 return None, None
         except ValueError:
             return None, None  # the spec check reports a signal that does not validate
-        exp = lineage.experiment_spec() if lineage.kind == "experiment" else None
+        try:
+            exp = lineage.experiment_spec() if lineage.kind == "experiment" else None
+        except ValueError:
+            return None, None  # the preflight reports a lineage that does not validate
         if exp is None or not lineage.runs:
             return None, None
         last = max(lineage.runs, key=lambda r: r.test_date)

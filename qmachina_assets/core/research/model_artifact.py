@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import pickle
 import threading
 import time
@@ -180,6 +181,16 @@ def file_problems(lake: Path, entry: dict[str, Any]) -> list[str]:
     return []
 
 
+def fitted_for(entry: dict[str, Any], serving: ServingSpec) -> bool:
+    """Whether the entry's model was fitted for `serving`'s signal and params (compared as JSON: a stored entry
+    holds lists where a spec may hold tuples)."""
+    from qmachina_assets.core.research.sweeps import signal_kwargs
+
+    assert serving.signal is not None
+    return (entry.get("signal") == serving.signal.name
+            and json.dumps(entry.get("params"), sort_keys=True) == json.dumps(signal_kwargs(serving), sort_keys=True))
+
+
 def entry_problems(lake: Path, entry: dict[str, Any] | None, serving: ServingSpec,
                    fold: dict[str, Any] | None = None) -> list[str]:
     """Every way a snapshot `model` entry fails to be `serving`'s fitted model (the preflight's `artifact`
@@ -199,7 +210,7 @@ def entry_problems(lake: Path, entry: dict[str, Any] | None, serving: ServingSpe
     out = []
     if entry["format"] != FORMAT:
         out.append(f"model {entry['path']}: format {entry['format']!r}, expected {FORMAT!r}")
-    if entry["signal"] != name or entry["params"] != signal_kwargs(serving):
+    if not fitted_for(entry, serving):
         out.append(f"model {entry['path']} was fitted for signal {entry['signal']!r} {entry['params']}; the version "
                    f"serves {name!r} {signal_kwargs(serving)}")
     for key, want in (fold or {}).items():

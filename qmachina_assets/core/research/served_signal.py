@@ -46,7 +46,7 @@ import numpy as np
 from qmachina_assets.core.gold.features import GoldFeatureConfig, GoldRuntime
 from qmachina_assets.core.instrument import InstrumentConfig
 from qmachina_assets.core.research.evaluation import EvalParams, TradeEvent, Trader
-from qmachina_assets.core.research.model_artifact import ModelArtifactError, load_model
+from qmachina_assets.core.research.model_artifact import ModelArtifactError, fitted_for, load_model
 from qmachina_assets.core.research.online_sim import Lookback, OnlineSignal, signal_lookback
 from qmachina_assets.core.research.signals.base import Signal
 from qmachina_assets.core.research.signals.catalog import make_signal
@@ -104,7 +104,7 @@ class SignalSetup:
             if lake is None:
                 raise MLSignalUnavailable(f"signal {spec.signal.name!r}: no lake to load its model "
                                           f"{model.get('path')} from")
-            if model.get("signal") != spec.signal.name or model.get("params") != signal_kwargs(spec):
+            if not fitted_for(model, spec):
                 raise MLSignalUnavailable(f"model {model.get('path')} was fitted for {model.get('signal')!r} "
                                           f"{model.get('params')}, the version serves {spec.signal.name!r}")
             try:
