@@ -21,7 +21,9 @@ from qmachina_assets.core.engine.silver_partition import silver_dir
 from qmachina_assets.core.gold import dsl, dsl_runtime
 from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.registry import PreflightError, Registry
-from qmachina_assets.core.research.specs import ConfigError, load_serving
+from qmachina_assets.core.registry.lineage import lineage_for_register
+from qmachina_assets.core.registry.preflight import preflight
+from qmachina_assets.core.research.specs import ConfigError, SignalSpec, load_serving, resolve_serving
 from qmachina_serving.stream.replay import BinProducer, ReplayRequest, plan_replay
 from qmachina_serving.stream.source import RegistrySource
 from tests.support.served_signals import evaluated_day, expected_events, stream_events
@@ -195,6 +197,14 @@ def test_a_gold_column_must_name_a_gold_column_of_the_pipeline(world) -> None:
     with pytest.raises(ConfigError) as e:
         load_serving(world.serving("vp_gc_no_dsl"), configs_dir=world.configs)
     assert e.value.field == "signal.params.column" and "has no Gold DSL (gold_dsl)" in e.value.reason
+    # a spec built in code (not loaded from a file) is checked by the publishing preflight against the snapshot
+    serving, pipeline = resolve_serving(world.serving("vp_dsl_gc"), configs_dir=world.configs)
+    bad = serving.model_copy(update={"signal": SignalSpec(name="gold_column", params={"column": "nope"})})
+    with pytest.raises(PreflightError) as p:
+        preflight(bad, pipeline, lineage_for_register(bad, pipeline, code_version="", code_dirty=False),
+                  instrument=world.instrument, lake=world.lake)
+    assert "spec" in p.value.kinds and "signal.params.column: 'nope' is not a built-in gold column" in str(p.value)
+    assert "Gold DSL 'depth_imbalance' (outputs: local_depth_imbalance, " in str(p.value)
 
 
 def _refused(world, name: str, kinds: set[str], *needles: str) -> None:
