@@ -151,8 +151,9 @@ class OnlineSignal:
         missing = [c for c in signal.columns if c not in silver_names and c not in _GOLD_COLUMNS
                    and c not in dsl_columns]
         if missing:
-            raise ValueError(f"signal {signal.name!r} reads {', '.join(missing)}: not a silver, built-in gold or "
-                             "Gold DSL output column, not available online")
+            raise ValueError(f"signal {signal.name!r} reads {', '.join(missing)}: not a silver or built-in gold "
+                             f"column, nor a Gold DSL output fed online (dsl_columns: "
+                             f"{', '.join(dsl_columns) or 'none'}), not available online")
         #: where push() reads each column: the silver grid, the built-in gold or the DSL outputs
         self._source = {c: "gold" if c in _GOLD_COLUMNS else ("grid" if c in silver_names else "dsl")
                         for c in signal.columns}
