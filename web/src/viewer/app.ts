@@ -28,7 +28,7 @@ import { continueWith, createViewerModel, ingestBin, type ViewerModel } from './
 import { isNormalization, NORMALIZATIONS, Normalizer, type Normalization } from './normalize';
 import { buildStreamUrl, checkReplayParam, withReplay, withSignals, type ReplayQuery, type ViewerParams } from './params';
 import { plotRect, Renderer, visibleBins, type Marker } from './renderer';
-import { formatTicks, SignalTrack } from './signals';
+import { declaresSignal, formatTicks, SIGNAL_FALLBACK_CODES, signalLegend, SignalTrack } from './signals';
 import { Api, apiBase } from '../pages/api';
 import { RollingStats } from './stats';
 import {
@@ -71,24 +71,6 @@ export interface QmachinaStats {
   signalScore: number | null;
   /** Markers in the last frame's time range (canvas px, at most 64). */
   markersDrawn: { x: number; y: number; kind: Marker['kind'] }[];
-}
-
-/** Close codes after which a signals=1 stream falls back to the plain one (4422: no signal, 4501: an ML signal). */
-export const SIGNAL_FALLBACK_CODES: ReadonlySet<number> = new Set([4422, 4501]);
-
-/** Whether a published version (or a runtime_config) declares a traded signal (`signal` non-null). */
-export function declaresSignal(snapshot: Readonly<Record<string, unknown>> | null | undefined): boolean {
-  const sig = snapshot?.signal;
-  return sig !== null && sig !== undefined && typeof sig === 'object';
-}
-
-/** The HUD's legend line: what is traded, from `replay.signals`. */
-export function signalLegend(info: SignalsInfo): string {
-  const e = info.eval;
-  const fmt = (x: number) => String(Number(x.toFixed(4)));
-  return `${info.signal} · threshold ${fmt(e.threshold)} · TP ${fmt(e.tp_ticks)} / SL ${fmt(e.sl_ticks)} ticks`
-    + ` · hold ≤ ${e.max_hold_bins} bins · cooldown ${e.cooldown_bins} · ${e.entry_mode} fill +${e.latency_bins} bin`
-    + `${e.cost_ticks_per_trade ? ` · cost ${fmt(e.cost_ticks_per_trade)} t` : ''} · eval ${info.eval_source}`;
 }
 
 declare global {

@@ -5,6 +5,7 @@
  * so this module does not depend on the decoder's names (stream/contract.ts `SignalMessage` fits them).
  */
 
+import type { SignalsInfo } from '../stream/contract';
 import type { Marker } from './renderer';
 
 export interface SignalEventLike {
@@ -112,4 +113,22 @@ export class SignalTrack {
   get latest(): number {
     return this.order.length && this.order[this.order.length - 1] === this.lastTs ? this.scores.get(this.lastTs)! : NaN;
   }
+}
+
+/** Close codes after which a signals=1 stream falls back to the plain one (4422: no signal, 4501: an ML signal). */
+export const SIGNAL_FALLBACK_CODES: ReadonlySet<number> = new Set([4422, 4501]);
+
+/** Whether a published version (or a runtime_config) declares a traded signal (`signal` non-null). */
+export function declaresSignal(snapshot: Readonly<Record<string, unknown>> | null | undefined): boolean {
+  const sig = snapshot?.signal;
+  return sig !== null && sig !== undefined && typeof sig === 'object';
+}
+
+/** The HUD's legend line: what is traded, from `replay.signals`. */
+export function signalLegend(info: SignalsInfo): string {
+  const e = info.eval;
+  const fmt = (x: number) => String(Number(x.toFixed(4)));
+  return `${info.signal} · threshold ${fmt(e.threshold)} · TP ${fmt(e.tp_ticks)} / SL ${fmt(e.sl_ticks)} ticks`
+    + ` · hold ≤ ${e.max_hold_bins} bins · cooldown ${e.cooldown_bins} · ${e.entry_mode} fill +${e.latency_bins} bin`
+    + `${e.cost_ticks_per_trade ? ` · cost ${fmt(e.cost_ticks_per_trade)} t` : ''} · eval ${info.eval_source}`;
 }
