@@ -2,13 +2,13 @@
 serving process that serves the built client (web/dist), the stream and the REST API on one loopback port.
 
 The lake holds the real ESH4 samples' bronze (2023-12-25, and 2023-12-24 which is only a snapshot: a day
-without bins); alias `live` first points at one vacuum-pressure version,
-then at a second (a different display name), so the registry page's rollback must bring back the first;
-alias `ema` is an EMA-ensemble version (no signal: `signals=1` falls back to the plain stream). Both `live` versions
-trade flow_score at threshold 0.15, which enters first at 18:00:30.1 on the sample window (6 trades in the 5 minutes):
-the viewer's signal markers have something to draw. The browser logs in once through login.html with a real admin token
-of the lake's control plane (the session cookie), then every page and the stream use that session. Screenshots and the viewer's frame-time figures go to
-`test-artifacts/e2e/` (QMACHINA_E2E_ARTIFACTS overrides).
+without bins); alias `live` first points at one vacuum-pressure version, then at a second (a different display
+name), so the registry page's rollback must bring back the first; alias `ema` is an EMA-ensemble version (no
+signal: `signals=1` falls back to the plain stream). Both `live` versions trade flow_score at threshold 0.15,
+which enters first at 18:00:30.1 on the sample window (6 trades in its 5 minutes), so the viewer's signal markers
+have something to draw. The browser logs in once through login.html with a real admin token of the lake's control
+plane (the session cookie), then every page and the stream use that session. Screenshots and the viewer's
+frame-time figures go to `test-artifacts/e2e/` (QMACHINA_E2E_ARTIFACTS overrides).
 
 Needs Chromium (`make browser` installs Debian's package) and `make web-build`; without them the test
 skips, and fails under QMACHINA_REQUIRE_SERVICES=1 (CI).
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from qmachina_assets.core.paths import PROJECT_ROOT
-from qmachina_assets.core.registry import Registry
 from qmachina_assets.core.ingest import lake as lakemod
 from qmachina_assets.core.ingest.bronze import build_bronze
+from qmachina_assets.core.paths import PROJECT_ROOT
+from qmachina_assets.core.registry import Registry
 from tests.conftest import ESH4_1224, REQUIRE_SERVICES, sample
 from tests.support.serving import build_served_lake, serve
 
