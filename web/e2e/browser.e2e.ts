@@ -226,6 +226,33 @@ describe('stream viewer', () => {
     await page.close();
   });
 
+  it('without the version from the REST API, the hello decides (signals=1); the toggle switches it off and continues', async () => {
+    const sockets: string[] = [];
+    const { page, errors } = await openPage('/?serving=live&speed=8', [], async (p) => {
+      p.on('websocket', (ws) => sockets.push(ws.url()));
+      await p.route(/\/v1\/serving\/versions\//, (route) => route.abort()); // the default cannot be read up front
+    });
+    await page.waitForFunction(() => (window.__qmachinaStats?.signalMessages ?? 0) >= 20, undefined, { timeout: 30_000 });
+    expect(sockets).toHaveLength(2);
+    expect(sockets[0]).not.toContain('signals=');
+    expect(sockets[1]).toContain('signals=1');
+    expect(await page.locator('#signals').isChecked()).toBe(true);
+    const st = await stats(page);
+    expect(st.held).toBe(st.bins); // the plain connection's bins (if any came) were not kept twice
+    // the toggle switches it off: the stream continues from the newest bin without signals, the HUD goes
+    await page.locator('#signals').uncheck();
+    await expect.poll(() => sockets.length).toBe(3);
+    expect(sockets[2]).not.toContain('signals=');
+    expect(sockets[2]).toMatch(/start=18%3A0\d%3A\d\d/);
+    await expect.poll(async () => (await stats(page)).signals).toBe(false);
+    await expect.poll(async () => page.locator('[data-testid="signal-hud"]').isHidden()).toBe(true);
+    expect(page.url()).toContain('signals=0');
+    await waitForBins(page, st.bins + 10);
+    expect((await stats(page)).markersDrawn).toEqual([]);
+    expect(errors.filter((e) => !e.includes('/v1/serving/versions/'))).toEqual([]);
+    await page.close();
+  });
+
   it('signals=1 on a version without a signal (4422) falls back to the plain stream with a note', async () => {
     const { page, errors } = await openPage(`/?serving=${env('QMACHINA_E2E_EMA')}&speed=4&signals=1`);
     await waitForBins(page, 10);
