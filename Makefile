@@ -41,11 +41,13 @@ demo: install web-build
 live-demo: install web-build
 	$(VENV)/bin/qmachina live demo
 
-## The test suite (CI runs this with QMACHINA_REQUIRE_SERVICES=1)
+## The test suite (CI runs this with QMACHINA_REQUIRE_SERVICES=1). Two pytest-xdist workers, one test file per
+## worker (module fixtures such as a `dagster dev` start once); most long tests wait on subprocesses.
+PYTEST_WORKERS ?= 2
 test: install web-build browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/qmachina validate-configs
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 	npm --prefix web test
 
 lint: install

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import pyarrow.parquet as pq
 import pytest
 
 from qmachina_assets.cli import main
@@ -103,6 +104,7 @@ def test_silver_refuses_another_root_on_the_locked_venue(tmp_path, capsys):
     es = write_records(tmp_path / "es.dbn", records, params, inst)
     assert main(["silver", str(es), "--out", str(tmp_path / "o"), "--symbol", "NQH4"]) == 2
     assert "--symbol" in capsys.readouterr().err
-    assert main(["silver", str(es), "--out", str(tmp_path / "o")]) == 0
+    assert main(["silver", str(es), "--out", str(tmp_path / "o"), "--start-et", "09:30", "--end-et", "09:35"]) == 0
     assert (tmp_path / "o" / "bins.parquet").is_file() and not _temps(tmp_path / "o")
     assert os.path.getsize(tmp_path / "o" / "grid.parquet") > 0
+    assert pq.read_metadata(tmp_path / "o" / "bins.parquet").num_rows == 5 * 60 * 10  # 5 min of 100 ms bins
