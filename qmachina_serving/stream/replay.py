@@ -20,7 +20,8 @@
   one bin at a time) follows the same silver and each `Frame` carries the bin's `signal` message (score and
   entry/exit events), sent right after the bin; the session's end adds a `final` one (`final_signal`). Like
   the DSL, it follows the silver from the capture window's start, so at a mid-day start its state is warmed
-  to the boundary and stored with the engine checkpoint (`Followers` when both run).
+  to the boundary and stored with the engine checkpoint (`Followers` when both run). A signal that reads Gold
+  DSL outputs (`gold_column` on one) is fed the DSL follower's per-bin outputs: the DSL runs once per bin.
 - Frame shapers are per model (`SHAPERS`): `vacuum_pressure` sends the dense ±R grid; `ema_ensemble`
   (SPEC §9) sends one k = 0 row per bin, the spot tick's row of the same engine grid (zeros while the
   spot is invalid). Both share the grid_update scalars and the one-encode-per-bin framing.
@@ -415,7 +416,8 @@ def dsl_follower(version: ServedVersion, plan: ReplayPlan) -> DslFollower | None
 
 class Followers:
     """Several followers of one silver (the Gold DSL and the served signal) as one `SilverFollower`: they share
-    the start (the capture window's) and one engine checkpoint."""
+    the start (the capture window's) and one engine checkpoint. A signal reading Gold DSL outputs gets the DSL
+    follower's (which comes first), as in `BinProducer.produce`."""
 
     def __init__(self, parts: list[Any]):
         if len({p.start_ns for p in parts}) != 1:
@@ -431,8 +433,14 @@ class Followers:
         return self.parts[0].start_ns
 
     def feed(self, bins: dict[str, np.ndarray], grid: dict[str, np.ndarray]) -> None:
+        dsl = None
         for p in self.parts:
-            p.feed(bins, grid)
+            if isinstance(p, DslFollower):
+                dsl = p.feed(bins, grid)
+            elif isinstance(p, SignalStream) and p.reads_dsl:
+                p.feed(bins, grid, dsl)
+            else:
+                p.feed(bins, grid)
 
     def checkpoint(self) -> bytes:
         buf = io.BytesIO()
@@ -451,8 +459,8 @@ def signal_setup(version: ServedVersion) -> SignalSetup:
     the version, or its file missing or altered: the message names it)."""
     try:
         return SignalSetup.from_published(version.serving_spec, version.experiment_eval, version.runtime,
-                                          version.snapshot["gold_config"], model=version.snapshot.get("model"),
-                                          lake=version.lake)
+                                          version.snapshot["gold_config"], version.snapshot.get("gold_dsl"),
+                                          model=version.snapshot.get("model"), lake=version.lake)
     except SignalUnavailable as exc:
         code = CloseCode.NOT_IMPLEMENTED if isinstance(exc, MLSignalUnavailable) else CloseCode.NOT_SERVABLE
         raise StreamError(code, f"signals=1: {exc} (version {version.version_id})") from exc
@@ -474,13 +482,14 @@ def _warm_checkpoint(lake: str, symbol: str, date: str, runtime: dict[str, Any],
                      start_ns: int | None, end_ns: int | None,
                      dsl: tuple[dict[str, Any], int | None] | None = None,
                      signal: tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any], int | None,
-                                   dict[str, Any] | None] | None = None) -> bool:
-    """Worker-process side of a large checkpoint miss: build and store it (returns loaded_from_cache)."""
+                                   dict[str, Any] | None, dict[str, Any] | None, str | None] | None = None) -> bool:
+    """Worker-process side of a large checkpoint miss: build and store it (returns loaded_from_cache). `signal`:
+    serving spec, experiment eval, gold config, start, Gold DSL section, model entry, the model's lake."""
     inst = InstrumentConfig.model_validate(runtime)
     parts: list[Any] = [] if dsl is None else [DslFollower(dsl[0], inst, dsl[1])]
     if signal is not None:
-        parts.append(SignalStream(SignalSetup.from_published(signal[0], signal[1], inst, signal[2], model=signal[4],
-                                                             lake=lake), signal[3]))
+        parts.append(SignalStream(SignalSetup.from_published(signal[0], signal[1], inst, signal[2], signal[4],
+                                                             model=signal[5], lake=signal[6]), signal[3]))
     follower = None if not parts else (parts[0] if len(parts) == 1 else Followers(parts))
     return engine_at(Path(lake), symbol, date, inst, boundary_ns, start_ns, end_ns, follower)[2]
 
@@ -549,7 +558,9 @@ class BinProducer:
                     v = self.version
                     dsl = (v.snapshot["gold_dsl"], self.dsl.start_ns) if self.dsl in warm else None
                     sig = ((v.serving_spec, v.experiment_eval, v.snapshot["gold_config"], self.signal.start_ns,
-                            v.snapshot.get("model")) if self.signal is not None and self.signal in warm else None)
+                            v.snapshot.get("gold_dsl"), v.snapshot.get("model"),
+                            None if v.lake is None else str(v.lake))
+                           if self.signal is not None and self.signal in warm else None)
                     try:
                         self._pool().submit(_warm_checkpoint, str(self.lake), plan.symbol, plan.date.isoformat(),
                                             runtime.model_dump(), boundary, plan.start_ns, plan.end_ns,
@@ -593,6 +604,7 @@ class BinProducer:
                     self.final_signal = self._signal_message(*self._last_bin, None, self.signal.finish(), True)
                 break
             frames = self.shaper.frames(chunk)  # chunk views are valid until the next chunk is requested
+            gold = None
             if self.dsl is not None:
                 gold = self.dsl.feed(chunk.bins, chunk.grid)
                 w = self.shaper.rows_per_bin
@@ -602,7 +614,7 @@ class BinProducer:
                     f.gold = {c: gold[c][b * w:(b + 1) * w] for c in names}
                     f.dsl_in = (seq[b:b + 1], valid[b:b + 1], spot[b:b + 1], inp[:, b * w:(b + 1) * w])
             if self.signal is not None:
-                for f, s in zip(frames, self.signal.feed(chunk.bins, chunk.grid), strict=True):
+                for f, s in zip(frames, self.signal.feed(chunk.bins, chunk.grid, gold), strict=True):
                     f.signal = self._signal_message(f.bin_seq, s.ts_ns, s.score, s.events)
             if frames:
                 self._last_bin = (frames[-1].bin_seq, int(chunk.bins["ts_ns"][-1]))

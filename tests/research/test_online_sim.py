@@ -98,6 +98,7 @@ def test_online_silver_and_gold_equal_batch(flow_run, batch):
     ("derivative", {"zscore_window_bins": 120, "zscore_min_periods": 30, "d2_weight": 0.5, "d3_weight": 0.25}),
     ("iirc", {}),
     ("jad", {"zscore_window": 150}),
+    ("gold_column", {"column": "pressure_variant", "k": 2, "sign": -1}),
 ])
 def test_online_signal_equals_batch_score(flow_run, batch, name, params):
     """Rolling buffer of `signal_lookback` bins, last value == the batch score at every bin."""

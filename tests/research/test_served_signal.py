@@ -4,8 +4,10 @@ score is refused with the reason (the stream test, tests/serving/test_serving_st
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from qmachina_assets.core.engine import silver
 from qmachina_assets.core.gold.features import GoldFeatureConfig
 from qmachina_assets.core.instrument import locked_instrument
 from qmachina_assets.core.research.served_signal import (
@@ -68,3 +70,38 @@ def test_an_ml_version_needs_its_model_file(tmp_path) -> None:
         SignalSetup.from_published(spec, None, runtime, gold, model=entry, lake=tmp_path)
     with pytest.raises(MLSignalUnavailable, match="fitted for 'gbm_mf'"):
         SignalSetup.from_published(spec, None, runtime, gold, model={**entry, "signal": "gbm_mf"}, lake=tmp_path)
+
+
+def test_a_gold_dsl_output_is_read_from_the_versions_dsl() -> None:
+    """`gold_column` on a Gold DSL output streams only when the version's DSL defines it (the DSL follower feeds
+    it per bin: `feed` refuses to score without it); its identity then names the DSL spec."""
+    dump = _dump(signal={"name": "gold_column", "params": {"column": "book_depth_imbalance_z"}, "weights": {}})
+    runtime = locked_instrument()
+    gold = GoldFeatureConfig.from_instrument(runtime).model_dump()
+    with pytest.raises(SignalUnavailable, match="'book_depth_imbalance_z': not a silver or built-in gold column, "
+                                                "and its pipeline has no Gold DSL"):
+        SignalSetup.from_published(dump, None, runtime, gold)
+    with pytest.raises(SignalUnavailable, match=r"its Gold DSL's outputs are local_depth_imbalance$"):
+        SignalSetup.from_published(dump, None, runtime, gold, {"outputs": ["local_depth_imbalance"], "spec_hash": "a"})
+    section = {"outputs": ["local_depth_imbalance", "book_depth_imbalance_z"], "spec_hash": "a"}
+    setup = SignalSetup.from_published(dump, None, runtime, gold, section)
+    assert setup.dsl_columns() == ("book_depth_imbalance_z",) and setup.lookback().bins == 1
+    assert setup.describe()["gold_dsl"] == {"spec_hash": "a", "columns": ["book_depth_imbalance_z"]}
+    other = SignalSetup.from_published(dump, None, runtime, gold, {**section, "spec_hash": "b"})
+    stream = SignalStream(setup)
+    assert stream.reads_dsl and stream.identity != SignalStream(other).identity
+    assert "gold_dsl" not in _setup(_dump()).describe() and not SignalStream(_setup(_dump())).reads_dsl
+    r = runtime.grid_radius_ticks
+    spot = 5000 * round(1 / runtime.price_scale)
+    bins = {"bin_seq": [0], "bin_start_ns": [0], "ts_ns": [100_000_000], "spot_ref_price_int": [spot],
+            "book_valid": [True], "ask_reprice_sign": [0], "bid_reprice_sign": [0], "mid_price": [5000.0],
+            "best_bid_price_int": [spot - runtime.tick_int], "best_ask_price_int": [spot + runtime.tick_int]}
+    bins = {k: np.asarray(v) for k, v in bins.items()}
+    grid = {n: np.zeros(2 * r + 1, dt) for n, dt in silver.GRID_COLUMNS}
+    grid["k"] = np.arange(-r, r + 1, dtype=np.int32)
+    with pytest.raises(ValueError, match="needs the bin's DSL outputs"):
+        stream.feed(bins, grid)
+    z = np.linspace(-1, 1, 2 * r + 1)
+    z[r] = 2.5
+    out = stream.feed(bins, grid, {"local_depth_imbalance": np.zeros(2 * r + 1), "book_depth_imbalance_z": z})
+    assert [b.score for b in out] == [2.5]  # the DSL output at k = 0

@@ -154,6 +154,12 @@ def test_rolling_robust_z_std_fallback_where_mad_is_zero():
 R = 50
 N = 3000
 STAT = sorted(n for n, c in REGISTRY.items() if c.kind == "statistical")
+#: params of signals that have required ones (the generic tests below use these, defaults for the rest)
+REQUIRED_PARAMS = {"gold_column": {"column": "flow_score", "k": 1}}
+
+
+def _make(name, **params):
+    return REGISTRY[name]({**REQUIRED_PARAMS.get(name, {}), **params})
 #: signals whose score flips sign when the book is mirrored (k -> -k, directional codes negated)
 DIRECTIONAL = ("ads", "ads_pfp_svac", "derivative", "erd", "iirc", "jad", "msd", "pfp", "spg")
 CODE_DOMAIN = {"state5_code": (-2, 2), "flow_state_code": (-1, 1), "microstate_id": (0, 8)}
@@ -181,7 +187,7 @@ def _empty(n=N, radius=R, n_days=2):
 def _random_data(seed=0, n=N):
     rng = np.random.default_rng(seed)
     d = _empty(n)
-    names = {c for s in STAT for c in REGISTRY[s].columns}
+    names = {c for s in STAT for c in _make(s).columns}
     d.columns = {c: _random_column(c, (n, 2 * R + 1), rng) for c in sorted(names)}
     d.valid[rng.choice(n, 30, replace=False)] = False
     for g in d.columns.values():
@@ -197,15 +203,15 @@ def data():
 def test_registry_has_the_statistical_signals():
     assert sorted(statistical.STATISTICAL_SIGNALS) == STAT
     for name in STAT:
-        sig = REGISTRY[name]()
+        sig = _make(name)
         assert all(t > 0 for t in sig.default_thresholds)
         with pytest.raises(ValueError):
-            REGISTRY[name]({"no_such_param": 1})
+            _make(name, no_such_param=1)
 
 
 @pytest.mark.parametrize("name", STAT)
 def test_score_is_causal(name, data):
-    sig = REGISTRY[name]()
+    sig = _make(name)
     base = sig.score(data)
     assert base.shape == (N,) and base.dtype == np.float64
     warm = data.valid & (np.arange(N) % 1500 >= 10)  # pfp has no value for its first lag bins of a day
@@ -235,7 +241,7 @@ def _mirror(d):
 
 @pytest.mark.parametrize("name", DIRECTIONAL)
 def test_mirrored_book_negates_the_score(name, data):
-    sig = REGISTRY[name]()
+    sig = _make(name)
     s = sig.score(data)
     assert np.nanstd(s) > 0
     np.testing.assert_allclose(sig.score(_mirror(data)), -s, rtol=1e-7, atol=1e-9, equal_nan=True)
@@ -245,7 +251,7 @@ def test_scores_reset_at_day_boundary(data):
     """Day 1 scored alone equals day 1 scored after day 0: no state crosses the boundary."""
     day1 = data.slice(1500, N)
     for name in STAT:
-        sig = REGISTRY[name]()
+        sig = _make(name)
         np.testing.assert_allclose(sig.score(data)[1500:], sig.score(day1), rtol=1e-9, atol=1e-12,
                                    equal_nan=True, err_msg=name)
 
@@ -255,7 +261,7 @@ def test_any_radius_works():
     small = GridData(d.ts_ns, d.mid, d.best_bid, d.best_ask, d.valid, d.day, 30, 100,
                      {c: g[:, 20:81] for c, g in d.columns.items()})
     for name in STAT:
-        assert np.isfinite(REGISTRY[name]().score(small)[small.valid & (np.arange(600) % 300 >= 10)]).all()
+        assert np.isfinite(_make(name).score(small)[small.valid & (np.arange(600) % 300 >= 10)]).all()
     with pytest.raises(ValueError):
         statistical.Spg().score(GridData(d.ts_ns, d.mid, d.best_bid, d.best_ask, d.valid, d.day, 10, 100,
                                          {c: g[:, 40:61] for c, g in d.columns.items()}))
@@ -268,9 +274,9 @@ def test_any_radius_works():
 def test_fit_learns_no_thresholds(name, data):
     """Thresholds are the sweep's pre-registered axis: a statistical signal offers no fitted thresholds and
     fitting it does not change its scores (issue 14 item 7: the adaptive ones had no caller)."""
-    sig = REGISTRY[name]()
+    sig = _make(name)
     assert not hasattr(sig, "thresholds") and not hasattr(sig, "adaptive_thresholds")
-    before = REGISTRY[name]().score(data)
+    before = _make(name).score(data)
     np.testing.assert_array_equal(sig.fit(data.slice(0, 1500)).score(data), before)
 
 
@@ -412,3 +418,31 @@ def test_flow_score_reads_the_gold_column_at_k():
     assert np.allclose(statistical.FlowScore({"k": 2}).score(d)[6:], 0.3)
     with pytest.raises(ValueError):
         statistical.FlowScore({"k": 51}).score(d)
+
+
+def test_gold_column_reads_a_named_column_at_k():
+    """gold_column thresholds any gold column of the data (a Gold DSL output is just another column): its
+    `columns` are its params'; an unknown column fails naming it and the data's columns."""
+    d = _flat(("flow_score",), n=20, value=0.0)
+    d.columns["book_depth_imbalance_z"] = np.zeros((20, 2 * R + 1))
+    d.columns["book_depth_imbalance_z"][:, R] = np.linspace(-3, 3, 20)
+    d.columns["book_depth_imbalance_z"][:, R - 4] = 0.7
+    d.valid[5] = False
+    sig = statistical.GoldColumn({"column": "book_depth_imbalance_z"})
+    assert sig.columns == ("book_depth_imbalance_z",) and statistical.FlowScore.columns == ("flow_score",)
+    s = sig.score(d)
+    assert np.isnan(s[5]) and np.array_equal(np.delete(s, 5), np.delete(np.linspace(-3, 3, 20), 5))
+    assert np.allclose(statistical.GoldColumn({"column": "book_depth_imbalance_z", "k": -4}).score(d)[6:], 0.7)
+    neg = statistical.GoldColumn({"column": "book_depth_imbalance_z", "sign": -1}).score(d)
+    assert np.array_equal(neg, -s, equal_nan=True)
+    d.columns["flow_score"][:, R] = np.linspace(-1, 1, 20)  # a built-in column: flow_score's own value
+    assert np.array_equal(statistical.GoldColumn({"column": "flow_score"}).score(d), statistical.FlowScore().score(d),
+                          equal_nan=True)
+    with pytest.raises(ValueError, match=r"column 'no_such_output' is not in the data \(it has: "
+                                         r"book_depth_imbalance_z, flow_score\)"):
+        statistical.GoldColumn({"column": "no_such_output"}).score(d)
+    with pytest.raises(ValueError, match="k=51 outside"):
+        statistical.GoldColumn({"column": "flow_score", "k": 51}).score(d)
+    for bad in ({}, {"column": "x", "sign": 2}, {"column": "not a name"}, {"column": "x", "typo": 1}):
+        with pytest.raises(ValueError):
+            statistical.GoldColumn(bad)

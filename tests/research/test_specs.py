@@ -148,7 +148,7 @@ CASES = [
     ("experiment cooldown 0", "experiments/flow_score_sweep.yaml",
      lambda d: d["eval"].update(cooldown_bins=[10, 0]), "eval.cooldown_bins[1]", r"greater than or equal to 1"),
     ("unknown signal", "serving/vp_flow_score.yaml", lambda d: d["signal"].update(name="foo"),
-     "signal.name", r"unknown signal 'foo' \(known: ads, .*flow_score\)"),
+     "signal.name", r"unknown signal 'foo' \(known: ads, .*flow_score, gold_column\)"),
     ("unknown signal param", "serving/vp_derivative.yaml", lambda d: d["signal"]["params"].update(window=3),
      "signal.params.window", r"unknown parameter of signal 'derivative'"),
     ("signal param fails the runtime rules", "serving/vp_derivative.yaml",

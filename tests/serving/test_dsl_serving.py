@@ -21,8 +21,12 @@ from qmachina_assets.core.engine.silver_partition import silver_dir
 from qmachina_assets.core.gold import dsl, dsl_runtime
 from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.registry import PreflightError, Registry
+from qmachina_assets.core.registry.lineage import lineage_for_register
+from qmachina_assets.core.registry.preflight import preflight
+from qmachina_assets.core.research.specs import ConfigError, SignalSpec, load_serving, resolve_serving
 from qmachina_serving.stream.replay import BinProducer, ReplayRequest, plan_replay
 from qmachina_serving.stream.source import RegistrySource
+from tests.support.served_signals import evaluated_day, expected_events, stream_events
 from tests.support.serving import DATE, build_served_lake, serve
 
 SPEC = PROJECT_ROOT / "configs" / "gold" / "depth_imbalance.yaml"
@@ -42,6 +46,14 @@ def world(tmp_path_factory):
     w.serving("vp_dsl_no_depth").write_text(
         vp.replace("name: vp_stream_test", "name: vp_dsl_no_depth").replace(
             "  - {name: bid_depth, dtype: float64, role: force}\n", ""))
+    assert "signal:\n  name: flow_score\nthreshold: 0.15\n" in vp
+    for name, pipe, column in (("vp_dsl_gc", "esh4_sunday_open_dsl", "book_depth_imbalance_z"),
+                               ("vp_dsl_gc_unknown", "esh4_sunday_open_dsl", "book_depth_imbalance_zz"),
+                               ("vp_gc_no_dsl", "esh4_sunday_open", "book_depth_imbalance_z")):
+        w.serving(name).write_text(vp.replace("name: vp_stream_test", f"name: {name}").replace(
+            "pipeline: esh4_sunday_open_dsl", f"pipeline: {pipe}").replace(
+            "signal:\n  name: flow_score\nthreshold: 0.15\n",
+            f"signal:\n  name: gold_column\n  params: {{column: {column}, sign: -1}}\nthreshold: 1.5\n"))
     ema = w.serving("ema_stream_test").read_text()
     w.serving("ema_dsl").write_text(ema.replace("name: ema_stream_test", "name: ema_dsl").replace(
         "pipeline: esh4_sunday_open", "pipeline: esh4_sunday_open_dsl"))
@@ -51,9 +63,9 @@ def world(tmp_path_factory):
     return w
 
 
-def _frames(world, **req) -> tuple[BinProducer, list]:
-    version = RegistrySource(lake=world.lake, instrument=world.instrument).resolve("dsl")
-    plan = plan_replay(version, ReplayRequest(serving="dsl", **req), world.lake)
+def _frames(world, alias: str = "dsl", **req) -> tuple[BinProducer, list]:
+    version = RegistrySource(lake=world.lake, instrument=world.instrument).resolve(alias)
+    plan = plan_replay(version, ReplayRequest(serving=alias, **req), world.lake)
     producer = BinProducer(world.lake, plan, version)
     producer.open()
     frames = []
@@ -134,6 +146,65 @@ def test_signals_and_the_dsl_share_one_checkpoint(world) -> None:
         final = json.loads(producer.final_signal)
         assert final["final"] and final["events"][0]["outcome"] == "truncated"
         assert final["events"] == [{**e, "bin_seq": e["bin_seq"] - 2100} for e in want["events"]]
+
+
+def test_gold_column_on_a_dsl_output_streams_the_evaluated_trades_exactly(world, monkeypatch) -> None:
+    """A `gold_column` signal on a Gold DSL output with signals=1 (at max speed: the producer unpaced): every bin's
+    score equals the batch signal on the research dataset (which carries the DSL outputs) bit for bit and the
+    events equal `evaluate`'s trades exactly; the signal reads the DSL follower's outputs (the DSL runs once per
+    bin), and a mid-day start from the shared checkpoint resumes the same messages."""
+    s, data, _, res = evaluated_day(world.lake, "vp_dsl_gc")
+    assert res.metrics.n_trades >= 4 and {int(o) for o in res.trades["outcome"]} >= {1, -1}  # the test can fail
+    with Registry(lake=world.lake, instrument=world.instrument) as reg:
+        reg.register(world.serving("vp_dsl_gc"), alias="dsl_gc", actor="tests", reason="gold_column on a DSL output",
+                     configs_dir=world.configs, expected_version_id=None)
+    rows = []
+    step_raw = dsl_runtime.DslRuntime.step_raw
+    monkeypatch.setattr(dsl_runtime.DslRuntime, "step_raw",
+                        lambda rt, *a: rows.append(a[3].shape[1]) or step_raw(rt, *a))
+    producer, frames = _frames(world, "dsl_gc", signals=True)
+    monkeypatch.undo()
+    w = 2 * world.instrument.grid_radius_ticks + 1
+    assert len(frames) == len(data.ts_ns) == 3000 and sum(rows) == 3000 * w  # one DSL computation per bin
+    signals = [json.loads(f.signal) for f in frames] + [json.loads(producer.final_signal)]
+    assert [m["ts_ns"] for m in signals[:-1]] == [str(t) for t in data.ts_ns]
+    scores = np.array([np.nan if m["score"] is None else m["score"] for m in signals[:-1]])
+    np.testing.assert_array_equal(scores, s)  # NaN where the batch score is NaN, else bit-equal
+    np.testing.assert_array_equal(scores[data.valid], -np.array([f.gold["book_depth_imbalance_z"][w // 2]
+                                                                 for f in frames])[data.valid])
+    assert stream_events(signals) == expected_events(res, data)
+    assert signals[-1]["final"] and producer.open_info["signal"]["state"] == "fresh"
+    mid, later = _frames(world, "dsl_gc", start=dt.time(18, 3, 30), signals=True)
+    assert (mid.open_info["gold_dsl"]["state"], mid.open_info["signal"]["state"]) == ("checkpoint", "checkpoint")
+    got = [json.loads(f.signal) for f in later] + [json.loads(mid.final_signal)]
+
+    def key(m: dict) -> tuple:  # bin_seq restarts at 0 at the start
+        return m["ts_ns"], m["score"], [(e["event"], e["ts_ns"], e["price"], e.get("pnl_ticks")) for e in m["events"]]
+
+    assert len(got) == 901 and [key(m) for m in got] == [key(m) for m in signals[2100:]]
+
+
+def test_a_gold_column_must_name_a_gold_column_of_the_pipeline(world) -> None:
+    """The serving spec's column is checked against the pipeline: a DSL output its Gold DSL does not define, or any
+    non-built-in column on a pipeline without one, fails at signal.params.column naming what exists."""
+    assert load_serving(world.serving("vp_dsl_gc"), configs_dir=world.configs).signal.params["column"] == \
+        "book_depth_imbalance_z"
+    with pytest.raises(ConfigError) as e:
+        load_serving(world.serving("vp_dsl_gc_unknown"), configs_dir=world.configs)
+    assert e.value.field == "signal.params.column"
+    assert "'book_depth_imbalance_zz' is not a built-in gold column (pressure_variant, " in e.value.reason
+    assert "Gold DSL 'depth_imbalance' (outputs: local_depth_imbalance, " in e.value.reason
+    with pytest.raises(ConfigError) as e:
+        load_serving(world.serving("vp_gc_no_dsl"), configs_dir=world.configs)
+    assert e.value.field == "signal.params.column" and "has no Gold DSL (gold_dsl)" in e.value.reason
+    # a spec built in code (not loaded from a file) is checked by the publishing preflight against the snapshot
+    serving, pipeline = resolve_serving(world.serving("vp_dsl_gc"), configs_dir=world.configs)
+    bad = serving.model_copy(update={"signal": SignalSpec(name="gold_column", params={"column": "nope"})})
+    with pytest.raises(PreflightError) as p:
+        preflight(bad, pipeline, lineage_for_register(bad, pipeline, code_version="", code_dirty=False),
+                  instrument=world.instrument, lake=world.lake)
+    assert "spec" in p.value.kinds and "signal.params.column: 'nope' is not a built-in gold column" in str(p.value)
+    assert "Gold DSL 'depth_imbalance' (outputs: local_depth_imbalance, " in str(p.value)
 
 
 def _refused(world, name: str, kinds: set[str], *needles: str) -> None:

@@ -30,13 +30,9 @@ from qmachina_assets.core.engine import silver
 from qmachina_assets.core.engine.silver_partition import silver_dir
 from qmachina_assets.core.paths import PROJECT_ROOT
 from qmachina_assets.core.registry import Registry
-from qmachina_assets.core.research import sweeps
-from qmachina_assets.core.research.datasets import build_dataset_day
-from qmachina_assets.core.research.evaluation import evaluate
-from qmachina_assets.core.research.signals.base import LabelSpec
-from qmachina_assets.core.research.specs import EvalConfig, resolve_serving
 from qmachina_serving.settings import ServingSettings
 from tests.support.auth import seed_access
+from tests.support.served_signals import evaluated_day, expected_events, stream_events
 from tests.support.serving import DATE, Server, build_served_lake, serve
 
 ALLOWED_ORIGIN = "http://viewer.test"
@@ -469,45 +465,11 @@ def test_wire_frames_parse_as_websocket_frames(size):
 # ---- signals=1: the served signal is the evaluated one -------------------------------------------------
 
 
-def _evaluated_day(lake: Path):
-    """The evaluation of the `live` version's spec on the served day, by the sweep's own code: the research
-    dataset of the capture window, `sweeps.fit_and_score`, `evaluate` with `sweeps.eval_params` (a registered
-    version has no experiment: EvalConfig's defaults)."""
-    serving, pipeline = resolve_serving("vp_stream_test", configs_dir=lake.parent / "configs")
-    runtime = pipeline.runtime()
-    manifest, _ = build_dataset_day(lake, pipeline, DATE)
-    src = sweeps.DayData(lake, [manifest.dataset_id], runtime.grid_radius_ticks, runtime.tick_int)
-    ev = EvalConfig()
-    label = LabelSpec(serving.tp_ticks, serving.sl_ticks, ev.max_hold_bins, runtime.tick_size)
-    s, data = sweeps.fit_and_score(serving, pipeline, label, src, src, pipeline.gold_config().config_hash)["oos"]
-    params = sweeps.eval_params(serving, ev, runtime.tick_size)
-    res = evaluate(s, data.mid, data.best_bid, data.best_ask, data.ts_ns, data.valid, params, day=data.day,
-                   high=data.mid_high, low=data.mid_low)
-    return s, data, params, res
-
-
-def _expected_events(res, data) -> list[tuple]:
-    """The evaluation's trades as the stream announces them: entry at the fill bin, exit at the exit bin."""
-    names = {1: "tp", -1: "sl", 0: "timeout", 2: "truncated"}
-    out = []
-    for t in res.trades:
-        e, x = int(t["entry_bin"]), int(t["exit_bin"])
-        out.append(("entry", e, str(int(data.ts_ns[e])), int(t["direction"]), float(t["entry_price"]), None, None))
-        out.append(("exit", x, str(int(data.ts_ns[x])), int(t["direction"]), float(t["exit_price"]),
-                    names[int(t["outcome"])], float(t["pnl_ticks"])))
-    return out
-
-
-def _events(signals: list[dict]) -> list[tuple]:
-    return [(e["event"], e["bin_seq"], e["ts_ns"], e["direction"], e["price"], e.get("outcome"), e.get("pnl_ticks"))
-            for m in signals for e in m["events"]]
-
-
 def test_signals_stream_the_evaluated_trades_exactly(server_deep):
     """signals=1 at max speed: every bin's score equals the batch signal on the research dataset and the entry /
     exit events equal `evaluate`'s trades on the same day with the same params: bins, directions, prices,
     outcomes and P&L, exactly (flow_score has a one-bin memory, so the online score is exact)."""
-    s, data, params, res = _evaluated_day(server_deep.lake)
+    s, data, params, res = evaluated_day(server_deep.lake, "vp_stream_test")
     assert res.metrics.n_trades >= 4 and {int(o) for o in res.trades["outcome"]} >= {1, -1}  # the test can fail
     got = run(_collect(f"{server_deep.ws}?serving=live&signals=1&speed=1000"))
     info = got["hello"]["replay"]["signals"]
@@ -520,7 +482,7 @@ def test_signals_stream_the_evaluated_trades_exactly(server_deep):
     assert [m["ts_ns"] for m in signals[:-1]] == [u["ts_ns"] for u, _, _ in got["bins"]] == [str(t) for t in data.ts_ns]
     scores = np.array([np.nan if m["score"] is None else m["score"] for m in signals[:-1]])
     np.testing.assert_array_equal(scores, s)  # NaN where the batch score is NaN, else bit-equal
-    assert _events(signals) == _expected_events(res, data)
+    assert stream_events(signals) == expected_events(res, data)
     for m in signals:  # an event is announced at or after its own bin (a timeout's exit when its window ends)
         assert all(e["bin_seq"] <= m["bin_seq"] for e in m["events"])
 

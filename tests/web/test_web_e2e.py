@@ -2,11 +2,13 @@
 serving process that serves the built client (web/dist), the stream and the REST API on one loopback port.
 
 The lake holds the real ESH4 samples' bronze (2023-12-25, and 2023-12-24 which is only a snapshot: a day
-without bins); alias `live` first points at one vacuum-pressure version,
-then at a second (a different display name), so the registry page's rollback must bring back the first;
-alias `ema` is an EMA-ensemble version. The browser logs in once through login.html with a real admin token
-of the lake's control plane (the session cookie), then every page and the stream use that session. Screenshots and the viewer's frame-time figures go to
-`test-artifacts/e2e/` (QMACHINA_E2E_ARTIFACTS overrides).
+without bins); alias `live` first points at one vacuum-pressure version, then at a second (a different display
+name), so the registry page's rollback must bring back the first; alias `ema` is an EMA-ensemble version (no
+signal: `signals=1` falls back to the plain stream). Both `live` versions trade flow_score at threshold 0.15,
+which enters first at 18:00:30.1 on the sample window (6 trades in its 5 minutes), so the viewer's signal markers
+have something to draw. The browser logs in once through login.html with a real admin token of the lake's control
+plane (the session cookie), then every page and the stream use that session. Screenshots and the viewer's
+frame-time figures go to `test-artifacts/e2e/` (QMACHINA_E2E_ARTIFACTS overrides).
 
 Needs Chromium (`make browser` installs Debian's package) and `make web-build`; without them the test
 skips, and fails under QMACHINA_REQUIRE_SERVICES=1 (CI).
@@ -23,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from qmachina_assets.core.paths import PROJECT_ROOT
-from qmachina_assets.core.registry import Registry
 from qmachina_assets.core.ingest import lake as lakemod
 from qmachina_assets.core.ingest.bronze import build_bronze
+from qmachina_assets.core.paths import PROJECT_ROOT
+from qmachina_assets.core.registry import Registry
 from tests.conftest import ESH4_1224, REQUIRE_SERVICES, sample
 from tests.support.serving import build_served_lake, serve
 
@@ -92,9 +94,12 @@ def test_browser_end_to_end(e2e_world):
     assert figures["frames"] > 5 and figures["painted_share"] > 0.3
     history = json.loads((artifacts / "viewer-history.json").read_text())
     assert history["held_min"] >= 30 and history["gaps"] == 0
+    signals = json.loads((artifacts / "viewer-signals.json").read_text())
+    assert signals["markers"] >= 2 and signals["markers_painted"] >= 1
     print("viewer frame time at 16x:", json.dumps(figures))
+    print("viewer with signal markers at 16x:", json.dumps(signals))
     print("viewer over 30 min of history:", json.dumps(history))
     for shot in ("viewer-heatmap.png", "viewer-tooltip.png", "viewer-history.png", "viewer-history-30min.png",
                  "viewer-candles.png", "viewer-help.png", "viewer-no-data.png", "viewer-unknown-alias.png",
-                 "viewer-ema-candles.png", "registry-before.png", "registry-after.png"):
+                 "viewer-ema-candles.png", "viewer-signals.png", "registry-before.png", "registry-after.png"):
         assert (artifacts / shot).stat().st_size > 5_000, shot

@@ -56,6 +56,9 @@ describe('stream viewer', () => {
     expect(painted.colours).toBeGreaterThan(64);
     expect(st.frames).toBeGreaterThan(5);
     expect(st.trades).toBeGreaterThan(0); // trades derived from fill_mass are drawn as bubbles
+    // `live` has a signal (flow_score): without signals= on the page the viewer asks for it by default
+    expect(st.signals).toBe(true);
+    expect(await page.locator('#signals').isChecked()).toBe(true);
 
     // crosshair tooltip: the cell's time, price, book and gold values
     await hover(page, 0.8, 0.5);
@@ -173,6 +176,96 @@ describe('stream viewer', () => {
     await page.close();
   });
 
+  it('signals=1: entry/exit markers painted at their bin and price, the score in the HUD and the tooltip', async () => {
+    // flow_score at threshold 0.15 on the sample window trades: the first entry fills at 18:00:30.1 (bin 301) and
+    // exits at its TP at 18:00:40.9; from 18:00:20 at 16x both arrive within ~1.5 s of the first bin
+    const t0 = Date.now();
+    const { page, errors } = await openPage('/?serving=live&start=18:00:20&speed=16&signals=1');
+    await page.waitForFunction(() => (window.__qmachinaStats?.signalMarkers ?? 0) >= 2 && (window.__qmachinaStats?.markersDrawn.length ?? 0) >= 2,
+      undefined, { timeout: 60_000 });
+    const hud = page.locator('[data-testid="signal-hud"]');
+    expect(await hud.isVisible()).toBe(true);
+    expect(await page.locator('[data-testid="signal-legend"]').innerText()).toContain('flow_score · threshold 0.15 · TP 8 / SL 4 ticks');
+    await expect.poll(async () => page.locator('[data-testid="signal-state"]').innerText()).toMatch(/^score [+-]\d\.\d{3} · (flat|LONG|SHORT)/);
+    await page.keyboard.press(' '); // pause: the canvas stays as drawn, so its pixels match the drawn markers
+    await page.waitForTimeout(300);
+    const painted = await page.evaluate(() => {
+      const st = window.__qmachinaStats!;
+      const c = document.querySelector<HTMLCanvasElement>('#viewer-canvas')!;
+      const ctx = c.getContext('2d')!;
+      const fill: Record<string, string> = { entry_long: '54,214,126', entry_short: '255,79,109', exit: '245,245,245' };
+      const hits = st.markersDrawn.filter((m) => {
+        if (m.x < 0 || m.y < 0 || m.x >= c.width || m.y >= c.height) return false;
+        const d = ctx.getImageData(Math.round(m.x), Math.round(m.y), 1, 1).data;
+        return `${d[0]},${d[1]},${d[2]}` === fill[m.kind];
+      });
+      return { drawn: st.markersDrawn.length, hits: hits.map((m) => m.kind), stats: st };
+    });
+    expect(painted.hits.length).toBeGreaterThan(0); // a marker's own colour at its centre: painted, not only listed
+    const st = painted.stats;
+    expect(st.signals).toBe(true);
+    expect(st.signalScore).not.toBeNull();
+    expect(st.signalMessages).toBeGreaterThanOrEqual(st.bins); // one per bin (+ the final one at the end)
+    await page.keyboard.press(' ');
+    // the tooltip has the score at the crosshair's bin (every bin of the window has one)
+    await hover(page, 0.9, 0.5);
+    const tip = page.locator('[data-testid="tooltip"]');
+    await tip.waitFor({ state: 'visible' });
+    expect(await tip.innerText()).toMatch(/signal score\s+[+-]\d\.\d{4}/);
+    await page.mouse.move(0, 0);
+    await page.screenshot({ path: join(ARTIFACTS, 'viewer-signals.png') });
+    const figures = {
+      speed: 16, bins: st.bins, signal_messages: st.signalMessages, markers: st.signalMarkers, markers_drawn: painted.drawn,
+      markers_painted: painted.hits.length, frames: st.frames, draw_ms_mean: st.drawMsMean, draw_ms_p95: st.drawMsP95,
+      ingest_ms_mean: st.ingestMsMean, wall_s: (Date.now() - t0) / 1000,
+    };
+    writeFileSync(join(ARTIFACTS, 'viewer-signals.json'), JSON.stringify(figures, null, 2));
+    console.log(`viewer with signal markers (16x): ${JSON.stringify(figures)}`);
+    expect(await page.locator('#error-panel').isHidden()).toBe(true);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it('without the version from the REST API, the hello decides (signals=1); the toggle switches it off and continues', async () => {
+    const sockets: string[] = [];
+    const { page, errors } = await openPage('/?serving=live&speed=8', [], async (p) => {
+      p.on('websocket', (ws) => sockets.push(ws.url()));
+      await p.route(/\/v1\/serving\/versions\//, (route) => route.abort()); // the default cannot be read up front
+    });
+    await page.waitForFunction(() => (window.__qmachinaStats?.signalMessages ?? 0) >= 20, undefined, { timeout: 30_000 });
+    expect(sockets).toHaveLength(2);
+    expect(sockets[0]).not.toContain('signals=');
+    expect(sockets[1]).toContain('signals=1');
+    expect(await page.locator('#signals').isChecked()).toBe(true);
+    const st = await stats(page);
+    expect(st.held).toBe(st.bins); // the plain connection's bins (if any came) were not kept twice
+    // the toggle switches it off: the stream continues from the newest bin without signals, the HUD goes
+    await page.locator('#signals').uncheck();
+    await expect.poll(() => sockets.length).toBe(3);
+    expect(sockets[2]).not.toContain('signals=');
+    expect(sockets[2]).toMatch(/start=18%3A0\d%3A\d\d/);
+    await expect.poll(async () => (await stats(page)).signals).toBe(false);
+    await expect.poll(async () => page.locator('[data-testid="signal-hud"]').isHidden()).toBe(true);
+    expect(page.url()).toContain('signals=0');
+    await waitForBins(page, st.bins + 10);
+    expect((await stats(page)).markersDrawn).toEqual([]);
+    expect(errors.filter((e) => !e.includes('/v1/serving/versions/'))).toEqual([]);
+    await page.close();
+  });
+
+  it('signals=1 on a version without a signal (4422) falls back to the plain stream with a note', async () => {
+    const { page, errors } = await openPage(`/?serving=${env('QMACHINA_E2E_EMA')}&speed=4&signals=1`);
+    await waitForBins(page, 10);
+    const st = await stats(page);
+    expect(st.signals).toBe(false);
+    expect(await page.locator('#signals').isChecked()).toBe(false);
+    expect(await page.locator('[data-testid="signal-state"]').innerText()).toMatch(/signal not streamed \(4422\).*has no signal/);
+    expect(await page.locator('#error-panel').isHidden()).toBe(true);
+    expect(st.state).toBe('live');
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
   it('draws the EMA ensemble in candle mode from one-row frames', async () => {
     const { page, errors } = await openPage(`/?serving=${env('QMACHINA_E2E_EMA')}&speed=4`);
     await waitForBins(page, 20);
@@ -181,6 +274,8 @@ describe('stream viewer', () => {
     expect(await page.locator('#error-panel').isHidden()).toBe(true);
     expect(await page.locator('#mode').inputValue()).toBe('candle');
     expect(painted.share).toBeGreaterThan(0.005);
+    expect((await stats(page)).signals).toBe(false); // no signal in this version: the plain stream, no HUD
+    expect(await page.locator('[data-testid="signal-hud"]').isHidden()).toBe(true);
     expect(errors).toEqual([]);
     await page.close();
   });

@@ -4,7 +4,8 @@
 path — CLI, API, sensor, a direct library call — goes through it. It collects every problem and raises
 one `PreflightError` listing them, each with a `kind`:
 
-- `spec`: the serving or pipeline spec does not re-validate (e.g. built with `model_construct`).
+- `spec`: the serving or pipeline spec does not re-validate (e.g. built with `model_construct`), or its
+  `gold_column` signal names a column that is neither built-in gold nor an output of the pipeline's Gold DSL.
 - `model_id`: a model without a producer (known: `specs.MODEL_FIELDS`).
 - `stream_schema`: a field not in the silver allow-list, or with another dtype than the exact Arrow wire
   schema (`silver.silver_schema()`), or a field the model's producer does not emit.
@@ -55,6 +56,7 @@ from qmachina_assets.core.research.specs import (
     PromotionGate,
     ServingSpec,
     apply_params,
+    signal_column_problem,
 )
 
 KINDS: tuple[str, ...] = ("spec", "model_id", "stream_schema", "runtime", "gold_config", "instrument", "dataset",
@@ -387,6 +389,11 @@ def preflight(serving: ServingSpec, pipeline: PipelineSpec, lineage: Lineage, *,
         snapshot = _snapshot(serving, pipeline, instrument, issues)
         if snapshot is not None:
             _check_gold_dsl(serving, snapshot, issues)
+            section = snapshot.get("gold_dsl")
+            problem = signal_column_problem(serving, section["name"] if section else None,
+                                            section["outputs"] if section else ())
+            if problem is not None:
+                issues.add("spec", f"serving spec {serving.name!r} signal.params.column: {problem}")
     _check_instrument(pipeline, instrument, issues)
     if lineage.serving_spec_hash != serving.spec_hash or lineage.serving_name != serving.name:
         issues.add("lineage", f"lineage describes serving spec {lineage.serving_name!r} ({lineage.serving_spec_hash}), "

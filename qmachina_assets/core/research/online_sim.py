@@ -20,7 +20,7 @@ live stream does when the bin clock ticks:
 
 Lookback (`signal_lookback`): the number of bins the value at a bin depends on, from the signal's Params.
 For finite-memory signals it is exact, so the online value equals the batch score at every bin (tested):
-flow_score, msd: 1; ads: max(slope window) − 1 + zscore_window (a slope needs w bins, the z window holds
+flow_score, msd, gold_column: 1; ads: max(slope window) − 1 + zscore_window (a slope needs w bins, the z window holds
 W slopes); derivative: zscore_window_bins + 3 (d1..d3 of the state base need 3 earlier bins, then the z
 window); iirc: the longest slope window; jad, erd: the z window. EMA-based signals (pfp, spg and the
 pfp/svac parts of ads_pfp_svac) have infinite memory: the buffer covers the EMA's horizon to a weight of
@@ -47,7 +47,7 @@ import math
 import os
 import resource
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +123,7 @@ def signal_lookback(sig: Signal, cell_width_ms: int) -> Lookback:
     p, name = sig.params, sig.name
     if sig.kind == "ml":
         return _ml_lookback(sig)
-    if name in ("flow_score", "msd"):
+    if name in ("flow_score", "msd", "gold_column"):
         return Lookback(1, True, "pointwise")
     if name == "ads":
         return Lookback(max(p.slope_windows) - 1 + p.zscore_window, True, "max(slope_windows) - 1 + zscore_window")
@@ -148,7 +148,7 @@ def signal_lookback(sig: Signal, cell_width_ms: int) -> Lookback:
                         f"max(ADS {ads}, ADS warm-up {b['ads_warmup']}, PFP lag + EMA {pfp}, SVac EMA {svac}; "
                         f"tol {EMA_TOLERANCE:g})")
     raise ValueError(f"signal {name!r} has no online lookback rule (known: ads, ads_pfp_svac, derivative, erd, "
-                     "flow_score, iirc, jad, msd, pfp, spg)")
+                     "flow_score, gold_column, iirc, jad, msd, pfp, spg)")
 
 
 def _empty_grid(cell_width_ms: int) -> GridData:
@@ -165,6 +165,9 @@ class OnlineSignal:
     Storage is 2·lookback rows per column; when the end is reached the live rows are copied to the front
     (amortised one row per bin), so the buffer is always a contiguous view in time order.
 
+    `dsl_columns`: columns the signal reads from a Gold DSL's outputs, which the caller computes once per bin
+    (the stream's DSL follower) and passes to `push` as `dsl` (rows laid out as the silver grid's).
+
     `threads`: numba threads while scoring (default 1; None = leave numba's setting). The batch kernels
     run several series in a `prange` loop; on a buffer of a few hundred bins a parallel launch costs far
     more than the work (measured on this 2-core box under load: ads 8 ms per bin with 2 threads, 0.23 ms
@@ -172,14 +175,20 @@ class OnlineSignal:
     """
 
     def __init__(self, signal: Signal, lookback: int, radius: int, cell_width_ms: int, price_scale: float,
-                 threads: int | None = 1, keep_last_valid: bool = False):
+                 threads: int | None = 1, dsl_columns: Collection[str] = (), keep_last_valid: bool = False):
         if lookback < 1:
             raise ValueError(f"lookback must be >= 1 bin, got {lookback}")
-        known = {n for n, _ in silver.GRID_COLUMNS} | _GOLD_COLUMNS
-        missing = [c for c in signal.columns if c not in known]
+        silver_names = {n for n, _ in silver.GRID_COLUMNS}
+        missing = [c for c in signal.columns if c not in silver_names and c not in _GOLD_COLUMNS
+                   and c not in dsl_columns]
         if missing:
             raise ValueError(f"signal {signal.name!r} reads {', '.join(missing)}: not a silver or built-in gold "
-                             "column, not available online")
+                             f"column, nor a Gold DSL output fed online (dsl_columns: "
+                             f"{', '.join(dsl_columns) or 'none'}), not available online")
+        #: where push() reads each column: the silver grid, the built-in gold or the DSL outputs
+        self._source = {c: "gold" if c in _GOLD_COLUMNS else ("grid" if c in silver_names else "dsl")
+                        for c in signal.columns}
+        self.dsl_columns = tuple(c for c, src in self._source.items() if src == "dsl")
         self.signal, self.lookback, self.radius = signal, int(lookback), int(radius)
         self.cell_width_ms, self.price_scale = int(cell_width_ms), float(price_scale)
         cap = max(2 * self.lookback, self.lookback + 1)
@@ -200,8 +209,12 @@ class OnlineSignal:
         return [self._ts, self._mid, self._bid, self._ask, self._valid, self._day, *self._cols.values()]
 
     def push(self, bins: dict[str, np.ndarray], grid: dict[str, np.ndarray], gold: dict[str, np.ndarray],
-             b: int = 0) -> float:
-        """Append bin `b` of a silver chunk (and its gold) and return the signal's value at it."""
+             b: int = 0, dsl: Mapping[str, np.ndarray] | None = None) -> float:
+        """Append bin `b` of a silver chunk (its gold, and its Gold DSL outputs when the signal reads some) and
+        return the signal's value at it."""
+        if dsl is None and self.dsl_columns:
+            raise ValueError(f"signal {self.signal.name!r} reads Gold DSL output(s) {', '.join(self.dsl_columns)}: "
+                             "push() needs the bin's DSL outputs (dsl=)")
         if self._n == self.lookback and not self.keep_last_valid:
             self._start += 1
             self._n -= 1
@@ -217,9 +230,10 @@ class OnlineSignal:
         self._valid[i] = valid
         w = 2 * self.radius + 1
         r0 = b * w
+        sources = {"gold": gold, "grid": grid, "dsl": dsl}
         for c, arr in self._cols.items():
             if valid:
-                arr[i] = (gold if c in _GOLD_COLUMNS else grid)[c][r0:r0 + w]
+                arr[i] = sources[self._source[c]][c][r0:r0 + w]  # type: ignore[index]
             else:
                 arr[i] = 0.0
         self._n += 1

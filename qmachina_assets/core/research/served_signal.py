@@ -25,6 +25,10 @@ price_int × price_scale, intrabin high/low NaN where invalid or unknown. One `S
 session (a research dataset is one capture window of one date, `day` = its index): a replay of a date is one
 session; `finish` closes it as `evaluate` closes a session's end.
 
+A signal reading Gold DSL outputs (`gold_column` on one; `SignalSetup.dsl_outputs` are the version's) gets
+them from the stream's DSL follower (`replay.DslFollower`), which computes them once per bin and passes them to
+`feed` (`dsl=`); the DSL state and this stream's share one engine checkpoint (`replay.Followers`).
+
 The gold's bin_seq is the absolute cell index (bin_start_ns // cell), so a state warmed from the capture
 window's start continues across an engine restarted mid-day (which numbers its bins from 0); only
 differences of bin_seq matter to the gold. `checkpoint`/`restore` (arrays + JSON, no pickle) let the state
@@ -43,7 +47,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from qmachina_assets.core.gold.features import GoldFeatureConfig, GoldRuntime
+from qmachina_assets.core.engine import silver
+from qmachina_assets.core.gold.features import GOLD_CODE_COLUMNS, GOLD_FLOAT_COLUMNS, GoldFeatureConfig, GoldRuntime
 from qmachina_assets.core.instrument import InstrumentConfig
 from qmachina_assets.core.research.evaluation import EvalParams, TradeEvent, Trader
 from qmachina_assets.core.research.model_artifact import ModelArtifactError, fitted_for, load_model
@@ -56,6 +61,8 @@ from qmachina_assets.core.research.sweeps import eval_params, signal_kwargs
 #: Bumped when the stream's state layout or rules change (part of `identity`, so old checkpoints miss).
 STATE_VERSION = 1
 _GOLD_STATE = ("si", "sf", "ring", "fifo", "srt")
+#: columns the stream has without a Gold DSL: silver and built-in gold
+ONLINE_COLUMNS = frozenset((*(n for n, _ in silver.GRID_COLUMNS), *GOLD_FLOAT_COLUMNS, *GOLD_CODE_COLUMNS))
 
 
 class SignalUnavailable(ValueError):
@@ -76,16 +83,21 @@ class SignalSetup:
     eval_source: Literal["experiment", "defaults"]
     runtime: InstrumentConfig
     gold_config: GoldFeatureConfig
+    #: the outputs of the version's Gold DSL and its spec hash (none: the pipeline has no Gold DSL)
+    dsl_outputs: tuple[str, ...] = ()
+    dsl_hash: str | None = None
     model: Signal | None = None  # an ML signal's fitted model (loaded from the version's artifact)
     model_sha256: str | None = None
 
     @classmethod
     def from_published(cls, serving: dict[str, Any] | None, experiment_eval: dict[str, Any] | None,
-                       runtime: InstrumentConfig, gold_config: dict[str, Any], *,
-                       model: dict[str, Any] | None = None, lake: Path | str | None = None) -> SignalSetup:
+                       runtime: InstrumentConfig, gold_config: dict[str, Any],
+                       gold_dsl: dict[str, Any] | None = None, *, model: dict[str, Any] | None = None,
+                       lake: Path | str | None = None) -> SignalSetup:
         """From a published version's serving spec dump, its lineage experiment's `eval` (None: registered
-        without an experiment), the snapshot's runtime and gold config, and for an ML signal the snapshot's
-        `model` entry with the lake holding its file. SignalUnavailable names why not."""
+        without an experiment), the snapshot's runtime, gold config and Gold DSL section (None: none), and for
+        an ML signal the snapshot's `model` entry with the lake holding its file. SignalUnavailable names why
+        not."""
         if serving is None:
             raise SignalUnavailable("the published version carries no serving spec")
         try:
@@ -111,9 +123,16 @@ class SignalSetup:
                 fitted = load_model(Path(lake), model)
             except ModelArtifactError as exc:
                 raise MLSignalUnavailable(f"signal {spec.signal.name!r}: its model cannot be loaded: {exc}") from exc
+        outputs = tuple(gold_dsl["outputs"]) if gold_dsl is not None else ()
+        unknown = [c for c in sig.columns if c not in ONLINE_COLUMNS and c not in outputs]
+        if unknown:
+            dsl = f"its Gold DSL's outputs are {', '.join(outputs)}" if outputs else "its pipeline has no Gold DSL"
+            raise SignalUnavailable(f"signal {spec.signal.name!r} reads {', '.join(map(repr, unknown))}: not a silver "
+                                    f"or built-in gold column, and {dsl}")
         ev = EvalConfig() if experiment_eval is None else EvalConfig.model_validate(experiment_eval)
         return cls(spec, ev, "defaults" if experiment_eval is None else "experiment", runtime,
-                   GoldFeatureConfig.model_validate(gold_config), fitted,
+                   GoldFeatureConfig.model_validate(gold_config), outputs,
+                   gold_dsl["spec_hash"] if gold_dsl is not None else None, fitted,
                    None if fitted is None else str(model["sha256"]))  # type: ignore[index]
 
     def signal(self) -> Signal:
@@ -129,6 +148,12 @@ class SignalSetup:
     def lookback(self) -> Lookback:
         return signal_lookback(self.signal(), int(self.runtime.cell_width_ms))
 
+    def dsl_columns(self) -> tuple[str, ...]:
+        """The Gold DSL outputs the signal reads (fed per bin by the stream's DSL follower)."""
+        assert self.serving.signal is not None
+        sig = make_signal(self.serving.signal.name, signal_kwargs(self.serving))
+        return tuple(c for c in sig.columns if c not in ONLINE_COLUMNS and c in self.dsl_outputs)
+
     def describe(self) -> dict[str, Any]:
         """The stream's announcement of what it trades (JSON)."""
         assert self.serving.signal is not None
@@ -138,6 +163,8 @@ class SignalSetup:
                "lookback_bins": lb.bins, "lookback_exact": lb.exact}
         if self.model_sha256 is not None:
             out["model_sha256"] = self.model_sha256
+        if self.dsl_columns():  # the score depends on the DSL spec (absent otherwise: identities unchanged)
+            out["gold_dsl"] = {"spec_hash": self.dsl_hash, "columns": list(self.dsl_columns())}
         return out
 
 
@@ -163,7 +190,7 @@ class SignalStream:
         self.lookback = signal_lookback(sig, int(rt.cell_width_ms))
         self.gold = GoldRuntime(setup.gold_config, self.radius, int(rt.tick_int))
         self.online = OnlineSignal(sig, self.lookback.bins, self.radius, int(rt.cell_width_ms), float(rt.price_scale),
-                                   keep_last_valid=self.lookback.keep_last_valid)
+                                   dsl_columns=setup.dsl_columns(), keep_last_valid=self.lookback.keep_last_valid)
         self.trader = Trader(self.params)
         self.ts: list[int] = []  # bin close of each Trader bin index (events name bins by that index)
         self._start_ns = start_ns
@@ -180,8 +207,15 @@ class SignalStream:
     def start_ns(self) -> int | None:
         return self._start_ns
 
-    def feed(self, bins: dict[str, np.ndarray], grid: dict[str, np.ndarray]) -> list[BinSignal]:
-        """Advance over a silver chunk's consecutive bins; one BinSignal per bin."""
+    @property
+    def reads_dsl(self) -> bool:
+        """Whether `feed` needs the chunk's Gold DSL outputs (`dsl=`, the DSL follower's)."""
+        return bool(self.online.dsl_columns)
+
+    def feed(self, bins: dict[str, np.ndarray], grid: dict[str, np.ndarray],
+             dsl: dict[str, np.ndarray] | None = None) -> list[BinSignal]:
+        """Advance over a silver chunk's consecutive bins; one BinSignal per bin. `dsl`: the chunk's Gold DSL
+        outputs (`DslRuntime.step`'s, computed once by the stream's DSL follower) when the signal reads some."""
         n = len(bins["bin_seq"])
         if not n:
             return []
@@ -198,7 +232,7 @@ class SignalStream:
         ts = np.asarray(bins["ts_ns"], np.int64).tolist()
         out = []
         for b in range(n):
-            score = self.online.push(bins, grid, gold, b)
+            score = self.online.push(bins, grid, gold, b, dsl)
             ok = bool(valid[b])
             events = self.trader.step(score, float(mids[b]) if ok else 0.0, float(bid[b]), float(ask[b]), ok,
                                       float(ext[0][b]), float(ext[1][b]))

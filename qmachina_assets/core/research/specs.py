@@ -64,11 +64,12 @@ MAX_RANGE_DAYS = 366
 #: Full sweeps up to this many parameter sets are validated combination by combination.
 MAX_CHECKED_COMBINATIONS = 2000
 
-#: SPEC §6.7 statistical signals, §6.8 ML signals, and the gold flow score at k = 0.
+#: SPEC §6.7 statistical signals, §6.8 ML signals, the gold flow score at k = 0 and any named gold column
+#: (`gold_column`: a built-in one or an output of the pipeline's Gold DSL, `signal_column_problem`).
 KNOWN_SIGNALS: tuple[str, ...] = (
     "ads", "ads_pfp_svac", "derivative", "erd", "iirc", "jad", "msd", "pfp", "spg",
     "gbm_mf", "knn_cl", "lsvm_der", "pca_ad", "svm_sp", "xgb_snap",
-    "flow_score",
+    "flow_score", "gold_column",
 )
 #: Parameter names a signal accepts; None = the `Params` model of the signal registry
 #: (`qmachina_assets.core.research.signals`) when importable, else checked by the harness when it runs.
@@ -545,6 +546,21 @@ class SignalSpec(StrictSpec):
             return {}
         return {**{f"state_model_{k}": v for k, v in self.params.items()},
                 **{f"state_model_{k}_weight": v for k, v in self.weights.items()}}
+
+
+def signal_column_problem(serving: ServingSpec, dsl_name: str | None, dsl_outputs: typing.Sequence[str]
+                          ) -> str | None:
+    """Why a `gold_column` signal's column is not a gold column of the pipeline (a built-in one, or an output of
+    its Gold DSL `dsl_name` with `dsl_outputs`); None when it is, or for another signal."""
+    sig = serving.signal
+    col = sig.params.get("column") if sig is not None and sig.name == "gold_column" else None
+    if not isinstance(col, str) or col in GOLD_VIEW_FIELDS or col in dsl_outputs:
+        return None
+    builtin = f"not a built-in gold column ({', '.join(GOLD_VIEW_FIELDS)})"
+    if dsl_name is None:
+        return f"{col!r} is {builtin}, and pipeline {serving.pipeline!r} has no Gold DSL (gold_dsl) to define it"
+    return (f"{col!r} is {builtin}, nor an output of pipeline {serving.pipeline!r}'s Gold DSL {dsl_name!r} "
+            f"(outputs: {', '.join(dsl_outputs) or 'none'})")
 
 
 def registry_params(signal: str) -> type[BaseModel] | None:
@@ -1253,6 +1269,24 @@ class _Loader:
         inst = self.instrument()
         if inst is not None:
             spec.runtime(pipeline, inst)  # type: ignore[arg-type]
+        self._check_signal_column(spec, pipeline)  # type: ignore[arg-type]
+
+    def _check_signal_column(self, spec: ServingSpec, pipeline: PipelineSpec) -> None:
+        """A `gold_column` signal must name a built-in gold column or an output of the pipeline's Gold DSL."""
+        if signal_column_problem(spec, None, ()) is None:
+            return
+        outputs: list[str] = []
+        if pipeline.gold_dsl is not None:
+            try:
+                gold_dsl = importlib.import_module("qmachina_assets.core.gold.dsl")
+                dsl_spec = gold_dsl.load_spec(self.configs_dir / "gold" / f"{pipeline.gold_dsl}.yaml")
+                outputs = [dsl_spec.nodes[o].name for o in dsl_spec.outputs]
+            except Exception as exc:  # a missing/invalid gold file is reported at the pipeline / gold file
+                raise _FieldError("signal.params.column", f"cannot be checked: pipeline {pipeline.name!r}'s Gold "
+                                                          f"DSL {pipeline.gold_dsl!r} does not load ({exc})") from exc
+        problem = signal_column_problem(spec, pipeline.gold_dsl, outputs)
+        if problem is not None:
+            raise _FieldError("signal.params.column", problem)
 
     def _check_experiment(self, spec: ExperimentSpec) -> None:
         serving: ServingSpec = self._ref("serving", spec.serving, "serving")  # type: ignore[assignment]

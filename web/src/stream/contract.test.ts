@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { GOLD_CODE_COLUMNS, GOLD_FLOAT_COLUMNS } from '../gold/config';
 import {
   checkStreamUrl, createGoldRuntime, goldInput, parseRuntimeConfig, StreamContractError, StreamDecoder, streamUrl,
-  type GridSchemaField,
+  type GridSchemaField, type SignalMessage,
 } from './index';
 
 const GOLD_CONFIG = {
@@ -308,6 +308,155 @@ describe('runtime_config and grid_update validation', () => {
     expectError(() => checkStreamUrl('ws://h:8002/v1/stream?serving=a&speed=2'), /only the serving parameter is allowed, got speed/);
     expectError(() => checkStreamUrl('ws://h:8002/v1/stream'), /exactly one non-empty serving/);
     expectError(() => streamUrl('ws://h', 'a b'), /not an alias or serving_id/);
+  });
+});
+
+/** `runtime_config.replay.signals` as qmachina_serving sends it (served_signal.SignalSetup.describe, flow_score). */
+const REPLAY_SIGNALS = {
+  signal: 'flow_score', signal_params: { k: 0 },
+  eval: {
+    threshold: 0.15, tp_ticks: 8, sl_ticks: 4, max_hold_bins: 300, cooldown_bins: 20, tick_size: 0.25, warmup_bins: 0,
+    entry_mode: 'cross', cost_ticks_per_trade: 0, latency_bins: 1, allow_overlap: false,
+  },
+  eval_source: 'defaults', lookback_bins: 1, lookback_exact: true,
+};
+
+function signalsConfig(signals: unknown = REPLAY_SIGNALS) {
+  return runtimeConfig(2, { replay: { date: '2023-11-14', speed: 1, signals } });
+}
+
+/** The signal message of bin `seq` (gridUpdate's ts_ns), as replay.py `_signal_message` builds it. */
+function signalMsg(seq: number, over: Record<string, unknown> = {}) {
+  const ts = String(1_700_000_000_000_000_000n + BigInt(seq) * 100_000_000n);
+  return { type: 'signal', bin_seq: seq, ts_ns: ts, score: 0.25, events: [], ...over };
+}
+
+const entry = (seq: number, over: Record<string, unknown> = {}) => ({
+  event: 'entry', bin_seq: seq, ts_ns: String(1_700_000_000_000_000_000n + BigInt(seq) * 100_000_000n), direction: 1,
+  price: 4800.25, ...over,
+});
+const exit = (seq: number, over: Record<string, unknown> = {}) => ({
+  ...entry(seq), event: 'exit', price: 4802.25, outcome: 'tp', pnl_ticks: 8, ...over,
+});
+
+/** A decoder after the signals=1 hello and bins `seqs` (grid_update + frame + signal each). */
+function signalStream(seqs: number[]): StreamDecoder {
+  const d = new StreamDecoder();
+  d.push(text(signalsConfig()));
+  for (const seq of seqs) {
+    d.push(text(gridUpdate(seq)));
+    d.push(frame());
+    d.push(text(signalMsg(seq)));
+  }
+  return d;
+}
+
+describe('StreamDecoder: signal messages (signals=1)', () => {
+  it('types replay.signals and each bin\'s signal message; the final one precedes end_of_stream', () => {
+    const d = new StreamDecoder();
+    const hello = d.push(text(signalsConfig()));
+    if (hello.kind !== 'runtime_config') throw new Error('runtime_config expected');
+    const info = hello.config.signals!;
+    expect(info.signal).toBe('flow_score');
+    expect([info.eval.threshold, info.eval.tp_ticks, info.eval.sl_ticks, info.eval.max_hold_bins]).toEqual([0.15, 8, 4, 300]);
+    expect([info.eval_source, info.lookback_bins, info.lookback_exact, info.eval.entry_mode]).toEqual(['defaults', 1, true, 'cross']);
+    expect(info.eval.raw.allow_overlap).toBe(false);
+    const got: SignalMessage[] = [];
+    for (const [seq, over] of [[5, { score: null }], [6, { events: [entry(6)] }], [7, { score: -0.5, events: [exit(7, { direction: -1, outcome: 'sl', pnl_ticks: -4.5 })] }]] as const) {
+      expect(d.push(text(gridUpdate(seq))).kind).toBe('grid_update');
+      expect(d.push(frame()).kind).toBe('bin');
+      const ev = d.push(text(signalMsg(seq, over)));
+      if (ev.kind !== 'signal') throw new Error('signal expected');
+      got.push(ev.signal);
+    }
+    expect(got.map((m) => m.score)).toEqual([null, 0.25, -0.5]);
+    expect(got[1].events).toEqual([{ event: 'entry', bin_seq: 6, ts_ns: '1700000000600000000', direction: 1, price: 4800.25 }]);
+    expect(got[2].events[0]).toMatchObject({ event: 'exit', direction: -1, outcome: 'sl', pnl_ticks: -4.5, price: 4802.25 });
+    expect(got.every((m) => !m.final)).toBe(true);
+    // the session end: a truncated exit of an earlier bin (an event may name a bin before the stream's first: < 0)
+    const fin = d.push(text(signalMsg(7, { final: true, score: null, events: [exit(-3, { outcome: 'truncated', pnl_ticks: 0.5 })] })));
+    if (fin.kind !== 'signal') throw new Error('signal expected');
+    expect([fin.signal.final, fin.signal.events[0].bin_seq, fin.signal.events[0].outcome]).toEqual([true, -3, 'truncated']);
+    d.checkEnd(); // end_of_stream is fine now
+    expect(d.error).toBeNull();
+  });
+
+  it('a plain stream has no replay.signals and refuses a signal message', () => {
+    const d = started();
+    expect(d.config!.signals).toBeNull();
+    d.push(text(gridUpdate(1)));
+    d.push(frame());
+    expectError(() => d.push(text(signalMsg(1))), /signal message, but runtime_config\.replay\.signals is absent/);
+  });
+
+  it('malformed replay.signals is a contract violation naming the field', () => {
+    const bad = (signals: unknown, pattern: RegExp) => expectError(() => new StreamDecoder().push(text(signalsConfig(signals))), pattern);
+    bad('flow_score', /replay\.signals: an object/);
+    bad({ ...REPLAY_SIGNALS, signal: 3 }, /replay\.signals\.signal: a signal name expected, got 3/);
+    bad({ ...REPLAY_SIGNALS, eval: { ...REPLAY_SIGNALS.eval, threshold: 0 } }, /replay\.signals\.eval\.threshold: a number > 0 expected, got 0/);
+    bad({ ...REPLAY_SIGNALS, eval: { ...REPLAY_SIGNALS.eval, tp_ticks: undefined } }, /replay\.signals\.eval\.tp_ticks: a number > 0 expected, got nothing/);
+    bad({ ...REPLAY_SIGNALS, eval: { ...REPLAY_SIGNALS.eval, max_hold_bins: 2.5 } }, /eval\.max_hold_bins: an integer >= 1/);
+    bad({ ...REPLAY_SIGNALS, eval: { ...REPLAY_SIGNALS.eval, entry_mode: 'limit' } }, /eval\.entry_mode: "mid" or "cross" expected, got "limit"/);
+    bad({ ...REPLAY_SIGNALS, eval_source: 'guess' }, /eval_source: "experiment" or "defaults" expected/);
+    bad({ ...REPLAY_SIGNALS, lookback_exact: 'yes' }, /lookback_exact: a boolean expected/);
+    expect(parseRuntimeConfig(signalsConfig(null)).signals).toBeNull(); // null: no signals
+  });
+
+  it('a malformed signal message is a contract violation naming the field', () => {
+    const bad = (over: Record<string, unknown>, pattern: RegExp) => {
+      const d = signalStream([1]);
+      d.push(text(gridUpdate(2)));
+      d.push(frame());
+      expectError(() => d.push(text(signalMsg(2, over))), pattern);
+      expectError(() => d.push(text(signalMsg(2))), pattern); // and the decoder stays failed
+    };
+    bad({ score: 'high' }, /signal\.score: a finite number or null expected, got "high"/);
+    bad({ score: undefined }, /signal\.score: a number or null expected, got nothing/);
+    bad({ ts_ns: 1700000000200000000 }, /signal\.ts_ns: a decimal integer string expected/);
+    bad({ events: {} }, /signal\.events: a list expected/);
+    bad({ final: false }, /signal\.final: true or absent expected/);
+    bad({ events: [entry(2, { direction: 0 })] }, /events\[0\]\.direction: \+1 or -1 expected, got 0/);
+    bad({ events: [entry(2, { event: 'hold' })] }, /events\[0\]\.event: "entry" or "exit" expected, got "hold"/);
+    bad({ events: [entry(2, { price: -1 })] }, /events\[0\]\.price: a price in dollars > 0 expected/);
+    bad({ events: [entry(3)] }, /events\[0\]\.bin_seq: 3 is after the message's bin 2/);
+    bad({ events: [entry(2, { outcome: 'tp' })] }, /events\[0\]: an entry carries no outcome or pnl_ticks/);
+    bad({ events: [entry(2), exit(2, { outcome: undefined })] }, /events\[1\]\.outcome: one of tp, sl, timeout, truncated expected, got nothing/);
+    bad({ events: [exit(2, { outcome: 'stop' })] }, /events\[0\]\.outcome: one of tp, sl, timeout, truncated expected, got "stop"/);
+    bad({ events: [exit(2, { pnl_ticks: null })] }, /events\[0\]\.pnl_ticks: a number \(ticks\) expected, got null/);
+  });
+
+  it('order: one signal right after each bin\'s frame, naming that bin; nothing but end_of_stream after the final one', () => {
+    let d = new StreamDecoder();
+    d.push(text(signalsConfig()));
+    expectError(() => d.push(text(signalMsg(1))), /signal for bin_seq 1 before any bin/);
+    d = signalStream([1]);
+    expectError(() => d.push(text(signalMsg(1))), /a second signal message for bin_seq 1/);
+    d = signalStream([1]);
+    d.push(text(gridUpdate(2)));
+    expectError(() => d.push(text(signalMsg(2))), /signal while the binary frame of grid_update bin_seq 2 was expected/);
+    d = signalStream([1]);
+    d.push(text(gridUpdate(2)));
+    d.push(frame());
+    expectError(() => d.push(text(signalMsg(3))), /bin_seq 3 .* right after the frame of bin_seq 2/);
+    d = signalStream([1]);
+    d.push(text(gridUpdate(2)));
+    d.push(frame());
+    expectError(() => d.push(text(gridUpdate(3))), /grid_update while the signal message of bin_seq 2 was expected/);
+    d = signalStream([1, 2]);
+    d.push(text(signalMsg(2, { final: true, score: null })));
+    expectError(() => d.push(text(gridUpdate(3))), /grid_update after the final signal message/);
+    d = signalStream([1, 2]);
+    expectError(() => d.push(text(signalMsg(1, { final: true, score: null }))), /final.*bin_seq 1 is before the last bin 2/);
+    d = signalStream([1, 2]);
+    expectError(() => d.checkEnd(), /end_of_stream without the final signal message/);
+    d = signalStream([1]);
+    d.push(text(gridUpdate(2)));
+    d.push(frame());
+    expectError(() => d.checkEnd(), /end_of_stream while the signal message of bin_seq 2 was expected/);
+    const empty = new StreamDecoder(); // a window without bins: no final message either
+    empty.push(text(signalsConfig()));
+    empty.checkEnd();
+    started().checkEnd(); // a plain stream never needs one
   });
 });
 

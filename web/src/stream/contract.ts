@@ -8,6 +8,9 @@
  *      followed by one binary frame: an Arrow IPC *stream* (schema + one record batch) of the silver grid,
  *      one row per k ascending, whose schema is exactly `grid_schema_fields` (names, order and types).
  * A JSON `{"type": "error", "message": ...}` may arrive instead (setup failure; the server then closes).
+ * With `&signals=1` (qmachina_serving/README.md "Messages"): `runtime_config.replay.signals` describes the served
+ * signal (name, params, EvalParams), each bin's binary frame is followed by a JSON `signal` message (the bin's score
+ * and the trade events known at its close), and one with `final: true` precedes `end_of_stream`.
  *
  * `StreamDecoder` is the state machine: feed it every WebSocket message in arrival order; it returns typed
  * events or throws a `StreamContractError` naming the broken rule (the decoder then stays failed).
@@ -63,8 +66,37 @@ export interface RuntimeConfigMessage {
   readonly display_name: string | null;
   /** Tick (or equity bucket) in integer price units: round(size / price_scale), as InstrumentConfig.tick_int. */
   readonly tick_int: bigint;
+  /** `replay.signals`: what the `signal` messages trade (present only on a `signals=1` stream). */
+  readonly signals: SignalsInfo | null;
   /** The whole message as received (serving, visualization, signal, projection, ... for the viewer). */
   readonly raw: Readonly<Record<string, unknown>>;
+}
+
+/** The `EvalParams` the served signal is traded with (core/research/evaluation.py; prices in ticks, times in bins). */
+export interface SignalEvalParams {
+  readonly threshold: number;
+  readonly tp_ticks: number;
+  readonly sl_ticks: number;
+  readonly max_hold_bins: number;
+  readonly cooldown_bins: number;
+  readonly tick_size: number;
+  readonly latency_bins: number;
+  readonly entry_mode: 'mid' | 'cross';
+  readonly cost_ticks_per_trade: number;
+  /** Every field as received (warmup_bins, allow_overlap, ...). */
+  readonly raw: Readonly<Record<string, unknown>>;
+}
+
+/** `runtime_config.replay.signals` (served_signal.SignalSetup.describe). */
+export interface SignalsInfo {
+  readonly signal: string;
+  readonly signal_params: Readonly<Record<string, unknown>>;
+  readonly eval: SignalEvalParams;
+  /** `experiment`: the evaluating experiment's eval settings; `defaults`: registered without one. */
+  readonly eval_source: 'experiment' | 'defaults';
+  readonly lookback_bins: number;
+  /** False for EMA signals (their horizon is cut at a tolerance). */
+  readonly lookback_exact: boolean;
 }
 
 type Obj = Record<string, unknown>;
@@ -186,8 +218,43 @@ export function parseRuntimeConfig(o: Obj): RuntimeConfigMessage {
     tick_size: tickSize, bucket_size_dollars: bucket, grid_radius_ticks: radius, cell_width_ms: cellMs,
     projection_horizons_bins: hBins, projection_horizons_ms: hMs, config_version: optStr(o, m, 'config_version'),
     stream_format: 'dense_grid', grid_schema_fields: fields, grid_rows: rows, model_config: modelCfg as ModelConfig,
-    gold_config: gold, display_name: optStr(o, m, 'display_name'), tick_int: BigInt(tickInt), raw: o,
+    gold_config: gold, display_name: optStr(o, m, 'display_name'), tick_int: BigInt(tickInt),
+    signals: parseReplaySignals(o.replay), raw: o,
   };
+}
+
+/** `runtime_config.replay.signals` (absent or null: a stream without signal messages). */
+export function parseReplaySignals(replay: unknown): SignalsInfo | null {
+  if (!isObj(replay) || replay.signals === undefined || replay.signals === null) return null;
+  const m = 'runtime_config.replay.signals';
+  const o = replay.signals;
+  if (!isObj(o)) fail(`${m}: an object {signal, signal_params, eval, eval_source, lookback_bins, lookback_exact} expected, got ${JSON.stringify(o)}`);
+  const signal = req(o, m, 'signal', isStr, 'a signal name');
+  if (signal === '') fail(`${m}.signal: a non-empty signal name expected`);
+  const params = req(o, m, 'signal_params', isObj, 'an object');
+  const source = req(o, m, 'eval_source', isStr, '"experiment" or "defaults"');
+  if (source !== 'experiment' && source !== 'defaults') fail(`${m}.eval_source: "experiment" or "defaults" expected, got ${JSON.stringify(source)}`);
+  const lookback = req(o, m, 'lookback_bins', isInt, 'an integer');
+  if (lookback < 0) fail(`${m}.lookback_bins: >= 0 expected, got ${lookback}`);
+  const exact = req(o, m, 'lookback_exact', isBool, 'a boolean');
+  const ev = req(o, m, 'eval', isObj, 'an object (EvalParams)');
+  const e = `${m}.eval`;
+  const nonNeg = (v: unknown): v is number => isNum(v) && v >= 0;
+  const entryMode = req(ev, e, 'entry_mode', isStr, '"mid" or "cross"');
+  if (entryMode !== 'mid' && entryMode !== 'cross') fail(`${e}.entry_mode: "mid" or "cross" expected, got ${JSON.stringify(entryMode)}`);
+  const evalParams: SignalEvalParams = {
+    threshold: req(ev, e, 'threshold', isPos, 'a number > 0'),
+    tp_ticks: req(ev, e, 'tp_ticks', isPos, 'a number > 0'),
+    sl_ticks: req(ev, e, 'sl_ticks', isPos, 'a number > 0'),
+    max_hold_bins: req(ev, e, 'max_hold_bins', isPosInt, 'an integer >= 1'),
+    cooldown_bins: req(ev, e, 'cooldown_bins', isPosInt, 'an integer >= 1'),
+    tick_size: req(ev, e, 'tick_size', isPos, 'a number > 0'),
+    latency_bins: req(ev, e, 'latency_bins', (v): v is number => isInt(v) && v >= 0, 'an integer >= 0'),
+    entry_mode: entryMode,
+    cost_ticks_per_trade: req(ev, e, 'cost_ticks_per_trade', nonNeg, 'a number >= 0'),
+    raw: ev,
+  };
+  return { signal, signal_params: params, eval: evalParams, eval_source: source, lookback_bins: lookback, lookback_exact: exact };
 }
 
 // ---- grid_update -----------------------------------------------------------------------------------
@@ -310,6 +377,72 @@ export function decodeGridFrame(data: ArrayBufferLike | ArrayBufferView, config:
   return { table, numRows: table.numRows, column, has: (name) => names.includes(name) };
 }
 
+// ---- signal (signals=1) ----------------------------------------------------------------------------
+
+export const SIGNAL_OUTCOMES = ['tp', 'sl', 'timeout', 'truncated'] as const;
+export type SignalOutcome = (typeof SIGNAL_OUTCOMES)[number];
+
+/** An entry or exit of the served signal's Trader, at its own bin (which may precede the message's). */
+export interface SignalEvent {
+  readonly event: 'entry' | 'exit';
+  /** The event's bin in this stream's numbering (negative: before the stream's first bin). */
+  readonly bin_seq: number;
+  /** Its bin close (ns, decimal string). */
+  readonly ts_ns: string;
+  /** +1 long, -1 short. */
+  readonly direction: 1 | -1;
+  /** Fill price in dollars. */
+  readonly price: number;
+  /** Exits only. */
+  readonly outcome?: SignalOutcome;
+  readonly pnl_ticks?: number;
+}
+
+/** One bin's `signal` message (or the session end's, `final: true`). */
+export interface SignalMessage {
+  readonly type: 'signal';
+  readonly bin_seq: number;
+  readonly ts_ns: string;
+  /** null where the score is undefined (warm-up, invalid book) and in the final message. */
+  readonly score: number | null;
+  readonly events: readonly SignalEvent[];
+  readonly final: boolean;
+}
+
+/** Validate a decoded `signal` message (qmachina_serving/README.md "Messages", served_signal.py). */
+export function parseSignal(o: Obj): SignalMessage {
+  const m = 'signal';
+  if (o.type !== 'signal') fail(`${m}: type "signal" expected, got ${JSON.stringify(o.type)}`);
+  const binSeq = req(o, m, 'bin_seq', isInt, 'an integer');
+  const ts = req(o, m, 'ts_ns', isDigits, 'a decimal integer string');
+  if (!('score' in o)) fail(`${m}.score: a number or null expected, got nothing`);
+  const score = o.score;
+  if (score !== null && !isNum(score)) fail(`${m}.score: a finite number or null expected, got ${JSON.stringify(score)}`);
+  if (o.final !== undefined && o.final !== true) fail(`${m}.final: true or absent expected, got ${JSON.stringify(o.final)}`);
+  const raw = req(o, m, 'events', Array.isArray, 'a list');
+  const events = (raw as unknown[]).map((e, i): SignalEvent => {
+    const at = `${m}.events[${i}]`;
+    if (!isObj(e)) fail(`${at}: an object {event, bin_seq, ts_ns, direction, price} expected`);
+    const kind = req(e, at, 'event', isStr, '"entry" or "exit"');
+    if (kind !== 'entry' && kind !== 'exit') fail(`${at}.event: "entry" or "exit" expected, got ${JSON.stringify(kind)}`);
+    const seq = req(e, at, 'bin_seq', isInt, 'an integer');
+    if (seq > binSeq) fail(`${at}.bin_seq: ${seq} is after the message's bin ${binSeq} (an event is known at or after its own bin)`);
+    const ets = req(e, at, 'ts_ns', isDigits, 'a decimal integer string');
+    const dir = req(e, at, 'direction', isInt, '+1 or -1');
+    if (dir !== 1 && dir !== -1) fail(`${at}.direction: +1 or -1 expected, got ${dir}`);
+    const price = req(e, at, 'price', isPos, 'a price in dollars > 0');
+    if (kind === 'entry') {
+      if (e.outcome !== undefined || e.pnl_ticks !== undefined) fail(`${at}: an entry carries no outcome or pnl_ticks`);
+      return { event: kind, bin_seq: seq, ts_ns: ets, direction: dir, price };
+    }
+    const outcome = req(e, at, 'outcome', isStr, `one of ${SIGNAL_OUTCOMES.join(', ')}`);
+    if (!(SIGNAL_OUTCOMES as readonly string[]).includes(outcome)) fail(`${at}.outcome: one of ${SIGNAL_OUTCOMES.join(', ')} expected, got ${JSON.stringify(outcome)}`);
+    const pnl = req(e, at, 'pnl_ticks', isNum, 'a number (ticks)');
+    return { event: kind, bin_seq: seq, ts_ns: ets, direction: dir, price, outcome: outcome as SignalOutcome, pnl_ticks: pnl };
+  });
+  return { type: 'signal', bin_seq: binSeq, ts_ns: ts, score: score as number | null, events, final: o.final === true };
+}
+
 // ---- the stream state machine ----------------------------------------------------------------------
 
 export interface StreamBin {
@@ -322,6 +455,8 @@ export type StreamEvent =
   /** A grid_update whose binary frame must be the next message. */
   | { readonly kind: 'grid_update'; readonly update: GridUpdate }
   | { readonly kind: 'bin'; readonly bin: StreamBin }
+  /** signals=1: a bin's signal message (right after its binary frame), or the session end's (`final`). */
+  | { readonly kind: 'signal'; readonly signal: SignalMessage }
   /** The server's `{"type": "error"}` (it closes the connection afterwards). */
   | { readonly kind: 'server_error'; readonly message: string }
   /** The server's `{"type": "end_of_stream"}`: the replay is over (a normal close follows). */
@@ -372,6 +507,9 @@ export class StreamDecoder {
   private failed: StreamContractError | null = null;
   private closed = false;
   private _bins = 0;
+  /** signals=1: the last bin (bin_seq, ts_ns) and whether its signal message came; the final message came. */
+  private lastBin: { seq: number; ts: string; signalled: boolean } | null = null;
+  private finalSignal = false;
 
   get config(): RuntimeConfigMessage | null {
     return this._config;
@@ -387,6 +525,20 @@ export class StreamDecoder {
     return this.failed;
   }
 
+  /** The stream ends (`end_of_stream`, which the connection intercepts): with signals=1 the final signal message
+   * must have come after the last bin. Throws (and stays failed) otherwise. */
+  checkEnd(): void {
+    if (this.failed) throw this.failed;
+    const c = this._config;
+    if (c !== null && c.signals !== null && this.lastBin !== null && !this.finalSignal) {
+      this.failed = new StreamContractError(
+        this.lastBin.signalled ? 'end_of_stream without the final signal message (signals=1: it closes the session\'s open position)'
+          : `end_of_stream while the signal message of bin_seq ${this.lastBin.seq} was expected`);
+      throw this.failed;
+    }
+    this.closed = true;
+  }
+
   /** Decode the next WebSocket message (text as string, binary as ArrayBuffer/view). */
   push(data: StreamMessageData): StreamEvent {
     if (this.failed) throw this.failed;
@@ -396,6 +548,28 @@ export class StreamDecoder {
       this.failed = e instanceof StreamContractError ? e : new StreamContractError(String(e));
       throw this.failed;
     }
+  }
+
+  /** A `signal` message: only on a signals=1 stream, once right after each bin's frame, then one final. */
+  private signal(o: Obj): SignalMessage {
+    const c = this._config;
+    if (c === null) fail('signal before runtime_config');
+    if (c.signals === null) fail('signal message, but runtime_config.replay.signals is absent (the stream was not opened with signals=1)');
+    if (this.finalSignal) fail('a signal message after the final one');
+    const msg = parseSignal(o);
+    if (msg.final) {
+      if (this.lastBin !== null && msg.bin_seq < this.lastBin.seq) fail(`signal (final): bin_seq ${msg.bin_seq} is before the last bin ${this.lastBin.seq}`);
+      this.finalSignal = true;
+      return msg;
+    }
+    const last = this.lastBin;
+    if (last === null) fail(`signal for bin_seq ${msg.bin_seq} before any bin`);
+    if (last.signalled) fail(`a second signal message for bin_seq ${last.seq}`);
+    if (msg.bin_seq !== last.seq || msg.ts_ns !== last.ts) {
+      fail(`signal: bin_seq ${msg.bin_seq} / ts_ns ${msg.ts_ns} right after the frame of bin_seq ${last.seq} / ts_ns ${last.ts} (it names the bin it follows)`);
+    }
+    last.signalled = true;
+    return msg;
   }
 
   private next(data: StreamMessageData): StreamEvent {
@@ -410,6 +584,7 @@ export class StreamDecoder {
       const bin = { update: this.pending, frame };
       this.pending = null;
       this._bins++;
+      this.lastBin = { seq: bin.update.bin_seq, ts: String(bin.update.ts_ns), signalled: false };
       return { kind: 'bin', bin };
     }
     const o = parseJsonText(data);
@@ -423,6 +598,7 @@ export class StreamDecoder {
         // a replay sends it once, first; a live stream may replace it (contract roll, new day, live restart)
         if (this._config !== null && !isLiveConfig(this._config)) fail('a second runtime_config (it is sent once, first)');
         this._config = parseRuntimeConfig(o);
+        this.lastBin = null;
         return { kind: 'runtime_config', config: this._config };
       case 'gap':
         if (!isLiveConfig(this._config)) fail('gap outside a live stream (source=live)');
@@ -436,8 +612,14 @@ export class StreamDecoder {
         return { kind: 'end_of_stream', bins: this._bins };
       case 'grid_update':
         if (this._config === null) fail('grid_update before runtime_config');
+        if (this.finalSignal) fail('grid_update after the final signal message (only end_of_stream may follow it)');
+        if (this._config.signals !== null && this.lastBin !== null && !this.lastBin.signalled) {
+          fail(`grid_update while the signal message of bin_seq ${this.lastBin.seq} was expected (signals=1: one after each bin's frame)`);
+        }
         this.pending = parseGridUpdate(o);
         return { kind: 'grid_update', update: this.pending };
+      case 'signal':
+        return { kind: 'signal', signal: this.signal(o) };
       default:
         fail(`unknown message type ${JSON.stringify(o.type)}`);
     }

@@ -6,6 +6,13 @@
  * keeps the history), and the notices (a day without bins offers the days with data; a server error is shown
  * once). Draws from a requestAnimationFrame loop only when bins arrived (and not paused), the view changed or the
  * cache recoloured columns; `window.__qmachinaStats` carries the frame-time figures for the browser tests.
+ *
+ * The served signal (`signals=1`): requested when the page says `signals=1`, or when the "signal" toggle is on; by
+ * default it is on when the version has a signal (`GET /v1/serving/versions/{serving}` before the first connection;
+ * when that cannot be read, the hello's `signal` decides and the stream reopens with signals=1). Its messages feed a
+ * `SignalTrack`: entry/exit markers on the plot, the latest score and the open position in the HUD with a legend line
+ * (signal, threshold, TP/SL from `replay.signals`), the score in the tooltip. A version the server cannot stream a
+ * signal for (4422 no signal, 4501 ML) falls back to the plain stream with a note in the HUD, not an error panel.
  */
 
 import { etDate, formatEt, formatPrice, priceDecimals } from './axes';
@@ -19,10 +26,14 @@ import { HeatCache, type Colouring } from './heatcache';
 import { actionFor, cycle, HOTKEYS, keyLabel, type Action } from './hotkeys';
 import { continueWith, createViewerModel, ingestBin, type ViewerModel } from './model';
 import { isNormalization, NORMALIZATIONS, Normalizer, type Normalization } from './normalize';
-import { buildStreamUrl, checkReplayParam, withReplay, type ReplayQuery, type ViewerParams } from './params';
+import { buildStreamUrl, checkReplayParam, withReplay, withSignals, type ReplayQuery, type ViewerParams } from './params';
 import { plotRect, Renderer, visibleBins, type Marker } from './renderer';
+import { declaresSignal, formatTicks, SIGNAL_FALLBACK_CODES, signalLegend, SignalTrack } from './signals';
+import { Api, apiBase } from '../pages/api';
 import { RollingStats } from './stats';
-import { isLiveConfig, type FeedGap, type RuntimeConfigMessage, type SourceStatus, type StreamBin } from '../stream/contract';
+import {
+  isLiveConfig, type FeedGap, type RuntimeConfigMessage, type SignalMessage, type SignalsInfo, type SourceStatus, type StreamBin,
+} from '../stream/contract';
 import { Viewport } from './viewport';
 import { parseVisualization, type Visualization } from './vizconfig';
 
@@ -53,6 +64,13 @@ export interface QmachinaStats {
   behindMs: number;
   /** Frames skipped to catch up (the page draws ≤ 10 fps while more than CATCH_UP_MS behind). */
   catchUpSkips: number;
+  /** The stream was opened with signals=1; its signal messages taken, markers held, the newest score (null: none). */
+  signals: boolean;
+  signalMessages: number;
+  signalMarkers: number;
+  signalScore: number | null;
+  /** Markers in the last frame's time range (canvas px, at most 64). */
+  markersDrawn: { x: number; y: number; kind: Marker['kind'] }[];
 }
 
 declare global {
@@ -147,7 +165,15 @@ export class ViewerApp {
   private mouse: { x: number; y: number } | null = null;
   private drag: { x: number; y: number; id: number } | null = null;
   private tipFields = new Set<string>();
-  private markers: Marker[] = [];
+  /** signals=1 is requested on the current connection; the user's/URL's choice (null: the version decides). */
+  private signalsOn = false;
+  private signalsChoice: boolean | null;
+  /** The default was decided from the published version (else the hello decides, once). */
+  private signalsDecided = false;
+  private track: SignalTrack | null = null;
+  private signalInfo: SignalsInfo | null = null;
+  private signalNote: string | null = null;
+  private hudDirty = true;
   /** Live feed gaps (ms; an open end while the book waits for a snapshot). */
   private feedGaps: { t0: number; t1: number }[] = [];
   private sourceDown: string | null = null;
@@ -159,6 +185,7 @@ export class ViewerApp {
     this.mode = params.mode ?? 'heatmap';
     this.modeFromUrl = params.mode !== null;
     this.replay = { ...params.replay };
+    this.signalsChoice = params.signals;
     this.renderer = new Renderer(el(root, '#viewer-canvas'));
     this.overlay = el<HTMLCanvasElement>(root, '#overlay-canvas');
     this.octx = this.overlay.getContext('2d')!;
@@ -166,6 +193,7 @@ export class ViewerApp {
       onState: (s, d) => this.onState(s, d),
       onConfig: (c) => this.onConfig(c),
       onBin: (b) => this.onBin(b),
+      onSignal: (m) => this.onSignal(m),
       onError: (e, src) => this.onError(e, src),
       onEnd: (info) => this.onEnd(info),
       onGap: (g) => this.onGap(g),
@@ -182,7 +210,7 @@ export class ViewerApp {
   }
 
   start(): void {
-    this.conn.start(this.streamUrl());
+    void this.decideSignals().then(() => this.conn.start(this.streamUrl()));
     const loop = () => {
       requestAnimationFrame(loop);
       this.frame();
@@ -190,8 +218,43 @@ export class ViewerApp {
     requestAnimationFrame(loop);
   }
 
-  private streamUrl(): string {
-    return buildStreamUrl(window.location.href, { serving: this.params.serving, replay: this.replay, stream: this.params.stream });
+  private streamUrl(replay: ReplayQuery = this.replay): string {
+    return buildStreamUrl(window.location.href, { serving: this.params.serving, replay, stream: this.params.stream }, this.signalsOn);
+  }
+
+  /** Whether the first connection asks for signals=1: the page's choice, else whether the version has a signal. */
+  private async decideSignals(): Promise<void> {
+    if (this.replay.source === 'live') this.signalsOn = false; // the server streams signals with replays only
+    else if (this.signalsChoice !== null) this.signalsOn = this.signalsChoice;
+    else {
+      try {
+        // no login redirect here: the stream's own 4401 does that
+        const v = await new Api(apiBase(window.location.search, window.location.origin)).version(this.params.serving);
+        this.signalsOn = declaresSignal(v.runtime_snapshot);
+        this.signalsDecided = true;
+      } catch {
+        this.signalsOn = false; // the hello decides (onConfig)
+      }
+    }
+    this.syncSignalToggle();
+  }
+
+  private syncSignalToggle(): void {
+    const cb = el<HTMLInputElement>(this.root, '#signals');
+    cb.checked = this.signalsOn;
+    cb.disabled = this.replay.source === 'live';
+    this.hudDirty = true;
+  }
+
+  /** The toggle: reopen with or without signals=1, continuing from the newest bin (the history stays). */
+  private setSignals(on: boolean): void {
+    this.signalsChoice = on;
+    this.signalsOn = on;
+    this.signalNote = null;
+    history.replaceState(null, '', withSignals(window.location.href, on));
+    this.syncSignalToggle();
+    const cont = this.continuation();
+    this.reopen(cont ?? this.replay, cont !== null);
   }
 
   // ---- stream events ------------------------------------------------------------------------------------
@@ -209,6 +272,15 @@ export class ViewerApp {
 
   private onError(e: Error, src: 'contract' | 'server' | 'socket'): void {
     if (e instanceof ServerStreamError && e.code === UNAUTHORIZED) toLogin(); // no session: log in, come back
+    if (src === 'server' && this.signalsOn && e instanceof ServerStreamError && e.code !== null && SIGNAL_FALLBACK_CODES.has(e.code)) {
+      // no signal to stream for this version: the plain stream, with a note (not an error)
+      this.signalsOn = false;
+      this.signalNote = `signal not streamed (${e.code}): ${e.message}`;
+      this.syncSignalToggle();
+      el(this.root, '#conn-detail').textContent = this.signalNote;
+      this.conn.start(this.streamUrl());
+      return;
+    }
     const days = e instanceof ServerStreamError ? e.datesWithData : [];
     const title = src === 'contract' ? 'Stream contract violation (SPEC §7.2)'
       : src === 'server' ? (e instanceof ServerStreamError && e.code === 4410 ? 'No data' : 'Server error') : 'Connection error';
@@ -268,6 +340,15 @@ export class ViewerApp {
   }
 
   private onConfig(c: RuntimeConfigMessage): void {
+    if (this.signalsChoice === null && !this.signalsDecided && !isLiveConfig(c)) {
+      this.signalsDecided = true; // the version could not be read before: its hello says whether it has a signal
+      if (!this.signalsOn && declaresSignal(c.raw)) {
+        this.signalsOn = true;
+        this.syncSignalToggle();
+        this.conn.start(this.streamUrl()); // no bin taken yet: start again with signals=1
+        return;
+      }
+    }
     const prev = this.config;
     const sameVersion = prev !== null
       && (prev.raw.serving as { serving_id?: string } | undefined)?.serving_id === (c.raw.serving as { serving_id?: string } | undefined)?.serving_id;
@@ -292,8 +373,12 @@ export class ViewerApp {
     if (keep || !isLiveConfig(c)) el(this.root, '#notice').hidden = true;
     const replay = (c.raw.replay ?? {}) as Record<string, unknown>;
     this.replayInfo(replay);
+    this.signalInfo = c.signals;
+    this.hudDirty = true;
     if (keep) {
       continueWith(this.model!);
+      if (c.signals === null) this.track = null; // the signal was switched off: its layer goes
+      else this.track ??= new SignalTrack(this.model!.ring.capacity);
       this.dirty = true;
       return;
     }
@@ -316,7 +401,7 @@ export class ViewerApp {
     this.binsTotal = 0;
     this.gaps = 0;
     this.lastSeq = null;
-    this.markers = [];
+    this.track = c.signals === null ? null : new SignalTrack(capacity);
     this.feedGaps = [];
     const derived = ring.has(EMA_SIGNAL_FIELD) ? [EMA_SIGNAL_FIELD] : []; // the EMA/SMA lines are prices: not offered
     this.fields = [...(hasBook ? [BOOK_FIELD] : []), ...floats, ...this.model.goldFields.filter((f) => f !== 'state5_code'), ...this.model.dslFields, ...derived];
@@ -375,6 +460,46 @@ export class ViewerApp {
     this.ingestStats.add(performance.now() - t0);
   }
 
+  /** signals=1: a bin's signal message (after its bin), or the final one (the session end's exit). */
+  private onSignal(msg: SignalMessage): void {
+    const t = this.track;
+    const c = this.config;
+    if (!t || !c) return;
+    if (!t.add(msg, Number(c.tick_int) * c.price_scale)) return; // a continued replay's overlap
+    this.hudDirty = true;
+    if (msg.events.length || msg.final) this.dirty = true;
+  }
+
+  /** The signal HUD (top left, under the gauge): legend line from replay.signals, latest score, position, trades. */
+  private hud(): void {
+    this.hudDirty = false;
+    const box = el(this.root, '#signal-hud');
+    const info = this.signalInfo;
+    const t = this.track;
+    const c = this.config;
+    if (!info && !this.signalNote) {
+      box.hidden = true;
+      return;
+    }
+    box.hidden = false;
+    const legend = el(box, '.signal-legend');
+    legend.textContent = info ? `${signalLegend(info)} · ▲ long ▼ short ■ exit` : '';
+    legend.hidden = !info;
+    const state = el(box, '.signal-state');
+    if (!info || !t || !c) {
+      state.textContent = this.signalNote ?? '';
+      box.dataset.position = 'none';
+      return;
+    }
+    const score = t.latest;
+    const p = t.position;
+    const dec = priceDecimals(Number(c.tick_int) * c.price_scale);
+    const pos = p ? `${p.direction > 0 ? 'LONG ▲' : 'SHORT ▼'} ${p.price.toFixed(dec)} since ${formatEt(p.since, 1)}` : 'flat';
+    state.textContent = `score ${Number.isFinite(score) ? `${score >= 0 ? '+' : ''}${score.toFixed(3)}` : '—'} · ${pos}`
+      + ` · ${t.trades} trade${t.trades === 1 ? '' : 's'} ${formatTicks(t.pnlTicks)}${t.ended ? ' · session closed' : ''}`;
+    box.dataset.position = p ? (p.direction > 0 ? 'long' : 'short') : 'flat';
+  }
+
   // ---- drawing ------------------------------------------------------------------------------------------
 
   private colouring(): Colouring {
@@ -416,6 +541,7 @@ export class ViewerApp {
   }
 
   private frame(): void {
+    if (this.hudDirty) this.hud();
     const resized = this.renderer.resize(); // a resize clears the canvas: redraw even when paused
     if (resized) {
       this.dirty = true;
@@ -454,7 +580,7 @@ export class ViewerApp {
       cellMs: this.config.cell_width_ms, overlays: this.viz.overlays, horizonsBins: this.config.projection_horizons_bins,
       tickDollars: Number(this.config.tick_int) * this.config.price_scale, goldReady: m.gold?.ready ?? false,
       candles: this.mode === 'candle' ? this.candles() : [], lineSets: m.lineSets, showTrades: this.showTrades,
-      markers: this.markers, gaps: this.feedGaps, banner: this.banner(),
+      markers: this.track?.markers ?? [], gaps: this.feedGaps, banner: this.banner(),
     });
     this.frameStats.add(performance.now() - t0);
     this.frames++;
@@ -491,6 +617,9 @@ export class ViewerApp {
       trades: this.model?.trades.count ?? 0,
       ingestMsMean: this.ingestStats.count ? this.ingestStats.mean : 0,
       behindMs: this.behindMs, catchUpSkips: this.catchUpSkips,
+      signals: this.signalsOn, signalMessages: this.track?.messages ?? 0, signalMarkers: this.track?.markers.length ?? 0,
+      signalScore: this.track && Number.isFinite(this.track.latest) ? this.track.latest : null,
+      markersDrawn: this.renderer.drawnMarkers.slice(),
     };
     window.__qmachinaStats = st;
     const out = this.root.querySelector('#frame-stats');
@@ -645,7 +774,7 @@ export class ViewerApp {
     const next = this.continuation();
     if (!next) return;
     this.keepHistory = true;
-    this.conn.url = buildStreamUrl(window.location.href, { serving: this.params.serving, replay: next, stream: this.params.stream });
+    this.conn.url = this.streamUrl(next);
   }
 
   /** Reopen the stream with `next` replay parameters; `keep` keeps the history (a continued replay). */
@@ -700,6 +829,8 @@ export class ViewerApp {
       this.dirty = true;
     });
     el<HTMLInputElement>(r, '#trades').addEventListener('change', () => this.act('toggle_trades'));
+    const signals = el<HTMLInputElement>(r, '#signals');
+    signals.addEventListener('change', () => this.setSignals(signals.checked));
     el<HTMLButtonElement>(r, '#pause').addEventListener('click', () => this.act('pause'));
     el<HTMLButtonElement>(r, '#follow').addEventListener('click', () => this.act('follow'));
     el<HTMLButtonElement>(r, '#zoom-reset').addEventListener('click', () => this.act('reset'));
@@ -911,6 +1042,15 @@ export class ViewerApp {
       else sell += vol;
     });
     if (buy || sell) rows.push(`traded ${buy ? `${buy} buy` : ''}${buy && sell ? ' · ' : ''}${sell ? `${sell} sell` : ''}`);
+    if (this.track) { // the served signal at this bin: its score and the entries/exits there
+      const sc = this.track.scoreAt(s.tsMs);
+      rows.push(`signal score     ${Number.isNaN(sc) ? '—' : `${sc >= 0 ? '+' : ''}${sc.toFixed(4)}`}`);
+      const tickDollars = Number(c.tick_int) * c.price_scale;
+      const dec = priceDecimals(tickDollars);
+      for (const mk of this.track.markers) {
+        if (mk.tsMs === s.tsMs) rows.push(`signal ${mk.kind === 'exit' ? 'exit' : 'entry'} ${mk.label} @ ${formatPrice(mk.tick, tickDollars, dec)}`);
+      }
+    }
     const shown = new Set<string>([BOOK_FIELD]);
     const add = (f: string) => {
       if (shown.has(f)) return;

@@ -243,7 +243,7 @@ describe('signal markers', () => {
     ]);
     const track = new SignalTrack(2);
     track.add(msg, 0.25);
-    expect(track.position).toEqual({ direction: -1, since: 1_700_000_000_300 });
+    expect(track.position).toEqual({ direction: -1, since: 1_700_000_000_300, price: 4800.25 });
     track.add({ bin_seq: 4, ts_ns: '1700000000400000000', score: -0.1, events: [] }, 0.25);
     track.add({ bin_seq: 5, ts_ns: '1700000000500000000', score: null, events: [] }, 0.25);
     track.add({ bin_seq: 6, ts_ns: '1700000000600000000', score: 0.3, events: [] }, 0.25);

@@ -1,6 +1,6 @@
 import { tableFromArrays, tableToIPC } from 'apache-arrow';
 import { describe, expect, it } from 'vitest';
-import { StreamContractError } from '../stream/contract';
+import { StreamContractError, type SignalMessage } from '../stream/contract';
 import { StreamConnection, type ConnState, type SocketLike } from './connection';
 
 const GOLD_CONFIG = {
@@ -22,6 +22,17 @@ const UPDATE = (seq: number) => JSON.stringify({
   mid_price: 4800.125, spot_ref_price_int: '4800000000000', best_bid_price_int: '4800000000000',
   best_ask_price_int: '4800250000000', book_valid: true, due_unix_ns: '5',
 });
+/** The hello of a signals=1 stream: replay.signals as served_signal.SignalSetup.describe announces it. */
+const SIGNALS_CONFIG = JSON.stringify({
+  ...JSON.parse(CONFIG),
+  replay: {
+    signals: {
+      signal: 'flow_score', signal_params: {}, eval_source: 'defaults', lookback_bins: 1, lookback_exact: true,
+      eval: { threshold: 0.15, tp_ticks: 8, sl_ticks: 4, max_hold_bins: 300, cooldown_bins: 20, tick_size: 0.25, entry_mode: 'cross', cost_ticks_per_trade: 0, latency_bins: 1 },
+    },
+  },
+});
+const SIGNAL = (seq: number, over: Record<string, unknown> = {}) => JSON.stringify({ type: 'signal', bin_seq: seq, ts_ns: '1', score: 0.5, events: [], ...over });
 const FRAME = () => tableToIPC(tableFromArrays({
   k: Int32Array.from([-2, -1, 0, 1, 2]), rest_depth: Float64Array.from([1, 2, 3, 4, 5]),
 }), 'stream').slice().buffer;
@@ -51,12 +62,14 @@ function harness() {
   const states: ConnState[] = [];
   const errors: [string, string][] = [];
   const bins: number[] = [];
+  const signals: SignalMessage[] = [];
   let configs = 0;
   let ended = 0;
   const conn = new StreamConnection('ws://h/v1/stream?serving=demo', {
     onState: (s) => states.push(s),
     onConfig: () => configs++,
     onBin: (b) => bins.push(b.update.bin_seq),
+    onSignal: (m) => signals.push(m),
     onError: (e, src) => errors.push([src, e.message]),
     onEnd: () => ended++,
   }, {
@@ -69,7 +82,7 @@ function harness() {
     clearTimer: () => {},
     backoff: { baseMs: 100, jitter: 0 },
   });
-  return { conn, sockets, timers, states, errors, bins, get configs() { return configs; }, get ended() { return ended; } };
+  return { conn, sockets, timers, states, errors, bins, signals, get configs() { return configs; }, get ended() { return ended; } };
 }
 
 describe('StreamConnection', () => {
@@ -93,6 +106,50 @@ describe('StreamConnection', () => {
     expect(t.conn.state).toBe('ended');
     expect(t.timers).toHaveLength(0);
     expect(t.ended).toBe(1);
+  });
+
+  it('signals=1: each bin\'s signal message and the final one reach onSignal; end_of_stream then ends', () => {
+    const t = harness();
+    t.conn.start();
+    const s = t.sockets[0];
+    s.recv(SIGNALS_CONFIG);
+    s.recv(UPDATE(1));
+    s.recv(FRAME());
+    s.recv(SIGNAL(1, { events: [{ event: 'entry', bin_seq: 1, ts_ns: '1', direction: -1, price: 4800 }] }));
+    s.recv(SIGNAL(1, { final: true, score: null, events: [{ event: 'exit', bin_seq: 1, ts_ns: '1', direction: -1, price: 4800.5, outcome: 'truncated', pnl_ticks: -2 }] }));
+    s.recv(JSON.stringify({ type: 'end_of_stream', bins: 1 }));
+    expect(t.errors).toEqual([]);
+    expect(t.signals.map((m) => [m.bin_seq, m.final, m.events[0].event])).toEqual([[1, false, 'entry'], [1, true, 'exit']]);
+    expect(t.conn.state).toBe('ended');
+    expect(t.ended).toBe(1);
+  });
+
+  it('signals=1: end_of_stream without the final signal message is a contract violation, not an end', () => {
+    const t = harness();
+    t.conn.start();
+    const s = t.sockets[0];
+    s.recv(SIGNALS_CONFIG);
+    s.recv(UPDATE(1));
+    s.recv(FRAME());
+    s.recv(SIGNAL(1));
+    s.recv(JSON.stringify({ type: 'end_of_stream', bins: 1 }));
+    expect(t.conn.state).toBe('error');
+    expect(t.ended).toBe(0);
+    expect(t.errors).toEqual([['contract', 'end_of_stream without the final signal message (signals=1: it closes the session\'s open position)']]);
+    expect(s.closedWith).toBe(1000);
+    expect(t.timers).toHaveLength(0); // never reconnected into the same violation
+  });
+
+  it('a signal message on a plain stream stops it as a contract violation', () => {
+    const t = harness();
+    t.conn.start();
+    t.sockets[0].recv(CONFIG);
+    t.sockets[0].recv(UPDATE(1));
+    t.sockets[0].recv(FRAME());
+    t.sockets[0].recv(SIGNAL(1));
+    expect(t.conn.state).toBe('error');
+    expect(t.errors[0][1]).toMatch(/runtime_config\.replay\.signals is absent/);
+    expect(t.signals).toEqual([]);
   });
 
   it('reconnects with growing backoff after a drop, with a fresh decoder', () => {

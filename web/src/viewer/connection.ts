@@ -5,6 +5,7 @@
  * - `connecting` → `live` on the first message; a drop (not a final close code) → `reconnecting` after a
  *   backoff delay → `connecting` ...;
  * - a JSON `end_of_stream` (the serving's end of window/data; handled here, before the decoder) → `ended`;
+ * - with `signals=1`, a `signal` message after each bin (and a final one before `end_of_stream`) → `onSignal`;
  * - a JSON `error` from the server → reported; the close code that follows decides about reconnecting;
  * - a SPEC §7.2 contract violation (StreamContractError from the decoder) → `error`: the socket is closed
  *   and not reopened (the same stream would break the same way), the handler shows it.
@@ -12,7 +13,9 @@
  * The WebSocket constructor and timers are injectable for tests.
  */
 
-import { StreamContractError, StreamDecoder, type FeedGap, type RuntimeConfigMessage, type SourceStatus, type StreamBin } from '../stream/contract';
+import {
+  StreamContractError, StreamDecoder, type FeedGap, type RuntimeConfigMessage, type SignalMessage, type SourceStatus, type StreamBin,
+} from '../stream/contract';
 import { Backoff, shouldReconnect, type BackoffOptions } from './backoff';
 
 export type ConnState = 'idle' | 'connecting' | 'live' | 'reconnecting' | 'error' | 'ended';
@@ -21,6 +24,8 @@ export interface ConnectionHandlers {
   onState?(state: ConnState, detail: string): void;
   onConfig?(config: RuntimeConfigMessage): void;
   onBin?(bin: StreamBin): void;
+  /** signals=1: a bin's `signal` message (after its onBin), and the final one before onEnd. */
+  onSignal?(signal: SignalMessage): void;
   /** A contract violation (the stream is stopped) or a server `error` message. */
   onError?(error: Error, source: 'contract' | 'server' | 'socket'): void;
   onEnd?(info: Readonly<Record<string, unknown>>): void;
@@ -181,6 +186,12 @@ export class StreamConnection {
     const decoder = this.decoder!;
     if (decoder.error) return; // the stream already failed; ignore whatever is still in flight
     if (typeof data === 'string' && peekType(data) === 'end_of_stream') {
+      try {
+        decoder.checkEnd();
+      } catch (e) {
+        this.violation(e);
+        return;
+      }
       this.ended = true;
       const info = JSON.parse(data) as Record<string, unknown>;
       this.h.onEnd?.(info);
@@ -191,11 +202,7 @@ export class StreamConnection {
     try {
       ev = decoder.push(data as string | ArrayBuffer);
     } catch (e) {
-      const err = e instanceof StreamContractError ? e : new StreamContractError(String(e));
-      this.h.onError?.(err, 'contract');
-      this.stopped = true; // never reconnect into the same violation
-      this.teardown();
-      this.set('error', `stream contract violation: ${err.message}`);
+      this.violation(e);
       return;
     }
     switch (ev.kind) {
@@ -204,6 +211,9 @@ export class StreamConnection {
         break;
       case 'bin':
         this.h.onBin?.(ev.bin);
+        break;
+      case 'signal':
+        this.h.onSignal?.(ev.signal);
         break;
       case 'server_error': {
         let code: number | null = null;
@@ -228,6 +238,14 @@ export class StreamConnection {
       case 'end_of_stream':
         break;
     }
+  }
+
+  private violation(e: unknown): void {
+    const err = e instanceof StreamContractError ? e : new StreamContractError(String(e));
+    this.h.onError?.(err, 'contract');
+    this.stopped = true; // never reconnect into the same violation
+    this.teardown();
+    this.set('error', `stream contract violation: ${err.message}`);
   }
 
   private closed(code: number, reason: string): void {

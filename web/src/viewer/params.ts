@@ -1,9 +1,10 @@
 /**
  * Page URL → stream URL. The page is opened as `?serving=<alias|serving_id>[&source=replay|live][&date=YYYY-MM-DD][&start=HH:MM[:SS]]
- * [&end=HH:MM[:SS]][&speed=x][&stream=ws://host:port][&field=rest_depth][&mode=heatmap|candle]`. The WebSocket goes
- * to `/v1/stream` on the page's own host (or `stream=`), carrying `serving` plus the replay parameters the serving
- * process accepts (qmachina_serving/stream/replay.py parse_query: serving, source, date, start, end, speed; with
- * source=live only serving and source); viewer-only parameters stay on the page.
+ * [&end=HH:MM[:SS]][&speed=x][&signals=1|0][&stream=ws://host:port][&field=rest_depth][&mode=heatmap|candle]`. The
+ * WebSocket goes to `/v1/stream` on the page's own host (or `stream=`), carrying `serving` plus the replay parameters
+ * the serving process accepts (qmachina_serving/stream/replay.py parse_query: serving, source, date, start, end, speed,
+ * signals; with source=live only serving and source); viewer-only parameters stay on the page. `signals=1` asks for
+ * the served signal's messages, `signals=0` never; absent, the viewer decides (on when the version has a signal).
  */
 
 export const REPLAY_PARAMS = ['source', 'date', 'start', 'end', 'speed'] as const;
@@ -49,6 +50,8 @@ export interface ViewerParams {
   readonly tip: readonly string[] | null;
   /** Candle interval in ms (`candle=1s|5s|15s|30s|1m|5m`), null: auto. */
   readonly candle: number | null;
+  /** `signals=1` (true) / `signals=0` (false): stream the served signal or not; null: on when the version has one. */
+  readonly signals: boolean | null;
 }
 
 const CANDLE_RE = /^(\d+)(s|m)$/;
@@ -77,14 +80,23 @@ export function parseViewerParams(search: string): ViewerParams {
     if (!cm) throw new ViewerParamError(`candle ${JSON.stringify(candleRaw)}: an interval such as 1s, 5s, 1m or 5m`);
     candle = Number(cm[1]) * (cm[2] === 's' ? 1000 : 60_000);
   }
+  const sig = q.get('signals');
+  if (sig !== null && sig !== '' && sig !== '0' && sig !== '1') {
+    throw new ViewerParamError(`signals ${JSON.stringify(sig)}: 1 (stream the served signal) or 0`);
+  }
+  const signals = sig === '1' ? true : sig === '0' ? false : null;
+  if (signals && replay.source === 'live') {
+    throw new ViewerParamError('signals=1: the served signal is streamed with replays only, not with source=live');
+  }
   return {
     serving, replay, stream: q.get('stream') || null, field: q.get('field') || null, mode,
-    tip: tip ? tip.split(',').map((x) => x.trim()).filter(Boolean) : null, candle,
+    tip: tip ? tip.split(',').map((x) => x.trim()).filter(Boolean) : null, candle, signals,
   };
 }
 
-/** The WebSocket URL: `ws(s)://<page host or stream override>/v1/stream?serving=..&<replay params>`. */
-export function buildStreamUrl(pageHref: string, p: Pick<ViewerParams, 'serving' | 'replay' | 'stream'>): string {
+/** The WebSocket URL: `ws(s)://<page host or stream override>/v1/stream?serving=..&<replay params>[&signals=1]`
+ * (`signals` is never sent with source=live: the server refuses it there). */
+export function buildStreamUrl(pageHref: string, p: Pick<ViewerParams, 'serving' | 'replay' | 'stream'>, signals = false): string {
   const page = new URL(pageHref);
   const base = p.stream ?? `${page.protocol === 'https:' ? 'wss:' : 'ws:'}//${page.host || 'localhost'}`;
   const url = new URL('/v1/stream', base);
@@ -97,8 +109,17 @@ export function buildStreamUrl(pageHref: string, p: Pick<ViewerParams, 'serving'
     const v = p.replay[k];
     if (v !== undefined && (!live || k === 'source')) q.set(k, v); // live: the market as it happens, no window
   }
+  if (signals && !live) q.set('signals', '1');
   url.search = q.toString();
   return url.toString();
+}
+
+/** The page URL with `signals=1|0` set (null: removed, the viewer decides), for history.replaceState. */
+export function withSignals(pageHref: string, signals: boolean | null): string {
+  const u = new URL(pageHref);
+  if (signals === null) u.searchParams.delete('signals');
+  else u.searchParams.set('signals', signals ? '1' : '0');
+  return u.toString();
 }
 
 /** The page URL with replay parameters replaced (empty/undefined values removed), for history.replaceState. */

@@ -10,7 +10,8 @@ import { EMA_SIGNAL_FIELD } from './ema';
 import { fieldInfo } from './fields';
 import { buildLines } from './model';
 import { Normalizer } from './normalize';
-import { Renderer, type DrawModel } from './renderer';
+import { BUY_COLOR, plotRect, Renderer, SELL_COLOR, type DrawModel } from './renderer';
+import { SignalTrack } from './signals';
 import { BinRing } from './ring';
 import { TradeLog } from './trades';
 import { Viewport } from './viewport';
@@ -151,6 +152,32 @@ describe('Renderer (fake 2D context)', () => {
     r.draw({ ...m, overlays, mode: 'heatmap' });
     expect(calls.some((c) => c.name === 'fillRect' && c.state.fillStyle === 'rgba(160,120,255,0.22)')).toBe(false);
     expect(calls.filter((c) => c.name === 'stroke' && c.state.lineWidth === 2.5)).toHaveLength(6);
+  });
+
+  it('signal markers from a SignalTrack: ▲/▼ filled at their bin close and price, ■ exits labelled, off-view ones skipped', () => {
+    const calls: Call[] = [];
+    const r = new Renderer(fakeCanvas(calls));
+    const m = emaDrawModel(); // bins end at 0 … 1100 ms, spot ticks 19200 … 19211 ($4800 … $4802.75)
+    const track = new SignalTrack(100);
+    const ns = (tsMs: number) => String(BigInt(tsMs) * 1_000_000n);
+    track.add({ bin_seq: 5, ts_ns: ns(500), score: 0.4, events: [{ event: 'entry', bin_seq: 5, ts_ns: ns(500), direction: 1, price: 4801.25 }] }, 0.25);
+    track.add({ bin_seq: 8, ts_ns: ns(800), score: -0.2, events: [
+      { event: 'exit', bin_seq: 8, ts_ns: ns(800), direction: 1, price: 4802, outcome: 'tp', pnl_ticks: 3 },
+      { event: 'entry', bin_seq: 8, ts_ns: ns(800), direction: -1, price: 4802 },
+    ] }, 0.25);
+    track.add({ bin_seq: 9, ts_ns: ns(900), score: 0, events: [{ event: 'exit', bin_seq: -90, ts_ns: ns(-9000), direction: -1, price: 4802, outcome: 'timeout', pnl_ticks: 0 }] }, 0.25);
+    r.draw({ ...m, markers: track.markers });
+    expect(r.drawnMarkers.map((d) => d.kind)).toEqual(['entry_long', 'exit', 'entry_short']); // the -9 s exit is out of view
+    const fills = calls.filter((c) => c.name === 'fill').map((c) => c.state.fillStyle);
+    expect(fills).toEqual(expect.arrayContaining([BUY_COLOR, SELL_COLOR, '#f5f5f5']));
+    const v = m.view;
+    const P = plotRect(800, 400, 1);
+    expect(r.drawnMarkers[0].x).toBeCloseTo(v.x(500, P.w), 6);
+    expect(r.drawnMarkers[0].y).toBeCloseTo(v.y(19205, P.h), 6); // $4801.25 / $0.25
+    const texts = calls.filter((c) => c.name === 'fillText').map((c) => String(c.args[0]));
+    expect(texts).toEqual(expect.arrayContaining(['long', 'tp +3t', 'short']));
+    r.draw(m); // no markers: none recorded
+    expect(r.drawnMarkers).toEqual([]);
   });
 
   it('SUPPORTED lists the line overlays', () => {

@@ -149,6 +149,8 @@ export class Renderer {
   static readonly SUPPORTED = new Set(['vp_gold', 'spot_trail', 'bbo_spread', 'bbo_trail', 'projection_bands', 'ema_lines', 'sma_lines']);
   /** The last frame's volume profile (the tooltip reads it). */
   profile: Profile | null = null;
+  /** The last frame's signal markers in the visible time range (canvas px; at most 64), for the page's stats. */
+  drawnMarkers: { x: number; y: number; kind: Marker['kind'] }[] = [];
 
   constructor(readonly canvas: HTMLCanvasElement) {
     this.ctx = canvas.getContext('2d', { alpha: false })!;
@@ -363,6 +365,7 @@ export class Renderer {
   }
 
   private markers(m: DrawModel, xOf: (t: number) => number, yOf: (t: number) => number, dpr: number): void {
+    this.drawnMarkers = [];
     if (!m.markers.length) return;
     const ctx = this.ctx;
     const s = 7 * dpr;
@@ -372,6 +375,7 @@ export class Renderer {
       if (mk.tsMs < m.view.t0 - m.cellMs || mk.tsMs > m.view.t1) continue;
       const x = xOf(mk.tsMs);
       const y = yOf(mk.tick);
+      if (this.drawnMarkers.length < 64) this.drawnMarkers.push({ x, y, kind: mk.kind });
       ctx.beginPath();
       if (mk.kind === 'entry_long') {
         ctx.fillStyle = BUY_COLOR;

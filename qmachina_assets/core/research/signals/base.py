@@ -82,7 +82,10 @@ class Signal(ABC):
 
     name: ClassVar[str]
     kind: ClassVar[Literal["statistical", "ml"]]
-    columns: ClassVar[tuple[str, ...]]  # grid columns read (silver or gold)
+    #: grid columns read (silver, built-in gold or Gold DSL outputs): a class constant for signals that read
+    #: fixed columns; a signal whose params name its column (`gold_column`) sets it per instance, so read it
+    #: from an instance
+    columns: tuple[str, ...]
     default_thresholds: ClassVar[tuple[float, ...]]
     Params: ClassVar[type[SignalParams]]
 

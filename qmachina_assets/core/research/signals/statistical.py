@@ -1,4 +1,5 @@
-"""The statistical signals of SPEC §6.7 (plus `flow_score`, the signal the viewer serves), rebuilt causal.
+"""The statistical signals of SPEC §6.7 (plus `flow_score`, the signal the viewer serves, and `gold_column`, any
+named gold column, Gold DSL outputs included), rebuilt causal.
 
 Each signal reduces the (bin, k) grids to a few per-bin series with the k-based band helpers of
 `common` (any grid radius; no hard-coded 101-column indices, SPEC §10.14), then runs causal rolling
@@ -746,5 +747,40 @@ class FlowScore(StatisticalSignal):
         return _finish(_grid(data, "flow_score")[:, data.k_index(self.params.k)], data)
 
 
-STATISTICAL_SIGNALS: tuple[str, ...] = ("ads", "ads_pfp_svac", "derivative", "erd", "flow_score", "iirc", "jad",
-                                        "msd", "pfp", "spg")
+# ------------------------------------------------------------------------------------- gold_column
+
+
+class GoldColumnParams(SignalParams):
+    #: a gold column of the dataset: a built-in one (flow_score, pressure_variant, ...) or an output of the
+    #: pipeline's Gold DSL (`pipeline.gold_dsl`), which research datasets carry as extra gold columns
+    column: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    k: int = 0
+    sign: Literal[1, -1] = 1
+
+
+@register
+class GoldColumn(StatisticalSignal):
+    """`sign` × a named gold column at relative tick k: thresholds any gold value, a Gold DSL output included,
+    without writing a signal for it. Pointwise like `flow_score` (which is `gold_column` on `flow_score`), so
+    the stream's value is exact with a one-bin buffer. `columns` comes from the params (per instance)."""
+
+    name = "gold_column"
+    default_thresholds = (0.1, 0.25, 0.5, 1.0, 2.0)
+    Params = GoldColumnParams
+
+    def __init__(self, params: SignalParams | dict | None = None):
+        super().__init__(params)
+        self.columns = (self.params.column,)
+
+    def score(self, data: GridData) -> np.ndarray:
+        p = self.params
+        if p.column not in data.columns:
+            raise ValueError(f"gold_column: column {p.column!r} is not in the data (it has: "
+                             f"{', '.join(sorted(data.columns)) or 'none'}); name a built-in gold column or an "
+                             "output of the pipeline's Gold DSL")
+        x = _grid(data, p.column)[:, data.k_index(p.k)]
+        return _finish(-x if p.sign == -1 else x, data)
+
+
+STATISTICAL_SIGNALS: tuple[str, ...] = ("ads", "ads_pfp_svac", "derivative", "erd", "flow_score", "gold_column",
+                                        "iirc", "jad", "msd", "pfp", "spg")
