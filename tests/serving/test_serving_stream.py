@@ -68,8 +68,11 @@ def server(served_lake) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def server_asgi(served_lake) -> Iterator[Server]:
-    """The same server writing through the two plain ASGI sends per bin (no wire.DirectWriter)."""
-    with _serve(*served_lake, QMACHINA_SERVING_DIRECT_WRITE="false") as srv:
+    """The same server writing through the two plain ASGI sends per bin (no wire.DirectWriter); queues as deep as
+    `server_deep`'s, since its tests compare every bin of a max-speed day (a client descheduled for more than 16
+    bins at 1,000 bins/s would be skipped ahead, as the stream does for slow readers)."""
+    with _serve(*served_lake, QMACHINA_SERVING_DIRECT_WRITE="false", QMACHINA_SERVING_CLIENT_QUEUE_BINS="4096",
+                QMACHINA_SERVING_MAX_STALL_S="30") as srv:
         yield srv
 
 
@@ -171,7 +174,7 @@ def test_stream_credentials_header_cookie_ticket(server):
     assert again["close"][0] == 4401 and again["error"]["reason"] == "reused"
 
 
-@pytest.mark.parametrize("which", ["server", "server_asgi"])
+@pytest.mark.parametrize("which", ["server_deep", "server_asgi"])  # deep queues: every bin of a 1,000 bins/s day
 def test_contract_bin_by_bin_against_silver(request, which):
     server = request.getfixturevalue(which)
     got = run(_collect(f"{server.ws}?serving=live&speed=100"))
