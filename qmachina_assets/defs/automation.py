@@ -9,7 +9,27 @@ each tick, so the UI shows per asset why it was or was not requested. A pipeline
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
+
+SENSOR_INTERVAL_ENV = "QMACHINA_SENSOR_INTERVAL_S"
+
+
+def sensor_interval(default: int = 30) -> int:
+    """Seconds between evaluations of `raw_file_sensor` and `qmachina_automation`: `QMACHINA_SENSOR_INTERVAL_S`
+    (read when the definitions load), else `default`. Each hop of landed file → bronze → silver → gold waits up
+    to one interval, so a test of the real daemon shortens it; 30 s is plenty for files that land daily."""
+    raw = os.environ.get(SENSOR_INTERVAL_ENV)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{SENSOR_INTERVAL_ENV}={raw!r}: expected a whole number of seconds >= 1")
+    return value
 
 #: Data layers and research assets: a partition is requested when it is newly missing or any of its parents
 #: updated, once all parents exist and none is in progress (per session: dynamic keys have no "latest" window).
@@ -40,6 +60,6 @@ def condition(base: dg.AutomationCondition, enabled: bool = True) -> dg.Automati
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "qmachina_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30, run_tags={"qmachina/trigger": "automation"},
+    minimum_interval_seconds=sensor_interval(), run_tags={"qmachina/trigger": "automation"},
     description="Evaluates every asset's automation condition (landed file → ... → serving alias).",
 )

@@ -7,12 +7,13 @@ import dagster as dg
 
 from qmachina_assets.core.ingest.lake import discover_raw_files
 from qmachina_assets.core.instrument import locked_instrument
+from qmachina_assets.defs.automation import sensor_interval
 from qmachina_assets.defs.bronze.jobs import bronze_job
 from qmachina_assets.defs.partitions import SESSIONS, session_key, session_partitions_def
 from qmachina_assets.defs.resources import LakeResource
 
 
-@dg.sensor(job=bronze_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+@dg.sensor(job=bronze_job, minimum_interval_seconds=sensor_interval(), default_status=dg.DefaultSensorStatus.RUNNING,
            description="Adds a `date|symbol` session partition per landed raw file and requests its bronze run.")
 def raw_file_sensor(context: dg.SensorEvaluationContext, lake_res: LakeResource) -> dg.SensorResult:
     instrument = locked_instrument()
