@@ -44,7 +44,7 @@ def _move(typingctx, arr, dst, src, count):
     return sig, codegen
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, _nrt=False, error_model="numpy", inline="always")
 def lower_bound(a: np.ndarray, n: int, x: float) -> int:
     """First index i in a[:n] with a[i] >= x."""
     base = 0
@@ -58,7 +58,7 @@ def lower_bound(a: np.ndarray, n: int, x: float) -> int:
     return base
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def sorted_insert(a: np.ndarray, n: int, x: float) -> int:
     """Insert x into the sorted a[:n]; returns the new length."""
     i = lower_bound(a, n, x)
@@ -67,7 +67,7 @@ def sorted_insert(a: np.ndarray, n: int, x: float) -> int:
     return n + 1
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def sorted_remove(a: np.ndarray, n: int, x: float) -> int:
     """Remove one occurrence of x from the sorted a[:n]; returns the new length."""
     i = lower_bound(a, n, x)
@@ -78,7 +78,7 @@ def sorted_remove(a: np.ndarray, n: int, x: float) -> int:
 _BLOCK = 32  # rank2's first level: every _BLOCK-th element of the sorted window
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, _nrt=False, error_model="numpy", inline="always")
 def count_below2(a: np.ndarray, lo: int, hi: int, x: float, y: float) -> tuple[int, int]:
     """(#a[lo:hi] < x, #a[lo:hi] < y) in one vectorised pass (indices from 0 in a slice: numba's
     negative-index wraparound on a computed index would keep the loop scalar)."""
@@ -91,7 +91,7 @@ def count_below2(a: np.ndarray, lo: int, hi: int, x: float, y: float) -> tuple[i
     return ci, cj
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, _nrt=False, error_model="numpy", inline="always")
 def rank2(a: np.ndarray, n: int, x: float, y: float) -> tuple[int, int]:
     """(lower_bound(x), lower_bound(y)) in the sorted a[:n], as counts of smaller elements.
 
@@ -113,7 +113,7 @@ def rank2(a: np.ndarray, n: int, x: float, y: float) -> tuple[int, int]:
     return sx + cx, sy + cy
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def sorted_replace(a: np.ndarray, n: int, old: float, new: float) -> None:
     """Remove one `old` and insert `new` in the sorted a[:n] (length unchanged), moving only the
     elements between the two positions: a full window's steady state is one of these per step."""
@@ -126,7 +126,7 @@ def sorted_replace(a: np.ndarray, n: int, old: float, new: float) -> None:
         a[j] = new
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, _nrt=False, error_model="numpy", inline="always")
 def sorted_median(a: np.ndarray, n: int) -> float:
     h = n >> 1
     if n & 1:
@@ -134,13 +134,13 @@ def sorted_median(a: np.ndarray, n: int) -> float:
     return (a[h - 1] + a[h]) / 2.0
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, _nrt=False, error_model="numpy", inline="always")
 def _takes_more_left(a: np.ndarray, m: float, lp: int, k: int, i: int) -> bool:
     """R(k-i) > L(i): with i of the k+1 smallest from the left run, the right run's last is too big."""
     return (a[lp + k - i] - m) > (m - a[lp - 1 - i])
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, _nrt=False, error_model="numpy", inline="always")
 def _kth_deviations(a: np.ndarray, n: int, m: float, lp: int, k: int, both: bool,
                     hint: int) -> tuple[float, float, int]:
     """The k-th and (if `both`) (k+1)-th smallest (0-based) of |a[i] - m| over a[:n], a[:lp] < m <= a[lp:n],
@@ -181,7 +181,7 @@ def _kth_deviations(a: np.ndarray, n: int, m: float, lp: int, k: int, both: bool
     return kth, (l_next if l_next < r_next else r_next), i
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, _nrt=False, error_model="numpy", inline="always")
 def sorted_mad_at(a: np.ndarray, n: int, m: float, hint: int) -> tuple[float, int]:
     """(median(|a[:n] - m|), split) for sorted a (numpy's definition: mean of the two middles when n is
     even); `hint` is the split of a previous call on a similar window (-1: none)."""
@@ -194,13 +194,13 @@ def sorted_mad_at(a: np.ndarray, n: int, m: float, hint: int) -> tuple[float, in
     return (lo + hi) / 2.0, split
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def sorted_mad(a: np.ndarray, n: int, m: float) -> float:
     """median(|a[:n] - m|) for sorted a (numpy's definition: mean of the two middles when n is even)."""
     return sorted_mad_at(a, n, m, -1)[0]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def robust_z_at(x: float, a: np.ndarray, n: int, min_periods: int, eps: float, hint: int) -> tuple[float, int]:
     """`robust_z` plus the MAD split found, to pass as `hint` for the same window's next step (a hint
     never changes the value, only how fast the MAD is found)."""
@@ -216,14 +216,14 @@ def robust_z_at(x: float, a: np.ndarray, n: int, min_periods: int, eps: float, h
     return 0.0, split
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def robust_z(x: float, a: np.ndarray, n: int, min_periods: int, eps: float) -> float:
     """(x - median) / (1.4826 * MAD) over the sorted window a[:n]; 0 while n < min_periods or the scale
     is <= eps; NaN when x itself is undefined."""
     return robust_z_at(x, a, n, min_periods, eps, -1)[0]
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def window_push(fifo: np.ndarray, srt: np.ndarray, head: int, length: int, n_sorted: int, x: float):
     """Push x into a FIFO of capacity W = len(fifo) and its sorted copy of defined values.
 
@@ -247,7 +247,7 @@ def window_push(fifo: np.ndarray, srt: np.ndarray, head: int, length: int, n_sor
     return head, length, n_sorted
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def window_mean(ring: np.ndarray, newest: int, count: int, w: int) -> float:
     """Mean of the last min(w, count) samples of a ring (newest at index `newest`), summed oldest first
     so every implementation adds in the same order."""
