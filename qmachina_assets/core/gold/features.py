@@ -154,13 +154,9 @@ def _reset_z(si_row) -> None:
     si_row[_NS3] = 0
 
 
-@njit(cache=True, _nrt=False, error_model="numpy")
-def _series(inp, r, out_f, ro, si_row, sf_row, ring_row, coef, windows, rho, params):
-    """First half of one sample of one absolute-tick series: force block, rolled composite and its
-    derivatives (input row r, output row ro), returned as (d1, d2, d3) for `_score`. It touches only the
-    composite ring and the previous composite/d1/d2, never `_score`'s state."""
-    dt = params[0]
-    eps_c = params[1]
+@njit(cache=True, _nrt=False, error_model="numpy", inline="always")
+def _force(inp, r, out_f, ro, coef, eps_c) -> float:
+    """Force block of input row r (pressure, vacuum, composite_raw written at output row ro); returns raw."""
     v_add = inp[0, r]
     v_rest = inp[1, r]
     a_add = inp[2, r]
@@ -170,6 +166,34 @@ def _series(inp, r, out_f, ro, si_row, sf_row, ring_row, coef, windows, rho, par
     p = coef[0] * v_add + coef[1] * max(v_rest, 0.0) + coef[2] * max(a_add, 0.0)
     v = coef[3] * v_pull + coef[4] * v_fill + coef[5] * max(-v_rest, 0.0) + coef[6] * max(a_pull, 0.0)
     raw = (p - v) / (abs(p) + abs(v) + eps_c)
+    out_f[0, ro] = p
+    out_f[1, ro] = v
+    out_f[2, ro] = raw
+    return raw
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", inline="always")
+def _derivatives(comp, n, out_f, ro, sf_row, dt):
+    """composite and d1..d3 of the n-th sample (output row ro) from the previous composite/d1/d2."""
+    d1 = (comp - sf_row[_PREV_C]) / dt if n >= 2 else np.nan
+    d2 = (d1 - sf_row[_PREV_D1]) / dt if n >= 3 else np.nan
+    d3 = (d2 - sf_row[_PREV_D2]) / dt if n >= 4 else np.nan
+    sf_row[_PREV_C] = comp
+    sf_row[_PREV_D1] = d1
+    sf_row[_PREV_D2] = d2
+    out_f[3, ro] = comp
+    out_f[4, ro] = 0.0 if math.isnan(d1) else d1
+    out_f[5, ro] = 0.0 if math.isnan(d2) else d2
+    out_f[6, ro] = 0.0 if math.isnan(d3) else d3
+    return d1, d2, d3
+
+
+@njit(cache=True, _nrt=False, error_model="numpy")
+def _series(inp, r, out_f, ro, si_row, sf_row, ring_row, coef, windows, rho, params):
+    """First half of one sample of one absolute-tick series: force block, rolled composite and its
+    derivatives (input row r, output row ro), returned as (d1, d2, d3) for `_score`. It touches only the
+    composite ring and the previous composite/d1/d2, never `_score`'s state."""
+    raw = _force(inp, r, out_f, ro, coef, params[1])
     n = si_row[_NSEEN] + 1
     si_row[_NSEEN] = n
     newest = (n - 1) % ring_row.shape[0]
@@ -177,20 +201,7 @@ def _series(inp, r, out_f, ro, si_row, sf_row, ring_row, coef, windows, rho, par
     comp = 0.0
     for w in range(windows.shape[0]):
         comp += rho[w] * rolling.window_mean(ring_row, newest, n, windows[w])
-    d1 = (comp - sf_row[_PREV_C]) / dt if n >= 2 else np.nan
-    d2 = (d1 - sf_row[_PREV_D1]) / dt if n >= 3 else np.nan
-    d3 = (d2 - sf_row[_PREV_D2]) / dt if n >= 4 else np.nan
-    sf_row[_PREV_C] = comp
-    sf_row[_PREV_D1] = d1
-    sf_row[_PREV_D2] = d2
-    out_f[0, ro] = p
-    out_f[1, ro] = v
-    out_f[2, ro] = raw
-    out_f[3, ro] = comp
-    out_f[4, ro] = 0.0 if math.isnan(d1) else d1
-    out_f[5, ro] = 0.0 if math.isnan(d2) else d2
-    out_f[6, ro] = 0.0 if math.isnan(d3) else d3
-    return d1, d2, d3
+    return _derivatives(comp, n, out_f, ro, sf_row, params[0])
 
 
 @njit(cache=True, _nrt=False, error_model="numpy")
@@ -277,7 +288,7 @@ _BLK = 64
 
 @njit(cache=True, parallel=True, _nrt=False, error_model="numpy")
 def _run_slots(seqs, valid, spot_ticks, ask_signs, bid_signs, inp, out_f, out_i, out0,
-               si, sf, ring, fifo, srt, sc_f, sc_i, coef, windows, rho, dw, params):
+               si, sf, ring, fifo, srt, sc_f, sc_i, sc_lin, coef, windows, rho, dw, params):
     """`_run_bins` regrouped by slot: each slot (absolute tick mod S) walks the bins on its own, in
     parallel over slots. A slot's state only ever sees its own cells, in bin order, through the same
     `_series`/`_score` calls as the stream order, so the result is the same to the bit; its windows stay
@@ -295,11 +306,15 @@ def _run_slots(seqs, valid, spot_ticks, ask_signs, bid_signs, inp, out_f, out_i,
     for b in range(n_bins):
         if not valid[b]:
             _zero_bin(out_f, out_i, out0 + b * n_slots, n_slots)
+    n_ring = ring.shape[1]
     for s in prange(n_slots):
         scf = sc_f[s]
         sci = sc_i[s]
+        lin = sc_lin[s]
+        ring_row = ring[s]
         b = 0
         while b < n_bins:
+            # the block's cells (a series reset only at its first cell)
             m = 0
             while b < n_bins and m < _BLK:
                 if valid[b]:
@@ -309,20 +324,50 @@ def _run_slots(seqs, valid, spot_ticks, ask_signs, bid_signs, inp, out_f, out_i,
                     seq = seqs[b]
                     fresh = 0
                     if si[s, _TICK] != tick or si[s, _SEQ] != seq - 1:
+                        if m > 0:
+                            break  # bin b starts the next block
                         si[s, _TICK] = tick
                         si[s, _NSEEN] = 0  # the z windows' reset waits for this cell's `_score`
                         fresh = 1
                     si[s, _SEQ] = seq
-                    r = b * n_slots + j
-                    d1, d2, d3 = _series(inp, r, out_f, out0 + r, si[s], sf[s], ring[s], coef, windows, rho,
-                                         params)
-                    scf[0, m] = d1
-                    scf[1, m] = d2
-                    scf[2, m] = d3
                     sci[0, m] = b
                     sci[1, m] = j * 2 + fresh
                     m += 1
                 b += 1
+            # the ring's last n_ring samples oldest first, +0.0 before the series' first, then the block's raws
+            n0 = si[s, _NSEEN]
+            for i in range(n_ring):
+                t = n0 - n_ring + i
+                lin[i] = ring_row[t % n_ring] if t >= 0 else 0.0
+            for q in range(m):
+                r = sci[0, q] * n_slots + (sci[1, q] >> 1)
+                raw = _force(inp, r, out_f, out0 + r, coef, params[1])
+                lin[n_ring + q] = raw
+                ring_row[(n0 + q) % n_ring] = raw
+            # window sums vectorised across the block's cells: each lane is `window_mean`'s own chain
+            # (0.0, then oldest to newest; the +0.0 padding before a series' first sample leaves it 0.0)
+            comp = scf[4]
+            acc = scf[3]
+            for q in range(m):
+                comp[q] = 0.0
+            for wi in range(windows.shape[0]):
+                w = windows[wi]
+                for q in range(m):
+                    acc[q] = 0.0
+                for i in range(w):
+                    src = lin[n_ring - w + 1 + i:n_ring - w + 1 + i + m]
+                    for q in range(m):
+                        acc[q] += src[q]
+                for q in range(m):
+                    nq = n0 + q + 1
+                    comp[q] += rho[wi] * (acc[q] / (w if nq > w else nq))
+            for q in range(m):
+                r = sci[0, q] * n_slots + (sci[1, q] >> 1)
+                d1, d2, d3 = _derivatives(comp[q], n0 + q + 1, out_f, out0 + r, sf[s], params[0])
+                scf[0, q] = d1
+                scf[1, q] = d2
+                scf[2, q] = d3
+            si[s, _NSEEN] = n0 + m
             for q in range(m):
                 bq = sci[0, q]
                 code = sci[1, q]
@@ -459,13 +504,14 @@ class GoldRuntime:
         rows = len(grid["k"])
         out_f = np.empty((len(GOLD_FLOAT_COLUMNS), rows), np.float64)
         out_i = np.empty((2, rows), np.int8)
-        sc_f = np.empty((w, 3, _BLK), np.float64)  # per slot: a block's (d1, d2, d3) ...
+        sc_f = np.empty((w, 5, _BLK), np.float64)  # per slot: a block's (d1, d2, d3, sum, composite) ...
         sc_i = np.empty((w, 2, _BLK), np.int64)  # ... and (bin, 2 * row in bin + reset flag)
+        sc_lin = np.empty((w, self.ring.shape[1] + _BLK), np.float64)  # ... and its raws after the ring's
         for b0 in range(0, len(seqs), chunk_bins):
             b1 = min(b0 + chunk_bins, len(seqs))
             _run_slots(seqs[b0:b1], valid[b0:b1], spot_ticks[b0:b1], ask_s[b0:b1], bid_s[b0:b1],
                        _grid_inputs(grid, b0 * w, b1 * w), out_f, out_i, b0 * w, self.si, self.sf, self.ring,
-                       self.fifo, self.srt, sc_f, sc_i, *self._p.args())
+                       self.fifo, self.srt, sc_f, sc_i, sc_lin, *self._p.args())
         return _outputs(seqs, valid, grid["k"], out_f, out_i, w)
 
 

@@ -233,14 +233,17 @@ def window_push(fifo: np.ndarray, srt: np.ndarray, head: int, length: int, n_sor
     if length == cap:
         old = fifo[head]
         fifo[head] = x
-        head = (head + 1) % cap
+        head += 1  # wrap by compare, not `%`: an integer division per push was ~2 % of the gold cell
+        if head == cap:
+            head = 0
         if not math.isnan(old):
             if not math.isnan(x):
                 sorted_replace(srt, n_sorted, old, x)
                 return head, length, n_sorted
             n_sorted = sorted_remove(srt, n_sorted, old)
     else:
-        fifo[(head + length) % cap] = x
+        tail = head + length  # < 2 cap
+        fifo[tail - cap if tail >= cap else tail] = x
         length += 1
     if not math.isnan(x):
         n_sorted = sorted_insert(srt, n_sorted, x)
