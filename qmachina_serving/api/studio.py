@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from qmachina_assets.core.control import studio as sessions
 from qmachina_assets.core.control.studio import STEPS, Decision, StudioSession
+from qmachina_assets.core.gold import dsl
 from qmachina_assets.core.gold.dsl import DslValidationError
 from qmachina_assets.core.registry import PreflightError
 from qmachina_assets.core.registry.candidates import GateFailure, candidate
@@ -114,6 +115,14 @@ class Preview(BaseModel):
 MAX_PREVIEW_DAYS = 10
 #: Row groups of a day's gold read for the heatmap and the composite's quartiles (evenly spaced; ~1024 bins each).
 MAX_HEATMAP_GROUPS = 48
+
+
+class GoldSpecFile(BaseModel):
+    """A shipped Gold DSL spec's file text, loaded into the gold step's editor as a starting point."""
+
+    name: str
+    yaml: str
+    spec_hash: str | None  # None when the file does not validate (the editor's Validate lists why)
 
 
 class GoldSpecText(BaseModel):
@@ -402,6 +411,22 @@ def build(ctx: ApiContext) -> APIRouter:
         except (ValidationError, ConfigError, ValueError, OSError) as exc:  # DslValidationError too
             raise bad(exc) from exc
         return control_call(lambda: sessions.commit_step(cp, ws, sid, step, payload, actor=principal.actor))
+
+    @r.get("/gold/specs/{spec}", response_model=GoldSpecFile, responses=NOT_FOUND)
+    def gold_spec(spec: Annotated[str, PathParam(pattern=NAME_RE, max_length=64)],
+                  principal: ctx.caller()) -> GoldSpecFile:
+        """The exact text of `configs/gold/<spec>.yaml` (the gold step's picker lists these) for the editor; the
+        name pattern keeps the lookup inside that folder (a path is a 422, an unknown name a 404)."""
+        path = ctx.get_configs() / "gold" / f"{spec}.yaml"
+        try:
+            text = path.read_text()
+        except FileNotFoundError as exc:
+            raise not_found(f"spec: no Gold DSL spec {spec!r} in configs/gold") from exc
+        try:
+            spec_hash: str | None = dsl.load_spec(path).spec_hash
+        except DslValidationError:
+            spec_hash = None
+        return GoldSpecFile(name=spec, yaml=text, spec_hash=spec_hash)
 
     @r.post("/sessions/{sid}/gold/validate", response_model=SpecCheck, responses=NOT_FOUND)
     def gold_validate(sid: SessionId, body: GoldSpecText, principal: ctx.role("editor"), cp: Control) -> SpecCheck:

@@ -193,7 +193,8 @@ CREATES = {("POST", "/v1/studio/sessions"), ("POST", "/v1/jobs")}
 
 
 def _names_an_id(path: str) -> bool:
-    """A route addressing one object of a workspace (global things such as AutoML templates are not)."""
+    """A route addressing one object of a workspace (global things such as AutoML templates and shipped Gold DSL
+    specs are not)."""
     return path == "/v1/serving/diff" or any("{" + p + "}" in path for p in ID_PARAMS)
 
 
@@ -355,7 +356,7 @@ def test_sql_injection_in_every_path_parameter_and_filter(world, app, unchanged)
             for method, path in _routes(app):
                 if "{" not in path:
                     continue
-                values = dict.fromkeys((*ID_PARAMS, "template"), s)
+                values = dict.fromkeys((*ID_PARAMS, "template", "spec"), s)
                 r = c.request(method, _fill(path, values), json={"reason": s, "version_id": s, "role": "viewer"})
                 n += 1
                 assert r.status_code in (404, 405, 422), (s, method, path, r.status_code, r.text)
@@ -384,7 +385,8 @@ def test_path_traversal_in_names(world, app, unchanged):
             for url in (f"/v1/experiments/{t}/runs", f"/v1/experiments/{quote(t, safe='')}/runs",
                         f"/v1/experiments/{EXP}/runs/{quote(t, safe='')}", f"/v1/datasets/{quote(t, safe='')}",
                         f"/v1/serving/versions/{quote(t, safe='')}", f"/v1/serving/aliases/{quote(t, safe='')}",
-                        f"/v1/experiments/{EXP}/runs/{quote(t, safe='')}/equity"):
+                        f"/v1/experiments/{EXP}/runs/{quote(t, safe='')}/equity",
+                        f"/v1/studio/gold/specs/{quote(t, safe='')}", f"/v1/studio/gold/specs/{t}"):
                 r = c.get(url)
                 n += 1
                 assert r.status_code in (404, 405, 422), (url, r.status_code, r.text)
@@ -392,7 +394,7 @@ def test_path_traversal_in_names(world, app, unchanged):
         r = c.get("/../../../../etc/passwd")
         n += 1
         assert r.status_code == 404 and "root:" not in r.text
-    record("path traversal", "experiment names, run ids, dataset ids, versions, aliases, static files", n,
+    record("path traversal", "experiment names, run ids, dataset ids, versions, aliases, gold specs, static files", n,
            "404/422; nothing outside the lake read")
 
 

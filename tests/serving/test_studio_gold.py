@@ -186,6 +186,39 @@ def test_roles_and_workspaces(world):
     assert r.status_code == 403
 
 
+def test_a_shipped_spec_loads_as_its_exact_text(world):
+    """The editor's Load: the file's exact text (comments and all) with its hash; viewers read it too; a name that
+    is not a plain spec name or no file is refused; no credential is a 401."""
+    path = world["configs"] / "gold" / "depth_imbalance.yaml"
+    original = path.read_text()
+    text = original + "# a trailing comment the editor must keep\n"
+    path.write_text(text)
+    for role in ("editor", "viewer"):
+        r = world["client"](world["main"], role).get("/v1/studio/gold/specs/depth_imbalance")
+        assert r.status_code == 200, r.text
+        assert r.json() == {"name": "depth_imbalance", "yaml": text,
+                            "spec_hash": dsl.load_spec(path).spec_hash}
+    c = world["c"]
+    (world["configs"] / "gold" / "broken_one.yaml").write_text("version: 1\nnodes: 3\n")
+    r = c.get("/v1/studio/gold/specs/broken_one")  # loads so the editor shows why; no hash
+    assert r.status_code == 200 and r.json()["spec_hash"] is None and r.json()["yaml"] == "version: 1\nnodes: 3\n"
+    r = c.get("/v1/studio/gold/specs/no_such_spec")
+    assert r.status_code == 404 and "no_such_spec" in r.json()["detail"], r.text
+    (world["configs"] / "secret.yaml").write_text("version: 1\n")  # one folder up: never reachable
+    for bad in ("..%2Fsecret", "%2E%2E", "Depth_Imbalance", "depth_imbalance.yaml", "..", "x" * 65):
+        r = c.get(f"/v1/studio/gold/specs/{bad}")
+        assert r.status_code in (404, 422), (bad, r.status_code, r.text)
+        assert "version: 1" not in r.text
+    r = c.get("/v1/studio/gold/specs/depth_imbalance.yaml")
+    assert r.status_code == 422 and "pattern" in r.text  # the name's pattern is the message
+    (world["configs"] / "gold" / "broken_one.yaml").unlink()  # the later tests load every spec of the folder
+    (world["configs"] / "secret.yaml").unlink()
+    path.write_text(original)
+    anon = TestClient(c.app)
+    r = anon.get("/v1/studio/gold/specs/depth_imbalance")
+    assert r.status_code == 401 and "gold_reach" not in r.text and "nodes" not in r.text
+
+
 def test_the_committed_spec_is_a_versioned_file_the_session_and_dagster_use(world):
     from qmachina_assets.defs.gold.assets import gold_assets
 

@@ -1,7 +1,7 @@
 /**
  * Model Studio's Gold DSL editor in the browser (tests/serving/test_studio_gold.py runs it against a serving
  * process over one synthetic day whose dataset is built; no Dagster): a bad spec shows its error at the node's
- * line, the example spec validates and its preview renders a row and a histogram per output.
+ * line, a shipped spec loads into the editor, the example spec validates and its preview renders a row and a histogram per output.
  *
  *   QMACHINA_E2E_PIPELINE   the pipeline to pick (its first day built)
  */
@@ -25,7 +25,12 @@ describe('model studio: gold DSL editor', () => {
     await t('commit-data').click();
     await expect.poll(() => t('session-info').textContent()).toContain('next: gold');
 
-    await page.locator('[data-testid="gold-editor"] summary').click();
+    await t('gold-dsl').selectOption('depth_imbalance');  // Load: a shipped spec's text into the editor
+    await t('gold-load').click();
+    await expect.poll(() => t('gold-dsl-result').textContent()).toContain('loaded depth_imbalance · spec ');
+    expect(await t('gold-dsl-text').inputValue()).toMatch(/^[\s\S]*nodes:/);
+    expect(await page.locator('[data-testid="gold-editor"]').getAttribute('open')).not.toBeNull();
+    await t('gold-dsl').selectOption('');
     await t('gold-example').click();
     const good = await t('gold-dsl-text').inputValue();
     const bad = good.replace('field: ask_depth', 'field: ask_dept');

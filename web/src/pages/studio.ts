@@ -326,6 +326,24 @@ async function dslValidate(): Promise<SpecCheck | null> {
   }
 }
 
+/** The picked shipped spec's exact text into the editor: a starting point to edit, validate and commit. */
+async function dslLoad(): Promise<void> {
+  const name = byId<HTMLSelectElement>('gold-dsl').value;
+  const res = byId('gold-dsl-result');
+  if (!name) { res.textContent = 'pick a Gold DSL spec to load'; res.dataset['tone'] = 'error'; return; }
+  try {
+    const r = await api.get<{ name: string; yaml: string; spec_hash: string | null }>(`/studio/gold/specs/${encodeURIComponent(name)}`);
+    byId<HTMLTextAreaElement>('gold-dsl-text').value = r.yaml;
+    byId<HTMLDetailsElement>('gold-editor').open = true;
+    showErrors([]);
+    res.textContent = `loaded ${r.name}${r.spec_hash ? ` · spec ${r.spec_hash}` : ' · does not validate: Validate lists why'}`;
+    res.dataset['tone'] = r.spec_hash ? 'ok' : 'error';
+  } catch (err) {
+    res.textContent = msg(err);
+    res.dataset['tone'] = 'error';
+  }
+}
+
 async function dslPreview(): Promise<void> {
   if (!session) return;
   const check = await dslValidate();
@@ -586,6 +604,7 @@ async function init(): Promise<void> {
   editor.addEventListener('input', () => renderGutter());
   editor.addEventListener('scroll', () => { byId('gold-dsl-gutter').scrollTop = editor.scrollTop; });
   byId('gold-example').addEventListener('click', () => { editor.value = EXAMPLE_SPEC; renderGutter(); });
+  byId('gold-load').addEventListener('click', () => void dslLoad());
   byId('gold-validate').addEventListener('click', () => void dslValidate());
   byId('gold-preview').addEventListener('click', () => void dslPreview());
   renderGutter();
